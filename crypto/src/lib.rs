@@ -1,1 +1,91 @@
-//! x
+//! The Tacit protocol: identity keys and prekeys, PQXDH session setup, the Double Ratchet,
+//! and safety numbers.
+//!
+//! This crate does no I/O, reads no clock and uses no global random number generator:
+//! callers pass `rng` and persist the state that calls return. `SECURITY.md` at the
+//! repository root specifies every byte and label used here.
+//!
+//! # Alice and Bob
+//!
+//! ```
+//! use tacit_crypto::{
+//!     Address, IdentityKeyPair, KemPreKeyKind, Message, PreKeyBundle, PreKeyId,
+//!     ResponderKeys, Session,
+//! };
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut rng = rand::rng();
+//! let (alice_addr, bob_addr) = (Address::new("alice", 1)?, Address::new("bob", 1)?);
+//!
+//! // Bob publishes a bundle (through the server).
+//! let bob = IdentityKeyPair::generate(&mut rng);
+//! let bob_spk = bob.generate_signed_prekey(&mut rng, PreKeyId(1));
+//! let bob_otks = bob.generate_one_time_prekeys(&mut rng, PreKeyId(1), 10);
+//! let bob_kem = bob.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
+//! let bundle = PreKeyBundle {
+//!     identity: bob.public().clone(),
+//!     signed_prekey: bob_spk.public(),
+//!     one_time_prekey: Some(bob_otks[0].public()),
+//!     kem_prekey: bob_kem.public().clone(),
+//! };
+//!
+//! // Alice starts a session from it and sends.
+//! let alice = IdentityKeyPair::generate(&mut rng);
+//! let mut alice_session = Session::initiate(&mut rng, &alice, &alice_addr, &bob_addr, &bundle)?;
+//! let wire = alice_session.encrypt(b"hello Bob")?;
+//!
+//! // Bob looks up the keys the message names and accepts it.
+//! let Message::PreKey(first) = Message::from_bytes(&wire)? else { unreachable!() };
+//! let keys = ResponderKeys {
+//!     identity: &bob,
+//!     signed_prekey: &bob_spk,
+//!     one_time_prekey: Some(&bob_otks[0]),
+//!     kem_prekey: &bob_kem,
+//! };
+//! let (mut bob_session, plaintext) =
+//!     Session::accept(&mut rng, keys, &bob_addr, &alice_addr, &first)?;
+//! assert_eq!(plaintext, b"hello Bob");
+//!
+//! // Bob answers; from now on both send plain ratchet messages.
+//! let reply = bob_session.encrypt(b"hi Alice")?;
+//! let plaintext = alice_session.decrypt(&mut rng, &Message::from_bytes(&reply)?)?;
+//! assert_eq!(plaintext, b"hi Alice");
+//! assert!(alice_session.is_acknowledged());
+//!
+//! // A replay is refused, and the session can be stored and restored.
+//! let err = alice_session.decrypt(&mut rng, &Message::from_bytes(&reply)?).unwrap_err();
+//! assert_eq!(err, tacit_crypto::DecryptError::Duplicate);
+//! let restored = Session::from_bytes(&alice_session.to_bytes())?;
+//! assert_eq!(restored.base_key(), bob_session.base_key());
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod address;
+pub mod consts;
+pub mod fingerprint;
+pub mod keys;
+mod message;
+pub mod pqxdh;
+pub mod ratchet;
+pub mod wire;
+
+pub use address::{Address, AddressError, MAX_USER_ID_LEN};
+pub use fingerprint::{FingerprintError, SafetyNumber};
+pub use keys::{
+    BadSignature, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair,
+    OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, SignedPreKey, SignedPreKeyPair,
+};
+pub use message::{Message, PreKeyMessage, RatchetMessage};
+pub use pqxdh::{ResponderKeys, SetupError};
+pub use ratchet::{DecryptError, EncryptError, Session};
+pub use wire::DecodeError;
+
+/// A deterministic RNG for unit tests.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
