@@ -140,7 +140,7 @@ impl IdentityKey {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let signing =
             VerifyingKey::from_bytes(&r.array()?).map_err(|_| r.invalid("Ed25519 identity key"))?;
-        let dh = PublicKey::from(r.array::<X25519_LEN>()?);
+        let dh = r.x25519("X25519 identity key")?;
         let signature = Signature::from_bytes(&r.array()?);
         let key = Self {
             signing,
@@ -320,7 +320,7 @@ impl X25519PreKey {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
             id: PreKeyId(r.u32()?),
-            key: PublicKey::from(r.array::<X25519_LEN>()?),
+            key: r.x25519("X25519 prekey")?,
             signature: Signature::from_bytes(&r.array()?),
         })
     }

@@ -83,9 +83,107 @@ pub use pqxdh::{ResponderKeys, SetupError};
 pub use ratchet::{DecryptError, EncryptError, Session};
 pub use wire::DecodeError;
 
-/// A deterministic RNG for unit tests.
 #[cfg(test)]
-pub(crate) fn test_rng(seed: u64) -> rand::rngs::StdRng {
+pub(crate) use testing::test_rng;
+
+#[cfg(test)]
+// mod vectors;
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Parties and sessions for unit tests.
+    use crate::{
+        Address, IdentityKeyPair, KemPreKeyKind, KemPreKeyPair, Message, OneTimePreKeyPair,
+        PreKeyBundle, PreKeyId, PreKeyMessage, ResponderKeys, Session, SignedPreKeyPair,
+    };
     use rand::SeedableRng;
-    rand::rngs::StdRng::seed_from_u64(seed)
+
+    /// A deterministic RNG.
+    pub(crate) fn test_rng(seed: u64) -> rand::rngs::StdRng {
+        rand::rngs::StdRng::seed_from_u64(seed)
+    }
+
+    /// A device with its published keys.
+    pub(crate) struct Party {
+        pub(crate) identity: IdentityKeyPair,
+        pub(crate) signed_prekey: SignedPreKeyPair,
+        pub(crate) one_time_prekeys: Vec<OneTimePreKeyPair>,
+        pub(crate) kem_prekey: KemPreKeyPair,
+        pub(crate) address: Address,
+    }
+
+    impl Party {
+        pub(crate) fn new(rng: &mut rand::rngs::StdRng, user: &str) -> Self {
+            let identity = IdentityKeyPair::generate(rng);
+            Self {
+                signed_prekey: identity.generate_signed_prekey(rng, PreKeyId(1)),
+                one_time_prekeys: identity.generate_one_time_prekeys(rng, PreKeyId(1), 3),
+                kem_prekey: identity.generate_kem_prekey(
+                    rng,
+                    PreKeyId(1),
+                    KemPreKeyKind::LastResort,
+                ),
+                identity,
+                address: Address::new(user, 1).unwrap(),
+            }
+        }
+
+        pub(crate) fn bundle(&self, with_one_time: bool) -> PreKeyBundle {
+            PreKeyBundle {
+                identity: self.identity.public().clone(),
+                signed_prekey: self.signed_prekey.public(),
+                one_time_prekey: with_one_time.then(|| self.one_time_prekeys[0].public()),
+                kem_prekey: self.kem_prekey.public().clone(),
+            }
+        }
+
+        /// The keys a prekey message names.
+        pub(crate) fn keys_for(&self, message: &PreKeyMessage) -> ResponderKeys<'_> {
+            ResponderKeys {
+                identity: &self.identity,
+                signed_prekey: &self.signed_prekey,
+                one_time_prekey: message
+                    .one_time_prekey_id()
+                    .and_then(|id| self.one_time_prekeys.iter().find(|k| k.id() == id)),
+                kem_prekey: &self.kem_prekey,
+            }
+        }
+    }
+
+    pub(crate) fn prekey_message(bytes: &[u8]) -> PreKeyMessage {
+        match Message::from_bytes(bytes).unwrap() {
+            Message::PreKey(message) => *message,
+            Message::Ratchet(_) => panic!("expected a prekey message"),
+        }
+    }
+
+    /// Alice and Bob after one message each way.
+    pub(crate) fn established(rng: &mut rand::rngs::StdRng) -> (Session, Session) {
+        let alice = Party::new(rng, "alice");
+        let bob = Party::new(rng, "bob");
+        let mut a = Session::initiate(
+            rng,
+            &alice.identity,
+            &alice.address,
+            &bob.address,
+            &bob.bundle(true),
+        )
+        .unwrap();
+        let first = prekey_message(&a.encrypt(b"first").unwrap());
+        let (mut b, plaintext) = Session::accept(
+            rng,
+            bob.keys_for(&first),
+            &bob.address,
+            &alice.address,
+            &first,
+        )
+        .unwrap();
+        assert_eq!(plaintext, b"first");
+        let reply = b.encrypt(b"reply").unwrap();
+        assert_eq!(
+            a.decrypt(rng, &Message::from_bytes(&reply).unwrap())
+                .unwrap(),
+            b"reply"
+        );
+        (a, b)
+    }
 }

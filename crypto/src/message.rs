@@ -79,7 +79,7 @@ impl RatchetMessage {
             return Err(r.invalid("message type"));
         }
         let header = Header {
-            ratchet_key: PublicKey::from(r.array::<X25519_LEN>()?),
+            ratchet_key: r.x25519("ratchet key")?,
             previous_chain_length: r.u32()?,
             index: r.u32()?,
         };
@@ -154,7 +154,7 @@ impl PreKeyMessage {
 
     fn decode(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let identity = IdentityKey::decode(&mut r)?;
-        let base_key = PublicKey::from(r.array::<X25519_LEN>()?);
+        let base_key = r.x25519("base key")?;
         let signed_prekey_id = PreKeyId(r.u32()?);
         let one_time_prekey_id = if r.flag("one-time prekey flag")? {
             Some(PreKeyId(r.u32()?))
@@ -180,7 +180,7 @@ impl PreKeyMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A session's first messages (PQXDH setup + ratchet message).
-    PreKey(PreKeyMessage),
+    PreKey(Box<PreKeyMessage>),
     /// A Double Ratchet message on an established session.
     Ratchet(RatchetMessage),
 }
@@ -191,7 +191,7 @@ impl Message {
         let mut r = Reader::with_version("message", bytes, MESSAGE_VERSION)?;
         match r.u8()? {
             MESSAGE_TYPE_RATCHET => RatchetMessage::from_bytes(bytes).map(Self::Ratchet),
-            MESSAGE_TYPE_PREKEY => PreKeyMessage::decode(r).map(Self::PreKey),
+            MESSAGE_TYPE_PREKEY => PreKeyMessage::decode(r).map(|m| Self::PreKey(Box::new(m))),
             _ => Err(r.invalid("message type")),
         }
     }

@@ -222,3 +222,235 @@ impl Session {
         Ok((session, plaintext))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PreKeyId;
+    use crate::testing::{Party, prekey_message, test_rng};
+    use crate::{KemPreKeyKind, Message};
+
+    #[test]
+    fn setup_works_with_and_without_a_one_time_prekey() {
+        for with_one_time in [true, false] {
+            let mut rng = test_rng(21);
+            let alice = Party::new(&mut rng, "alice");
+            let bob = Party::new(&mut rng, "bob");
+            let bundle = bob.bundle(with_one_time);
+            let mut a = Session::initiate(
+                &mut rng,
+                &alice.identity,
+                &alice.address,
+                &bob.address,
+                &bundle,
+            )
+            .unwrap();
+            let first = prekey_message(&a.encrypt(b"one").unwrap());
+            assert_eq!(first.one_time_prekey_id().is_some(), with_one_time);
+            assert_eq!(first.identity(), alice.identity.public());
+            let (b, plaintext) = Session::accept(
+                &mut rng,
+                bob.keys_for(&first),
+                &bob.address,
+                &alice.address,
+                &first,
+            )
+            .unwrap();
+            assert_eq!(plaintext, b"one");
+            assert_eq!(a.base_key(), b.base_key());
+            assert_eq!(b.remote_identity(), alice.identity.public());
+        }
+    }
+
+    #[test]
+    fn bad_prekey_signatures_are_rejected() {
+        let mut rng = test_rng(22);
+        let alice = Party::new(&mut rng, "alice");
+        let bob = Party::new(&mut rng, "bob");
+        let mallory = Party::new(&mut rng, "mallory");
+        let setup = |bundle: &PreKeyBundle, rng: &mut rand::rngs::StdRng| {
+            Session::initiate(rng, &alice.identity, &alice.address, &bob.address, bundle).err()
+        };
+
+        let mut bundle = bob.bundle(true);
+        bundle.signed_prekey = mallory.signed_prekey.public();
+        assert_eq!(
+            setup(&bundle, &mut rng),
+            Some(SetupError::BadSignature(BadSignature("signed prekey")))
+        );
+        let mut bundle = bob.bundle(true);
+        bundle.one_time_prekey = Some(mallory.one_time_prekeys[0].public());
+        assert_eq!(
+            setup(&bundle, &mut rng),
+            Some(SetupError::BadSignature(BadSignature("one-time prekey")))
+        );
+        let mut bundle = bob.bundle(true);
+        bundle.kem_prekey = mallory.kem_prekey.public().clone();
+        assert_eq!(
+            setup(&bundle, &mut rng),
+            Some(SetupError::BadSignature(BadSignature("KEM prekey")))
+        );
+    }
+
+    /// Low-order X25519 points: all zeros, and the order-8 point 0x01.
+    const LOW_ORDER: [[u8; 32]; 2] = [[0u8; 32], {
+        let mut p = [0u8; 32];
+        p[0] = 1;
+        p
+    }];
+
+    #[test]
+    fn low_order_prekeys_are_rejected_even_when_signed() {
+        let mut rng = test_rng(23);
+        let alice = Party::new(&mut rng, "alice");
+        let bob = Party::new(&mut rng, "bob");
+        for point in LOW_ORDER {
+            // A malicious identity signs a low-order signed prekey: the signature verifies,
+            // the DH result is non-contributory, and setup refuses it.
+            let signature = bob.identity.sign(
+                crate::consts::LABEL_SIGN_SIGNED_PREKEY,
+                Some(PreKeyId(9)),
+                &point,
+            );
+            let mut encoded = vec![crate::consts::KEY_FORMAT_VERSION];
+            encoded.extend_from_slice(&9u32.to_be_bytes());
+            encoded.extend_from_slice(&point);
+            encoded.extend_from_slice(&signature.to_bytes());
+            let mut bundle = bob.bundle(true);
+            bundle.signed_prekey = crate::SignedPreKey::from_bytes(&encoded).unwrap();
+            assert!(bundle.verify().is_ok());
+            assert_eq!(
+                Session::initiate(
+                    &mut rng,
+                    &alice.identity,
+                    &alice.address,
+                    &bob.address,
+                    &bundle
+                )
+                .err(),
+                Some(SetupError::NonContributory)
+            );
+        }
+    }
+
+    #[test]
+    fn low_order_base_key_is_rejected() {
+        let mut rng = test_rng(24);
+        let alice = Party::new(&mut rng, "alice");
+        let bob = Party::new(&mut rng, "bob");
+        let mut a = Session::initiate(
+            &mut rng,
+            &alice.identity,
+            &alice.address,
+            &bob.address,
+            &bob.bundle(true),
+        )
+        .unwrap();
+        let mut first = prekey_message(&a.encrypt(b"x").unwrap());
+        for point in LOW_ORDER {
+            first.base_key = PublicKey::from(point);
+            assert_eq!(
+                Session::accept(
+                    &mut rng,
+                    bob.keys_for(&first),
+                    &bob.address,
+                    &alice.address,
+                    &first
+                )
+                .err(),
+                Some(SetupError::NonContributory)
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_recipient_wrong_keys_and_wrong_addresses_fail() {
+        let mut rng = test_rng(25);
+        let alice = Party::new(&mut rng, "alice");
+        let bob = Party::new(&mut rng, "bob");
+        let carol = Party::new(&mut rng, "carol");
+        let mut a = Session::initiate(
+            &mut rng,
+            &alice.identity,
+            &alice.address,
+            &bob.address,
+            &bob.bundle(true),
+        )
+        .unwrap();
+        let first = prekey_message(&a.encrypt(b"for bob").unwrap());
+
+        // Carol has keys with the same ids, but they are not the ones Alice used.
+        assert_eq!(
+            Session::accept(
+                &mut rng,
+                carol.keys_for(&first),
+                &carol.address,
+                &alice.address,
+                &first
+            )
+            .err(),
+            Some(SetupError::Decrypt(DecryptError::Authentication))
+        );
+        // Bob, told the message came from another address (unknown key-share), refuses it.
+        let elsewhere = Address::new("alice", 2).unwrap();
+        assert_eq!(
+            Session::accept(
+                &mut rng,
+                bob.keys_for(&first),
+                &bob.address,
+                &elsewhere,
+                &first
+            )
+            .err(),
+            Some(SetupError::Decrypt(DecryptError::Authentication))
+        );
+        // Keys that do not match the ids the message names.
+        let mut keys = bob.keys_for(&first);
+        keys.one_time_prekey = None;
+        assert_eq!(
+            Session::accept(&mut rng, keys, &bob.address, &alice.address, &first).err(),
+            Some(SetupError::WrongPreKey("one-time prekey"))
+        );
+        let other_kem =
+            bob.identity
+                .generate_kem_prekey(&mut rng, PreKeyId(2), KemPreKeyKind::OneTime);
+        let mut keys = bob.keys_for(&first);
+        keys.kem_prekey = &other_kem;
+        assert_eq!(
+            Session::accept(&mut rng, keys, &bob.address, &alice.address, &first).err(),
+            Some(SetupError::WrongPreKey("KEM prekey"))
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_prekey_message_is_refused() {
+        let mut rng = test_rng(26);
+        let alice = Party::new(&mut rng, "alice");
+        let bob = Party::new(&mut rng, "bob");
+        let mut a = Session::initiate(
+            &mut rng,
+            &alice.identity,
+            &alice.address,
+            &bob.address,
+            &bob.bundle(true),
+        )
+        .unwrap();
+        let wire = a.encrypt(b"tamper with me").unwrap();
+        for i in 0..wire.len() {
+            let mut bytes = wire.clone();
+            bytes[i] ^= 0x80;
+            let Ok(Message::PreKey(message)) = Message::from_bytes(&bytes) else {
+                continue; // refused by the decoder (version, type, flag or signature)
+            };
+            let mut keys = bob.keys_for(&message);
+            // Changed ids are looked up by the caller; pass the real keys regardless.
+            keys.one_time_prekey = message
+                .one_time_prekey_id()
+                .map(|_| &bob.one_time_prekeys[0]);
+            assert!(
+                Session::accept(&mut rng, keys, &bob.address, &alice.address, &message).is_err(),
+                "byte {i} flipped was accepted"
+            );
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! unknown version, truncation and trailing bytes. Integers are big-endian.
 
 use thiserror::Error;
+use x25519_dalek::PublicKey;
 
 /// Why some bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -92,6 +93,18 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Reads an X25519 public key, refusing non-canonical encodings (the top bit set, or a
+    /// value of at least 2^255 - 19): X25519 would read them as another key's value, which
+    /// would let anyone re-encode a key without changing what it computes.
+    pub(crate) fn x25519(&mut self, field: &'static str) -> Result<PublicKey, DecodeError> {
+        let bytes = self.array::<32>()?;
+        if is_canonical_x25519(&bytes) {
+            Ok(PublicKey::from(bytes))
+        } else {
+            Err(self.invalid(field))
+        }
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
@@ -143,6 +156,17 @@ impl<'a> Reader<'a> {
             })
         }
     }
+}
+
+/// Whether `bytes` is the canonical little-endian encoding of a field element below
+/// p = 2^255 - 19 (so the top bit is clear too).
+pub(crate) fn is_canonical_x25519(bytes: &[u8; 32]) -> bool {
+    let top = bytes[31];
+    if top & 0x80 != 0 {
+        return false;
+    }
+    // Values from p to 2^255 - 1: top byte 0x7f, bytes 1..=30 all 0xff, byte 0 >= 0xed.
+    !(top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff) && bytes[0] >= 0xed)
 }
 
 /// Writes a `u16` length prefix and the bytes. Callers keep values under 64 KiB (addresses

@@ -16,7 +16,7 @@ use super::chain::{ChainKey, MessageKey};
 use super::root::RootKey;
 use crate::consts::{
     KEM_CIPHERTEXT_LEN, MAX_CHAIN_JUMP, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS,
-    SESSION_FORMAT_VERSION, X25519_LEN,
+    SESSION_FORMAT_VERSION,
 };
 use crate::keys::{IdentityKey, PreKeyId};
 use crate::message::{HEADER_LEN, Header, Message, PreKeyMessage, RatchetMessage};
@@ -217,7 +217,7 @@ impl Session {
             kem_ciphertext: pending.kem_ciphertext.clone(),
             message: RatchetMessage::from_parts(header, bytes),
         };
-        Ok(Message::PreKey(prekey_message).to_bytes())
+        Ok(Message::PreKey(Box::new(prekey_message)).to_bytes())
     }
 
     /// Decrypts one message (ratchet spec `RatchetDecrypt`), staging every state change and
@@ -312,12 +312,12 @@ impl Session {
             .ok_or(DecryptError::NonContributory)?;
         let (root, sending) = root.step(&sent);
 
-        if let Some((finished_skipped, finished_chain)) = finished {
-            if let Some(current) = self.receivers.front_mut() {
-                current.chain = finished_chain;
-                let ratchet_key = current.ratchet_key;
-                self.store_skipped(ratchet_key, finished_skipped);
-            }
+        if let Some((finished_skipped, finished_chain)) = finished
+            && let Some(current) = self.receivers.front_mut()
+        {
+            current.chain = finished_chain;
+            let ratchet_key = current.ratchet_key;
+            self.store_skipped(ratchet_key, finished_skipped);
         }
         self.receivers.push_front(ReceiverChain {
             ratchet_key: header.ratchet_key,
@@ -417,7 +417,7 @@ impl Session {
         let local_identity = IdentityKey::decode(&mut r)?;
         let remote_identity = IdentityKey::decode(&mut r)?;
         let associated_data = r.vec16()?.to_vec();
-        let base_key = PublicKey::from(r.array::<X25519_LEN>()?);
+        let base_key = r.x25519("base key")?;
         let root = RootKey::new(r.array()?);
         let ratchet = RatchetKeyPair::from_secret(StaticSecret::from(r.array::<32>()?));
         let sending = if r.flag("sending flag")? {
@@ -432,7 +432,7 @@ impl Session {
         }
         let mut receivers = VecDeque::with_capacity(receiver_count);
         for _ in 0..receiver_count {
-            let ratchet_key = PublicKey::from(r.array::<X25519_LEN>()?);
+            let ratchet_key = r.x25519("ratchet key")?;
             let chain = read_chain(&mut r)?;
             receivers.push_back(ReceiverChain { ratchet_key, chain });
         }
@@ -442,7 +442,7 @@ impl Session {
         }
         let mut skipped = VecDeque::with_capacity(skipped_count);
         for _ in 0..skipped_count {
-            let ratchet_key = PublicKey::from(r.array::<X25519_LEN>()?);
+            let ratchet_key = r.x25519("ratchet key")?;
             let key = r.array::<32>()?;
             let index = r.u32()?;
             skipped.push_back(SkippedKey {
@@ -555,4 +555,265 @@ fn advance(
     let (skipped, at_target) = skip_to(chain, target)?;
     let (key, next) = at_target.step().ok_or(DecryptError::Duplicate)?;
     Ok((skipped, key, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{established, test_rng};
+    use rand::rngs::StdRng;
+
+    fn parse(bytes: &[u8]) -> Message {
+        Message::from_bytes(bytes).unwrap()
+    }
+
+    fn send(from: &mut Session, n: usize, tag: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let plaintext = format!("{tag}-{i}").into_bytes();
+                (from.encrypt(&plaintext).unwrap(), plaintext)
+            })
+            .collect()
+    }
+
+    fn decrypt(to: &mut Session, rng: &mut StdRng, wire: &[u8]) -> Result<Vec<u8>, DecryptError> {
+        to.decrypt(rng, &parse(wire))
+    }
+
+    #[test]
+    fn out_of_order_within_a_chain_and_across_ratchet_steps() {
+        let mut rng = test_rng(31);
+        let (mut a, mut b) = established(&mut rng);
+        let first = send(&mut a, 5, "a1");
+        // Deliver 4, 2, then Bob replies (new ratchet step), Alice sends a new chain.
+        assert_eq!(decrypt(&mut b, &mut rng, &first[4].0).unwrap(), first[4].1);
+        assert_eq!(decrypt(&mut b, &mut rng, &first[2].0).unwrap(), first[2].1);
+        let reply = send(&mut b, 1, "b1");
+        assert_eq!(decrypt(&mut a, &mut rng, &reply[0].0).unwrap(), reply[0].1);
+        let second = send(&mut a, 2, "a2");
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &second[1].0).unwrap(),
+            second[1].1
+        );
+        // The stragglers of the old chain still open, once.
+        for i in [0, 1, 3] {
+            assert_eq!(decrypt(&mut b, &mut rng, &first[i].0).unwrap(), first[i].1);
+            assert_eq!(
+                decrypt(&mut b, &mut rng, &first[i].0),
+                Err(DecryptError::Duplicate)
+            );
+        }
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &second[0].0).unwrap(),
+            second[0].1
+        );
+        assert_eq!(b.skipped_key_count(), 0);
+    }
+
+    #[test]
+    fn a_jump_over_the_cap_is_refused_and_changes_nothing() {
+        let mut rng = test_rng(32);
+        let (mut a, mut b) = established(&mut rng);
+        let messages = send(&mut a, MAX_CHAIN_JUMP as usize + 2, "x");
+        let before = b.to_bytes();
+        let last = &messages[MAX_CHAIN_JUMP as usize + 1].0;
+        assert_eq!(
+            decrypt(&mut b, &mut rng, last),
+            Err(DecryptError::TooFarAhead {
+                jump: u64::from(MAX_CHAIN_JUMP) + 1
+            })
+        );
+        assert_eq!(b.to_bytes(), before);
+        // Exactly at the cap is fine.
+        let at_cap = &messages[MAX_CHAIN_JUMP as usize];
+        assert!(decrypt(&mut b, &mut rng, &at_cap.0).is_ok());
+        assert_eq!(b.skipped_key_count(), MAX_CHAIN_JUMP as usize);
+    }
+
+    #[test]
+    fn skipped_keys_are_capped_oldest_first() {
+        let mut rng = test_rng(33);
+        let (mut a, mut b) = established(&mut rng);
+        // Two chains' worth of gaps: 1,500 skipped on each of two of Alice's chains.
+        let chain1 = send(&mut a, 1501, "c1");
+        assert!(decrypt(&mut b, &mut rng, &chain1[1500].0).is_ok());
+        let reply = send(&mut b, 1, "r");
+        assert!(decrypt(&mut a, &mut rng, &reply[0].0).is_ok());
+        let chain2 = send(&mut a, 1501, "c2");
+        assert!(decrypt(&mut b, &mut rng, &chain2[1500].0).is_ok());
+        assert_eq!(b.skipped_key_count(), MAX_SKIPPED_KEYS);
+        // The oldest 1,000 of chain 1 were evicted; the newest of them remain.
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &chain1[0].0),
+            Err(DecryptError::Duplicate)
+        );
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &chain1[1499].0).unwrap(),
+            chain1[1499].1
+        );
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &chain2[0].0).unwrap(),
+            chain2[0].1
+        );
+    }
+
+    #[test]
+    fn receiver_chains_are_capped() {
+        let mut rng = test_rng(34);
+        let (mut a, mut b) = established(&mut rng);
+        let mut held = Vec::new();
+        for round in 0..MAX_RECEIVER_CHAINS + 1 {
+            let messages = send(&mut a, 2, &format!("round{round}"));
+            assert!(decrypt(&mut b, &mut rng, &messages[1].0).is_ok());
+            held.push(messages[0].clone());
+            let reply = send(&mut b, 1, "r");
+            assert!(decrypt(&mut a, &mut rng, &reply[0].0).is_ok());
+        }
+        assert!(b.receivers.len() <= MAX_RECEIVER_CHAINS);
+        // Skipped keys outlive their chain, so even the evicted chain's gap still opens.
+        assert_eq!(decrypt(&mut b, &mut rng, &held[0].0).unwrap(), held[0].1);
+    }
+
+    #[test]
+    fn a_failed_decrypt_leaves_the_session_exactly_as_it_was() {
+        let mut rng = test_rng(35);
+        let (mut a, mut b) = established(&mut rng);
+        let same_chain = send(&mut a, 3, "s");
+        assert!(decrypt(&mut b, &mut rng, &same_chain[2].0).is_ok()); // two skipped keys
+        let reply = send(&mut b, 1, "r");
+        assert!(decrypt(&mut a, &mut rng, &reply[0].0).is_ok());
+        let new_chain = send(&mut a, 1, "n"); // would trigger a DH ratchet step on Bob
+
+        for wire in [&same_chain[0].0, &new_chain[0].0] {
+            for i in 0..wire.len() {
+                let mut bytes = wire.clone();
+                bytes[i] ^= 0x01;
+                let before = b.to_bytes();
+                if let Ok(message) = Message::from_bytes(&bytes) {
+                    assert!(b.decrypt(&mut rng, &message).is_err(), "byte {i} accepted");
+                }
+                assert_eq!(b.to_bytes(), before, "byte {i} changed the session");
+            }
+        }
+        // And the untampered messages still decrypt afterwards.
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &new_chain[0].0).unwrap(),
+            new_chain[0].1
+        );
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &same_chain[0].0).unwrap(),
+            same_chain[0].1
+        );
+    }
+
+    #[test]
+    fn duplicates_are_refused_without_changing_the_session() {
+        let mut rng = test_rng(36);
+        let (mut a, mut b) = established(&mut rng);
+        let messages = send(&mut a, 2, "d");
+        for (wire, plaintext) in &messages {
+            assert_eq!(&decrypt(&mut b, &mut rng, wire).unwrap(), plaintext);
+        }
+        let before = b.to_bytes();
+        for (wire, _) in &messages {
+            assert_eq!(
+                decrypt(&mut b, &mut rng, wire),
+                Err(DecryptError::Duplicate)
+            );
+        }
+        assert_eq!(b.to_bytes(), before);
+    }
+
+    #[test]
+    fn low_order_ratchet_key_in_a_header_is_refused() {
+        let mut rng = test_rng(37);
+        let (mut a, mut b) = established(&mut rng);
+        let mut wire = a.encrypt(b"x").unwrap();
+        let before = b.to_bytes();
+        wire[2..34].copy_from_slice(&[0u8; 32]);
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &wire),
+            Err(DecryptError::NonContributory)
+        );
+        assert_eq!(b.to_bytes(), before);
+    }
+
+    #[test]
+    fn a_session_survives_serialization_and_refuses_other_versions() {
+        let mut rng = test_rng(38);
+        let (mut a, b) = established(&mut rng);
+        let stored = b.to_bytes();
+        let mut b = Session::from_bytes(&stored).unwrap();
+        assert_eq!(b.to_bytes(), stored);
+        let wire = a.encrypt(b"after restore").unwrap();
+        assert_eq!(decrypt(&mut b, &mut rng, &wire).unwrap(), b"after restore");
+
+        let mut future = stored.to_vec();
+        future[0] = SESSION_FORMAT_VERSION + 1;
+        assert!(matches!(
+            Session::from_bytes(&future),
+            Err(DecodeError::UnknownVersion { .. })
+        ));
+        for len in [0, 1, stored.len() / 2, stored.len() - 1] {
+            assert!(matches!(
+                Session::from_bytes(&stored[..len]),
+                Err(DecodeError::Truncated { .. })
+            ));
+        }
+        let mut padded = stored.to_vec();
+        padded.push(0);
+        assert!(matches!(
+            Session::from_bytes(&padded),
+            Err(DecodeError::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn prekey_messages_until_answered_and_for_another_session() {
+        let mut rng = test_rng(39);
+        let (mut a, mut b) = established(&mut rng);
+        assert!(a.is_acknowledged());
+        assert!(matches!(
+            parse(&a.encrypt(b"x").unwrap()),
+            Message::Ratchet(_)
+        ));
+        // A prekey message with a different base key is not for this session.
+        let (mut c, _) = established(&mut rng);
+        let _ = c.encrypt(b"y");
+        let (mut fresh, _) = {
+            let mut rng2 = test_rng(40);
+            let alice = crate::testing::Party::new(&mut rng2, "alice");
+            let bob = crate::testing::Party::new(&mut rng2, "bob");
+            let s = Session::initiate(
+                &mut rng2,
+                &alice.identity,
+                &alice.address,
+                &bob.address,
+                &bob.bundle(false),
+            )
+            .unwrap();
+            (s, ())
+        };
+        assert!(!fresh.is_acknowledged());
+        let other = fresh.encrypt(b"z").unwrap();
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &other),
+            Err(DecryptError::OtherSession)
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let mut rng = test_rng(41);
+        let (a, _) = established(&mut rng);
+        let shown = format!("{a:?}");
+        let hex = crate::keys::hex;
+        assert!(!shown.contains(&hex(a.root.as_bytes())));
+        assert!(!shown.contains(&hex(a.ratchet.secret.as_bytes())));
+        let sending = a.sending.as_ref().unwrap();
+        assert!(!shown.contains(&hex(sending.as_bytes())));
+        for receiver in &a.receivers {
+            assert!(!shown.contains(&hex(receiver.chain.as_bytes())));
+        }
+    }
 }
