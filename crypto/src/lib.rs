@@ -87,7 +87,7 @@ pub use wire::DecodeError;
 pub(crate) use testing::test_rng;
 
 #[cfg(test)]
-// mod vectors;
+mod vectors;
 #[cfg(test)]
 pub(crate) mod testing {
     //! Parties and sessions for unit tests.

@@ -77,7 +77,7 @@ fn agree(secret: &StaticSecret, public: &PublicKey) -> Result<[u8; 32], SetupErr
 }
 
 /// SK = HKDF(salt = zeros, IKM = 0xFF * 32 || DH1 || DH2 || DH3 [|| DH4] || SS, info).
-fn session_key(dhs: &[[u8; 32]], kem_secret: &[u8; 32]) -> RootKey {
+pub(crate) fn session_key(dhs: &[[u8; 32]], kem_secret: &[u8; 32]) -> RootKey {
     let mut ikm = Zeroizing::new(Vec::with_capacity(32 * (dhs.len() + 2)));
     ikm.extend_from_slice(&[0xFF; 32]);
     for dh in dhs {
@@ -93,7 +93,7 @@ fn session_key(dhs: &[[u8; 32]], kem_secret: &[u8; 32]) -> RootKey {
 }
 
 /// AD = label || IK_initiator || IK_responder || address(initiator) || address(responder).
-fn associated_data(
+pub(crate) fn associated_data(
     initiator: &IdentityKey,
     responder: &IdentityKey,
     initiator_address: &Address,

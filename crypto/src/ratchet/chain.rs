@@ -85,19 +85,27 @@ impl MessageKey {
         self.index
     }
 
-    /// The AEAD cipher and nonce this message key expands to.
-    fn cipher(&self) -> (ChaCha20Poly1305, Nonce<ChaCha20Poly1305>) {
+    /// The AEAD key and nonce this message key expands to (HKDF-SHA256, salt = 32 zero
+    /// bytes, info = `Tacit_Ratchet_MessageKeys_v1`, 44 bytes: key || nonce).
+    pub(crate) fn expand(&self) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
         let mut okm = Zeroizing::new([0u8; 44]);
         let hkdf = Hkdf::<Sha256>::new(Some(&[0u8; 32]), self.key.as_slice());
         // 44 bytes is far below HKDF-SHA256's limit, so expand cannot fail.
         let _ = hkdf.expand(LABEL_MESSAGE_KEYS, okm.as_mut());
-        let mut key = chacha20poly1305::Key::default();
+        let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&okm[..32]);
-        let cipher = ChaCha20Poly1305::new(&key);
-        key.zeroize();
-        let mut nonce = Nonce::<ChaCha20Poly1305>::default();
+        let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&okm[32..]);
-        (cipher, nonce)
+        (key, nonce)
+    }
+
+    /// The AEAD cipher and nonce this message key expands to.
+    fn cipher(&self) -> (ChaCha20Poly1305, Nonce<ChaCha20Poly1305>) {
+        let (key, nonce) = self.expand();
+        let mut key_array = chacha20poly1305::Key::from(*key);
+        let cipher = ChaCha20Poly1305::new(&key_array);
+        key_array.zeroize();
+        (cipher, Nonce::<ChaCha20Poly1305>::from(nonce))
     }
 
     /// Appends `ciphertext || tag` of `plaintext` to `out`.

@@ -1,0 +1,524 @@
+//! Checks the language-neutral test vectors in `crypto/tests/vectors/*.json`.
+//!
+//! Each file holds inputs (every random byte a party draws, in the order it draws them)
+//! and the outputs they must give. This test reads the inputs, recomputes every output
+//! and compares. `TACIT_WRITE_VECTORS=1 cargo test -p tacit-crypto vectors` rewrites the
+//! files from fixed seeds instead (only when the format deliberately changes).
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use ml_kem::{EncapsulationKey768, KeyExport};
+use rand_core::{TryCryptoRng, TryRng};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha512};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::ratchet::chain::{ChainKey, MessageKey};
+use crate::ratchet::root::RootKey;
+use crate::{
+    Address, IdentityKeyPair, KemPreKeyKind, Message, PreKeyBundle, PreKeyId, ResponderKeys,
+    SafetyNumber, Session,
+};
+
+/// Replays fixed bytes as randomness, and counts what was drawn.
+struct FixedRng {
+    bytes: Vec<u8>,
+    used: usize,
+}
+
+impl FixedRng {
+    fn new(bytes: &[u8]) -> Self {
+        Self {
+            bytes: bytes.to_vec(),
+            used: 0,
+        }
+    }
+}
+
+impl TryRng for FixedRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        let end = self.used + dst.len();
+        assert!(end <= self.bytes.len(), "vector ran out of random bytes");
+        dst.copy_from_slice(&self.bytes[self.used..end]);
+        self.used = end;
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for FixedRng {}
+
+fn writing() -> bool {
+    std::env::var_os("TACIT_WRITE_VECTORS").is_some()
+}
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
+}
+
+/// Fixed pseudo-random input bytes for writing vectors: SHA-512 in counter mode.
+fn seeded(label: &str, len: usize) -> String {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut counter = 0u32;
+    while out.len() < len {
+        let block = Sha512::new()
+            .chain_update(b"Tacit test vector ")
+            .chain_update(label.as_bytes())
+            .chain_update(counter.to_be_bytes())
+            .finalize();
+        out.extend_from_slice(&block);
+        counter += 1;
+    }
+    out.truncate(len);
+    hex::encode(out)
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap()
+}
+
+fn arr32(s: &str) -> [u8; 32] {
+    unhex(s).try_into().unwrap()
+}
+
+/// Recomputes `expected` from its own inputs with `build` and compares (or writes it).
+fn check<T>(name: &str, fresh: Vec<T>, build: impl Fn(&T) -> T)
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let file = path(name);
+    if writing() {
+        let built: Vec<T> = fresh.iter().map(&build).collect();
+        let json = serde_json::to_string_pretty(&built).unwrap();
+        std::fs::write(&file, json + "\n").unwrap();
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let expected: Vec<T> = serde_json::from_str(&text).unwrap();
+    assert!(!expected.is_empty());
+    for case in &expected {
+        assert_eq!(&build(case), case, "{name}");
+    }
+}
+
+// -------------------------------------------------------------------------------------
+// KDFs and message encryption
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+struct KdfVector {
+    description: String,
+    root_key: String,
+    dh_output: String,
+    /// KDF_RK outputs.
+    next_root_key: String,
+    chain_key: String,
+    /// KDF_CK outputs from `chain_key` (at index 0).
+    message_key: String,
+    next_chain_key: String,
+    /// The message key expanded.
+    aead_key: String,
+    nonce: String,
+    /// Sealing `plaintext` under `message_key` with `associated_data`: ciphertext || tag.
+    associated_data: String,
+    plaintext: String,
+    sealed: String,
+}
+
+fn build_kdf(v: &KdfVector) -> KdfVector {
+    let (root, chain) = RootKey::new(arr32(&v.root_key)).step(&arr32(&v.dh_output));
+    let Some((message_key, next)) = ChainKey::new(*chain.as_bytes(), 0).step() else {
+        panic!("chain exhausted")
+    };
+    let (aead_key, nonce) = message_key.expand();
+    let mut sealed = Vec::new();
+    MessageKey::new(*message_key.as_bytes(), 0).seal(
+        &unhex(&v.associated_data),
+        &unhex(&v.plaintext),
+        &mut sealed,
+    );
+    assert_eq!(
+        message_key
+            .open(&unhex(&v.associated_data), &sealed)
+            .unwrap(),
+        unhex(&v.plaintext)
+    );
+    KdfVector {
+        description: v.description.clone(),
+        root_key: v.root_key.clone(),
+        dh_output: v.dh_output.clone(),
+        next_root_key: hex::encode(root.as_bytes()),
+        chain_key: hex::encode(chain.as_bytes()),
+        message_key: hex::encode(message_key.as_bytes()),
+        next_chain_key: hex::encode(next.as_bytes()),
+        aead_key: hex::encode(*aead_key),
+        nonce: hex::encode(nonce),
+        associated_data: v.associated_data.clone(),
+        plaintext: v.plaintext.clone(),
+        sealed: hex::encode(sealed),
+    }
+}
+
+#[test]
+fn kdf_and_message_encryption_vectors() {
+    let fresh = (0..3)
+        .map(|i| KdfVector {
+            description: format!("root step, chain step, message key {i}"),
+            root_key: seeded(&format!("kdf root {i}"), 32),
+            dh_output: seeded(&format!("kdf dh {i}"), 32),
+            associated_data: seeded(&format!("kdf ad {i}"), 16 + 42 * i),
+            plaintext: seeded(&format!("kdf plaintext {i}"), [0, 5, 1024][i]),
+            ..Default::default()
+        })
+        .collect();
+    check("kdf.json", fresh, build_kdf);
+}
+
+impl Default for KdfVector {
+    fn default() -> Self {
+        Self {
+            description: String::new(),
+            root_key: String::new(),
+            dh_output: String::new(),
+            next_root_key: String::new(),
+            chain_key: String::new(),
+            message_key: String::new(),
+            next_chain_key: String::new(),
+            aead_key: String::new(),
+            nonce: String::new(),
+            associated_data: String::new(),
+            plaintext: String::new(),
+            sealed: String::new(),
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------
+// PQXDH and the ratchet after it
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct AddressJson {
+    user: String,
+    device: u32,
+}
+
+impl AddressJson {
+    fn address(&self) -> Address {
+        Address::new(self.user.clone(), self.device).unwrap()
+    }
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct RatchetStep {
+    /// "alice" or "bob".
+    sender: String,
+    plaintext: String,
+    /// Random bytes the receiver draws while decrypting (32 on a DH ratchet step, else none).
+    receiver_random: String,
+    /// The encrypted message on the wire.
+    message: String,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct PqxdhVector {
+    description: String,
+    alice_address: AddressJson,
+    bob_address: AddressJson,
+    /// Ed25519 seed (32) || X25519 secret (32).
+    alice_identity_random: String,
+    bob_identity_random: String,
+    bob_signed_prekey_id: u32,
+    bob_signed_prekey_secret: String,
+    bob_one_time_prekey_id: Option<u32>,
+    bob_one_time_prekey_secret: Option<String>,
+    bob_kem_prekey_id: u32,
+    /// FIPS 203 seed d || z (64 bytes); the KEM prekey is a last-resort key.
+    bob_kem_prekey_seed: String,
+    /// EK_A (32) || ML-KEM encapsulation message m (32) || Alice's first ratchet key (32).
+    alice_random: String,
+    /// Bob's first ratchet key, drawn while accepting.
+    bob_random: String,
+    plaintext: String,
+    // Outputs.
+    alice_identity_key: String,
+    bob_identity_key: String,
+    bundle: String,
+    dh1: String,
+    dh2: String,
+    dh3: String,
+    dh4: Option<String>,
+    kem_ciphertext: String,
+    kem_shared_secret: String,
+    session_key: String,
+    associated_data: String,
+    /// Alice's first message (a prekey message).
+    message: String,
+    /// The conversation that follows, each message delivered as soon as it is sent.
+    ratchet: Vec<RatchetStep>,
+}
+
+fn dh(secret: &[u8], public: &PublicKey) -> String {
+    let secret = StaticSecret::from(<[u8; 32]>::try_from(secret).unwrap());
+    hex::encode(secret.diffie_hellman(public).as_bytes())
+}
+
+fn build_pqxdh(v: &PqxdhVector) -> PqxdhVector {
+    let alice_random = unhex(&v.alice_identity_random);
+    let alice = IdentityKeyPair::generate(&mut FixedRng::new(&alice_random));
+    let bob_random = unhex(&v.bob_identity_random);
+    let bob = IdentityKeyPair::generate(&mut FixedRng::new(&bob_random));
+    let spk_secret = unhex(&v.bob_signed_prekey_secret);
+    let spk = bob.generate_signed_prekey(
+        &mut FixedRng::new(&spk_secret),
+        PreKeyId(v.bob_signed_prekey_id),
+    );
+    let otk_secret = v.bob_one_time_prekey_secret.as_deref().map(unhex);
+    let otk = v
+        .bob_one_time_prekey_id
+        .zip(otk_secret.as_ref())
+        .map(|(id, secret)| {
+            bob.generate_one_time_prekeys(&mut FixedRng::new(secret), PreKeyId(id), 1)
+                .remove(0)
+        });
+    let kem = bob.generate_kem_prekey(
+        &mut FixedRng::new(&unhex(&v.bob_kem_prekey_seed)),
+        PreKeyId(v.bob_kem_prekey_id),
+        KemPreKeyKind::LastResort,
+    );
+    let bundle = PreKeyBundle {
+        identity: bob.public().clone(),
+        signed_prekey: spk.public(),
+        one_time_prekey: otk.as_ref().map(|k| k.public()),
+        kem_prekey: kem.public().clone(),
+    };
+    let (alice_address, bob_address) = (v.alice_address.address(), v.bob_address.address());
+
+    // Intermediate values, computed directly from the primitives.
+    let random = unhex(&v.alice_random);
+    let (ek, m) = (&random[..32], &random[32..64]);
+    let dh1 = dh(&alice_random[32..], bundle.signed_prekey.key());
+    let dh2 = dh(ek, bundle.identity.dh_key());
+    let dh3 = dh(ek, bundle.signed_prekey.key());
+    let dh4 = bundle.one_time_prekey.as_ref().map(|k| dh(ek, k.key()));
+    let ek_pub = EncapsulationKey768::new(&(*bundle.kem_prekey.key_bytes()).into()).unwrap();
+    let m: [u8; 32] = m.try_into().unwrap();
+    let (kem_ct, kem_ss) = ek_pub.encapsulate_deterministic(&m.into());
+    let mut dhs = vec![arr32(&dh1), arr32(&dh2), arr32(&dh3)];
+    dhs.extend(dh4.iter().map(|d| arr32(d)));
+    let kem_ss: [u8; 32] = kem_ss.into();
+    let sk = crate::pqxdh::session_key(&dhs, &kem_ss);
+    let ad =
+        crate::pqxdh::associated_data(alice.public(), bob.public(), &alice_address, &bob_address);
+
+    // The protocol run itself.
+    let mut alice_rng = FixedRng::new(&random);
+    let mut a = Session::initiate(
+        &mut alice_rng,
+        &alice,
+        &alice_address,
+        &bob_address,
+        &bundle,
+    )
+    .unwrap();
+    assert_eq!(
+        alice_rng.used, 96,
+        "initiator draws EK, m and a ratchet key"
+    );
+    let first = a.encrypt(&unhex(&v.plaintext)).unwrap();
+    let Message::PreKey(prekey) = Message::from_bytes(&first).unwrap() else {
+        panic!("first message must be a prekey message")
+    };
+    let keys = ResponderKeys {
+        identity: &bob,
+        signed_prekey: &spk,
+        one_time_prekey: otk.as_ref(),
+        kem_prekey: &kem,
+    };
+    let mut bob_rng = FixedRng::new(&unhex(&v.bob_random));
+    let (mut b, plaintext) =
+        Session::accept(&mut bob_rng, keys, &bob_address, &alice_address, &prekey).unwrap();
+    assert_eq!(plaintext, unhex(&v.plaintext));
+
+    let ratchet = v
+        .ratchet
+        .iter()
+        .map(|step| {
+            let (sender, receiver) = if step.sender == "alice" {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let message = sender.encrypt(&unhex(&step.plaintext)).unwrap();
+            let mut rng = FixedRng::new(&unhex(&step.receiver_random));
+            let opened = receiver
+                .decrypt(&mut rng, &Message::from_bytes(&message).unwrap())
+                .unwrap();
+            assert_eq!(opened, unhex(&step.plaintext));
+            RatchetStep {
+                sender: step.sender.clone(),
+                plaintext: step.plaintext.clone(),
+                receiver_random: hex::encode(&rng.bytes[..rng.used]),
+                message: hex::encode(message),
+            }
+        })
+        .collect();
+
+    PqxdhVector {
+        alice_identity_key: hex::encode(alice.public().to_bytes()),
+        bob_identity_key: hex::encode(bob.public().to_bytes()),
+        bundle: hex::encode(bundle.to_bytes()),
+        dh1,
+        dh2,
+        dh3,
+        dh4,
+        kem_ciphertext: hex::encode(<[u8; 1088]>::from(kem_ct)),
+        kem_shared_secret: hex::encode(kem_ss),
+        session_key: hex::encode(sk.as_bytes()),
+        associated_data: hex::encode(ad),
+        message: hex::encode(first),
+        ratchet,
+        ..v.clone()
+    }
+}
+
+#[test]
+fn pqxdh_and_ratchet_vectors() {
+    let script = [
+        ("bob", 8),
+        ("alice", 0),
+        ("alice", 300),
+        ("bob", 12),
+        ("bob", 1),
+        ("alice", 64),
+    ];
+    let fresh = [true, false]
+        .into_iter()
+        .map(|with_one_time| {
+            let tag = if with_one_time { "otk" } else { "no-otk" };
+            let s = |label: &str, len| seeded(&format!("pqxdh {tag} {label}"), len);
+            PqxdhVector {
+                description: format!(
+                    "PQXDH {} a one-time prekey, then a conversation",
+                    if with_one_time { "with" } else { "without" }
+                ),
+                alice_address: AddressJson {
+                    user: "alice".into(),
+                    device: 1,
+                },
+                bob_address: AddressJson {
+                    user: "bob".into(),
+                    device: 2,
+                },
+                alice_identity_random: s("alice identity", 64),
+                bob_identity_random: s("bob identity", 64),
+                bob_signed_prekey_id: 7,
+                bob_signed_prekey_secret: s("bob spk", 32),
+                bob_one_time_prekey_id: with_one_time.then_some(1001),
+                bob_one_time_prekey_secret: with_one_time.then(|| s("bob otk", 32)),
+                bob_kem_prekey_id: 3,
+                bob_kem_prekey_seed: s("bob kem", 64),
+                alice_random: s("alice random", 96),
+                bob_random: s("bob random", 32),
+                plaintext: hex::encode(b"Hello Bob, this is Alice."),
+                ratchet: script
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (sender, len))| RatchetStep {
+                        sender: (*sender).into(),
+                        plaintext: s(&format!("step {i} plaintext"), *len),
+                        receiver_random: s(&format!("step {i} receiver random"), 32),
+                        message: String::new(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    check("pqxdh.json", fresh, build_pqxdh);
+}
+
+// -------------------------------------------------------------------------------------
+// Safety numbers
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct SafetyNumberVector {
+    alice_id: String,
+    alice_identity_random: String,
+    bob_id: String,
+    bob_identity_random: String,
+    alice_identity_key: String,
+    bob_identity_key: String,
+    /// The 60 digits, identical on both sides.
+    displayable: String,
+    /// Alice's and Bob's scannable forms.
+    alice_scannable: String,
+    bob_scannable: String,
+}
+
+fn build_safety_number(v: &SafetyNumberVector) -> SafetyNumberVector {
+    let alice = IdentityKeyPair::generate(&mut FixedRng::new(&unhex(&v.alice_identity_random)));
+    let bob = IdentityKeyPair::generate(&mut FixedRng::new(&unhex(&v.bob_identity_random)));
+    let on_alice = SafetyNumber::new(
+        v.alice_id.as_bytes(),
+        alice.public(),
+        v.bob_id.as_bytes(),
+        bob.public(),
+    );
+    let on_bob = SafetyNumber::new(
+        v.bob_id.as_bytes(),
+        bob.public(),
+        v.alice_id.as_bytes(),
+        alice.public(),
+    );
+    assert_eq!(on_alice.displayable(), on_bob.displayable());
+    SafetyNumberVector {
+        alice_identity_key: hex::encode(alice.public().to_bytes()),
+        bob_identity_key: hex::encode(bob.public().to_bytes()),
+        displayable: on_alice.displayable().into(),
+        alice_scannable: hex::encode(on_alice.scannable()),
+        bob_scannable: hex::encode(on_bob.scannable()),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn safety_number_vectors() {
+    let fresh = [("alice", "bob"), ("+14155550100", "+442079460000")]
+        .into_iter()
+        .map(|(a, b)| SafetyNumberVector {
+            alice_id: a.into(),
+            alice_identity_random: seeded(&format!("safety {a}"), 64),
+            bob_id: b.into(),
+            bob_identity_random: seeded(&format!("safety {b}"), 64),
+            ..Default::default()
+        })
+        .collect();
+    check("safety_number.json", fresh, build_safety_number);
+}
+
+#[test]
+fn kem_key_export_matches_bundle_bytes() {
+    // The KEM public key in bundles is FIPS 203's encapsulation key encoding.
+    let mut rng = crate::test_rng(99);
+    let id = IdentityKeyPair::generate(&mut rng);
+    let kem = id.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::OneTime);
+    let ek = EncapsulationKey768::new(&(*kem.public().key_bytes()).into()).unwrap();
+    assert_eq!(
+        ek.to_bytes().as_slice(),
+        kem.public().key_bytes().as_slice()
+    );
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""An independent implementation of the Tacit protocol's classical parts, in Python.
+
+It reads the vectors in this directory and recomputes them with the `cryptography`
+package (X25519, Ed25519, HKDF, ChaCha20-Poly1305) and the standard library (HMAC,
+SHA-512), following SECURITY.md alone: identity and prekey signatures, the PQXDH session
+key and associated data (taking the ML-KEM shared secret from the vector), the first
+prekey message, a whole Double Ratchet conversation (producing every message byte for
+byte), the KDF vectors and the safety numbers. Exit status 0 means every value matched.
+
+    python3 -m pip install cryptography && python3 crypto/tests/vectors/check.py
+"""
+import hashlib
+import hmac
+import json
+import struct
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+HERE = Path(__file__).parent
+RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+checked = 0
+
+
+def same(what, got, want):
+    global checked
+    if got != want:
+        sys.exit(f"MISMATCH {what}:\n  got  {got.hex() if isinstance(got, bytes) else got}\n  want {want.hex() if isinstance(want, bytes) else want}")
+    checked += 1
+
+
+def hkdf(salt, ikm, info, length):
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def x_pub(secret):
+    return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(*RAW)
+
+
+def x_dh(secret, public):
+    return X25519PrivateKey.from_private_bytes(secret).exchange(X25519PublicKey.from_public_bytes(public))
+
+
+def kdf_rk(rk, dh_out):
+    out = hkdf(rk, dh_out, b"Tacit_Ratchet_Root_v1", 64)
+    return out[:32], out[32:]
+
+
+def kdf_ck(ck):
+    return hmac.new(ck, b"\x01", "sha256").digest(), hmac.new(ck, b"\x02", "sha256").digest()
+
+
+def message_keys(mk):
+    out = hkdf(b"\0" * 32, mk, b"Tacit_Ratchet_MessageKeys_v1", 44)
+    return out[:32], out[32:]
+
+
+def identity(random):
+    """Ed25519 seed || X25519 secret -> (encoded identity key, ed private, x secret)."""
+    ed = Ed25519PrivateKey.from_private_bytes(random[:32])
+    x = random[32:64]
+    xp = x_pub(x)
+    sig = ed.sign(b"Tacit_Sign_IdentityDH_v1" + xp)
+    return b"\x01" + ed.public_key().public_bytes(*RAW) + xp + sig, ed, x
+
+
+def verify(ed_pub, sig, message, what):
+    global checked
+    Ed25519PublicKey.from_public_bytes(ed_pub).verify(sig, message)  # raises on failure
+    checked += 1
+
+
+def address(a):
+    user = a["user"].encode()
+    return bytes([len(user)]) + user + struct.pack(">I", a["device"])
+
+
+class Party:
+    """A Double Ratchet state (spec section 3), enough for in-order delivery."""
+
+    def __init__(self, ad, rk, dhs_secret, dhr=None, cks=None):
+        self.ad, self.rk, self.dhs, self.dhr = ad, rk, dhs_secret, dhr
+        self.cks, self.ckr, self.ns, self.nr, self.pn = cks, None, 0, 0, 0
+
+    def encrypt(self, plaintext):
+        mk, self.cks = kdf_ck(self.cks)
+        header = b"\x01\x01" + x_pub(self.dhs) + struct.pack(">II", self.pn, self.ns)
+        self.ns += 1
+        key, nonce = message_keys(mk)
+        return header + ChaCha20Poly1305(key).encrypt(nonce, plaintext, self.ad + header)
+
+    def decrypt(self, message, random):
+        header, sealed = message[:42], message[42:]
+        assert header[:2] == b"\x01\x01"
+        dh_pub = header[2:34]
+        pn, n = struct.unpack(">II", header[34:42])
+        if dh_pub != self.dhr:  # DH ratchet step (in-order delivery: pn == nr)
+            assert pn == self.nr
+            self.pn, self.ns, self.nr, self.dhr = self.ns, 0, 0, dh_pub
+            self.rk, self.ckr = kdf_rk(self.rk, x_dh(self.dhs, dh_pub))
+            self.dhs = random
+            self.rk, self.cks = kdf_rk(self.rk, x_dh(self.dhs, dh_pub))
+        assert n == self.nr
+        mk, self.ckr = kdf_ck(self.ckr)
+        self.nr += 1
+        key, nonce = message_keys(mk)
+        return ChaCha20Poly1305(key).decrypt(nonce, sealed, self.ad + header)
+
+
+def check_pqxdh(v):
+    h = bytes.fromhex
+    alice_key, _, alice_x = identity(h(v["alice_identity_random"]))
+    bob_key, bob_ed, bob_x = identity(h(v["bob_identity_random"]))
+    same("alice identity", alice_key, h(v["alice_identity_key"]))
+    same("bob identity", bob_key, h(v["bob_identity_key"]))
+
+    # The bundle: identity || signed prekey || flag [|| one-time prekey] || KEM prekey.
+    b = h(v["bundle"])
+    same("bundle identity", b[:129], bob_key)
+    ed_b = bob_key[1:33]
+    pos = 129
+
+    def x_prekey(label, secret, want_id):
+        nonlocal pos
+        kid, key, sig = b[pos:pos + 4], b[pos + 4:pos + 36], b[pos + 36:pos + 100]
+        pos += 100
+        same(f"{label} id", struct.unpack(">I", kid)[0], want_id)
+        same(f"{label} key", key, x_pub(secret))
+        verify(ed_b, sig, label + kid + key, label)
+        return key
+
+    spk_secret = h(v["bob_signed_prekey_secret"])
+    spk = x_prekey(b"Tacit_Sign_SignedPreKey_v1", spk_secret, v["bob_signed_prekey_id"])
+    flag = b[pos]
+    pos += 1
+    same("one-time flag", flag, 1 if v["bob_one_time_prekey_id"] is not None else 0)
+    otk = None
+    if flag:
+        otk = x_prekey(b"Tacit_Sign_OneTimePreKey_v1", h(v["bob_one_time_prekey_secret"]), v["bob_one_time_prekey_id"])
+    kem_id, kind, ek, sig = b[pos:pos + 4], b[pos + 4:pos + 5], b[pos + 5:pos + 1189], b[pos + 1189:pos + 1253]
+    same("KEM id", struct.unpack(">I", kem_id)[0], v["bob_kem_prekey_id"])
+    same("KEM kind (last resort)", kind, b"\x02")
+    verify(ed_b, sig, b"Tacit_Sign_KemPreKey_v1" + kem_id + kind + ek, "KEM prekey")
+    same("bundle length", len(b), pos + 1253)
+
+    # PQXDH.
+    rnd = h(v["alice_random"])
+    ek_a, alice_ratchet = rnd[:32], rnd[64:96]
+    dhs = [x_dh(alice_x, spk), x_dh(ek_a, bob_key[33:65]), x_dh(ek_a, spk)]
+    if otk:
+        dhs.append(x_dh(ek_a, otk))
+    for i, d in enumerate(dhs):
+        same(f"dh{i + 1}", d, h(v[f"dh{i + 1}"]))
+    same("dh4 absent", v["dh4"] is None, otk is None)
+    ss = h(v["kem_shared_secret"])
+    sk = hkdf(b"\0" * 32, b"\xff" * 32 + b"".join(dhs) + ss, b"Tacit_PQXDH_X25519_SHA-256_ML-KEM-768_v1", 32)
+    same("session key", sk, h(v["session_key"]))
+    ad = (b"Tacit_SessionAD_v1" + alice_key[1:65] + bob_key[1:65]
+          + address(v["alice_address"]) + address(v["bob_address"]))
+    same("associated data", ad, h(v["associated_data"]))
+
+    # Alice: RatchetInitAlice, then her first message wrapped in a prekey message.
+    rk, cks = kdf_rk(sk, x_dh(alice_ratchet, spk))
+    alice = Party(ad, rk, alice_ratchet, dhr=spk, cks=cks)
+    inner = alice.encrypt(h(v["plaintext"]))
+    prefix = b"\x01\x02" + alice_key[1:] + x_pub(ek_a) + struct.pack(">I", v["bob_signed_prekey_id"])
+    prefix += (b"\x01" + struct.pack(">I", v["bob_one_time_prekey_id"])) if otk else b"\x00"
+    prefix += kem_id + h(v["kem_ciphertext"])
+    same("first message", prefix + inner, h(v["message"]))
+
+    # Bob: RatchetInitBob (his signed prekey is his first ratchet key), then the rest.
+    bob = Party(ad, sk, spk_secret)
+    same("first plaintext", bob.decrypt(inner, h(v["bob_random"])), h(v["plaintext"]))
+    parties = {"alice": (alice, bob), "bob": (bob, alice)}
+    for i, step in enumerate(v["ratchet"]):
+        sender, receiver = parties[step["sender"]]
+        random = h(step["receiver_random"])  # 32 bytes when the receiver steps the DH ratchet
+        message = sender.encrypt(h(step["plaintext"]))
+        same(f"ratchet step {i} message", message, h(step["message"]))
+        same(f"ratchet step {i} plaintext", receiver.decrypt(message, random or None), h(step["plaintext"]))
+
+
+def check_kdf(v):
+    h = bytes.fromhex
+    rk, ck = kdf_rk(h(v["root_key"]), h(v["dh_output"]))
+    same("KDF_RK root", rk, h(v["next_root_key"]))
+    same("KDF_RK chain", ck, h(v["chain_key"]))
+    mk, nck = kdf_ck(ck)
+    same("KDF_CK message key", mk, h(v["message_key"]))
+    same("KDF_CK next chain key", nck, h(v["next_chain_key"]))
+    key, nonce = message_keys(mk)
+    same("AEAD key", key, h(v["aead_key"]))
+    same("nonce", nonce, h(v["nonce"]))
+    sealed = ChaCha20Poly1305(key).encrypt(nonce, h(v["plaintext"]), h(v["associated_data"]))
+    same("sealed", sealed, h(v["sealed"]))
+
+
+def party_hash(uid, key):
+    d = hashlib.sha512(b"\0\0" + key + uid + key).digest()
+    for _ in range(1, 5200):
+        d = hashlib.sha512(d + key).digest()
+    return d
+
+
+def digits(d):
+    return "".join("%05d" % (int.from_bytes(d[i:i + 5], "big") % 100000) for i in range(0, 30, 5))
+
+
+def check_safety(v):
+    h = bytes.fromhex
+    a_key, _, _ = identity(h(v["alice_identity_random"]))
+    b_key, _, _ = identity(h(v["bob_identity_random"]))
+    same("alice identity", a_key, h(v["alice_identity_key"]))
+    same("bob identity", b_key, h(v["bob_identity_key"]))
+    ha = party_hash(v["alice_id"].encode(), a_key[1:65])
+    hb = party_hash(v["bob_id"].encode(), b_key[1:65])
+    da, db = digits(ha), digits(hb)
+    same("displayable", da + db if da <= db else db + da, v["displayable"])
+    same("alice scannable", b"\x01" + ha[:32] + hb[:32], h(v["alice_scannable"]))
+    same("bob scannable", b"\x01" + hb[:32] + ha[:32], h(v["bob_scannable"]))
+
+
+for name, fn in [("kdf.json", check_kdf), ("pqxdh.json", check_pqxdh), ("safety_number.json", check_safety)]:
+    for case in json.loads((HERE / name).read_text()):
+        fn(case)
+print(f"check.py: {checked} values matched an independent implementation")
