@@ -119,7 +119,7 @@ where
 // -------------------------------------------------------------------------------------
 // KDFs and message encryption
 
-#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
 struct KdfVector {
     description: String,
     root_key: String,
@@ -186,25 +186,6 @@ fn kdf_and_message_encryption_vectors() {
         })
         .collect();
     check("kdf.json", fresh, build_kdf);
-}
-
-impl Default for KdfVector {
-    fn default() -> Self {
-        Self {
-            description: String::new(),
-            root_key: String::new(),
-            dh_output: String::new(),
-            next_root_key: String::new(),
-            chain_key: String::new(),
-            message_key: String::new(),
-            next_chain_key: String::new(),
-            aead_key: String::new(),
-            nonce: String::new(),
-            associated_data: String::new(),
-            plaintext: String::new(),
-            sealed: String::new(),
-        }
-    }
 }
 
 // -------------------------------------------------------------------------------------
