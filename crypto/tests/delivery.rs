@@ -3,6 +3,8 @@
 //! message decrypts exactly once to its plaintext, every duplicate is refused, nothing
 //! panics, and sessions survive being stored and restored at any point.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
