@@ -1,0 +1,57 @@
+//! Replays the committed fuzz corpus (`crypto/fuzz/corpus/<target>/`) through the same
+//! target bodies that cargo-fuzz runs, so every input the fuzzer ever kept is a regression
+//! test. `TACIT_WRITE_CORPUS=1` adds the fixture's valid encodings as seeds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, dead_code)] // test code
+
+mod fuzz {
+    include!("../fuzz/common.rs");
+}
+
+use std::path::PathBuf;
+
+const TARGETS: [(&str, fn(&[u8])); 4] = [
+    ("decode_message", fuzz::decode_message),
+    ("decode_keys", fuzz::decode_keys),
+    ("decode_session", fuzz::decode_session),
+    ("decrypt", fuzz::decrypt),
+];
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+}
+
+#[test]
+fn replay_committed_corpus() {
+    if std::env::var_os("TACIT_WRITE_CORPUS").is_some() {
+        for (i, (target, bytes)) in fuzz::fixture().samples.iter().enumerate() {
+            let dir = corpus_dir(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
+        }
+    }
+    for (target, run) in TARGETS {
+        let mut count = 0;
+        for entry in std::fs::read_dir(corpus_dir(target)).expect("corpus directory") {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            run(&data);
+            count += 1;
+        }
+        assert!(count > 0, "no corpus for {target}");
+    }
+}
+
+#[test]
+fn seeds_are_accepted_by_their_decoders() {
+    // The seeds are valid encodings: if a decoder started refusing one, the corpus would
+    // stop exercising the code behind it.
+    for (target, bytes) in &fuzz::fixture().samples {
+        match *target {
+            "decode_message" | "decrypt" => {
+                assert!(tacit_crypto::Message::from_bytes(bytes).is_ok())
+            }
+            "decode_session" => assert!(tacit_crypto::Session::from_bytes(bytes).is_ok()),
+            _ => {}
+        }
+    }
+}
