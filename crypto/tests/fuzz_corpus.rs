@@ -10,7 +10,10 @@ mod fuzz {
 
 use std::path::PathBuf;
 
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A fuzz target's name and body.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 4] = [
     ("decode_message", fuzz::decode_message),
     ("decode_keys", fuzz::decode_keys),
     ("decode_session", fuzz::decode_session),
