@@ -1,0 +1,647 @@
+//! The SQL shared by both backends, as a macro instantiated once per backend.
+//!
+//! `impl_store!(Type, Db, "claim lock clause")` implements [`super::Store`] for `Type`, which
+//! must have `write: sqlx::Pool<Db>` and `read: sqlx::Pool<Db>` fields and a
+//! `MIGRATOR: sqlx::migrate::Migrator` associated constant.
+
+/// Longest `IN (...)` list used for one acknowledgement statement.
+pub(crate) const ACK_CHUNK: usize = 256;
+
+/// Whether an error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Whether an error is a foreign-key violation.
+pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// `u64` ids and counts to the database's `i64`.
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64, super::StoreError> {
+    i64::try_from(v).map_err(|_| super::StoreError::Corrupt(what))
+}
+
+/// The database's `i64` counts and ids to `u64`.
+pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64, super::StoreError> {
+    u64::try_from(v).map_err(|_| super::StoreError::Corrupt(what))
+}
+
+/// The database's `i64` device numbers to [`tacit_api::DeviceId`].
+pub(crate) fn to_device(v: i64) -> Result<tacit_api::DeviceId, super::StoreError> {
+    u32::try_from(v)
+        .map(tacit_api::DeviceId)
+        .map_err(|_| super::StoreError::Corrupt("device_id"))
+}
+
+/// The database's hash bytes to a [`super::SecretHash`].
+pub(crate) fn to_hash(v: Vec<u8>) -> Result<super::SecretHash, super::StoreError> {
+    v.try_into()
+        .map_err(|_| super::StoreError::Corrupt("credential_hash"))
+}
+
+macro_rules! impl_store {
+    ($ty:ident, $db:ty, $claim_lock:expr) => {
+        impl $ty {
+            async fn insert_device(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                account: i64,
+                device_id: i64,
+                device: &$crate::store::NewDevice,
+                now: tacit_api::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                let k = &device.keys;
+                sqlx::query(
+                    "INSERT INTO devices (account_id, device_id, name, credential_hash, created_at, \
+                     identity_key, signed_prekey_id, signed_prekey, signed_prekey_sig, \
+                     kem_prekey_id, kem_prekey, kem_prekey_sig) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(account)
+                .bind(device_id)
+                .bind(device.name.as_deref())
+                .bind(&device.credential_hash[..])
+                .bind(now.0)
+                .bind(k.identity_key.as_slice())
+                .bind(i64::from(k.signed_prekey.id))
+                .bind(k.signed_prekey.public_key.as_slice())
+                .bind(k.signed_prekey.signature.as_slice())
+                .bind(i64::from(k.kem_last_resort_prekey.id))
+                .bind(k.kem_last_resort_prekey.public_key.as_slice())
+                .bind(k.kem_last_resort_prekey.signature.as_slice())
+                .execute(&mut *conn)
+                .await?;
+                Self::insert_one_time(
+                    conn,
+                    account,
+                    device_id,
+                    &k.one_time_prekeys,
+                    &k.one_time_kem_prekeys,
+                )
+                .await
+            }
+
+            async fn insert_one_time(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                account: i64,
+                device_id: i64,
+                x25519: &[tacit_api::OneTimePrekey],
+                kem: &[tacit_api::SignedPrekey],
+            ) -> Result<(), $crate::store::StoreError> {
+                const SQL: &str = "INSERT INTO one_time_prekeys \
+                     (account_id, device_id, kind, key_id, public_key, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (account_id, device_id, kind, key_id) \
+                     DO UPDATE SET public_key = excluded.public_key, signature = excluded.signature";
+                for key in x25519 {
+                    sqlx::query(SQL)
+                        .bind(account)
+                        .bind(device_id)
+                        .bind($crate::store::KIND_X25519)
+                        .bind(i64::from(key.id))
+                        .bind(key.public_key.as_slice())
+                        .bind(&[][..] as &[u8])
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                for key in kem {
+                    sqlx::query(SQL)
+                        .bind(account)
+                        .bind(device_id)
+                        .bind($crate::store::KIND_KEM)
+                        .bind(i64::from(key.id))
+                        .bind(key.public_key.as_slice())
+                        .bind(key.signature.as_slice())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            async fn claim_one_time(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mailbox: $crate::store::Mailbox,
+                kind: i64,
+            ) -> Result<Option<(i64, Vec<u8>, Vec<u8>)>, $crate::store::StoreError> {
+                let sql = concat!(
+                    "DELETE FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2 \
+                     AND kind = $3 AND key_id = (SELECT key_id FROM one_time_prekeys \
+                     WHERE account_id = $1 AND device_id = $2 AND kind = $3 \
+                     ORDER BY key_id LIMIT 1 ",
+                    $claim_lock,
+                    ") RETURNING key_id, public_key, signature"
+                );
+                let row: Option<(i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(sql)
+                    .bind(mailbox.account)
+                    .bind(i64::from(mailbox.device.0))
+                    .bind(kind)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(row)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+            async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+                Self::MIGRATOR.run(&self.write).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.read).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.write.close().await;
+                self.read.close().await;
+            }
+
+            async fn create_invite(
+                &self,
+                token_hash: $crate::store::SecretHash,
+                now: tacit_api::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)")
+                    .bind(&token_hash[..])
+                    .bind(now.0)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_invites(
+                &self,
+            ) -> Result<Vec<$crate::store::InviteRecord>, $crate::store::StoreError> {
+                let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT token_hash, created_at, used_at FROM invites \
+                     ORDER BY created_at DESC",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(hash, created_at, used_at)| $crate::store::InviteRecord {
+                        hash_prefix: hash.iter().take(4).map(|b| format!("{b:02x}")).collect(),
+                        created_at: tacit_api::Timestamp(created_at),
+                        used_at: used_at.map(tacit_api::Timestamp),
+                    })
+                    .collect())
+            }
+
+            async fn create_account(
+                &self,
+                username: &str,
+                invite: Option<$crate::store::SecretHash>,
+                device: $crate::store::NewDevice,
+                now: tacit_api::Timestamp,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                if let Some(hash) = invite {
+                    let done = sqlx::query(
+                        "UPDATE invites SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+                    )
+                    .bind(now.0)
+                    .bind(&hash[..])
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Err($crate::store::StoreError::InviteInvalid);
+                    }
+                }
+                let account: i64 = match sqlx::query_scalar(
+                    "INSERT INTO accounts (username, created_at, next_device_id) \
+                     VALUES ($1, $2, 2) RETURNING id",
+                )
+                .bind(username)
+                .bind(now.0)
+                .fetch_one(&mut *tx)
+                .await
+                {
+                    Ok(id) => id,
+                    Err(e) if super::sql::is_unique_violation(&e) => {
+                        return Err($crate::store::StoreError::UsernameTaken);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                Self::insert_device(&mut tx, account, 1, &device, now).await?;
+                tx.commit().await?;
+                Ok(account)
+            }
+
+            async fn add_device(
+                &self,
+                account: i64,
+                device: $crate::store::NewDevice,
+                max_devices: u32,
+                now: tacit_api::Timestamp,
+            ) -> Result<tacit_api::DeviceId, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                // Taking the next number first locks the account row, so that two concurrent
+                // additions cannot both pass the count check.
+                let next: i64 = sqlx::query_scalar(
+                    "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE id = $1 \
+                     RETURNING next_device_id - 1",
+                )
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
+                        .bind(account)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if count >= i64::from(max_devices) {
+                    return Err($crate::store::StoreError::TooManyDevices);
+                }
+                let device_id = super::sql::to_device(next)?;
+                Self::insert_device(&mut tx, account, next, &device, now).await?;
+                tx.commit().await?;
+                Ok(device_id)
+            }
+
+            async fn remove_device(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // Keys and envelopes go with the device (ON DELETE CASCADE).
+                let done =
+                    sqlx::query("DELETE FROM devices WHERE account_id = $1 AND device_id = $2")
+                        .bind(mailbox.account)
+                        .bind(i64::from(mailbox.device.0))
+                        .execute(&self.write)
+                        .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn device_auth(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<Option<$crate::store::DeviceAuth>, $crate::store::StoreError> {
+                let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT a.username, d.credential_hash FROM devices d \
+                     JOIN accounts a ON a.id = d.account_id \
+                     WHERE d.account_id = $1 AND d.device_id = $2",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|(username, hash)| {
+                    Ok($crate::store::DeviceAuth {
+                        username,
+                        credential_hash: super::sql::to_hash(hash)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn account_id(
+                &self,
+                username: &str,
+            ) -> Result<Option<i64>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn devices(
+                &self,
+                account: i64,
+            ) -> Result<Vec<$crate::store::DeviceRecord>, $crate::store::StoreError> {
+                let rows: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT device_id, name, created_at FROM devices WHERE account_id = $1 \
+                     ORDER BY device_id",
+                )
+                .bind(account)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter()
+                    .map(|(device_id, name, created_at)| {
+                        Ok($crate::store::DeviceRecord {
+                            device_id: super::sql::to_device(device_id)?,
+                            name,
+                            created_at: tacit_api::Timestamp(created_at),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn upload_keys(
+                &self,
+                mailbox: $crate::store::Mailbox,
+                keys: &tacit_api::UploadKeysRequest,
+            ) -> Result<(), $crate::store::StoreError> {
+                let account = mailbox.account;
+                let device = i64::from(mailbox.device.0);
+                let mut tx = self.write.begin().await?;
+                if let Some(identity) = &keys.identity_key {
+                    sqlx::query(
+                        "UPDATE devices SET identity_key = $1 \
+                         WHERE account_id = $2 AND device_id = $3",
+                    )
+                    .bind(identity.as_slice())
+                    .bind(account)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(k) = &keys.signed_prekey {
+                    sqlx::query(
+                        "UPDATE devices SET signed_prekey_id = $1, signed_prekey = $2, \
+                         signed_prekey_sig = $3 WHERE account_id = $4 AND device_id = $5",
+                    )
+                    .bind(i64::from(k.id))
+                    .bind(k.public_key.as_slice())
+                    .bind(k.signature.as_slice())
+                    .bind(account)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(k) = &keys.kem_last_resort_prekey {
+                    sqlx::query(
+                        "UPDATE devices SET kem_prekey_id = $1, kem_prekey = $2, \
+                         kem_prekey_sig = $3 WHERE account_id = $4 AND device_id = $5",
+                    )
+                    .bind(i64::from(k.id))
+                    .bind(k.public_key.as_slice())
+                    .bind(k.signature.as_slice())
+                    .bind(account)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Self::insert_one_time(
+                    &mut tx,
+                    account,
+                    device,
+                    &keys.one_time_prekeys,
+                    &keys.one_time_kem_prekeys,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn prekey_count(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<tacit_api::PrekeyCount, $crate::store::StoreError> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT kind, COUNT(*) FROM one_time_prekeys \
+                     WHERE account_id = $1 AND device_id = $2 GROUP BY kind",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .fetch_all(&self.read)
+                .await?;
+                let mut count = tacit_api::PrekeyCount {
+                    one_time_prekeys: 0,
+                    one_time_kem_prekeys: 0,
+                };
+                for (kind, n) in rows {
+                    let n = super::sql::to_u64(n, "count")?;
+                    match kind {
+                        $crate::store::KIND_X25519 => count.one_time_prekeys = n,
+                        $crate::store::KIND_KEM => count.one_time_kem_prekeys = n,
+                        _ => return Err($crate::store::StoreError::Corrupt("kind")),
+                    }
+                }
+                Ok(count)
+            }
+
+            async fn claim_bundle(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<Option<tacit_api::PrekeyBundle>, $crate::store::StoreError> {
+                type Row = (Vec<u8>, i64, Vec<u8>, Vec<u8>, i64, Vec<u8>, Vec<u8>);
+                let mut tx = self.write.begin().await?;
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT identity_key, signed_prekey_id, signed_prekey, signed_prekey_sig, \
+                     kem_prekey_id, kem_prekey, kem_prekey_sig FROM devices \
+                     WHERE account_id = $1 AND device_id = $2",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((identity, spk_id, spk, spk_sig, kem_id, kem, kem_sig)) = row else {
+                    return Ok(None);
+                };
+                let one_time =
+                    Self::claim_one_time(&mut tx, mailbox, $crate::store::KIND_X25519).await?;
+                let one_time_kem =
+                    Self::claim_one_time(&mut tx, mailbox, $crate::store::KIND_KEM).await?;
+                tx.commit().await?;
+                let (kem_prekey, kem_prekey_is_last_resort) = match one_time_kem {
+                    Some((id, public, sig)) => ($crate::store::signed(id, public, sig)?, false),
+                    None => ($crate::store::signed(kem_id, kem, kem_sig)?, true),
+                };
+                Ok(Some(tacit_api::PrekeyBundle {
+                    device_id: mailbox.device,
+                    identity_key: identity.into(),
+                    signed_prekey: $crate::store::signed(spk_id, spk, spk_sig)?,
+                    one_time_prekey: one_time
+                        .map(|(id, public, _)| $crate::store::one_time(id, public))
+                        .transpose()?,
+                    kem_prekey,
+                    kem_prekey_is_last_resort,
+                }))
+            }
+
+            async fn store_message(
+                &self,
+                message: $crate::store::NewMessage,
+            ) -> Result<$crate::store::SendOutcome, $crate::store::StoreError> {
+                let sender_device = i64::from(message.sender.device.0);
+                let max_depth = super::sql::to_i64(message.max_mailbox_depth, "depth")?;
+                let mut tx = self.write.begin().await?;
+                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same id, so two
+                // racing retries store the message once.
+                let fresh = sqlx::query(
+                    "INSERT INTO sent_messages \
+                     (account_id, device_id, client_message_id, server_ts, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (account_id, device_id, client_message_id) DO NOTHING",
+                )
+                .bind(message.sender.account)
+                .bind(sender_device)
+                .bind(&message.client_message_id)
+                .bind(message.server_ts.0)
+                .bind(message.expires_at.0)
+                .execute(&mut *tx)
+                .await?;
+                if fresh.rows_affected() == 0 {
+                    let ts: i64 = sqlx::query_scalar(
+                        "SELECT server_ts FROM sent_messages WHERE account_id = $1 \
+                         AND device_id = $2 AND client_message_id = $3",
+                    )
+                    .bind(message.sender.account)
+                    .bind(sender_device)
+                    .bind(&message.client_message_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    return Ok($crate::store::SendOutcome::Duplicate(tacit_api::Timestamp(ts)));
+                }
+                let mut delivered = Vec::with_capacity(message.envelopes.len());
+                for (mailbox, ciphertext) in &message.envelopes {
+                    let device = i64::from(mailbox.device.0);
+                    let depth: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM envelopes WHERE account_id = $1 AND device_id = $2",
+                    )
+                    .bind(mailbox.account)
+                    .bind(device)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if depth >= max_depth {
+                        return Err($crate::store::StoreError::MailboxFull);
+                    }
+                    let inserted = sqlx::query(
+                        "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
+                         server_ts, expires_at, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(mailbox.account)
+                    .bind(device)
+                    .bind(&message.sender_username)
+                    .bind(sender_device)
+                    .bind(message.server_ts.0)
+                    .bind(message.expires_at.0)
+                    .bind(ciphertext.0.as_slice())
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        Ok(_) => delivered.push(*mailbox),
+                        Err(e) if super::sql::is_foreign_key_violation(&e) => {
+                            return Err($crate::store::StoreError::DeviceGone);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                tx.commit().await?;
+                Ok($crate::store::SendOutcome::Stored(delivered))
+            }
+
+            async fn mailbox(
+                &self,
+                mailbox: $crate::store::Mailbox,
+                after: u64,
+                limit: u32,
+                now: tacit_api::Timestamp,
+            ) -> Result<Vec<tacit_api::Envelope>, $crate::store::StoreError> {
+                let rows: Vec<(i64, String, i64, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT id, sender, sender_device, server_ts, ciphertext FROM envelopes \
+                     WHERE account_id = $1 AND device_id = $2 AND id > $3 AND expires_at > $4 \
+                     ORDER BY id LIMIT $5",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .bind(super::sql::to_i64(after, "id")?)
+                .bind(now.0)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, sender, sender_device, ts, ciphertext)| {
+                        Ok(tacit_api::Envelope {
+                            id: super::sql::to_u64(id, "id")?,
+                            sender,
+                            sender_device: super::sql::to_device(sender_device)?,
+                            server_timestamp: tacit_api::Timestamp(ts),
+                            ciphertext: tacit_api::Ciphertext(ciphertext.into()),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ack(
+                &self,
+                mailbox: $crate::store::Mailbox,
+                ids: &[u64],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut deleted = 0;
+                let mut tx = self.write.begin().await?;
+                for chunk in ids.chunks(super::sql::ACK_CHUNK) {
+                    let mut sql = String::from(
+                        "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id IN (",
+                    );
+                    for i in 0..chunk.len() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("${}", i + 3));
+                    }
+                    sql.push(')');
+                    let mut query = sqlx::query(&sql)
+                        .bind(mailbox.account)
+                        .bind(i64::from(mailbox.device.0));
+                    for id in chunk {
+                        query = query.bind(super::sql::to_i64(*id, "id")?);
+                    }
+                    deleted += query.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn purge_expired(
+                &self,
+                now: tacit_api::Timestamp,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let gone = sqlx::query("DELETE FROM envelopes WHERE expires_at <= $1")
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM sent_messages WHERE expires_at <= $1")
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(gone)
+            }
+
+            async fn stats(
+                &self,
+            ) -> Result<$crate::store::StoreStats, $crate::store::StoreError> {
+                let envelopes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes")
+                    .fetch_one(&self.read)
+                    .await?;
+                let max_depth: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM envelopes \
+                     GROUP BY account_id, device_id) t",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                let keys: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT kind, COUNT(*) FROM one_time_prekeys GROUP BY kind",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices")
+                    .fetch_one(&self.read)
+                    .await?;
+                let mut stats = $crate::store::StoreStats {
+                    envelopes: super::sql::to_u64(envelopes, "count")?,
+                    max_mailbox_depth: super::sql::to_u64(max_depth.unwrap_or(0), "count")?,
+                    devices: super::sql::to_u64(devices, "count")?,
+                    ..Default::default()
+                };
+                for (kind, n) in keys {
+                    let n = super::sql::to_u64(n, "count")?;
+                    match kind {
+                        $crate::store::KIND_X25519 => stats.one_time_prekeys = n,
+                        $crate::store::KIND_KEM => stats.one_time_kem_prekeys = n,
+                        _ => return Err($crate::store::StoreError::Corrupt("kind")),
+                    }
+                }
+                Ok(stats)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
