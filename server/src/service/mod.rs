@@ -1,0 +1,125 @@
+//! The rules of the relay. Services decide; they know nothing of HTTP and write no SQL.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tacit_api::{DeviceCredential, Timestamp};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::push::Hub;
+use crate::store::{Mailbox, SecretHash, Store};
+
+mod accounts;
+mod keys;
+mod messages;
+mod ratelimit;
+
+pub use ratelimit::RateLimiter;
+
+/// Everything the handlers need, shared by all requests.
+#[derive(Debug)]
+pub struct Services {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Connected devices.
+    pub hub: Hub,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Claims per requester.
+    claims_by_requester: RateLimiter,
+    /// Claims per target.
+    claims_by_target: RateLimiter,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// A device whose credential was checked.
+#[derive(Debug, Clone)]
+pub struct AuthedDevice {
+    /// Its mailbox address (account and device).
+    pub mailbox: Mailbox,
+    /// Its account's username.
+    pub username: String,
+}
+
+impl Services {
+    /// Build the services over a migrated store.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
+        let r = &config.rate_limits;
+        Self {
+            claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
+            claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
+            store,
+            config,
+            hub: Hub::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Check a device credential: the stored hash is compared in constant time.
+    pub async fn authenticate(
+        &self,
+        credential: &DeviceCredential,
+    ) -> Result<AuthedDevice, ApiError> {
+        let mailbox = Mailbox {
+            account: credential.account,
+            device: credential.device,
+        };
+        let Some(auth) = self.store.device_auth(mailbox).await? else {
+            return Err(ApiError::Unauthorized);
+        };
+        let presented = hash_secret(&credential.secret);
+        if bool::from(presented.ct_eq(&auth.credential_hash)) {
+            Ok(AuthedDevice {
+                mailbox,
+                username: auth.username,
+            })
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+
+    /// Forget rate-limiter entries that have refilled; called periodically.
+    pub fn prune(&self) {
+        self.claims_by_requester.prune();
+        self.claims_by_target.prune();
+    }
+}
+
+/// SHA-256 of a high-entropy secret (a credential or an invite token). A fast hash is right
+/// here: the secrets are 256-bit random values, not passwords, so there is nothing to
+/// brute-force.
+#[must_use]
+pub fn hash_secret(secret: &[u8]) -> SecretHash {
+    Sha256::digest(secret).into()
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_secret() -> Result<[u8; 32], ApiError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| {
+        tracing::error!(error = %e, "operating system RNG failed");
+        ApiError::Unavailable
+    })?;
+    Ok(secret)
+}
+
+/// Milliseconds since the epoch.
+#[must_use]
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+}
