@@ -4,6 +4,8 @@
 //! and never meet `SQLITE_BUSY` from each other; reads use a separate pool and run
 //! concurrently with the writer (WAL). `synchronous = FULL`: a commit is on disk before the
 //! server answers, so an accepted envelope survives a power cut, not only a crash.
+//! `secure_delete = ON`: deleted envelopes are zeroed in the file, so acknowledged
+//! ciphertext does not linger in free pages.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,6 +33,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Acknowledged envelopes are overwritten on disk, not just unlinked.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new()
             .max_connections(1)

@@ -424,8 +424,12 @@ pub struct Process {
 pub const BIN: &str = env!("CARGO_BIN_EXE_tacit-server");
 
 impl Process {
-    #[allow(clippy::zombie_processes)] // waited for by kill9() and terminate()
     pub fn spawn(data_dir: &Path, database_url: &str, log: &Path) -> Self {
+        Self::spawn_with(data_dir, database_url, log, &["--open-registration"])
+    }
+
+    #[allow(clippy::zombie_processes)] // waited for by kill9() and terminate()
+    pub fn spawn_with(data_dir: &Path, database_url: &str, log: &Path, extra: &[&str]) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -433,13 +437,8 @@ impl Process {
             .unwrap();
         let already = std::fs::read_to_string(log).unwrap_or_default().len();
         let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--plain-http",
-                "--open-registration",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--plain-http"])
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--database-url")
