@@ -98,9 +98,8 @@ impl From<StoreError> for ApiError {
             StoreError::InviteInvalid => Self::InviteRequired,
             StoreError::TooManyDevices => Self::TooManyDevices,
             StoreError::MailboxFull => Self::MailboxFull,
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
-                Self::Unavailable
-            }
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+            | StoreError::BatchFailed => Self::Unavailable,
             other => Self::Internal(other),
         }
     }

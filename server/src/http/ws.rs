@@ -26,6 +26,8 @@ use crate::service::AuthedDevice;
 
 /// Envelopes read from the store per round.
 const PUSH_BATCH: u32 = 256;
+/// Initial read and write buffer of a socket.
+const SOCKET_BUFFER: usize = 4096;
 /// Largest frame a client may send (an ack of the maximum number of ids fits).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
@@ -42,6 +44,10 @@ pub(super) async fn upgrade(
     Ok(upgrade
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
+        // Small buffers: an idle socket should cost little memory (the defaults are
+        // 128 KiB each). Larger frames still work; the buffers grow on demand.
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| session(socket, state, device)))
 }
 

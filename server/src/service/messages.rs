@@ -133,7 +133,7 @@ impl Services {
                 max_mailbox_depth: self.config.limits.max_mailbox_depth,
                 envelopes,
             };
-            match self.store.store_message(message).await {
+            match self.committer.send(message).await {
                 Ok(SendOutcome::Stored(mailboxes)) => {
                     self.metrics.envelopes_accepted.fetch_add(
                         u64::try_from(mailboxes.len()).unwrap_or(0),
@@ -233,7 +233,7 @@ impl Services {
         if ids.is_empty() {
             return Ok(());
         }
-        let deleted = self.store.ack(mailbox, ids).await?;
+        let deleted = self.committer.ack(mailbox, ids.to_vec()).await?;
         self.metrics
             .envelopes_acked
             .fetch_add(deleted, Ordering::Relaxed);

@@ -14,6 +14,7 @@ use crate::push::Hub;
 use crate::store::{Mailbox, SecretHash, Store};
 
 mod accounts;
+mod commit;
 mod keys;
 mod messages;
 mod ratelimit;
@@ -35,6 +36,8 @@ pub struct Services {
     claims_by_requester: RateLimiter,
     /// Claims per target.
     claims_by_target: RateLimiter,
+    /// The group-commit writer for sends and acknowledgements.
+    committer: commit::Committer,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -53,11 +56,13 @@ pub struct AuthedDevice {
 }
 
 impl Services {
-    /// Build the services over a migrated store.
+    /// Build the services over a migrated store. Starts the group-commit writer task, so
+    /// it must be called inside a Tokio runtime.
     #[must_use]
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
         let r = &config.rate_limits;
         Self {
+            committer: commit::Committer::start(store.clone()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             store,

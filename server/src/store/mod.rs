@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The database failed or is unreachable.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The write batch this operation was part of failed as a whole (logged once).
+    #[error("write batch failed")]
+    BatchFailed,
     /// Applying the migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -134,6 +137,15 @@ pub enum SendOutcome {
     Duplicate(Timestamp),
 }
 
+/// What a [`Store::write_batch`] did, in the order of its inputs.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// One result per send; a refused send does not affect the others.
+    pub sent: Vec<Result<SendOutcome, StoreError>>,
+    /// Envelopes deleted per acknowledgement.
+    pub acked: Vec<u64>,
+}
+
 /// Totals for the metrics endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -205,6 +217,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Store a send in one transaction, or report the earlier send with the same id.
     async fn store_message(&self, message: NewMessage) -> Result<SendOutcome, StoreError>;
+    /// Store several sends (each all-or-nothing, in a savepoint) and apply several
+    /// acknowledgements, in one transaction with one commit: group commit.
+    async fn write_batch(
+        &self,
+        messages: &[NewMessage],
+        acks: &[(Mailbox, Vec<u64>)],
+    ) -> Result<BatchOutcome, StoreError>;
     /// Up to `limit` unexpired envelopes of a mailbox with an id above `after`, oldest first.
     async fn mailbox(
         &self,

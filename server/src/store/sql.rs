@@ -139,6 +139,104 @@ macro_rules! impl_store {
                     .await?;
                 Ok(row)
             }
+
+            async fn insert_message(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                message: &$crate::store::NewMessage,
+            ) -> Result<$crate::store::SendOutcome, $crate::store::StoreError> {
+                let sender_device = i64::from(message.sender.device.0);
+                let max_depth = super::sql::to_i64(message.max_mailbox_depth, "depth")?;
+                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same id, so two
+                // racing retries store the message once.
+                let fresh = sqlx::query(
+                    "INSERT INTO sent_messages \
+                     (account_id, device_id, client_message_id, server_ts, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (account_id, device_id, client_message_id) DO NOTHING",
+                )
+                .bind(message.sender.account)
+                .bind(sender_device)
+                .bind(&message.client_message_id)
+                .bind(message.server_ts.0)
+                .bind(message.expires_at.0)
+                .execute(&mut *conn)
+                .await?;
+                if fresh.rows_affected() == 0 {
+                    let ts: i64 = sqlx::query_scalar(
+                        "SELECT server_ts FROM sent_messages WHERE account_id = $1 \
+                         AND device_id = $2 AND client_message_id = $3",
+                    )
+                    .bind(message.sender.account)
+                    .bind(sender_device)
+                    .bind(&message.client_message_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    return Ok($crate::store::SendOutcome::Duplicate(tacit_api::Timestamp(ts)));
+                }
+                let mut delivered = Vec::with_capacity(message.envelopes.len());
+                for (mailbox, ciphertext) in &message.envelopes {
+                    let device = i64::from(mailbox.device.0);
+                    let depth: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM envelopes WHERE account_id = $1 AND device_id = $2",
+                    )
+                    .bind(mailbox.account)
+                    .bind(device)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    if depth >= max_depth {
+                        return Err($crate::store::StoreError::MailboxFull);
+                    }
+                    let inserted = sqlx::query(
+                        "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
+                         server_ts, expires_at, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(mailbox.account)
+                    .bind(device)
+                    .bind(&message.sender_username)
+                    .bind(sender_device)
+                    .bind(message.server_ts.0)
+                    .bind(message.expires_at.0)
+                    .bind(ciphertext.0.as_slice())
+                    .execute(&mut *conn)
+                    .await;
+                    match inserted {
+                        Ok(_) => delivered.push(*mailbox),
+                        Err(e) if super::sql::is_foreign_key_violation(&e) => {
+                            return Err($crate::store::StoreError::DeviceGone);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok($crate::store::SendOutcome::Stored(delivered))
+            }
+
+            async fn delete_acked(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mailbox: $crate::store::Mailbox,
+                ids: &[u64],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut deleted = 0;
+                for chunk in ids.chunks(super::sql::ACK_CHUNK) {
+                    let mut sql = String::from(
+                        "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id IN (",
+                    );
+                    for i in 0..chunk.len() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("${}", i + 3));
+                    }
+                    sql.push(')');
+                    let mut query = sqlx::query(&sql)
+                        .bind(mailbox.account)
+                        .bind(i64::from(mailbox.device.0));
+                    for id in chunk {
+                        query = query.bind(super::sql::to_i64(*id, "id")?);
+                    }
+                    deleted += query.execute(&mut *conn).await?.rows_affected();
+                }
+                Ok(deleted)
+            }
         }
 
         #[async_trait::async_trait]
@@ -456,72 +554,39 @@ macro_rules! impl_store {
                 &self,
                 message: $crate::store::NewMessage,
             ) -> Result<$crate::store::SendOutcome, $crate::store::StoreError> {
-                let sender_device = i64::from(message.sender.device.0);
-                let max_depth = super::sql::to_i64(message.max_mailbox_depth, "depth")?;
                 let mut tx = self.write.begin().await?;
-                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same id, so two
-                // racing retries store the message once.
-                let fresh = sqlx::query(
-                    "INSERT INTO sent_messages \
-                     (account_id, device_id, client_message_id, server_ts, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (account_id, device_id, client_message_id) DO NOTHING",
-                )
-                .bind(message.sender.account)
-                .bind(sender_device)
-                .bind(&message.client_message_id)
-                .bind(message.server_ts.0)
-                .bind(message.expires_at.0)
-                .execute(&mut *tx)
-                .await?;
-                if fresh.rows_affected() == 0 {
-                    let ts: i64 = sqlx::query_scalar(
-                        "SELECT server_ts FROM sent_messages WHERE account_id = $1 \
-                         AND device_id = $2 AND client_message_id = $3",
-                    )
-                    .bind(message.sender.account)
-                    .bind(sender_device)
-                    .bind(&message.client_message_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    return Ok($crate::store::SendOutcome::Duplicate(tacit_api::Timestamp(ts)));
-                }
-                let mut delivered = Vec::with_capacity(message.envelopes.len());
-                for (mailbox, ciphertext) in &message.envelopes {
-                    let device = i64::from(mailbox.device.0);
-                    let depth: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM envelopes WHERE account_id = $1 AND device_id = $2",
-                    )
-                    .bind(mailbox.account)
-                    .bind(device)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if depth >= max_depth {
-                        return Err($crate::store::StoreError::MailboxFull);
-                    }
-                    let inserted = sqlx::query(
-                        "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
-                         server_ts, expires_at, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(mailbox.account)
-                    .bind(device)
-                    .bind(&message.sender_username)
-                    .bind(sender_device)
-                    .bind(message.server_ts.0)
-                    .bind(message.expires_at.0)
-                    .bind(ciphertext.0.as_slice())
-                    .execute(&mut *tx)
-                    .await;
-                    match inserted {
-                        Ok(_) => delivered.push(*mailbox),
-                        Err(e) if super::sql::is_foreign_key_violation(&e) => {
-                            return Err($crate::store::StoreError::DeviceGone);
+                let outcome = Self::insert_message(&mut tx, &message).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn write_batch(
+                &self,
+                messages: &[$crate::store::NewMessage],
+                acks: &[($crate::store::Mailbox, Vec<u64>)],
+            ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let mut sent = Vec::with_capacity(messages.len());
+                for message in messages {
+                    // Each send in its own savepoint: one refused send leaves the others.
+                    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                    match Self::insert_message(&mut savepoint, message).await {
+                        Ok(outcome) => {
+                            savepoint.commit().await?;
+                            sent.push(Ok(outcome));
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            savepoint.rollback().await?;
+                            sent.push(Err(e));
+                        }
                     }
+                }
+                let mut acked = Vec::with_capacity(acks.len());
+                for (mailbox, ids) in acks {
+                    acked.push(Self::delete_acked(&mut tx, *mailbox, ids).await?);
                 }
                 tx.commit().await?;
-                Ok($crate::store::SendOutcome::Stored(delivered))
+                Ok($crate::store::BatchOutcome { sent, acked })
             }
 
             async fn mailbox(
@@ -561,27 +626,8 @@ macro_rules! impl_store {
                 mailbox: $crate::store::Mailbox,
                 ids: &[u64],
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut deleted = 0;
                 let mut tx = self.write.begin().await?;
-                for chunk in ids.chunks(super::sql::ACK_CHUNK) {
-                    let mut sql = String::from(
-                        "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id IN (",
-                    );
-                    for i in 0..chunk.len() {
-                        if i > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push_str(&format!("${}", i + 3));
-                    }
-                    sql.push(')');
-                    let mut query = sqlx::query(&sql)
-                        .bind(mailbox.account)
-                        .bind(i64::from(mailbox.device.0));
-                    for id in chunk {
-                        query = query.bind(super::sql::to_i64(*id, "id")?);
-                    }
-                    deleted += query.execute(&mut *tx).await?.rows_affected();
-                }
+                let deleted = Self::delete_acked(&mut tx, mailbox, ids).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
