@@ -7,14 +7,81 @@
 /// Longest `IN (...)` list used for one acknowledgement statement.
 pub(crate) const ACK_CHUNK: usize = 256;
 
+/// Most rows in one bulk statement (7 parameters per envelope row stays far below both
+/// backends' parameter limits).
+pub(crate) const ROWS_PER_STATEMENT: usize = 256;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` parameters.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// The fate of one send of a batch, while the batch is being decided.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Not decided yet.
+    Open,
+    /// The same client message id appears earlier in the batch, at this index.
+    RepeatOf(usize),
+    /// Decided.
+    Done(Result<super::SendOutcome, super::StoreError>),
+}
+
+/// Final results: repeats within the batch answer like their first occurrence would on a
+/// retry (a duplicate of a stored send, or the same refusal).
+pub(crate) fn resolve(
+    mut decisions: Vec<Decision>,
+    messages: &[super::NewMessage],
+) -> Vec<Result<super::SendOutcome, super::StoreError>> {
+    use super::{SendOutcome, StoreError};
+    let snapshot: Vec<Option<Result<SendOutcome, StoreError>>> = decisions
+        .iter()
+        .map(|d| match d {
+            Decision::Done(Ok(SendOutcome::Stored(_))) => None,
+            Decision::Done(Ok(SendOutcome::Duplicate(ts))) => Some(Ok(SendOutcome::Duplicate(*ts))),
+            Decision::Done(Err(StoreError::DeviceGone)) => Some(Err(StoreError::DeviceGone)),
+            Decision::Done(Err(StoreError::MailboxFull)) => Some(Err(StoreError::MailboxFull)),
+            _ => Some(Err(StoreError::BatchFailed)),
+        })
+        .collect();
+    for i in 0..decisions.len() {
+        if let Decision::RepeatOf(j) = decisions[i] {
+            decisions[i] = Decision::Done(match &snapshot[j] {
+                None => Ok(SendOutcome::Duplicate(messages[j].server_ts)),
+                Some(Ok(o)) => Ok(o.clone()),
+                Some(Err(StoreError::DeviceGone)) => Err(StoreError::DeviceGone),
+                Some(Err(StoreError::MailboxFull)) => Err(StoreError::MailboxFull),
+                Some(Err(_)) => Err(StoreError::BatchFailed),
+            });
+        }
+    }
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            Decision::Done(r) => r,
+            Decision::Open | Decision::RepeatOf(_) => Err(StoreError::BatchFailed),
+        })
+        .collect()
+}
+
 /// Whether an error is a unique-constraint violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-/// Whether an error is a foreign-key violation.
-pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
 
 /// `u64` ids and counts to the database's `i64`.
@@ -140,74 +207,183 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
-            async fn insert_message(
+            /// Store a batch of sends with a fixed number of statements, whatever the batch
+            /// size: look up earlier sends and the destination mailboxes, decide each send in
+            /// memory, then insert all accepted ones in bulk. Each send is all-or-nothing.
+            async fn insert_batch(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                message: &$crate::store::NewMessage,
-            ) -> Result<$crate::store::SendOutcome, $crate::store::StoreError> {
-                let sender_device = i64::from(message.sender.device.0);
-                let max_depth = super::sql::to_i64(message.max_mailbox_depth, "depth")?;
-                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same id, so two
-                // racing retries store the message once.
-                let fresh = sqlx::query(
-                    "INSERT INTO sent_messages \
-                     (account_id, device_id, client_message_id, server_ts, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (account_id, device_id, client_message_id) DO NOTHING",
-                )
-                .bind(message.sender.account)
-                .bind(sender_device)
-                .bind(&message.client_message_id)
-                .bind(message.server_ts.0)
-                .bind(message.expires_at.0)
-                .execute(&mut *conn)
-                .await?;
-                if fresh.rows_affected() == 0 {
-                    let ts: i64 = sqlx::query_scalar(
-                        "SELECT server_ts FROM sent_messages WHERE account_id = $1 \
-                         AND device_id = $2 AND client_message_id = $3",
-                    )
-                    .bind(message.sender.account)
-                    .bind(sender_device)
-                    .bind(&message.client_message_id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    return Ok($crate::store::SendOutcome::Duplicate(tacit_api::Timestamp(ts)));
-                }
-                let mut delivered = Vec::with_capacity(message.envelopes.len());
-                for (mailbox, ciphertext) in &message.envelopes {
-                    let device = i64::from(mailbox.device.0);
-                    let depth: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM envelopes WHERE account_id = $1 AND device_id = $2",
-                    )
-                    .bind(mailbox.account)
-                    .bind(device)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    if depth >= max_depth {
-                        return Err($crate::store::StoreError::MailboxFull);
-                    }
-                    let inserted = sqlx::query(
-                        "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
-                         server_ts, expires_at, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(mailbox.account)
-                    .bind(device)
-                    .bind(&message.sender_username)
-                    .bind(sender_device)
-                    .bind(message.server_ts.0)
-                    .bind(message.expires_at.0)
-                    .bind(ciphertext.0.as_slice())
-                    .execute(&mut *conn)
-                    .await;
-                    match inserted {
-                        Ok(_) => delivered.push(*mailbox),
-                        Err(e) if super::sql::is_foreign_key_violation(&e) => {
-                            return Err($crate::store::StoreError::DeviceGone);
+                messages: &[$crate::store::NewMessage],
+            ) -> Result<
+                Vec<Result<$crate::store::SendOutcome, $crate::store::StoreError>>,
+                $crate::store::StoreError,
+            > {
+                use std::collections::HashMap;
+                use $crate::store::{Mailbox, SendOutcome, StoreError};
+                use super::sql::{Decision, placeholders, to_device, to_i64, ROWS_PER_STATEMENT};
+
+                let mut decisions: Vec<Decision> = Vec::with_capacity(messages.len());
+                // 1. Repeats of an id within this batch follow their first occurrence.
+                let mut first: HashMap<(i64, u32, &str), usize> = HashMap::new();
+                for (i, m) in messages.iter().enumerate() {
+                    let key = (m.sender.account, m.sender.device.0, m.client_message_id.as_str());
+                    match first.get(&key) {
+                        Some(j) => decisions.push(Decision::RepeatOf(*j)),
+                        None => {
+                            first.insert(key, i);
+                            decisions.push(Decision::Open);
                         }
-                        Err(e) => return Err(e.into()),
                     }
                 }
-                Ok($crate::store::SendOutcome::Stored(delivered))
+                // 2. Sends stored by an earlier batch.
+                let open: Vec<usize> = (0..messages.len())
+                    .filter(|i| matches!(decisions[*i], Decision::Open))
+                    .collect();
+                for chunk in open.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT account_id, device_id, client_message_id, server_ts FROM sent_messages \
+                         WHERE (account_id, device_id, client_message_id) IN (VALUES {})",
+                        placeholders(chunk.len(), 3)
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql);
+                    for i in chunk {
+                        let m = &messages[*i];
+                        query = query
+                            .bind(m.sender.account)
+                            .bind(i64::from(m.sender.device.0))
+                            .bind(&m.client_message_id);
+                    }
+                    for (account, device, id, ts) in query.fetch_all(&mut *conn).await? {
+                        let device = to_device(device)?;
+                        if let Some(i) = first.get(&(account, device.0, id.as_str())) {
+                            decisions[*i] = Decision::Done(Ok(SendOutcome::Duplicate(
+                                tacit_api::Timestamp(ts),
+                            )));
+                        }
+                    }
+                }
+                // 3. Which destination mailboxes exist, and how full they are.
+                let mut depth: HashMap<Mailbox, i64> = HashMap::new();
+                let wanted: Vec<Mailbox> = {
+                    let mut w: Vec<Mailbox> = open
+                        .iter()
+                        .filter(|i| matches!(decisions[**i], Decision::Open))
+                        .flat_map(|i| messages[*i].envelopes.iter().map(|(mb, _)| *mb))
+                        .collect();
+                    w.sort_unstable();
+                    w.dedup();
+                    w
+                };
+                for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT d.account_id, d.device_id, (SELECT COUNT(*) FROM envelopes e \
+                         WHERE e.account_id = d.account_id AND e.device_id = d.device_id) \
+                         FROM devices d WHERE (d.account_id, d.device_id) IN (VALUES {})",
+                        placeholders(chunk.len(), 2)
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql);
+                    for mb in chunk {
+                        query = query.bind(mb.account).bind(i64::from(mb.device.0));
+                    }
+                    for (account, device, count) in query.fetch_all(&mut *conn).await? {
+                        depth.insert(Mailbox { account, device: to_device(device)? }, count);
+                    }
+                }
+                // 4. Decide, in order, counting what this batch adds.
+                let mut accepted = Vec::new();
+                for i in open {
+                    if !matches!(decisions[i], Decision::Open) {
+                        continue;
+                    }
+                    let m = &messages[i];
+                    let max = to_i64(m.max_mailbox_depth, "depth")?;
+                    let verdict = m.envelopes.iter().try_for_each(|(mb, _)| match depth.get(mb) {
+                        None => Err(StoreError::DeviceGone),
+                        Some(d) if *d >= max => Err(StoreError::MailboxFull),
+                        Some(_) => Ok(()),
+                    });
+                    match verdict {
+                        Ok(()) => {
+                            for (mb, _) in &m.envelopes {
+                                *depth.entry(*mb).or_default() += 1;
+                            }
+                            accepted.push(i);
+                        }
+                        Err(e) => decisions[i] = Decision::Done(Err(e)),
+                    }
+                }
+                // 5. Record the accepted ids; a concurrent writer (another node) may have
+                //    stored one meanwhile, and then it is a duplicate after all.
+                let mut fresh = std::collections::HashSet::new();
+                for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO sent_messages \
+                         (account_id, device_id, client_message_id, server_ts, expires_at) \
+                         VALUES {} ON CONFLICT (account_id, device_id, client_message_id) \
+                         DO NOTHING RETURNING account_id, device_id, client_message_id",
+                        placeholders(chunk.len(), 5)
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql);
+                    for i in chunk {
+                        let m = &messages[*i];
+                        query = query
+                            .bind(m.sender.account)
+                            .bind(i64::from(m.sender.device.0))
+                            .bind(&m.client_message_id)
+                            .bind(m.server_ts.0)
+                            .bind(m.expires_at.0);
+                    }
+                    for (account, device, id) in query.fetch_all(&mut *conn).await? {
+                        fresh.insert((account, to_device(device)?.0, id));
+                    }
+                }
+                // 6. The envelopes of the fresh sends, in bulk.
+                let mut rows = Vec::new();
+                for i in &accepted {
+                    let m = &messages[*i];
+                    let key = (m.sender.account, m.sender.device.0, m.client_message_id.clone());
+                    if fresh.contains(&key) {
+                        for (mb, ct) in &m.envelopes {
+                            rows.push((*i, *mb, ct));
+                        }
+                        decisions[*i] = Decision::Done(Ok(SendOutcome::Stored(
+                            m.envelopes.iter().map(|(mb, _)| *mb).collect(),
+                        )));
+                    } else {
+                        let ts: i64 = sqlx::query_scalar(
+                            "SELECT server_ts FROM sent_messages WHERE account_id = $1 \
+                             AND device_id = $2 AND client_message_id = $3",
+                        )
+                        .bind(m.sender.account)
+                        .bind(i64::from(m.sender.device.0))
+                        .bind(&m.client_message_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        decisions[*i] = Decision::Done(Ok(SendOutcome::Duplicate(
+                            tacit_api::Timestamp(ts),
+                        )));
+                    }
+                }
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
+                         server_ts, expires_at, ciphertext) VALUES {}",
+                        placeholders(chunk.len(), 7)
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for (i, mb, ct) in chunk {
+                        let m = &messages[*i];
+                        query = query
+                            .bind(mb.account)
+                            .bind(i64::from(mb.device.0))
+                            .bind(&m.sender_username)
+                            .bind(i64::from(m.sender.device.0))
+                            .bind(m.server_ts.0)
+                            .bind(m.expires_at.0)
+                            .bind(ct.0.as_slice());
+                    }
+                    query.execute(&mut *conn).await?;
+                }
+                Ok(super::sql::resolve(decisions, messages))
             }
 
             async fn delete_acked(
@@ -554,10 +730,12 @@ macro_rules! impl_store {
                 &self,
                 message: $crate::store::NewMessage,
             ) -> Result<$crate::store::SendOutcome, $crate::store::StoreError> {
-                let mut tx = self.write.begin().await?;
-                let outcome = Self::insert_message(&mut tx, &message).await?;
-                tx.commit().await?;
-                Ok(outcome)
+                let outcome = self.write_batch(std::slice::from_ref(&message), &[]).await?;
+                outcome
+                    .sent
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Err($crate::store::StoreError::BatchFailed))
             }
 
             async fn write_batch(
@@ -566,21 +744,11 @@ macro_rules! impl_store {
                 acks: &[($crate::store::Mailbox, Vec<u64>)],
             ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
                 let mut tx = self.write.begin().await?;
-                let mut sent = Vec::with_capacity(messages.len());
-                for message in messages {
-                    // Each send in its own savepoint: one refused send leaves the others.
-                    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                    match Self::insert_message(&mut savepoint, message).await {
-                        Ok(outcome) => {
-                            savepoint.commit().await?;
-                            sent.push(Ok(outcome));
-                        }
-                        Err(e) => {
-                            savepoint.rollback().await?;
-                            sent.push(Err(e));
-                        }
-                    }
-                }
+                let sent = if messages.is_empty() {
+                    Vec::new()
+                } else {
+                    Self::insert_batch(&mut tx, messages).await?
+                };
                 let mut acked = Vec::with_capacity(acks.len());
                 for (mailbox, ids) in acks {
                     acked.push(Self::delete_acked(&mut tx, *mailbox, ids).await?);

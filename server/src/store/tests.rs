@@ -265,6 +265,31 @@ async fn suite(store: Arc<dyn Store>) {
             .unwrap(),
         SendOutcome::Stored(_)
     ));
+    // A batch: each send decided on its own, repeats follow their first occurrence.
+    let batch = [
+        message(mb(alice, 1), "b1", &[mb(alice, 2)], 3_100),
+        message(mb(alice, 1), "b1", &[mb(alice, 2)], 3_100),
+        message(mb(alice, 1), "b2", &[mb(alice, 2), mb(alice, 3)], 3_100),
+        message(mb(alice, 1), "m1", &[mb(alice, 2)], 3_100),
+        message(mb(alice, 1), "b3", &[mb(alice, 2)], 3_100),
+        message(mb(alice, 1), "b4", &[mb(alice, 2)], 3_100),
+    ];
+    let inbox = store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap();
+    let out = store
+        .write_batch(&batch, &[(mb(alice, 2), vec![inbox[0].id])])
+        .await
+        .unwrap();
+    assert_eq!(out.acked, vec![1]);
+    assert_eq!(out.sent[0].as_ref().unwrap(), &SendOutcome::Stored(vec![mb(alice, 2)]));
+    assert_eq!(out.sent[1].as_ref().unwrap(), &SendOutcome::Duplicate(Timestamp(3_100)));
+    assert!(matches!(out.sent[2], Err(StoreError::DeviceGone)));
+    assert_eq!(out.sent[3].as_ref().unwrap(), &SendOutcome::Duplicate(Timestamp(3_000)));
+    assert!(matches!(out.sent[4], Ok(SendOutcome::Stored(_))));
+    // Depth 3: m1, b1 and b3 fill it (the batch's ack applies after its sends).
+    assert!(matches!(out.sent[5], Err(StoreError::MailboxFull)));
+    assert_eq!(store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap().len(), 2);
+    assert_eq!(out.sent.len(), 6);
+
     // Removing a device deletes its mailbox.
     assert!(store.remove_device(mb(bob, 1)).await.unwrap());
     assert!(
@@ -274,7 +299,7 @@ async fn suite(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.stats().await.unwrap().envelopes, 1);
+    assert_eq!(store.stats().await.unwrap().envelopes, 2);
     store.close().await;
 }
 
