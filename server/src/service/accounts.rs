@@ -150,11 +150,7 @@ impl Services {
     /// Another user's devices, without names.
     pub async fn user_devices(&self, username: &str) -> Result<DeviceList, ApiError> {
         validate_username(username).map_err(|_| ApiError::NotFound("user"))?;
-        let account = self
-            .store
-            .account_id(username)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
+        let account = self.account_id(username).await?;
         self.device_list(account, username.to_owned(), false).await
     }
 

@@ -108,11 +108,7 @@ impl Services {
                 "device_ids: at most {max} devices"
             )));
         }
-        let account = self
-            .store
-            .account_id(username)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
+        let account = self.account_id(username).await?;
         let current: Vec<DeviceId> = self
             .store
             .devices(account)

@@ -11,7 +11,7 @@ use tacit_api::{
 use super::accounts::validate_username;
 use super::{AuthedDevice, Services, now};
 use crate::error::ApiError;
-use crate::store::{Mailbox, NewMessage, SendOutcome, StoreError};
+use crate::store::{Mailbox, NewMessage, SendOutcome};
 
 /// Most ids in one acknowledgement.
 pub(crate) const MAX_ACK_IDS: usize = 1000;
@@ -26,24 +26,14 @@ fn validate_client_message_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Compare the devices a send covers with the devices that exist.
-fn compare(
-    username: &str,
-    given: &[DeviceCiphertext],
-    expected: &BTreeSet<DeviceId>,
-    mismatch: &mut DeviceMismatch,
-) {
-    let given: BTreeSet<DeviceId> = given.iter().map(|d| d.device_id).collect();
-    let address = |device_id: &DeviceId| DeviceAddress {
-        username: username.to_owned(),
-        device_id: *device_id,
-    };
-    mismatch
-        .missing
-        .extend(expected.difference(&given).map(address));
-    mismatch
-        .stale
-        .extend(given.difference(expected).map(address));
+fn addresses(username: &str, devices: impl IntoIterator<Item = DeviceId>) -> Vec<DeviceAddress> {
+    devices
+        .into_iter()
+        .map(|device_id| DeviceAddress {
+            username: username.to_owned(),
+            device_id,
+        })
+        .collect()
 }
 
 impl Services {
@@ -70,7 +60,9 @@ impl Services {
     }
 
     /// Accept a send: every current device of the recipient (and every other device of the
-    /// sender) gets its ciphertext, all in one transaction, or nothing is stored.
+    /// sender) gets its ciphertext, all in one transaction, or nothing is stored. The device
+    /// sets are checked inside that transaction, so a device added or removed concurrently
+    /// can never be skipped or written to.
     pub async fn send(
         &self,
         caller: &AuthedDevice,
@@ -85,120 +77,83 @@ impl Services {
                 "recipient_devices: at least one ciphertext".into(),
             ));
         }
-        let recipient = self
-            .store
-            .account_id(&req.recipient)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
-        let to_self = recipient == caller.mailbox.account;
-        // A device removed between the check and the insert makes the store refuse the
-        // whole send; check again once, then report the mismatch.
-        for _ in 0..2 {
-            let mismatch = self.mismatch(caller, recipient, to_self, &req).await?;
-            if !mismatch.missing.is_empty() || !mismatch.stale.is_empty() {
-                return Err(ApiError::DeviceMismatch(mismatch));
-            }
-            let server_ts = now();
-            let ttl_ms = self.config.limits.message_ttl_secs.saturating_mul(1000);
-            let expires_at = Timestamp(
-                server_ts
-                    .0
-                    .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
-            );
-            let destination = |account: i64, d: &DeviceCiphertext| {
-                (
-                    Mailbox {
-                        account,
-                        device: d.device_id,
-                    },
-                    Ciphertext(d.ciphertext.0.clone()),
-                )
-            };
-            let envelopes = req
-                .recipient_devices
-                .iter()
-                .map(|d| destination(recipient, d))
-                .chain(
-                    req.own_devices
-                        .iter()
-                        .map(|d| destination(caller.mailbox.account, d)),
-                )
-                .collect();
-            let message = NewMessage {
-                sender: caller.mailbox,
-                sender_username: caller.username.clone(),
-                client_message_id: req.client_message_id.clone(),
-                server_ts,
-                expires_at,
-                max_mailbox_depth: self.config.limits.max_mailbox_depth,
-                envelopes,
-            };
-            match self.committer.send(message).await {
-                Ok(SendOutcome::Stored(mailboxes)) => {
-                    self.metrics.envelopes_accepted.fetch_add(
-                        u64::try_from(mailboxes.len()).unwrap_or(0),
-                        Ordering::Relaxed,
-                    );
-                    self.hub.notify(&mailboxes);
-                    return Ok(SendMessageResponse {
-                        server_timestamp: server_ts,
-                        duplicate: false,
-                    });
-                }
-                Ok(SendOutcome::Duplicate(ts)) => {
-                    return Ok(SendMessageResponse {
-                        server_timestamp: ts,
-                        duplicate: true,
-                    });
-                }
-                Err(StoreError::DeviceGone) => continue,
-                Err(e) => return Err(e.into()),
-            }
+        let recipient = self.account_id(&req.recipient).await?;
+        if recipient == caller.mailbox.account && !req.own_devices.is_empty() {
+            // To oneself, the other own devices are the recipients.
+            return Err(ApiError::DeviceMismatch(DeviceMismatch {
+                missing: Vec::new(),
+                stale: addresses(
+                    &caller.username,
+                    req.own_devices.iter().map(|d| d.device_id),
+                ),
+            }));
         }
-        Err(ApiError::DeviceMismatch(
-            self.mismatch(caller, recipient, to_self, &req).await?,
-        ))
-    }
-
-    async fn mismatch(
-        &self,
-        caller: &AuthedDevice,
-        recipient: i64,
-        to_self: bool,
-        req: &SendMessageRequest,
-    ) -> Result<DeviceMismatch, ApiError> {
-        let devices_of = |account: i64| async move {
-            Ok::<_, ApiError>(
-                self.store
-                    .devices(account)
-                    .await?
-                    .into_iter()
-                    .map(|d| d.device_id)
-                    .filter(|d| account != caller.mailbox.account || *d != caller.mailbox.device)
-                    .collect::<BTreeSet<_>>(),
+        let server_ts = now();
+        let ttl_ms = self.config.limits.message_ttl_secs.saturating_mul(1000);
+        let expires_at = Timestamp(
+            server_ts
+                .0
+                .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+        );
+        let destination = |account: i64, d: DeviceCiphertext| {
+            (
+                Mailbox {
+                    account,
+                    device: d.device_id,
+                },
+                d.ciphertext,
             )
         };
-        let mut mismatch = DeviceMismatch::default();
-        let own = devices_of(caller.mailbox.account).await?;
-        if to_self {
-            compare(&req.recipient, &req.recipient_devices, &own, &mut mismatch);
-            compare(
-                &caller.username,
-                &req.own_devices,
-                &BTreeSet::new(),
-                &mut mismatch,
-            );
-        } else {
-            let theirs = devices_of(recipient).await?;
-            compare(
-                &req.recipient,
-                &req.recipient_devices,
-                &theirs,
-                &mut mismatch,
-            );
-            compare(&caller.username, &req.own_devices, &own, &mut mismatch);
+        let envelopes: Vec<(Mailbox, Ciphertext)> = req
+            .recipient_devices
+            .into_iter()
+            .map(|d| destination(recipient, d))
+            .chain(
+                req.own_devices
+                    .into_iter()
+                    .map(|d| destination(caller.mailbox.account, d)),
+            )
+            .collect();
+        let message = NewMessage {
+            sender: caller.mailbox,
+            recipient,
+            sender_username: caller.username.clone(),
+            client_message_id: req.client_message_id,
+            server_ts,
+            expires_at,
+            max_mailbox_depth: self.config.limits.max_mailbox_depth,
+            envelopes,
+        };
+        match self.committer.send(message).await? {
+            SendOutcome::Stored(mailboxes) => {
+                self.metrics.envelopes_accepted.fetch_add(
+                    u64::try_from(mailboxes.len()).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
+                self.hub.notify(&mailboxes);
+                Ok(SendMessageResponse {
+                    server_timestamp: server_ts,
+                    duplicate: false,
+                })
+            }
+            SendOutcome::Duplicate(ts) => Ok(SendMessageResponse {
+                server_timestamp: ts,
+                duplicate: true,
+            }),
+            SendOutcome::Mismatch(accounts) => {
+                let mut mismatch = DeviceMismatch::default();
+                for a in accounts {
+                    let username = if a.account == recipient {
+                        &req.recipient
+                    } else {
+                        &caller.username
+                    };
+                    mismatch.missing.extend(addresses(username, a.missing));
+                    mismatch.stale.extend(addresses(username, a.stale));
+                }
+                Err(ApiError::DeviceMismatch(mismatch))
+            }
         }
-        Ok(mismatch)
     }
 
     /// The oldest envelopes of the caller's mailbox, for clients without a socket.

@@ -38,6 +38,9 @@ pub struct Services {
     claims_by_target: RateLimiter,
     /// The group-commit writer for sends and acknowledgements.
     committer: commit::Committer,
+    /// Username to account id. Safe to cache without expiry: usernames never change and
+    /// accounts are never deleted (an account deletion feature must invalidate this).
+    account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -63,6 +66,7 @@ impl Services {
         let r = &config.rate_limits;
         Self {
             committer: commit::Committer::start(store.clone()),
+            account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             store,
@@ -93,6 +97,34 @@ impl Services {
         } else {
             Err(ApiError::Unauthorized)
         }
+    }
+
+    /// The account id of a username, or `NotFound`.
+    pub(crate) async fn account_id(&self, username: &str) -> Result<i64, ApiError> {
+        const MAX_CACHED: usize = 100_000;
+        let cached = self.lock_account_ids().get(username).copied();
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let id = self
+            .store
+            .account_id(username)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let mut cache = self.lock_account_ids();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(username.to_owned(), id);
+        Ok(id)
+    }
+
+    fn lock_account_ids(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, i64>> {
+        self.account_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forget rate-limiter entries that have refilled; called periodically.

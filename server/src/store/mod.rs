@@ -38,9 +38,6 @@ pub enum StoreError {
     /// The account already has its maximum number of devices.
     #[error("too many devices")]
     TooManyDevices,
-    /// A destination device was removed while the send was being stored.
-    #[error("destination device gone")]
-    DeviceGone,
     /// A destination mailbox holds its maximum number of envelopes.
     #[error("mailbox full")]
     MailboxFull,
@@ -114,6 +111,9 @@ pub struct Mailbox {
 pub struct NewMessage {
     /// The sending device.
     pub sender: Mailbox,
+    /// The recipient's account; the envelopes must cover exactly its devices and the
+    /// sender's other devices.
+    pub recipient: i64,
     /// The sender's username, copied into each envelope.
     pub sender_username: String,
     /// The client's id for idempotency.
@@ -135,6 +135,19 @@ pub enum SendOutcome {
     Stored(Vec<Mailbox>),
     /// A send with the same client message id was already stored at this time.
     Duplicate(Timestamp),
+    /// Nothing stored: the destinations do not match the current devices.
+    Mismatch(Vec<AccountMismatch>),
+}
+
+/// The devices of one account that a send missed or named wrongly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountMismatch {
+    /// The account.
+    pub account: i64,
+    /// Current devices without a ciphertext.
+    pub missing: Vec<DeviceId>,
+    /// Devices given a ciphertext that are not current.
+    pub stale: Vec<DeviceId>,
 }
 
 /// What a [`Store::write_batch`] did, in the order of its inputs.
@@ -215,7 +228,8 @@ pub trait Store: Send + Sync + 'static {
     /// Each one-time key is returned by at most one call, even under concurrency.
     async fn claim_bundle(&self, mailbox: Mailbox) -> Result<Option<PrekeyBundle>, StoreError>;
 
-    /// Store a send in one transaction, or report the earlier send with the same id.
+    /// Store a send in one transaction, or report the earlier send with the same id, or
+    /// the device mismatch (checked in the same transaction).
     async fn store_message(&self, message: NewMessage) -> Result<SendOutcome, StoreError>;
     /// Store several sends (each all-or-nothing, in a savepoint) and apply several
     /// acknowledgements, in one transaction with one commit: group commit.

@@ -31,6 +31,44 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
     out
 }
 
+/// How the destinations of a send differ from the current devices: for the recipient, all
+/// its devices (less the sending one for a message to oneself); for the sender's account,
+/// its other devices.
+pub(crate) fn mismatches(
+    m: &super::NewMessage,
+    devices: &std::collections::HashMap<i64, std::collections::BTreeSet<tacit_api::DeviceId>>,
+) -> Vec<super::AccountMismatch> {
+    use std::collections::BTreeSet;
+    let sender = m.sender.account;
+    let mut accounts = vec![m.recipient];
+    if m.recipient != sender {
+        accounts.push(sender);
+    }
+    let mut out = Vec::new();
+    for account in accounts {
+        let mut expected = devices.get(&account).cloned().unwrap_or_default();
+        if account == sender {
+            expected.remove(&m.sender.device);
+        }
+        let given: BTreeSet<tacit_api::DeviceId> = m
+            .envelopes
+            .iter()
+            .filter(|(mb, _)| mb.account == account)
+            .map(|(mb, _)| mb.device)
+            .collect();
+        let missing: Vec<_> = expected.difference(&given).copied().collect();
+        let stale: Vec<_> = given.difference(&expected).copied().collect();
+        if !missing.is_empty() || !stale.is_empty() {
+            out.push(super::AccountMismatch {
+                account,
+                missing,
+                stale,
+            });
+        }
+    }
+    out
+}
+
 /// The fate of one send of a batch, while the batch is being decided.
 #[derive(Debug)]
 pub(crate) enum Decision {
@@ -53,18 +91,16 @@ pub(crate) fn resolve(
         .iter()
         .map(|d| match d {
             Decision::Done(Ok(SendOutcome::Stored(_))) => None,
-            Decision::Done(Ok(SendOutcome::Duplicate(ts))) => Some(Ok(SendOutcome::Duplicate(*ts))),
-            Decision::Done(Err(StoreError::DeviceGone)) => Some(Err(StoreError::DeviceGone)),
+            Decision::Done(Ok(other)) => Some(Ok(other.clone())),
             Decision::Done(Err(StoreError::MailboxFull)) => Some(Err(StoreError::MailboxFull)),
             _ => Some(Err(StoreError::BatchFailed)),
         })
         .collect();
-    for i in 0..decisions.len() {
-        if let Decision::RepeatOf(j) = decisions[i] {
-            decisions[i] = Decision::Done(match &snapshot[j] {
+    for decision in &mut decisions {
+        if let Decision::RepeatOf(j) = *decision {
+            *decision = Decision::Done(match &snapshot[j] {
                 None => Ok(SendOutcome::Duplicate(messages[j].server_ts)),
                 Some(Ok(o)) => Ok(o.clone()),
-                Some(Err(StoreError::DeviceGone)) => Err(StoreError::DeviceGone),
                 Some(Err(StoreError::MailboxFull)) => Err(StoreError::MailboxFull),
                 Some(Err(_)) => Err(StoreError::BatchFailed),
             });
@@ -261,55 +297,59 @@ macro_rules! impl_store {
                         }
                     }
                 }
-                // 3. Which destination mailboxes exist, and how full they are.
+                // 3. The current devices of every account involved, with their depth.
+                let mut devices: HashMap<i64, std::collections::BTreeSet<tacit_api::DeviceId>> =
+                    HashMap::new();
                 let mut depth: HashMap<Mailbox, i64> = HashMap::new();
-                let wanted: Vec<Mailbox> = {
-                    let mut w: Vec<Mailbox> = open
+                let accounts: Vec<i64> = {
+                    let mut a: Vec<i64> = open
                         .iter()
                         .filter(|i| matches!(decisions[**i], Decision::Open))
-                        .flat_map(|i| messages[*i].envelopes.iter().map(|(mb, _)| *mb))
+                        .flat_map(|i| [messages[*i].recipient, messages[*i].sender.account])
                         .collect();
-                    w.sort_unstable();
-                    w.dedup();
-                    w
+                    a.sort_unstable();
+                    a.dedup();
+                    a
                 };
-                for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+                for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
                     let sql = format!(
                         "SELECT d.account_id, d.device_id, (SELECT COUNT(*) FROM envelopes e \
                          WHERE e.account_id = d.account_id AND e.device_id = d.device_id) \
-                         FROM devices d WHERE (d.account_id, d.device_id) IN (VALUES {})",
-                        placeholders(chunk.len(), 2)
+                         FROM devices d WHERE d.account_id IN ({})",
+                        placeholders(chunk.len(), 1)
                     );
                     let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql);
-                    for mb in chunk {
-                        query = query.bind(mb.account).bind(i64::from(mb.device.0));
+                    for account in chunk {
+                        query = query.bind(*account);
                     }
                     for (account, device, count) in query.fetch_all(&mut *conn).await? {
-                        depth.insert(Mailbox { account, device: to_device(device)? }, count);
+                        let device = to_device(device)?;
+                        devices.entry(account).or_default().insert(device);
+                        depth.insert(Mailbox { account, device }, count);
                     }
                 }
-                // 4. Decide, in order, counting what this batch adds.
+                // 4. Decide, in order: the device sets must match exactly, and every
+                //    mailbox must have room (counting what this batch adds).
                 let mut accepted = Vec::new();
                 for i in open {
                     if !matches!(decisions[i], Decision::Open) {
                         continue;
                     }
                     let m = &messages[i];
-                    let max = to_i64(m.max_mailbox_depth, "depth")?;
-                    let verdict = m.envelopes.iter().try_for_each(|(mb, _)| match depth.get(mb) {
-                        None => Err(StoreError::DeviceGone),
-                        Some(d) if *d >= max => Err(StoreError::MailboxFull),
-                        Some(_) => Ok(()),
-                    });
-                    match verdict {
-                        Ok(()) => {
-                            for (mb, _) in &m.envelopes {
-                                *depth.entry(*mb).or_default() += 1;
-                            }
-                            accepted.push(i);
-                        }
-                        Err(e) => decisions[i] = Decision::Done(Err(e)),
+                    let mismatches = super::sql::mismatches(m, &devices);
+                    if !mismatches.is_empty() {
+                        decisions[i] = Decision::Done(Ok(SendOutcome::Mismatch(mismatches)));
+                        continue;
                     }
+                    let max = to_i64(m.max_mailbox_depth, "depth")?;
+                    if m.envelopes.iter().any(|(mb, _)| depth.get(mb).is_some_and(|d| *d >= max)) {
+                        decisions[i] = Decision::Done(Err(StoreError::MailboxFull));
+                        continue;
+                    }
+                    for (mb, _) in &m.envelopes {
+                        *depth.entry(*mb).or_default() += 1;
+                    }
+                    accepted.push(i);
                 }
                 // 5. Record the accepted ids; a concurrent writer (another node) may have
                 //    stored one meanwhile, and then it is a duplicate after all.

@@ -48,6 +48,7 @@ fn mb(account: i64, device: u32) -> Mailbox {
 fn message(sender: Mailbox, id: &str, to: &[Mailbox], now: i64) -> NewMessage {
     NewMessage {
         sender,
+        recipient: to[0].account,
         sender_username: "alice".into(),
         client_message_id: id.into(),
         server_ts: Timestamp(now),
@@ -184,8 +185,35 @@ async fn suite(store: Arc<dyn Store>) {
     got.sort_unstable();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
 
-    // Messages: idempotent, per-device mailboxes, ack, depth limit, expiry.
-    let to = [mb(bob, 1), mb(alice, 2)];
+    // Messages: device sets checked, idempotent, per-device mailboxes, ack, depth limit,
+    // expiry. Alice has devices 1, 2, 4; Bob has 1 and `many`.
+    let to = [mb(bob, 1), mb(bob, many.0), mb(alice, 2), mb(alice, 4)];
+    let out = store
+        .store_message(message(mb(alice, 1), "m0", &to[..3], 900))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        SendOutcome::Mismatch(vec![AccountMismatch {
+            account: alice,
+            missing: vec![DeviceId(4)],
+            stale: vec![],
+        }])
+    );
+    let mut wrong = to.to_vec();
+    wrong[1] = mb(bob, 9);
+    let out = store
+        .store_message(message(mb(alice, 1), "m0", &wrong, 900))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        SendOutcome::Mismatch(vec![AccountMismatch {
+            account: bob,
+            missing: vec![many],
+            stale: vec![DeviceId(9)],
+        }])
+    );
     let out = store
         .store_message(message(mb(alice, 1), "m1", &to, 1_000))
         .await
@@ -203,17 +231,15 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].sender, "alice");
     assert_eq!(inbox[0].ciphertext.0.as_slice(), &[7, 1]);
-    store
-        .store_message(message(mb(alice, 1), "m2", &to[..1], 1_100))
-        .await
-        .unwrap();
-    store
-        .store_message(message(mb(alice, 1), "m3", &to[..1], 1_200))
-        .await
-        .unwrap();
+    for (id, ts) in [("m2", 1_100), ("m3", 1_200)] {
+        store
+            .store_message(message(mb(alice, 1), id, &to, ts))
+            .await
+            .unwrap();
+    }
     assert!(matches!(
         store
-            .store_message(message(mb(alice, 1), "m4", &to[..1], 1_300))
+            .store_message(message(mb(alice, 1), "m4", &to, 1_300))
             .await,
         Err(StoreError::MailboxFull)
     ));
@@ -237,16 +263,9 @@ async fn suite(store: Arc<dyn Store>) {
         store.mailbox(mb(bob, 1), 0, 10, now).await.unwrap().len(),
         1
     );
-    // A removed device cannot receive.
-    assert!(matches!(
-        store
-            .store_message(message(mb(alice, 1), "m5", &[mb(alice, 3)], 1_400))
-            .await,
-        Err(StoreError::DeviceGone)
-    ));
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.envelopes, 2);
-    assert_eq!(stats.max_mailbox_depth, 1);
+    assert_eq!(stats.envelopes, 10);
+    assert_eq!(stats.max_mailbox_depth, 3);
     assert_eq!(stats.devices, 5);
     // Expiry: m1..m3 expire at 2_000..2_200.
     assert!(
@@ -254,9 +273,10 @@ async fn suite(store: Arc<dyn Store>) {
             .mailbox(mb(alice, 2), 0, 10, Timestamp(2_000))
             .await
             .unwrap()
-            .is_empty()
+            .len()
+            == 2
     );
-    assert_eq!(store.purge_expired(Timestamp(3_000)).await.unwrap(), 2);
+    assert_eq!(store.purge_expired(Timestamp(3_000)).await.unwrap(), 10);
     // The idempotency record expired with them.
     assert!(matches!(
         store
@@ -265,14 +285,15 @@ async fn suite(store: Arc<dyn Store>) {
             .unwrap(),
         SendOutcome::Stored(_)
     ));
+
     // A batch: each send decided on its own, repeats follow their first occurrence.
     let batch = [
-        message(mb(alice, 1), "b1", &[mb(alice, 2)], 3_100),
-        message(mb(alice, 1), "b1", &[mb(alice, 2)], 3_100),
-        message(mb(alice, 1), "b2", &[mb(alice, 2), mb(alice, 3)], 3_100),
-        message(mb(alice, 1), "m1", &[mb(alice, 2)], 3_100),
-        message(mb(alice, 1), "b3", &[mb(alice, 2)], 3_100),
-        message(mb(alice, 1), "b4", &[mb(alice, 2)], 3_100),
+        message(mb(alice, 1), "b1", &to, 3_100),
+        message(mb(alice, 1), "b1", &to, 3_100),
+        message(mb(alice, 1), "b2", &to[..2], 3_100),
+        message(mb(alice, 1), "m1", &to, 3_100),
+        message(mb(alice, 1), "b3", &to, 3_100),
+        message(mb(alice, 1), "b4", &to, 3_100),
     ];
     let inbox = store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap();
     let out = store
@@ -280,17 +301,29 @@ async fn suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(out.acked, vec![1]);
-    assert_eq!(out.sent[0].as_ref().unwrap(), &SendOutcome::Stored(vec![mb(alice, 2)]));
-    assert_eq!(out.sent[1].as_ref().unwrap(), &SendOutcome::Duplicate(Timestamp(3_100)));
-    assert!(matches!(out.sent[2], Err(StoreError::DeviceGone)));
-    assert_eq!(out.sent[3].as_ref().unwrap(), &SendOutcome::Duplicate(Timestamp(3_000)));
+    assert_eq!(
+        out.sent[0].as_ref().unwrap(),
+        &SendOutcome::Stored(to.to_vec())
+    );
+    assert_eq!(
+        out.sent[1].as_ref().unwrap(),
+        &SendOutcome::Duplicate(Timestamp(3_100))
+    );
+    assert!(matches!(out.sent[2], Ok(SendOutcome::Mismatch(_))));
+    assert_eq!(
+        out.sent[3].as_ref().unwrap(),
+        &SendOutcome::Duplicate(Timestamp(3_000))
+    );
     assert!(matches!(out.sent[4], Ok(SendOutcome::Stored(_))));
     // Depth 3: m1, b1 and b3 fill it (the batch's ack applies after its sends).
     assert!(matches!(out.sent[5], Err(StoreError::MailboxFull)));
-    assert_eq!(store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap().len(), 2);
+    assert_eq!(
+        store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap().len(),
+        2
+    );
     assert_eq!(out.sent.len(), 6);
 
-    // Removing a device deletes its mailbox.
+    // Removing a device deletes its mailbox; sends naming it are refused.
     assert!(store.remove_device(mb(bob, 1)).await.unwrap());
     assert!(
         store
@@ -299,7 +332,14 @@ async fn suite(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.stats().await.unwrap().envelopes, 2);
+    assert!(matches!(
+        store
+            .store_message(message(mb(alice, 1), "m5", &to, 3_200))
+            .await
+            .unwrap(),
+        SendOutcome::Mismatch(_)
+    ));
+    assert_eq!(store.stats().await.unwrap().envelopes, 8);
     store.close().await;
 }
 
