@@ -1,15 +1,20 @@
 //! Who is online: one registered WebSocket per device, and the signals sent to it.
 //!
-//! A send wakes the destination's socket task through a [`Notify`]; the task then reads its
-//! mailbox from the store. The hub holds no envelope: the store is the only queue, so a
-//! dropped socket or a crashed server loses nothing.
+//! After a commit, the writer hands each new envelope to its device's socket task through a
+//! small bounded queue, so a push needs no database read. The store stays the only durable
+//! queue: an envelope that does not fit in the socket's queue (or arrives while the socket
+//! is connecting) is read from the mailbox instead, and one that is pushed but not
+//! acknowledged stays in the mailbox, so a dropped socket or a crashed server loses nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Notify, oneshot};
+use std::sync::atomic::AtomicBool;
+
+use tacit_api::Envelope;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::Mailbox;
 
@@ -22,13 +27,21 @@ pub enum CloseReason {
     Revoked,
 }
 
+/// Envelopes that may wait in one socket's queue.
+const QUEUE: usize = 64;
+
 /// What a socket task holds after registering.
 #[derive(Debug)]
 pub struct Registration {
     /// This connection's number, to unregister only itself.
     pub id: u64,
-    /// Woken when new envelopes were stored for the device.
+    /// Newly stored envelopes, in id order.
+    pub queue: mpsc::Receiver<Envelope>,
+    /// Woken when envelopes were stored that did not fit in the queue; then `overflow` is
+    /// set and the task reads the mailbox.
     pub mail: Arc<Notify>,
+    /// Set when an envelope was not queued.
+    pub overflow: Arc<AtomicBool>,
     /// Fires when the hub closes the socket.
     pub close: oneshot::Receiver<CloseReason>,
 }
@@ -36,7 +49,9 @@ pub struct Registration {
 #[derive(Debug)]
 struct Connection {
     id: u64,
+    queue: mpsc::Sender<Envelope>,
     mail: Arc<Notify>,
+    overflow: Arc<AtomicBool>,
     close: oneshot::Sender<CloseReason>,
 }
 
@@ -52,12 +67,16 @@ impl Hub {
     pub fn register(&self, mailbox: Mailbox) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mail = Arc::new(Notify::new());
+        let overflow = Arc::new(AtomicBool::new(false));
+        let (queue_tx, queue) = mpsc::channel(QUEUE);
         let (close_tx, close) = oneshot::channel();
         let old = self.lock().insert(
             mailbox,
             Connection {
                 id,
+                queue: queue_tx,
                 mail: mail.clone(),
+                overflow: overflow.clone(),
                 close: close_tx,
             },
         );
@@ -65,7 +84,13 @@ impl Hub {
             // The old task may have ended already; then there is nobody to tell.
             let _ = old.close.send(CloseReason::Replaced);
         }
-        Registration { id, mail, close }
+        Registration {
+            id,
+            queue,
+            mail,
+            overflow,
+            close,
+        }
     }
 
     /// Remove a socket, unless a newer one replaced it already.
@@ -76,11 +101,15 @@ impl Hub {
         }
     }
 
-    /// Wake the socket of each mailbox that got mail.
-    pub fn notify(&self, mailboxes: &[Mailbox]) {
+    /// Hand committed envelopes (sorted by id) to the sockets of their devices. An
+    /// envelope that does not fit makes the socket read its mailbox instead.
+    pub fn deliver(&self, envelopes: Vec<(Mailbox, Envelope)>) {
         let connections = self.lock();
-        for mailbox in mailboxes {
-            if let Some(c) = connections.get(mailbox) {
+        for (mailbox, envelope) in envelopes {
+            if let Some(c) = connections.get(&mailbox)
+                && c.queue.try_send(envelope).is_err()
+            {
+                c.overflow.store(true, Ordering::Release);
                 c.mail.notify_one();
             }
         }
@@ -130,8 +159,18 @@ mod tests {
         assert_eq!(first.close.await.unwrap(), CloseReason::Replaced);
         hub.unregister(mb, first.id); // must not remove the second
         assert_eq!(hub.len(), 1);
-        hub.notify(&[mb]);
+        let envelope = |id| Envelope {
+            id,
+            sender: "a".into(),
+            sender_device: DeviceId(1),
+            server_timestamp: tacit_api::Timestamp(0),
+            ciphertext: tacit_api::Ciphertext::default(),
+        };
+        let mut second = second;
+        hub.deliver((0..=QUEUE as u64).map(|id| (mb, envelope(id))).collect());
+        assert_eq!(second.queue.recv().await.unwrap().id, 0);
         second.mail.notified().await;
+        assert!(second.overflow.load(Ordering::Acquire));
         hub.revoke(mb);
         assert_eq!(second.close.await.unwrap(), CloseReason::Revoked);
         assert!(hub.is_empty());

@@ -899,3 +899,38 @@ async fn tls_by_default() {
     );
     server.stop().await;
 }
+
+/// Many envelopes at once overflow a socket's in-memory queue; the socket then reads its
+/// mailbox, and every envelope still arrives exactly once, in order.
+async fn push_overflow(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", 0).await;
+    let bob = server.register("bob", 0).await;
+    let mut socket = bob.connect(&server.ws_url()).await;
+    assert!(socket.backlog().await.is_empty());
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                alice
+                    .send(&format!("o{i}"), "bob", &[(1, b"x")], &[])
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 300 {
+        ids.push(socket.envelope().await.id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, no repeats");
+    socket.ack_sync(ids).await;
+    drop(socket);
+    let mut socket = bob.connect(&server.ws_url()).await;
+    assert!(socket.backlog().await.is_empty());
+    server.stop().await;
+}
+both!(push_overflow);

@@ -1,11 +1,11 @@
 //! `GET /v1/ws`: one authenticated socket per device.
 //!
-//! On connect the mailbox backlog is pushed, then `queue_empty`, then new envelopes as sends
-//! wake the socket. Each envelope is pushed once per connection (a cursor remembers the last
-//! id pushed) and deleted only when acknowledged; frames from the client are handled in
-//! order, so an ack is committed before the next frame is read.
+//! On connect the mailbox backlog is pushed, then `queue_empty`, then new envelopes as the
+//! writer hands them over (or, if the socket's queue overflowed, as read from the mailbox).
+//! Each envelope is pushed once per connection (a cursor remembers the last id pushed) and
+//! deleted only when acknowledged; frames from the client are handled in order, so an ack
+//! is committed before the next frame is read.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,13 +15,13 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::SinkExt as _;
 use tacit_api::{ClientFrame, ErrorCode, ServerFrame};
-use tokio::sync::{Notify, oneshot};
+
 use tokio::time::Instant;
 use tracing::{debug, error};
 
 use super::{AppState, Authed};
 use crate::error::ApiError;
-use crate::push::CloseReason;
+use crate::push::{CloseReason, Registration};
 use crate::service::AuthedDevice;
 
 /// Envelopes read from the store per round.
@@ -68,18 +68,12 @@ async fn session(mut socket: WebSocket, state: AppState, device: AuthedDevice) {
         device = device.mailbox.device.0,
         "socket open"
     );
-    let outcome = run(
-        &mut socket,
-        &state,
-        &device,
-        registration.mail,
-        registration.close,
-    )
-    .await;
+    let id = registration.id;
+    let outcome = run(&mut socket, &state, &device, registration).await;
     if let Err(End::Store) = outcome {
         let _ = close(&mut socket, 1011, "internal error").await;
     }
-    svc.hub.unregister(device.mailbox, registration.id);
+    svc.hub.unregister(device.mailbox, id);
     svc.metrics.sockets.fetch_sub(1, Ordering::Relaxed);
     debug!(
         account = device.mailbox.account,
@@ -92,9 +86,15 @@ async fn run(
     socket: &mut WebSocket,
     state: &AppState,
     device: &AuthedDevice,
-    mail: Arc<Notify>,
-    mut closed: oneshot::Receiver<CloseReason>,
+    registration: Registration,
 ) -> Result<(), End> {
+    let Registration {
+        mut queue,
+        mail,
+        overflow,
+        close: mut closed,
+        ..
+    } = registration;
     let mut cursor = 0;
     let mut shutdown = state.shutdown.clone();
     push_pending(socket, state, device, &mut cursor).await?;
@@ -107,7 +107,27 @@ async fn run(
     let mut last_seen = Instant::now();
     loop {
         tokio::select! {
-            () = mail.notified() => push_pending(socket, state, device, &mut cursor).await?,
+            Some(first) = queue.recv() => {
+                // Push what is queued, skipping what the mailbox read already pushed.
+                let mut n = 0u64;
+                let mut next = Some(first);
+                while let Some(envelope) = next {
+                    if envelope.id > cursor {
+                        cursor = envelope.id;
+                        let text = frame_text(&ServerFrame::Envelope(envelope))?;
+                        socket.feed(Message::Text(text.into())).await.map_err(|_| End::Gone)?;
+                        n += 1;
+                    }
+                    next = queue.try_recv().ok();
+                }
+                socket.flush().await.map_err(|_| End::Gone)?;
+                state.svc.metrics.envelopes_pushed.fetch_add(n, Ordering::Relaxed);
+            }
+            () = mail.notified() => {
+                if overflow.swap(false, Ordering::AcqRel) {
+                    push_pending(socket, state, device, &mut cursor).await?;
+                }
+            }
             reason = &mut closed => {
                 let (code, why) = match reason {
                     Ok(CloseReason::Replaced) => (tacit_api::CLOSE_CODE_REPLACED, "replaced"),

@@ -132,6 +132,7 @@ impl Services {
         if !self.store.remove_device(mailbox).await? {
             return Err(ApiError::NotFound("device"));
         }
+        self.credentials.revoke(mailbox);
         self.hub.revoke(mailbox);
         info!(
             account = mailbox.account,

@@ -4,13 +4,15 @@
 //! a lone write is committed at once, so this adds no delay.
 //!
 //! Every caller still gets its answer only after the commit: an accepted send is durable
-//! when the client hears so.
+//! when the client hears so. The new envelopes are handed to the connected sockets right
+//! after the commit, by this task, so that each socket receives them in id order.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use crate::push::Hub;
 use crate::store::{Mailbox, NewMessage, SendOutcome, Store, StoreError};
 
 /// Most operations in one transaction.
@@ -32,9 +34,9 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Start the writer task (needs a Tokio runtime).
-    pub(crate) fn start(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn start(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(store, rx));
+        tokio::spawn(writer(store, hub, rx));
         Self { queue }
     }
 
@@ -59,7 +61,7 @@ impl Committer {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Op>) {
+async fn writer(store: Arc<dyn Store>, hub: Arc<Hub>, mut rx: mpsc::Receiver<Op>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
         let mut messages = Vec::new();
@@ -79,7 +81,11 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Op>) {
             }
         }
         match store.write_batch(&messages, &acks).await {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                // Push before answering, in id order: batches are committed one after the
+                // other, so each socket sees its envelopes in order.
+                outcome.stored.sort_unstable_by_key(|(_, e)| e.id);
+                hub.deliver(std::mem::take(&mut outcome.stored));
                 for (reply, result) in send_replies.into_iter().zip(outcome.sent) {
                     let _ = reply.send(result);
                 }

@@ -130,7 +130,6 @@ impl Services {
                     u64::try_from(mailboxes.len()).unwrap_or(0),
                     Ordering::Relaxed,
                 );
-                self.hub.notify(&mailboxes);
                 Ok(SendMessageResponse {
                     server_timestamp: server_ts,
                     duplicate: false,

@@ -15,6 +15,7 @@ use crate::store::{Mailbox, SecretHash, Store};
 
 mod accounts;
 mod commit;
+mod credentials;
 mod keys;
 mod messages;
 mod ratelimit;
@@ -29,7 +30,7 @@ pub struct Services {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Connected devices.
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     /// Counters.
     pub metrics: Metrics,
     /// Claims per requester.
@@ -38,6 +39,8 @@ pub struct Services {
     claims_by_target: RateLimiter,
     /// The group-commit writer for sends and acknowledgements.
     committer: commit::Committer,
+    /// Recently checked credential hashes.
+    credentials: credentials::CredentialCache,
     /// Username to account id. Safe to cache without expiry: usernames never change and
     /// accounts are never deleted (an account deletion feature must invalidate this).
     account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -64,14 +67,16 @@ impl Services {
     #[must_use]
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
         let r = &config.rate_limits;
+        let hub = Arc::new(Hub::default());
         Self {
-            committer: commit::Committer::start(store.clone()),
+            committer: commit::Committer::start(store.clone(), hub.clone()),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
+            credentials: credentials::CredentialCache::default(),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             store,
             config,
-            hub: Hub::default(),
+            hub,
             metrics: Metrics::default(),
         }
     }
@@ -85,9 +90,20 @@ impl Services {
             account: credential.account,
             device: credential.device,
         };
-        let Some(auth) = self.store.device_auth(mailbox).await? else {
-            return Err(ApiError::Unauthorized);
+        let auth = match self.credentials.get(mailbox) {
+            Some(auth) => auth,
+            None => {
+                let Some(auth) = self.store.device_auth(mailbox).await? else {
+                    return Err(ApiError::Unauthorized);
+                };
+                self.credentials.insert(mailbox, auth.clone());
+                auth
+            }
         };
+        // Checked after the lookup: a removal that raced with it still wins.
+        if self.credentials.is_revoked(mailbox) {
+            return Err(ApiError::Unauthorized);
+        }
         let presented = hash_secret(&credential.secret);
         if bool::from(presented.ct_eq(&auth.credential_hash)) {
             Ok(AuthedDevice {

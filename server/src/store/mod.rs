@@ -157,6 +157,9 @@ pub struct BatchOutcome {
     pub sent: Vec<Result<SendOutcome, StoreError>>,
     /// Envelopes deleted per acknowledgement.
     pub acked: Vec<u64>,
+    /// Every envelope the batch stored, with its mailbox, for pushing without reading it
+    /// back.
+    pub stored: Vec<(Mailbox, Envelope)>,
 }
 
 /// Totals for the metrics endpoint.

@@ -250,7 +250,10 @@ macro_rules! impl_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 messages: &[$crate::store::NewMessage],
             ) -> Result<
-                Vec<Result<$crate::store::SendOutcome, $crate::store::StoreError>>,
+                (
+                    Vec<Result<$crate::store::SendOutcome, $crate::store::StoreError>>,
+                    Vec<($crate::store::Mailbox, tacit_api::Envelope)>,
+                ),
                 $crate::store::StoreError,
             > {
                 use std::collections::HashMap;
@@ -403,13 +406,16 @@ macro_rules! impl_store {
                         )));
                     }
                 }
+                let mut stored = Vec::with_capacity(rows.len());
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     let sql = format!(
                         "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
-                         server_ts, expires_at, ciphertext) VALUES {}",
+                         server_ts, expires_at, ciphertext) VALUES {} RETURNING id, account_id, \
+                         device_id, sender, sender_device, server_ts, ciphertext",
                         placeholders(chunk.len(), 7)
                     );
-                    let mut query = sqlx::query(&sql);
+                    type Row = (i64, i64, i64, String, i64, i64, Vec<u8>);
+                    let mut query = sqlx::query_as::<_, Row>(&sql);
                     for (i, mb, ct) in chunk {
                         let m = &messages[*i];
                         query = query
@@ -421,9 +427,22 @@ macro_rules! impl_store {
                             .bind(m.expires_at.0)
                             .bind(ct.0.as_slice());
                     }
-                    query.execute(&mut *conn).await?;
+                    for (id, account, device, sender, sender_device, ts, ct) in
+                        query.fetch_all(&mut *conn).await?
+                    {
+                        stored.push((
+                            Mailbox { account, device: to_device(device)? },
+                            tacit_api::Envelope {
+                                id: super::sql::to_u64(id, "id")?,
+                                sender,
+                                sender_device: to_device(sender_device)?,
+                                server_timestamp: tacit_api::Timestamp(ts),
+                                ciphertext: tacit_api::Ciphertext(ct.into()),
+                            },
+                        ));
+                    }
                 }
-                Ok(super::sql::resolve(decisions, messages))
+                Ok((super::sql::resolve(decisions, messages), stored))
             }
 
             async fn delete_acked(
@@ -784,8 +803,8 @@ macro_rules! impl_store {
                 acks: &[($crate::store::Mailbox, Vec<u64>)],
             ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
                 let mut tx = self.write.begin().await?;
-                let sent = if messages.is_empty() {
-                    Vec::new()
+                let (sent, stored) = if messages.is_empty() {
+                    (Vec::new(), Vec::new())
                 } else {
                     Self::insert_batch(&mut tx, messages).await?
                 };
@@ -794,7 +813,11 @@ macro_rules! impl_store {
                     acked.push(Self::delete_acked(&mut tx, *mailbox, ids).await?);
                 }
                 tx.commit().await?;
-                Ok($crate::store::BatchOutcome { sent, acked })
+                Ok($crate::store::BatchOutcome {
+                    sent,
+                    acked,
+                    stored,
+                })
             }
 
             async fn mailbox(
