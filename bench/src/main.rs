@@ -537,6 +537,22 @@ async fn throughput(
     figures.delivered_per_s = total as f64 / secs;
     figures.throughput_secs = secs;
     figures.envelopes = total;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    println!(
+        "group commit so far: {:.1} operations per transaction",
+        value("tacit_write_batch_operations_total ") / value("tacit_write_batches_total ").max(1.0)
+    );
     println!(
         "throughput: {total} envelopes; accepted {:.0}/s; delivered+acked {:.0}/s over {secs:.1} s",
         figures.accepted_per_s, figures.delivered_per_s

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub envelopes_acked: AtomicU64,
     /// Claims refused by the rate limiter.
     pub claims_rate_limited: AtomicU64,
+    /// Group-commit transactions.
+    pub write_batches: AtomicU64,
+    /// Sends and acknowledgements in those transactions.
+    pub write_batch_ops: AtomicU64,
 }
 
 impl Metrics {
@@ -133,6 +137,20 @@ impl Metrics {
             "counter",
             "Bundle claims refused by the rate limiter.",
             self.claims_rate_limited.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_write_batches_total",
+            "counter",
+            "Group-commit transactions.",
+            self.write_batches.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_write_batch_operations_total",
+            "counter",
+            "Sends and acknowledgements committed by those transactions.",
+            self.write_batch_ops.load(Ordering::Relaxed).to_string(),
         );
         if let Some(s) = stats {
             gauge(

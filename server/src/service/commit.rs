@@ -8,10 +8,12 @@
 //! after the commit, by this task, so that each socket receives them in id order.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::store::{Mailbox, NewMessage, SendOutcome, Store, StoreError};
 
@@ -34,9 +36,9 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Start the writer task (needs a Tokio runtime).
-    pub(crate) fn start(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
+    pub(crate) fn start(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(store, hub, rx));
+        tokio::spawn(writer(store, hub, metrics, rx));
         Self { queue }
     }
 
@@ -61,9 +63,18 @@ impl Committer {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, hub: Arc<Hub>, mut rx: mpsc::Receiver<Op>) {
+async fn writer(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Op>,
+) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+        metrics.write_batches.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .write_batch_ops
+            .fetch_add(ops.len() as u64, Ordering::Relaxed);
         let mut messages = Vec::new();
         let mut send_replies = Vec::new();
         let mut acks = Vec::new();

@@ -32,7 +32,7 @@ pub struct Services {
     /// Connected devices.
     pub hub: Arc<Hub>,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Claims per requester.
     claims_by_requester: RateLimiter,
     /// Claims per target.
@@ -68,8 +68,9 @@ impl Services {
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
         let r = &config.rate_limits;
         let hub = Arc::new(Hub::default());
+        let metrics = Arc::new(Metrics::default());
         Self {
-            committer: commit::Committer::start(store.clone(), hub.clone()),
+            committer: commit::Committer::start(store.clone(), hub.clone(), metrics.clone()),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             credentials: credentials::CredentialCache::default(),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
@@ -77,7 +78,7 @@ impl Services {
             store,
             config,
             hub,
-            metrics: Metrics::default(),
+            metrics,
         }
     }
 

@@ -445,6 +445,78 @@ macro_rules! impl_store {
                 Ok((super::sql::resolve(decisions, messages), stored))
             }
 
+            /// Apply many acknowledgements with one statement per chunk of ids; returns the
+            /// number deleted per acknowledgement.
+            async fn delete_acked_bulk(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                acks: &[($crate::store::Mailbox, Vec<u64>)],
+            ) -> Result<Vec<u64>, $crate::store::StoreError> {
+                // Group the ids by mailbox; each id counts for the first acknowledgement
+                // that names it.
+                let mut owner = std::collections::HashMap::new();
+                let mut by_mailbox: std::collections::BTreeMap<$crate::store::Mailbox, Vec<i64>> =
+                    std::collections::BTreeMap::new();
+                for (op, (mailbox, ids)) in acks.iter().enumerate() {
+                    for id in ids {
+                        if owner.insert(*id, op).is_none() {
+                            by_mailbox
+                                .entry(*mailbox)
+                                .or_default()
+                                .push(super::sql::to_i64(*id, "id")?);
+                        }
+                    }
+                }
+                let mut acked = vec![0u64; acks.len()];
+                let groups: Vec<_> = by_mailbox.into_iter().collect();
+                let mut start = 0;
+                while start < groups.len() {
+                    // One statement for as many mailboxes as fit in about ACK_CHUNK ids.
+                    let mut end = start;
+                    let mut ids_in = 0;
+                    while end < groups.len() && (end == start || ids_in + groups[end].1.len() <= super::sql::ACK_CHUNK) {
+                        ids_in += groups[end].1.len();
+                        end += 1;
+                    }
+                    let mut sql = String::from("DELETE FROM envelopes WHERE ");
+                    let mut n = 0;
+                    for (g, (_, ids)) in groups[start..end].iter().enumerate() {
+                        if g > 0 {
+                            sql.push_str(" OR ");
+                        }
+                        sql.push_str(&format!(
+                            "(account_id = ${} AND device_id = ${} AND id IN (",
+                            n + 1,
+                            n + 2
+                        ));
+                        n += 2;
+                        for i in 0..ids.len() {
+                            if i > 0 {
+                                sql.push_str(", ");
+                            }
+                            n += 1;
+                            sql.push_str(&format!("${n}"));
+                        }
+                        sql.push_str("))");
+                    }
+                    sql.push_str(" RETURNING id");
+                    let mut query = sqlx::query_scalar::<_, i64>(&sql);
+                    for (mailbox, ids) in &groups[start..end] {
+                        query = query.bind(mailbox.account).bind(i64::from(mailbox.device.0));
+                        for id in ids {
+                            query = query.bind(*id);
+                        }
+                    }
+                    for id in query.fetch_all(&mut *conn).await? {
+                        let id = super::sql::to_u64(id, "id")?;
+                        if let Some(op) = owner.get(&id) {
+                            acked[*op] += 1;
+                        }
+                    }
+                    start = end;
+                }
+                Ok(acked)
+            }
+
             async fn delete_acked(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 mailbox: $crate::store::Mailbox,
@@ -808,10 +880,7 @@ macro_rules! impl_store {
                 } else {
                     Self::insert_batch(&mut tx, messages).await?
                 };
-                let mut acked = Vec::with_capacity(acks.len());
-                for (mailbox, ids) in acks {
-                    acked.push(Self::delete_acked(&mut tx, *mailbox, ids).await?);
-                }
+                let acked = Self::delete_acked_bulk(&mut tx, acks).await?;
                 tx.commit().await?;
                 Ok($crate::store::BatchOutcome {
                     sent,
