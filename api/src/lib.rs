@@ -1,1 +1,696 @@
-//! x
+//! Wire types of the Tacit relay server, shared by the server and its clients (the SDK).
+//!
+//! Every request and response body is JSON. Byte strings (public keys, signatures,
+//! ciphertexts) travel as standard base64 with padding, through [`Bytes`]. The server treats
+//! all of them as opaque: it never parses a key or a ciphertext, so these types carry no
+//! cryptographic meaning beyond their names.
+//!
+//! # Endpoints
+//!
+//! | method and path | request | response |
+//! |---|---|---|
+//! | `POST /v1/accounts` | [`RegisterRequest`] | `201` [`RegisterResponse`] |
+//! | `GET /v1/devices` | - | [`DeviceList`] (the caller's own devices) |
+//! | `POST /v1/devices` | [`AddDeviceRequest`] | `201` [`AddDeviceResponse`] |
+//! | `DELETE /v1/devices/{device_id}` | - | `204` |
+//! | `GET /v1/users/{username}/devices` | - | [`DeviceList`] |
+//! | `PUT /v1/keys` | [`UploadKeysRequest`] | `204` |
+//! | `GET /v1/keys/count` | - | [`PrekeyCount`] |
+//! | `POST /v1/users/{username}/bundles` | [`ClaimBundlesRequest`] | [`PrekeyBundles`] |
+//! | `POST /v1/messages` | [`SendMessageRequest`] | [`SendMessageResponse`] |
+//! | `GET /v1/messages` | - | [`EnvelopeBatch`] (poll without a socket) |
+//! | `POST /v1/messages/ack` | [`AckRequest`] | `204` |
+//! | `GET /v1/ws` | WebSocket: [`ClientFrame`] | WebSocket: [`ServerFrame`] |
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | - | operations |
+//!
+//! Every authenticated request carries `Authorization: Bearer <credential>`, where the
+//! credential is the string form of [`DeviceCredential`] returned at registration or when a
+//! device is added. Every error answers with an [`ErrorBody`] whose `code` is one of
+//! [`ErrorCode`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The header that carries a device credential: `Authorization: Bearer <credential>`.
+pub const AUTHORIZATION_SCHEME: &str = "Bearer";
+
+/// Close code the server sends on a WebSocket that a newer connection of the same device
+/// replaced.
+pub const CLOSE_CODE_REPLACED: u16 = 4000;
+/// Close code the server sends when the device was removed while connected.
+pub const CLOSE_CODE_REVOKED: u16 = 4001;
+/// Close code the server sends when it shuts down.
+pub const CLOSE_CODE_SHUTDOWN: u16 = 1001;
+
+// ---------------------------------------------------------------------------------------
+// Primitive types
+// ---------------------------------------------------------------------------------------
+
+/// An opaque byte string, base64 (standard alphabet, padded) on the wire.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Bytes {
+    /// The raw bytes.
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes (not in base64 characters).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the byte string is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
+/// Prints only the length, so that a stray `{:?}` never logs key material or ciphertext.
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string (standard alphabet, padded)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bytes, E> {
+                STANDARD
+                    .decode(v)
+                    .map(Bytes)
+                    .map_err(|_| E::custom("invalid base64"))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// An end-to-end encrypted message for one device. The server stores and forwards it
+/// without ever looking inside.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Ciphertext(pub Bytes);
+
+impl fmt::Debug for Ciphertext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ciphertext({} bytes)", self.0.len())
+    }
+}
+
+/// A device number, unique within one account and never reused after a device is removed
+/// (so that a ciphertext made for a removed device can never reach a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceId(pub u32);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Milliseconds since the Unix epoch, as assigned by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+/// The secret a device presents on every request and on its WebSocket.
+///
+/// Its string form is `<account>.<device>.<secret>` where the secret is 32 random bytes in
+/// unpadded base64url. The server keeps only a SHA-256 hash of the secret and compares it in
+/// constant time. `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceCredential {
+    /// The server's number for the account (not secret).
+    pub account: i64,
+    /// The device within the account (not secret).
+    pub device: DeviceId,
+    /// The 32 secret bytes.
+    pub secret: [u8; 32],
+}
+
+impl fmt::Debug for DeviceCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            account,
+            device,
+            secret: _,
+        } = self;
+        f.debug_struct("DeviceCredential")
+            .field("account", account)
+            .field("device", device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for DeviceCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}",
+            self.account,
+            self.device,
+            URL_SAFE_NO_PAD.encode(self.secret)
+        )
+    }
+}
+
+/// Why a credential string could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedCredential;
+
+impl fmt::Display for MalformedCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("malformed device credential")
+    }
+}
+
+impl std::error::Error for MalformedCredential {}
+
+impl FromStr for DeviceCredential {
+    type Err = MalformedCredential;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split('.');
+        let (Some(account), Some(device), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MalformedCredential);
+        };
+        let account = account.parse().map_err(|_| MalformedCredential)?;
+        let device = DeviceId(device.parse().map_err(|_| MalformedCredential)?);
+        let bytes = URL_SAFE_NO_PAD
+            .decode(secret)
+            .map_err(|_| MalformedCredential)?;
+        let secret = bytes.try_into().map_err(|_| MalformedCredential)?;
+        Ok(Self {
+            account,
+            device,
+            secret,
+        })
+    }
+}
+
+impl Serialize for DeviceCredential {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceCredential {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------
+
+/// A public prekey signed by the device's identity key (the signed X25519 prekey, or an
+/// ML-KEM prekey). The server stores it as given and verifies nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPrekey {
+    /// The client's identifier for the key, echoed back in bundles.
+    pub id: u32,
+    /// The public key, opaque to the server.
+    pub public_key: Bytes,
+    /// The identity key's signature over the public key, opaque to the server.
+    pub signature: Bytes,
+}
+
+/// A one-time X25519 public prekey (unsigned, as in X3DH).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OneTimePrekey {
+    /// The client's identifier for the key, echoed back in bundles.
+    pub id: u32,
+    /// The public key, opaque to the server.
+    pub public_key: Bytes,
+}
+
+/// The complete public key set of a device, given when the device is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKeys {
+    /// The device's long-term public identity key (opaque to the server).
+    pub identity_key: Bytes,
+    /// The current signed X25519 prekey.
+    pub signed_prekey: SignedPrekey,
+    /// The ML-KEM last-resort prekey, handed out when no one-time KEM prekey is left.
+    pub kem_last_resort_prekey: SignedPrekey,
+    /// A first batch of one-time X25519 prekeys (at most the server's per-upload cap).
+    #[serde(default)]
+    pub one_time_prekeys: Vec<OneTimePrekey>,
+    /// A first batch of one-time ML-KEM prekeys (at most the server's per-upload cap).
+    #[serde(default)]
+    pub one_time_kem_prekeys: Vec<SignedPrekey>,
+}
+
+/// `PUT /v1/keys`: replace some of the calling device's keys and add one-time prekeys.
+///
+/// Absent fields are left as they are. One-time prekeys are added to the stock; an id that
+/// is already in the stock replaces that key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadKeysRequest {
+    /// A new identity key (a device normally never changes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<Bytes>,
+    /// A new signed X25519 prekey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_prekey: Option<SignedPrekey>,
+    /// A new ML-KEM last-resort prekey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kem_last_resort_prekey: Option<SignedPrekey>,
+    /// One-time X25519 prekeys to add.
+    #[serde(default)]
+    pub one_time_prekeys: Vec<OneTimePrekey>,
+    /// One-time ML-KEM prekeys to add.
+    #[serde(default)]
+    pub one_time_kem_prekeys: Vec<SignedPrekey>,
+}
+
+/// `GET /v1/keys/count`: how many one-time prekeys of the calling device are left, so that
+/// the client knows when to upload more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeyCount {
+    /// One-time X25519 prekeys left.
+    pub one_time_prekeys: u64,
+    /// One-time ML-KEM prekeys left.
+    pub one_time_kem_prekeys: u64,
+}
+
+/// `POST /v1/users/{username}/bundles`: claim prekey bundles for some or all devices.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimBundlesRequest {
+    /// The devices wanted; empty means every current device of the user.
+    #[serde(default)]
+    pub device_ids: Vec<DeviceId>,
+}
+
+/// One device's prekey bundle. Each one-time key in it has been removed from the server:
+/// no other claim will ever receive it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeyBundle {
+    /// The device this bundle belongs to.
+    pub device_id: DeviceId,
+    /// The device's public identity key.
+    pub identity_key: Bytes,
+    /// The device's current signed X25519 prekey.
+    pub signed_prekey: SignedPrekey,
+    /// A one-time X25519 prekey, or `None` when the stock is empty.
+    pub one_time_prekey: Option<OneTimePrekey>,
+    /// A one-time ML-KEM prekey, or the last-resort one when the stock is empty.
+    pub kem_prekey: SignedPrekey,
+    /// Whether `kem_prekey` is the last-resort key (which may be handed out many times).
+    pub kem_prekey_is_last_resort: bool,
+}
+
+/// The answer to a bundle claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrekeyBundles {
+    /// The user the bundles belong to.
+    pub username: String,
+    /// One bundle per requested device, in device order.
+    pub bundles: Vec<PrekeyBundle>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts and devices
+// ---------------------------------------------------------------------------------------
+
+/// `POST /v1/accounts`: create an account and its first device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// 3 to 32 characters of `a-z`, `0-9`, `_`, `-`, `.`; unique on the server.
+    pub username: String,
+    /// A registration invite, required unless the server has open registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+    /// A label for the device, only for its owner (at most 64 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The first device's public keys.
+    pub keys: DeviceKeys,
+}
+
+/// The answer to a registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The first device's number (always 1).
+    pub device_id: DeviceId,
+    /// The first device's credential. The server keeps only a hash of it and never shows it
+    /// again.
+    pub credential: DeviceCredential,
+}
+
+/// `POST /v1/devices`: an existing device of the account adds another device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddDeviceRequest {
+    /// A label for the device, only for its owner (at most 64 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The new device's public keys.
+    pub keys: DeviceKeys,
+}
+
+/// The answer to adding a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddDeviceResponse {
+    /// The new device's number.
+    pub device_id: DeviceId,
+    /// The new device's credential, shown only this once.
+    pub credential: DeviceCredential,
+}
+
+/// A device as others (or its owner) see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The device's number.
+    pub device_id: DeviceId,
+    /// The label, only shown to the account's own devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When the device was added.
+    pub created_at: Timestamp,
+}
+
+/// The current devices of a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceList {
+    /// The user.
+    pub username: String,
+    /// The devices, in device order.
+    pub devices: Vec<DeviceInfo>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------
+
+/// One ciphertext addressed to one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCiphertext {
+    /// The destination device.
+    pub device_id: DeviceId,
+    /// The end-to-end encrypted message for that device.
+    pub ciphertext: Ciphertext,
+}
+
+/// `POST /v1/messages`: one message, encrypted once per destination device.
+///
+/// `recipient_devices` must cover exactly the recipient's current devices and
+/// `own_devices` exactly the sender's other devices (for a message to oneself, all other
+/// own devices go in `recipient_devices` and `own_devices` stays empty). Otherwise nothing is
+/// stored and the server answers `409` with code `device_mismatch` and a [`DeviceMismatch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessageRequest {
+    /// A client-chosen id (1 to 64 printable ASCII characters). Sending again with the same
+    /// id from the same device is answered like the first send and stores nothing.
+    pub client_message_id: String,
+    /// The recipient's username.
+    pub recipient: String,
+    /// One ciphertext per current device of the recipient.
+    pub recipient_devices: Vec<DeviceCiphertext>,
+    /// One ciphertext per other device of the sender.
+    #[serde(default)]
+    pub own_devices: Vec<DeviceCiphertext>,
+}
+
+/// The answer to an accepted send: every envelope is durably stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessageResponse {
+    /// The server time of the send (the first send's time for a retried one).
+    pub server_timestamp: Timestamp,
+    /// Whether this was a retry of an already accepted send.
+    pub duplicate: bool,
+}
+
+/// A device of some user, as named in a [`DeviceMismatch`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceAddress {
+    /// The user.
+    pub username: String,
+    /// The device.
+    pub device_id: DeviceId,
+}
+
+/// Why a send was refused: the client's idea of the device set is out of date.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMismatch {
+    /// Current devices that got no ciphertext: fetch their bundles and add them.
+    pub missing: Vec<DeviceAddress>,
+    /// Devices that got a ciphertext but no longer exist (or never did): drop them.
+    pub stale: Vec<DeviceAddress>,
+}
+
+/// A stored message waiting for one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The server's id, used to acknowledge the envelope. Increases per mailbox.
+    pub id: u64,
+    /// The sending user.
+    pub sender: String,
+    /// The sending device.
+    pub sender_device: DeviceId,
+    /// When the server accepted the send.
+    pub server_timestamp: Timestamp,
+    /// The ciphertext, exactly as the sender gave it.
+    pub ciphertext: Ciphertext,
+}
+
+/// `GET /v1/messages`: the oldest envelopes in the calling device's mailbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeBatch {
+    /// Up to a server-chosen number of envelopes, oldest first.
+    pub envelopes: Vec<Envelope>,
+    /// Whether more envelopes are waiting after these.
+    pub more: bool,
+}
+
+/// `POST /v1/messages/ack`: delete delivered envelopes from the calling device's mailbox.
+/// Unknown ids are ignored, so an acknowledgement may be repeated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// Envelope ids.
+    pub ids: Vec<u64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket
+// ---------------------------------------------------------------------------------------
+
+/// A frame from the server on `GET /v1/ws` (JSON text frames, tagged by `type`).
+///
+/// After the upgrade the server pushes the mailbox backlog, then [`ServerFrame::QueueEmpty`]
+/// once, then each new envelope as it arrives. Each envelope is pushed once per connection;
+/// one not acknowledged is pushed again on the next connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// An envelope for this device. Acknowledge it with [`ClientFrame::Ack`].
+    Envelope(Envelope),
+    /// The backlog present at connect time has been pushed.
+    QueueEmpty,
+    /// The answer to [`ClientFrame::Ping`]. Frames are handled in order, so every
+    /// acknowledgement sent before the ping is durably applied when the pong arrives.
+    Pong {
+        /// The nonce of the ping.
+        nonce: u64,
+    },
+    /// A frame from the client was refused; the connection stays open.
+    Error(ErrorBody),
+}
+
+/// A frame from the client on `GET /v1/ws` (JSON text frames, tagged by `type`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Delete these envelopes: they are safely stored on the device.
+    Ack {
+        /// Envelope ids.
+        ids: Vec<u64>,
+    },
+    /// An application-level ping; answered with [`ServerFrame::Pong`]. (The server also
+    /// sends WebSocket pings as heartbeats, which clients answer automatically.)
+    Ping {
+        /// Echoed back in the pong.
+        nonce: u64,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation; may change between versions.
+    pub message: String,
+    /// With `device_mismatch`: which devices to add and to drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<DeviceMismatch>,
+}
+
+/// The stable error codes, with the HTTP status each comes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the body or a parameter is malformed or out of range.
+    BadRequest,
+    /// 401: no credential, a malformed one, or one that is not valid.
+    Unauthorized,
+    /// 403: registration needs a valid, unused invite.
+    InviteRequired,
+    /// 404: no such user, device or route.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: the username is taken.
+    UsernameTaken,
+    /// 409: the device set of the send is out of date; see [`ErrorBody::mismatch`].
+    DeviceMismatch,
+    /// 409: the account already has the maximum number of devices.
+    TooManyDevices,
+    /// 413: the body, an envelope or an upload batch is over its limit.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 429: too many requests of this kind; retry later.
+    RateLimited,
+    /// 507: a destination mailbox is full; retry later.
+    MailboxFull,
+    /// 503: the server is shutting down or its database is unreachable.
+    Unavailable,
+    /// 500: a bug or an outage; the server logged it.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status code that goes with this error.
+    #[must_use]
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::InviteRequired => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::UsernameTaken | Self::DeviceMismatch | Self::TooManyDevices => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RateLimited => 429,
+            Self::MailboxFull => 507,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::InviteRequired => "invite_required",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UsernameTaken => "username_taken",
+            Self::DeviceMismatch => "device_mismatch",
+            Self::TooManyDevices => "too_many_devices",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited => "rate_limited",
+            Self::MailboxFull => "mailbox_full",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_base64_and_debug_hides_them() {
+        let b = Bytes(vec![0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(serde_json::to_string(&b).unwrap(), "\"3q2+7w==\"");
+        let back: Bytes = serde_json::from_str("\"3q2+7w==\"").unwrap();
+        assert_eq!(back, b);
+        assert!(serde_json::from_str::<Bytes>("\"not base64!\"").is_err());
+        assert_eq!(format!("{b:?}"), "Bytes(4 bytes)");
+    }
+
+    #[test]
+    fn credential_round_trips_and_hides_secret() {
+        let c = DeviceCredential {
+            account: 7,
+            device: DeviceId(2),
+            secret: [0xab; 32],
+        };
+        let s = c.to_string();
+        assert_eq!(s.parse::<DeviceCredential>().unwrap(), c);
+        assert!(!format!("{c:?}").contains("ab"));
+        for bad in ["", "1.2", "1.2.3.4", "x.1.AAAA", "1.2.AAAA", "1.-2.AAAA"] {
+            assert!(bad.parse::<DeviceCredential>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn frames_are_tagged() {
+        let f = ClientFrame::Ack { ids: vec![1, 2] };
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"type":"ack","ids":[1,2]}"#
+        );
+        let f: ServerFrame = serde_json::from_str(r#"{"type":"queue_empty"}"#).unwrap();
+        assert_eq!(f, ServerFrame::QueueEmpty);
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_str() {
+        for code in [ErrorCode::DeviceMismatch, ErrorCode::MailboxFull] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+    }
+}

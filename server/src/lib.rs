@@ -1,1 +1,153 @@
-//! x
+//! The Tacit relay server: a blind store-and-forward server for opaque ciphertext.
+//!
+//! It keeps accounts, devices, public prekey bundles and per-device mailboxes of
+//! end-to-end-encrypted envelopes, and pushes envelopes over WebSockets. It never holds a
+//! private key or a plaintext; ciphertexts and keys are opaque bytes to it.
+//!
+//! Requests flow one way: [`http`] (extract and answer) -> [`service`] (the rules) ->
+//! [`store`] (SQL, SQLite or PostgreSQL). `main` is thin: it loads the [`config`], opens and
+//! migrates the store, binds, and calls [`run`].
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod push;
+pub mod service;
+pub mod store;
+#[doc(hidden)]
+pub mod testing;
+pub mod tls;
+
+use config::Config;
+use service::Services;
+use store::Store;
+
+/// How often expired envelopes are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Serve on `listener` until `shutdown` completes, then drain: stop accepting, let requests
+/// finish, close sockets (each with a close frame), wait at most `shutdown_grace_secs`, and
+/// close the store.
+///
+/// The store must be migrated. The configuration must be validated (plain HTTP on a
+/// non-loopback address is refused again here).
+pub async fn run<F>(
+    listener: TcpListener,
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let local = listener.local_addr()?;
+    if config.plain_http && !local.ip().is_loopback() {
+        return Err(ServeError::Io(std::io::Error::other(
+            "plain HTTP is only allowed on a loopback address",
+        )));
+    }
+    listener.set_nonblocking(true)?;
+    let svc = Arc::new(Services::new(store.clone(), config.clone()));
+    let (down_tx, down_rx) = watch::channel(false);
+    let app = http::router(http::AppState {
+        svc: svc.clone(),
+        shutdown: down_rx.clone(),
+    });
+
+    let handle = axum_server::Handle::new();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.await;
+            info!("shutting down: draining requests and sockets");
+            let _ = down_tx.send(true);
+            handle.graceful_shutdown(Some(grace));
+        }
+    });
+    tokio::spawn(housekeeping(svc.clone(), down_rx.clone()));
+
+    let make = app.into_make_service();
+    if config.plain_http {
+        info!(%local, backend = config.backend_name(), "listening (plain HTTP, loopback only)");
+        axum_server::from_tcp(listener)
+            .handle(handle)
+            .serve(make)
+            .await?;
+    } else {
+        let tls = tls::load(&config)?;
+        if tls.generated {
+            info!(path = %tls.cert_path.display(), "generated a self-signed TLS certificate");
+        }
+        info!(
+            %local,
+            backend = config.backend_name(),
+            sha256_fingerprint = %tls.fingerprint,
+            "listening (TLS)"
+        );
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
+        axum_server::from_tcp_rustls(listener, rustls)
+            .handle(handle)
+            .serve(make)
+            .await?;
+    }
+
+    // Upgraded sockets outlive their HTTP connection: wait for them too.
+    let deadline = tokio::time::Instant::now() + grace;
+    while svc.metrics.sockets.load(Ordering::Relaxed) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            warn!("shutdown grace period over with sockets still open");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Purge expired envelopes and forget idle rate-limit buckets, until shutdown.
+async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match svc.store.purge_expired(service::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(envelopes = n, "purged expired envelopes"),
+                    Err(e) => warn!(error = %e, "purging expired envelopes failed"),
+                }
+                svc.prune();
+            }
+            () = shutting_down(&mut down) => return,
+        }
+    }
+}
+
+/// Completes when the shutdown flag becomes `true` (or its sender is gone).
+pub(crate) async fn shutting_down(flag: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here.
+    let _ = flag.wait_for(|down| *down).await;
+}

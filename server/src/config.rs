@@ -1,0 +1,611 @@
+//! Configuration: built-in defaults, then a TOML file, then `TACIT_*` environment variables
+//! (then command-line flags, applied by `main`). [`Config::validate`] runs before the server
+//! starts, and every error names the key at fault.
+//!
+//! `server/tacit-server.example.toml` documents every key. Environment variables are the
+//! key path in upper case joined by `_`, prefixed with `TACIT_`: `limits.max_body_bytes` is
+//! `TACIT_LIMITS_MAX_BODY_BYTES`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Why the configuration is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad or unknown key (the message names it).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with the key.
+        message: String,
+    },
+    /// An environment variable does not parse.
+    #[error("invalid environment variable {var} (config key `{key}`): {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// The config key it sets.
+        key: &'static str,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// A value is out of range or contradicts another.
+    #[error("invalid config key `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why it is invalid.
+        message: String,
+    },
+}
+
+/// A string that may hold a secret (a database password): `Debug` and `Display` redact it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl Redacted {
+    /// The value itself, for the one place that needs it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("expected `text` or `json`, got `{s}`")),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the generated TLS certificate.
+    pub data_dir: PathBuf,
+    /// `postgres://...` for PostgreSQL, `sqlite:...` for SQLite; empty means
+    /// `<data_dir>/tacit.db`.
+    pub database_url: Redacted,
+    /// Let anyone register without an invite.
+    pub open_registration: bool,
+    /// Serve plain HTTP instead of TLS; refused unless `listen` is a loopback address.
+    pub plain_http: bool,
+    /// TLS certificate.
+    pub tls: TlsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Size and count limits.
+    pub limits: Limits,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
+    /// WebSocket heartbeats.
+    pub websocket: WebSocketConfig,
+    /// How long shutdown waits for requests and sockets to finish, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// TLS certificate files. Both or neither; with neither, a self-signed certificate is made
+/// in `<data_dir>/tls/` on first start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `tacit_server=debug,info`.
+    pub level: String,
+}
+
+/// Size and count limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Largest single ciphertext.
+    pub max_envelope_bytes: u64,
+    /// Most envelopes waiting in one device's mailbox.
+    pub max_mailbox_depth: u64,
+    /// Most devices of one account.
+    pub max_devices_per_account: u32,
+    /// Most one-time prekeys (of each kind) in one upload.
+    pub max_prekeys_per_upload: u32,
+    /// Largest public key or signature.
+    pub max_key_bytes: u64,
+    /// How long an undelivered envelope is kept, in seconds.
+    pub message_ttl_secs: u64,
+    /// Most envelopes returned by one `GET /v1/messages`.
+    pub fetch_batch: u32,
+}
+
+/// Rate limits on bundle claims, to stop prekey draining.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Device bundles one account may claim per minute.
+    pub claims_per_minute_per_requester: u32,
+    /// Device bundles of one account that may be claimed per minute, by everyone together.
+    pub claims_per_minute_per_target: u32,
+}
+
+/// WebSocket heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Seconds between server pings.
+    pub heartbeat_interval_secs: u64,
+    /// A socket silent for this long is closed.
+    pub heartbeat_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            data_dir: PathBuf::from("tacit-data"),
+            database_url: Redacted::default(),
+            open_registration: false,
+            plain_http: false,
+            tls: TlsConfig::default(),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            websocket: WebSocketConfig::default(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_envelope_bytes: 256 * 1024,
+            max_mailbox_depth: 10_000,
+            max_devices_per_account: 10,
+            max_prekeys_per_upload: 200,
+            max_key_bytes: 4096,
+            message_ttl_secs: 30 * 24 * 3600,
+            fetch_batch: 100,
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            claims_per_minute_per_requester: 120,
+            claims_per_minute_per_target: 60,
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_secs: 30,
+            heartbeat_timeout_secs: 90,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(|var| std::env::var(var).ok())?;
+        Ok(config)
+    }
+
+    /// Defaults overridden by a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Defaults overridden by TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Override keys from `TACIT_*` variables, read through `env`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn set<T: FromStr>(
+            env: &impl Fn(&str) -> Option<String>,
+            var: &'static str,
+            key: &'static str,
+            field: &mut T,
+        ) -> Result<(), ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            if let Some(value) = env(var) {
+                *field = value.parse().map_err(|e: T::Err| ConfigError::Env {
+                    var,
+                    key,
+                    message: e.to_string(),
+                })?;
+            }
+            Ok(())
+        }
+        fn set_path(
+            env: &impl Fn(&str) -> Option<String>,
+            var: &'static str,
+            field: &mut Option<PathBuf>,
+        ) {
+            if let Some(value) = env(var) {
+                *field = (!value.is_empty()).then(|| PathBuf::from(value));
+            }
+        }
+        let e = &env;
+        set(e, "TACIT_LISTEN", "listen", &mut self.listen)?;
+        set(e, "TACIT_DATA_DIR", "data_dir", &mut self.data_dir)?;
+        set(
+            e,
+            "TACIT_DATABASE_URL",
+            "database_url",
+            &mut self.database_url,
+        )?;
+        set(
+            e,
+            "TACIT_OPEN_REGISTRATION",
+            "open_registration",
+            &mut self.open_registration,
+        )?;
+        set(e, "TACIT_PLAIN_HTTP", "plain_http", &mut self.plain_http)?;
+        set_path(e, "TACIT_TLS_CERT_FILE", &mut self.tls.cert_file);
+        set_path(e, "TACIT_TLS_KEY_FILE", &mut self.tls.key_file);
+        set(e, "TACIT_LOG_FORMAT", "log.format", &mut self.log.format)?;
+        set(e, "TACIT_LOG_LEVEL", "log.level", &mut self.log.level)?;
+        let l = &mut self.limits;
+        set(
+            e,
+            "TACIT_LIMITS_MAX_BODY_BYTES",
+            "limits.max_body_bytes",
+            &mut l.max_body_bytes,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_MAX_ENVELOPE_BYTES",
+            "limits.max_envelope_bytes",
+            &mut l.max_envelope_bytes,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_MAX_MAILBOX_DEPTH",
+            "limits.max_mailbox_depth",
+            &mut l.max_mailbox_depth,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_MAX_DEVICES_PER_ACCOUNT",
+            "limits.max_devices_per_account",
+            &mut l.max_devices_per_account,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_MAX_PREKEYS_PER_UPLOAD",
+            "limits.max_prekeys_per_upload",
+            &mut l.max_prekeys_per_upload,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_MAX_KEY_BYTES",
+            "limits.max_key_bytes",
+            &mut l.max_key_bytes,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_MESSAGE_TTL_SECS",
+            "limits.message_ttl_secs",
+            &mut l.message_ttl_secs,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_FETCH_BATCH",
+            "limits.fetch_batch",
+            &mut l.fetch_batch,
+        )?;
+        let r = &mut self.rate_limits;
+        set(
+            e,
+            "TACIT_RATE_LIMITS_CLAIMS_PER_MINUTE_PER_REQUESTER",
+            "rate_limits.claims_per_minute_per_requester",
+            &mut r.claims_per_minute_per_requester,
+        )?;
+        set(
+            e,
+            "TACIT_RATE_LIMITS_CLAIMS_PER_MINUTE_PER_TARGET",
+            "rate_limits.claims_per_minute_per_target",
+            &mut r.claims_per_minute_per_target,
+        )?;
+        let w = &mut self.websocket;
+        set(
+            e,
+            "TACIT_WEBSOCKET_HEARTBEAT_INTERVAL_SECS",
+            "websocket.heartbeat_interval_secs",
+            &mut w.heartbeat_interval_secs,
+        )?;
+        set(
+            e,
+            "TACIT_WEBSOCKET_HEARTBEAT_TIMEOUT_SECS",
+            "websocket.heartbeat_timeout_secs",
+            &mut w.heartbeat_timeout_secs,
+        )?;
+        set(
+            e,
+            "TACIT_SHUTDOWN_GRACE_SECS",
+            "shutdown_grace_secs",
+            &mut self.shutdown_grace_secs,
+        )?;
+        Ok(())
+    }
+
+    /// Check ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if self.plain_http && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "plain_http",
+                format!(
+                    "plain HTTP is only allowed on a loopback address, but `listen` is {}",
+                    self.listen
+                ),
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls.cert_file",
+                "set both `tls.cert_file` and `tls.key_file`, or neither",
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let url = self.database_url.expose();
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with `sqlite:`, `postgres://` or `postgresql://`",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", "not a valid tracing filter"));
+        }
+        let l = &self.limits;
+        let positive: [(&'static str, u64); 8] = [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_envelope_bytes", l.max_envelope_bytes),
+            ("limits.max_mailbox_depth", l.max_mailbox_depth),
+            (
+                "limits.max_devices_per_account",
+                u64::from(l.max_devices_per_account),
+            ),
+            (
+                "limits.max_prekeys_per_upload",
+                u64::from(l.max_prekeys_per_upload),
+            ),
+            ("limits.max_key_bytes", l.max_key_bytes),
+            ("limits.message_ttl_secs", l.message_ttl_secs),
+            ("limits.fetch_batch", u64::from(l.fetch_batch)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if l.max_envelope_bytes > l.max_body_bytes {
+            return Err(invalid(
+                "limits.max_envelope_bytes",
+                "must not exceed `limits.max_body_bytes`",
+            ));
+        }
+        if usize::try_from(l.max_body_bytes).is_err() || l.max_body_bytes > 1 << 30 {
+            return Err(invalid("limits.max_body_bytes", "must be at most 1 GiB"));
+        }
+        if l.message_ttl_secs > 10 * 365 * 24 * 3600 {
+            return Err(invalid(
+                "limits.message_ttl_secs",
+                "must be at most ten years",
+            ));
+        }
+        if l.fetch_batch > 1000 {
+            return Err(invalid("limits.fetch_batch", "must be at most 1000"));
+        }
+        let r = &self.rate_limits;
+        if r.claims_per_minute_per_requester == 0 {
+            return Err(invalid(
+                "rate_limits.claims_per_minute_per_requester",
+                "must be greater than 0",
+            ));
+        }
+        if r.claims_per_minute_per_target == 0 {
+            return Err(invalid(
+                "rate_limits.claims_per_minute_per_target",
+                "must be greater than 0",
+            ));
+        }
+        let w = &self.websocket;
+        if w.heartbeat_interval_secs == 0 {
+            return Err(invalid(
+                "websocket.heartbeat_interval_secs",
+                "must be greater than 0",
+            ));
+        }
+        if w.heartbeat_timeout_secs <= w.heartbeat_interval_secs {
+            return Err(invalid(
+                "websocket.heartbeat_timeout_secs",
+                "must be greater than `websocket.heartbeat_interval_secs`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL to use: the configured one, or the SQLite file in the data directory.
+    #[must_use]
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.expose().is_empty() {
+            format!("sqlite://{}", self.data_dir.join("tacit.db").display())
+        } else {
+            self.database_url.expose().to_owned()
+        }
+    }
+
+    /// Which backend the configuration selects, for logs (never the URL itself).
+    #[must_use]
+    pub fn backend_name(&self) -> &'static str {
+        let url = self.effective_database_url();
+        if url.starts_with("postgres") {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_example_parses() {
+        Config::default().validate().unwrap();
+        let example = include_str!("../tacit-server.example.toml");
+        let parsed = Config::from_toml(example).unwrap();
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env() {
+        let mut c = Config::from_toml(
+            "listen = \"127.0.0.1:9000\"\nplain_http = true\n[limits]\nmax_mailbox_depth = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_mailbox_depth, 5);
+        assert_eq!(c.limits.max_envelope_bytes, 256 * 1024);
+        let env: HashMap<&str, &str> = [
+            ("TACIT_LIMITS_MAX_MAILBOX_DEPTH", "7"),
+            ("TACIT_DATABASE_URL", "postgres://u:secret@h/db"),
+        ]
+        .into();
+        c.apply_env(|v| env.get(v).map(|s| (*s).to_owned()))
+            .unwrap();
+        assert_eq!(c.limits.max_mailbox_depth, 7);
+        assert!(!format!("{c:?}").contains("secret"));
+        c.validate().unwrap();
+        assert_eq!(c.backend_name(), "postgresql");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml("[limits]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert!(err.contains("max_body_bytes"), "{err}");
+        let err = Config::from_toml("listen_port = 3\n").unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|v| (v == "TACIT_LIMITS_FETCH_BATCH").then(|| "x".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("limits.fetch_batch"), "{err}");
+        let c = Config {
+            plain_http: true,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("plain_http"));
+        let mut c = Config::default();
+        c.limits.max_envelope_bytes = c.limits.max_body_bytes + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.max_envelope_bytes")
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Accounts, invites and devices.
+
+use tacit_api::{
+    AddDeviceRequest, AddDeviceResponse, DeviceId, DeviceInfo, DeviceKeys, DeviceList,
+    RegisterRequest, RegisterResponse,
+};
+use tracing::info;
+
+use super::{AuthedDevice, Services, hash_secret, now, random_secret};
+use crate::error::ApiError;
+use crate::store::{InviteRecord, Mailbox, NewDevice, StoreError};
+
+const MAX_DEVICE_NAME: usize = 64;
+
+/// Usernames: 3 to 32 of `a-z 0-9 _ - .`.
+pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
+    let ok = (3..=32).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "username: 3 to 32 characters of a-z, 0-9, `_`, `-`, `.`".into(),
+        ))
+    }
+}
+
+fn validate_device_name(name: Option<&str>) -> Result<(), ApiError> {
+    match name {
+        Some(n) if n.len() > MAX_DEVICE_NAME || n.chars().any(char::is_control) => Err(
+            ApiError::BadRequest("device_name: at most 64 bytes, no control characters".into()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+impl Services {
+    /// Check sizes and counts of a device's initial key set.
+    pub(crate) fn validate_device_keys(&self, keys: &DeviceKeys) -> Result<(), ApiError> {
+        self.validate_key("keys.identity_key", keys.identity_key.len())?;
+        self.validate_signed("keys.signed_prekey", &keys.signed_prekey)?;
+        self.validate_signed("keys.kem_last_resort_prekey", &keys.kem_last_resort_prekey)?;
+        self.validate_one_time(&keys.one_time_prekeys, &keys.one_time_kem_prekeys)
+    }
+
+    /// Create an account and its first device.
+    pub async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, ApiError> {
+        validate_username(&req.username)?;
+        validate_device_name(req.device_name.as_deref())?;
+        self.validate_device_keys(&req.keys)?;
+        let invite = if self.config.open_registration {
+            None
+        } else {
+            match req.invite.as_deref() {
+                Some(token) if !token.is_empty() && token.len() <= 128 => {
+                    Some(hash_secret(token.as_bytes()))
+                }
+                _ => return Err(ApiError::InviteRequired),
+            }
+        };
+        // The credential is made before the account id is known, so its secret is random
+        // and the account number is filled in afterwards.
+        let secret = random_secret()?;
+        let device = NewDevice {
+            name: req.device_name,
+            credential_hash: hash_secret(&secret),
+            keys: req.keys,
+        };
+        let account = self
+            .store
+            .create_account(&req.username, invite, device, now())
+            .await?;
+        info!(account, "account registered");
+        Ok(RegisterResponse {
+            device_id: DeviceId(1),
+            credential: tacit_api::DeviceCredential {
+                account,
+                device: DeviceId(1),
+                secret,
+            },
+        })
+    }
+
+    /// Add a device to the caller's account.
+    pub async fn add_device(
+        &self,
+        caller: &AuthedDevice,
+        req: AddDeviceRequest,
+    ) -> Result<AddDeviceResponse, ApiError> {
+        validate_device_name(req.device_name.as_deref())?;
+        self.validate_device_keys(&req.keys)?;
+        let account = caller.mailbox.account;
+        let secret = random_secret()?;
+        let device = NewDevice {
+            name: req.device_name,
+            credential_hash: hash_secret(&secret),
+            keys: req.keys,
+        };
+        let device_id = self
+            .store
+            .add_device(
+                account,
+                device,
+                self.config.limits.max_devices_per_account,
+                now(),
+            )
+            .await?;
+        info!(account, device = device_id.0, "device added");
+        Ok(AddDeviceResponse {
+            device_id,
+            credential: tacit_api::DeviceCredential {
+                account,
+                device: device_id,
+                secret,
+            },
+        })
+    }
+
+    /// Remove a device of the caller's account: its credential stops working at once, its
+    /// socket is closed and its mailbox and keys are deleted.
+    pub async fn remove_device(
+        &self,
+        caller: &AuthedDevice,
+        device: DeviceId,
+    ) -> Result<(), ApiError> {
+        let mailbox = Mailbox {
+            account: caller.mailbox.account,
+            device,
+        };
+        if !self.store.remove_device(mailbox).await? {
+            return Err(ApiError::NotFound("device"));
+        }
+        self.credentials.revoke(mailbox);
+        self.hub.revoke(mailbox);
+        info!(
+            account = mailbox.account,
+            device = device.0,
+            "device removed"
+        );
+        Ok(())
+    }
+
+    /// The caller's own devices, with their names.
+    pub async fn own_devices(&self, caller: &AuthedDevice) -> Result<DeviceList, ApiError> {
+        self.device_list(caller.mailbox.account, caller.username.clone(), true)
+            .await
+    }
+
+    /// Another user's devices, without names.
+    pub async fn user_devices(&self, username: &str) -> Result<DeviceList, ApiError> {
+        validate_username(username).map_err(|_| ApiError::NotFound("user"))?;
+        let account = self.account_id(username).await?;
+        self.device_list(account, username.to_owned(), false).await
+    }
+
+    async fn device_list(
+        &self,
+        account: i64,
+        username: String,
+        with_names: bool,
+    ) -> Result<DeviceList, ApiError> {
+        let devices = self.store.devices(account).await?;
+        Ok(DeviceList {
+            username,
+            devices: devices
+                .into_iter()
+                .map(|d| DeviceInfo {
+                    device_id: d.device_id,
+                    name: if with_names { d.name } else { None },
+                    created_at: d.created_at,
+                })
+                .collect(),
+        })
+    }
+
+    /// Create a registration invite; returns the token, which is stored only as a hash.
+    pub async fn create_invite(&self) -> Result<String, ApiError> {
+        let secret = random_secret()?;
+        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        self.store
+            .create_invite(hash_secret(token.as_bytes()), now())
+            .await?;
+        Ok(token)
+    }
+
+    /// All invites (hash prefixes and dates; the tokens are not stored).
+    pub async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+        self.store.list_invites().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        for ok in ["bob", "alice.smith", "a-b_c", "x12"] {
+            validate_username(ok).unwrap();
+        }
+        for bad in ["", "ab", "Alice", "a b", "ümlaut", &"x".repeat(33)] {
+            assert!(validate_username(bad).is_err(), "{bad}");
+        }
+    }
+}

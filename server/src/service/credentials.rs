@@ -1,0 +1,65 @@
+//! A per-node cache of credential hashes, so that most requests authenticate without a
+//! database read.
+//!
+//! Correctness rests on device numbers never being reused: a removed device is recorded as
+//! revoked for good, and that record is checked after every lookup, so a removal on this
+//! node takes effect at once even if a lookup raced with it. Entries expire after
+//! [`TTL`], which bounds how long a removal made through *another* node could go unnoticed
+//! if several nodes share one PostgreSQL database.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::store::{DeviceAuth, Mailbox};
+
+/// How long a cached credential hash is trusted.
+pub(crate) const TTL: Duration = Duration::from_secs(30);
+/// Most cached entries; the cache is emptied when it is full.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct CredentialCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Mailbox, (DeviceAuth, Instant)>,
+    revoked: HashSet<Mailbox>,
+}
+
+impl CredentialCache {
+    pub(crate) fn get(&self, mailbox: Mailbox) -> Option<DeviceAuth> {
+        let inner = self.lock();
+        inner
+            .entries
+            .get(&mailbox)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(auth, _)| auth.clone())
+    }
+
+    pub(crate) fn insert(&self, mailbox: Mailbox, auth: DeviceAuth) {
+        let mut inner = self.lock();
+        if inner.entries.len() >= MAX_ENTRIES {
+            inner.entries.clear();
+        }
+        inner.entries.insert(mailbox, (auth, Instant::now()));
+    }
+
+    pub(crate) fn revoke(&self, mailbox: Mailbox) {
+        let mut inner = self.lock();
+        inner.entries.remove(&mailbox);
+        inner.revoked.insert(mailbox);
+    }
+
+    pub(crate) fn is_revoked(&self, mailbox: Mailbox) -> bool {
+        self.lock().revoked.contains(&mailbox)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,196 @@
+//! Sending, fetching and acknowledging envelopes.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use tacit_api::{
+    Ciphertext, DeviceAddress, DeviceCiphertext, DeviceId, DeviceMismatch, Envelope, EnvelopeBatch,
+    SendMessageRequest, SendMessageResponse, Timestamp,
+};
+
+use super::accounts::validate_username;
+use super::{AuthedDevice, Services, now};
+use crate::error::ApiError;
+use crate::store::{Mailbox, NewMessage, SendOutcome};
+
+/// Most ids in one acknowledgement.
+pub(crate) const MAX_ACK_IDS: usize = 1000;
+
+fn validate_client_message_id(id: &str) -> Result<(), ApiError> {
+    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "client_message_id: 1 to 64 printable ASCII characters".into(),
+        ))
+    }
+}
+
+fn addresses(username: &str, devices: impl IntoIterator<Item = DeviceId>) -> Vec<DeviceAddress> {
+    devices
+        .into_iter()
+        .map(|device_id| DeviceAddress {
+            username: username.to_owned(),
+            device_id,
+        })
+        .collect()
+}
+
+impl Services {
+    fn validate_ciphertexts(&self, field: &str, list: &[DeviceCiphertext]) -> Result<(), ApiError> {
+        let max = self.config.limits.max_envelope_bytes;
+        let mut seen = BTreeSet::new();
+        for d in list {
+            if d.ciphertext.0.is_empty() {
+                return Err(ApiError::BadRequest(format!("{field}: empty ciphertext")));
+            }
+            if u64::try_from(d.ciphertext.0.len()).map_or(true, |l| l > max) {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "{field}: a ciphertext is over {max} bytes"
+                )));
+            }
+            if !seen.insert(d.device_id) {
+                return Err(ApiError::BadRequest(format!(
+                    "{field}: device {} given twice",
+                    d.device_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Accept a send: every current device of the recipient (and every other device of the
+    /// sender) gets its ciphertext, all in one transaction, or nothing is stored. The device
+    /// sets are checked inside that transaction, so a device added or removed concurrently
+    /// can never be skipped or written to.
+    pub async fn send(
+        &self,
+        caller: &AuthedDevice,
+        req: SendMessageRequest,
+    ) -> Result<SendMessageResponse, ApiError> {
+        validate_client_message_id(&req.client_message_id)?;
+        validate_username(&req.recipient).map_err(|_| ApiError::NotFound("user"))?;
+        self.validate_ciphertexts("recipient_devices", &req.recipient_devices)?;
+        self.validate_ciphertexts("own_devices", &req.own_devices)?;
+        if req.recipient_devices.is_empty() {
+            return Err(ApiError::BadRequest(
+                "recipient_devices: at least one ciphertext".into(),
+            ));
+        }
+        let recipient = self.account_id(&req.recipient).await?;
+        if recipient == caller.mailbox.account && !req.own_devices.is_empty() {
+            // To oneself, the other own devices are the recipients.
+            return Err(ApiError::DeviceMismatch(DeviceMismatch {
+                missing: Vec::new(),
+                stale: addresses(
+                    &caller.username,
+                    req.own_devices.iter().map(|d| d.device_id),
+                ),
+            }));
+        }
+        let server_ts = now();
+        let ttl_ms = self.config.limits.message_ttl_secs.saturating_mul(1000);
+        let expires_at = Timestamp(
+            server_ts
+                .0
+                .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+        );
+        let destination = |account: i64, d: DeviceCiphertext| {
+            (
+                Mailbox {
+                    account,
+                    device: d.device_id,
+                },
+                d.ciphertext,
+            )
+        };
+        let envelopes: Vec<(Mailbox, Ciphertext)> = req
+            .recipient_devices
+            .into_iter()
+            .map(|d| destination(recipient, d))
+            .chain(
+                req.own_devices
+                    .into_iter()
+                    .map(|d| destination(caller.mailbox.account, d)),
+            )
+            .collect();
+        let message = NewMessage {
+            sender: caller.mailbox,
+            recipient,
+            sender_username: caller.username.clone(),
+            client_message_id: req.client_message_id,
+            server_ts,
+            expires_at,
+            max_mailbox_depth: self.config.limits.max_mailbox_depth,
+            envelopes,
+        };
+        match self.committer.send(message).await? {
+            SendOutcome::Stored(mailboxes) => {
+                self.metrics.envelopes_accepted.fetch_add(
+                    u64::try_from(mailboxes.len()).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
+                Ok(SendMessageResponse {
+                    server_timestamp: server_ts,
+                    duplicate: false,
+                })
+            }
+            SendOutcome::Duplicate(ts) => Ok(SendMessageResponse {
+                server_timestamp: ts,
+                duplicate: true,
+            }),
+            SendOutcome::Mismatch(accounts) => {
+                let mut mismatch = DeviceMismatch::default();
+                for a in accounts {
+                    let username = if a.account == recipient {
+                        &req.recipient
+                    } else {
+                        &caller.username
+                    };
+                    mismatch.missing.extend(addresses(username, a.missing));
+                    mismatch.stale.extend(addresses(username, a.stale));
+                }
+                Err(ApiError::DeviceMismatch(mismatch))
+            }
+        }
+    }
+
+    /// The oldest envelopes of the caller's mailbox, for clients without a socket.
+    pub async fn fetch(&self, caller: &AuthedDevice) -> Result<EnvelopeBatch, ApiError> {
+        let batch = self.config.limits.fetch_batch;
+        let mut envelopes = self
+            .store
+            .mailbox(caller.mailbox, 0, batch.saturating_add(1), now())
+            .await?;
+        let more = envelopes.len() > batch as usize;
+        envelopes.truncate(batch as usize);
+        Ok(EnvelopeBatch { envelopes, more })
+    }
+
+    /// Envelopes of a mailbox after a cursor, for the socket.
+    pub async fn mailbox_after(
+        &self,
+        mailbox: Mailbox,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Envelope>, ApiError> {
+        Ok(self.store.mailbox(mailbox, after, limit, now()).await?)
+    }
+
+    /// Delete acknowledged envelopes of the caller's mailbox.
+    pub async fn ack(&self, mailbox: Mailbox, ids: &[u64]) -> Result<(), ApiError> {
+        if ids.len() > MAX_ACK_IDS {
+            return Err(ApiError::BadRequest(format!(
+                "ids: at most {MAX_ACK_IDS} per acknowledgement"
+            )));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let deleted = self.committer.ack(mailbox, ids.to_vec()).await?;
+        self.metrics
+            .envelopes_acked
+            .fetch_add(deleted, Ordering::Relaxed);
+        Ok(())
+    }
+}

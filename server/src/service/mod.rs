@@ -1,0 +1,179 @@
+//! The rules of the relay. Services decide; they know nothing of HTTP and write no SQL.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tacit_api::{DeviceCredential, Timestamp};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::push::Hub;
+use crate::store::{Mailbox, SecretHash, Store};
+
+mod accounts;
+mod commit;
+mod credentials;
+mod keys;
+mod messages;
+mod ratelimit;
+
+pub use ratelimit::RateLimiter;
+
+/// Everything the handlers need, shared by all requests.
+#[derive(Debug)]
+pub struct Services {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Connected devices.
+    pub hub: Arc<Hub>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Claims per requester.
+    claims_by_requester: RateLimiter,
+    /// Claims per target.
+    claims_by_target: RateLimiter,
+    /// The group-commit writer for sends and acknowledgements.
+    committer: commit::Committer,
+    /// Recently checked credential hashes.
+    credentials: credentials::CredentialCache,
+    /// Username to account id. Safe to cache without expiry: usernames never change and
+    /// accounts are never deleted (an account deletion feature must invalidate this).
+    account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// A device whose credential was checked.
+#[derive(Debug, Clone)]
+pub struct AuthedDevice {
+    /// Its mailbox address (account and device).
+    pub mailbox: Mailbox,
+    /// Its account's username.
+    pub username: String,
+}
+
+impl Services {
+    /// Build the services over a migrated store. Starts the group-commit writer task, so
+    /// it must be called inside a Tokio runtime.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Self {
+        let r = &config.rate_limits;
+        let hub = Arc::new(Hub::default());
+        let metrics = Arc::new(Metrics::default());
+        Self {
+            committer: commit::Committer::start(store.clone(), hub.clone(), metrics.clone()),
+            account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
+            credentials: credentials::CredentialCache::default(),
+            claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
+            claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
+            store,
+            config,
+            hub,
+            metrics,
+        }
+    }
+
+    /// Check a device credential: the stored hash is compared in constant time.
+    pub async fn authenticate(
+        &self,
+        credential: &DeviceCredential,
+    ) -> Result<AuthedDevice, ApiError> {
+        let mailbox = Mailbox {
+            account: credential.account,
+            device: credential.device,
+        };
+        let auth = match self.credentials.get(mailbox) {
+            Some(auth) => auth,
+            None => {
+                let Some(auth) = self.store.device_auth(mailbox).await? else {
+                    return Err(ApiError::Unauthorized);
+                };
+                self.credentials.insert(mailbox, auth.clone());
+                auth
+            }
+        };
+        // Checked after the lookup: a removal that raced with it still wins.
+        if self.credentials.is_revoked(mailbox) {
+            return Err(ApiError::Unauthorized);
+        }
+        let presented = hash_secret(&credential.secret);
+        if bool::from(presented.ct_eq(&auth.credential_hash)) {
+            Ok(AuthedDevice {
+                mailbox,
+                username: auth.username,
+            })
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+
+    /// The account id of a username, or `NotFound`.
+    pub(crate) async fn account_id(&self, username: &str) -> Result<i64, ApiError> {
+        const MAX_CACHED: usize = 100_000;
+        let cached = self.lock_account_ids().get(username).copied();
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let id = self
+            .store
+            .account_id(username)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let mut cache = self.lock_account_ids();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(username.to_owned(), id);
+        Ok(id)
+    }
+
+    fn lock_account_ids(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, i64>> {
+        self.account_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forget rate-limiter entries that have refilled; called periodically.
+    pub fn prune(&self) {
+        self.claims_by_requester.prune();
+        self.claims_by_target.prune();
+    }
+}
+
+/// SHA-256 of a high-entropy secret (a credential or an invite token). A fast hash is right
+/// here: the secrets are 256-bit random values, not passwords, so there is nothing to
+/// brute-force.
+#[must_use]
+pub fn hash_secret(secret: &[u8]) -> SecretHash {
+    Sha256::digest(secret).into()
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_secret() -> Result<[u8; 32], ApiError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| {
+        tracing::error!(error = %e, "operating system RNG failed");
+        ApiError::Unavailable
+    })?;
+    Ok(secret)
+}
+
+/// Milliseconds since the epoch.
+#[must_use]
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+}

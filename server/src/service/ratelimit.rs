@@ -1,0 +1,85 @@
+//! A keyed token bucket, kept in memory (per server node).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Allows `capacity` events per key at once, refilled at `capacity` per minute.
+#[derive(Debug)]
+pub struct RateLimiter {
+    capacity: f64,
+    per_second: f64,
+    buckets: Mutex<HashMap<i64, Bucket>>,
+}
+
+impl RateLimiter {
+    /// A limiter of `n` events per minute per key.
+    #[must_use]
+    pub fn per_minute(n: u32) -> Self {
+        Self {
+            capacity: f64::from(n),
+            per_second: f64::from(n) / 60.0,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take `cost` tokens for `key` if they are there.
+    pub fn try_take(&self, key: i64, cost: u32) -> bool {
+        self.try_take_at(key, cost, Instant::now())
+    }
+
+    fn try_take_at(&self, key: i64, cost: u32, now: Instant) -> bool {
+        let mut buckets = self.lock();
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: self.capacity,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.capacity);
+        bucket.updated = now;
+        let cost = f64::from(cost);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drop buckets that are full again (they behave like absent ones).
+    pub fn prune(&self) {
+        let now = Instant::now();
+        let full_after = Duration::from_secs(60);
+        self.lock()
+            .retain(|_, b| now.saturating_duration_since(b.updated) < full_after);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Bucket>> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refills_over_time() {
+        let l = RateLimiter::per_minute(2);
+        let t = Instant::now();
+        assert!(l.try_take_at(1, 1, t));
+        assert!(l.try_take_at(1, 1, t));
+        assert!(!l.try_take_at(1, 1, t));
+        assert!(l.try_take_at(2, 2, t), "keys are independent");
+        assert!(l.try_take_at(1, 1, t + Duration::from_secs(30)));
+        assert!(!l.try_take_at(1, 3, t + Duration::from_secs(600)), "capped");
+    }
+}

@@ -1,0 +1,294 @@
+//! Persistence: one [`Store`] trait, implemented for SQLite and PostgreSQL.
+//!
+//! This is the only place that knows SQL. Both implementations share their SQL text (sqlx
+//! accepts `$N` parameters on both) through the `impl_store!` macro in [`sql`], which is
+//! instantiated once per backend; where the backends differ (the claim query), the
+//! difference is a macro argument.
+//!
+//! Everything stored is either public key material or opaque ciphertext, and credentials and
+//! invites are stored only as SHA-256 hashes.
+
+use async_trait::async_trait;
+use tacit_api::{
+    Ciphertext, DeviceId, DeviceKeys, Envelope, OneTimePrekey, PrekeyBundle, PrekeyCount,
+    SignedPrekey, Timestamp, UploadKeysRequest,
+};
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A SHA-256 digest of a device credential's secret or of an invite token.
+pub type SecretHash = [u8; 32];
+
+/// What can go wrong in the store. The variants other than [`StoreError::Database`] are
+/// expected outcomes that the service turns into client errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The username is taken.
+    #[error("username taken")]
+    UsernameTaken,
+    /// The invite does not exist or was used already.
+    #[error("invite invalid or used")]
+    InviteInvalid,
+    /// The account already has its maximum number of devices.
+    #[error("too many devices")]
+    TooManyDevices,
+    /// A destination mailbox holds its maximum number of envelopes.
+    #[error("mailbox full")]
+    MailboxFull,
+    /// A value from the database is out of the range the code expects.
+    #[error("corrupt value in column {0}")]
+    Corrupt(&'static str),
+    /// The database failed or is unreachable.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The write batch this operation was part of failed as a whole (logged once).
+    #[error("write batch failed")]
+    BatchFailed,
+    /// Applying the migrations failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A device to create.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Label for its owner.
+    pub name: Option<String>,
+    /// SHA-256 of the credential secret.
+    pub credential_hash: SecretHash,
+    /// Its public keys.
+    pub keys: DeviceKeys,
+}
+
+/// A device as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Its number.
+    pub device_id: DeviceId,
+    /// Label for its owner.
+    pub name: Option<String>,
+    /// When it was added (ms).
+    pub created_at: Timestamp,
+}
+
+/// What authenticating a device needs.
+#[derive(Debug, Clone)]
+pub struct DeviceAuth {
+    /// The account's username.
+    pub username: String,
+    /// SHA-256 of the credential secret.
+    pub credential_hash: SecretHash,
+}
+
+/// An invite as listed (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRecord {
+    /// A short, non-secret prefix of the token hash, to tell invites apart.
+    pub hash_prefix: String,
+    /// When it was created (ms).
+    pub created_at: Timestamp,
+    /// When it was used (ms), if it was.
+    pub used_at: Option<Timestamp>,
+}
+
+/// A device of some account, the address of a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mailbox {
+    /// The account.
+    pub account: i64,
+    /// The device.
+    pub device: DeviceId,
+}
+
+/// An accepted send, to be stored in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The sending device.
+    pub sender: Mailbox,
+    /// The recipient's account; the envelopes must cover exactly its devices and the
+    /// sender's other devices.
+    pub recipient: i64,
+    /// The sender's username, copied into each envelope.
+    pub sender_username: String,
+    /// The client's id for idempotency.
+    pub client_message_id: String,
+    /// Server time of the send (ms).
+    pub server_ts: Timestamp,
+    /// When undelivered envelopes (and the idempotency record) expire (ms).
+    pub expires_at: Timestamp,
+    /// Most envelopes a destination mailbox may hold.
+    pub max_mailbox_depth: u64,
+    /// One ciphertext per destination.
+    pub envelopes: Vec<(Mailbox, Ciphertext)>,
+}
+
+/// What storing a send did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Stored; these mailboxes got new envelopes.
+    Stored(Vec<Mailbox>),
+    /// A send with the same client message id was already stored at this time.
+    Duplicate(Timestamp),
+    /// Nothing stored: the destinations do not match the current devices.
+    Mismatch(Vec<AccountMismatch>),
+}
+
+/// The devices of one account that a send missed or named wrongly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountMismatch {
+    /// The account.
+    pub account: i64,
+    /// Current devices without a ciphertext.
+    pub missing: Vec<DeviceId>,
+    /// Devices given a ciphertext that are not current.
+    pub stale: Vec<DeviceId>,
+}
+
+/// What a [`Store::write_batch`] did, in the order of its inputs.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// One result per send; a refused send does not affect the others.
+    pub sent: Vec<Result<SendOutcome, StoreError>>,
+    /// Envelopes deleted per acknowledgement.
+    pub acked: Vec<u64>,
+    /// Every envelope the batch stored, with its mailbox, for pushing without reading it
+    /// back.
+    pub stored: Vec<(Mailbox, Envelope)>,
+}
+
+/// Totals for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Envelopes waiting in all mailboxes.
+    pub envelopes: u64,
+    /// The deepest mailbox.
+    pub max_mailbox_depth: u64,
+    /// One-time X25519 prekeys in stock.
+    pub one_time_prekeys: u64,
+    /// One-time ML-KEM prekeys in stock.
+    pub one_time_kem_prekeys: u64,
+    /// Devices.
+    pub devices: u64,
+}
+
+/// Every persistent operation of the server.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Apply the migrations that have not been applied yet.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Check that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Flush and close connections.
+    async fn close(&self);
+
+    /// Store a new invite.
+    async fn create_invite(&self, token_hash: SecretHash, now: Timestamp)
+    -> Result<(), StoreError>;
+    /// All invites, newest first.
+    async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError>;
+
+    /// Create an account with its first device (number 1), consuming the invite if one is
+    /// given, all in one transaction. Returns the account id.
+    async fn create_account(
+        &self,
+        username: &str,
+        invite: Option<SecretHash>,
+        device: NewDevice,
+        now: Timestamp,
+    ) -> Result<i64, StoreError>;
+    /// Add a device to an account, unless it already has `max_devices`.
+    async fn add_device(
+        &self,
+        account: i64,
+        device: NewDevice,
+        max_devices: u32,
+        now: Timestamp,
+    ) -> Result<DeviceId, StoreError>;
+    /// Remove a device with its keys and its mailbox. Returns whether it existed.
+    async fn remove_device(&self, mailbox: Mailbox) -> Result<bool, StoreError>;
+    /// What is needed to check a device's credential.
+    async fn device_auth(&self, mailbox: Mailbox) -> Result<Option<DeviceAuth>, StoreError>;
+    /// The account id of a username.
+    async fn account_id(&self, username: &str) -> Result<Option<i64>, StoreError>;
+    /// The current devices of an account, in device order.
+    async fn devices(&self, account: i64) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Replace some keys of a device and add one-time prekeys.
+    async fn upload_keys(
+        &self,
+        mailbox: Mailbox,
+        keys: &UploadKeysRequest,
+    ) -> Result<(), StoreError>;
+    /// One-time prekeys left for a device.
+    async fn prekey_count(&self, mailbox: Mailbox) -> Result<PrekeyCount, StoreError>;
+    /// Claim a bundle: removes and returns one one-time prekey of each kind if any is left.
+    /// Each one-time key is returned by at most one call, even under concurrency.
+    async fn claim_bundle(&self, mailbox: Mailbox) -> Result<Option<PrekeyBundle>, StoreError>;
+
+    /// Store a send in one transaction, or report the earlier send with the same id, or
+    /// the device mismatch (checked in the same transaction).
+    async fn store_message(&self, message: NewMessage) -> Result<SendOutcome, StoreError>;
+    /// Store several sends (each all-or-nothing, in a savepoint) and apply several
+    /// acknowledgements, in one transaction with one commit: group commit.
+    async fn write_batch(
+        &self,
+        messages: &[NewMessage],
+        acks: &[(Mailbox, Vec<u64>)],
+    ) -> Result<BatchOutcome, StoreError>;
+    /// Up to `limit` unexpired envelopes of a mailbox with an id above `after`, oldest first.
+    async fn mailbox(
+        &self,
+        mailbox: Mailbox,
+        after: u64,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, StoreError>;
+    /// Delete acknowledged envelopes of a mailbox. Returns how many were deleted.
+    async fn ack(&self, mailbox: Mailbox, ids: &[u64]) -> Result<u64, StoreError>;
+    /// Delete expired envelopes and idempotency records. Returns how many envelopes went.
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// Totals for metrics.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
+/// Open the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,
+/// `sqlite:` for SQLite.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+    }
+}
+
+/// Kinds of one-time prekeys, as stored.
+pub(crate) const KIND_X25519: i64 = 0;
+pub(crate) const KIND_KEM: i64 = 1;
+
+pub(crate) fn signed(
+    id: i64,
+    public_key: Vec<u8>,
+    signature: Vec<u8>,
+) -> Result<SignedPrekey, StoreError> {
+    Ok(SignedPrekey {
+        id: u32::try_from(id).map_err(|_| StoreError::Corrupt("key_id"))?,
+        public_key: public_key.into(),
+        signature: signature.into(),
+    })
+}
+
+pub(crate) fn one_time(id: i64, public_key: Vec<u8>) -> Result<OneTimePrekey, StoreError> {
+    Ok(OneTimePrekey {
+        id: u32::try_from(id).map_err(|_| StoreError::Corrupt("key_id"))?,
+        public_key: public_key.into(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

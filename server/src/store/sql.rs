@@ -1,0 +1,993 @@
+//! The SQL shared by both backends, as a macro instantiated once per backend.
+//!
+//! `impl_store!(Type, Db, "claim lock clause")` implements [`super::Store`] for `Type`, which
+//! must have `write: sqlx::Pool<Db>` and `read: sqlx::Pool<Db>` fields and a
+//! `MIGRATOR: sqlx::migrate::Migrator` associated constant.
+
+/// Longest `IN (...)` list used for one acknowledgement statement.
+pub(crate) const ACK_CHUNK: usize = 256;
+
+/// Most rows in one bulk statement (7 parameters per envelope row stays far below both
+/// backends' parameter limits).
+pub(crate) const ROWS_PER_STATEMENT: usize = 256;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` parameters.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// How the destinations of a send differ from the current devices: for the recipient, all
+/// its devices (less the sending one for a message to oneself); for the sender's account,
+/// its other devices.
+pub(crate) fn mismatches(
+    m: &super::NewMessage,
+    devices: &std::collections::HashMap<i64, std::collections::BTreeSet<tacit_api::DeviceId>>,
+) -> Vec<super::AccountMismatch> {
+    use std::collections::BTreeSet;
+    let sender = m.sender.account;
+    let mut accounts = vec![m.recipient];
+    if m.recipient != sender {
+        accounts.push(sender);
+    }
+    let mut out = Vec::new();
+    for account in accounts {
+        let mut expected = devices.get(&account).cloned().unwrap_or_default();
+        if account == sender {
+            expected.remove(&m.sender.device);
+        }
+        let given: BTreeSet<tacit_api::DeviceId> = m
+            .envelopes
+            .iter()
+            .filter(|(mb, _)| mb.account == account)
+            .map(|(mb, _)| mb.device)
+            .collect();
+        let missing: Vec<_> = expected.difference(&given).copied().collect();
+        let stale: Vec<_> = given.difference(&expected).copied().collect();
+        if !missing.is_empty() || !stale.is_empty() {
+            out.push(super::AccountMismatch {
+                account,
+                missing,
+                stale,
+            });
+        }
+    }
+    out
+}
+
+/// The fate of one send of a batch, while the batch is being decided.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Not decided yet.
+    Open,
+    /// The same client message id appears earlier in the batch, at this index.
+    RepeatOf(usize),
+    /// Decided.
+    Done(Result<super::SendOutcome, super::StoreError>),
+}
+
+/// Final results: repeats within the batch answer like their first occurrence would on a
+/// retry (a duplicate of a stored send, or the same refusal).
+pub(crate) fn resolve(
+    mut decisions: Vec<Decision>,
+    messages: &[super::NewMessage],
+) -> Vec<Result<super::SendOutcome, super::StoreError>> {
+    use super::{SendOutcome, StoreError};
+    let snapshot: Vec<Option<Result<SendOutcome, StoreError>>> = decisions
+        .iter()
+        .map(|d| match d {
+            Decision::Done(Ok(SendOutcome::Stored(_))) => None,
+            Decision::Done(Ok(other)) => Some(Ok(other.clone())),
+            Decision::Done(Err(StoreError::MailboxFull)) => Some(Err(StoreError::MailboxFull)),
+            _ => Some(Err(StoreError::BatchFailed)),
+        })
+        .collect();
+    for decision in &mut decisions {
+        if let Decision::RepeatOf(j) = *decision {
+            *decision = Decision::Done(match &snapshot[j] {
+                None => Ok(SendOutcome::Duplicate(messages[j].server_ts)),
+                Some(Ok(o)) => Ok(o.clone()),
+                Some(Err(StoreError::MailboxFull)) => Err(StoreError::MailboxFull),
+                Some(Err(_)) => Err(StoreError::BatchFailed),
+            });
+        }
+    }
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            Decision::Done(r) => r,
+            Decision::Open | Decision::RepeatOf(_) => Err(StoreError::BatchFailed),
+        })
+        .collect()
+}
+
+/// Whether an error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// `u64` ids and counts to the database's `i64`.
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64, super::StoreError> {
+    i64::try_from(v).map_err(|_| super::StoreError::Corrupt(what))
+}
+
+/// The database's `i64` counts and ids to `u64`.
+pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64, super::StoreError> {
+    u64::try_from(v).map_err(|_| super::StoreError::Corrupt(what))
+}
+
+/// The database's `i64` device numbers to [`tacit_api::DeviceId`].
+pub(crate) fn to_device(v: i64) -> Result<tacit_api::DeviceId, super::StoreError> {
+    u32::try_from(v)
+        .map(tacit_api::DeviceId)
+        .map_err(|_| super::StoreError::Corrupt("device_id"))
+}
+
+/// The database's hash bytes to a [`super::SecretHash`].
+pub(crate) fn to_hash(v: Vec<u8>) -> Result<super::SecretHash, super::StoreError> {
+    v.try_into()
+        .map_err(|_| super::StoreError::Corrupt("credential_hash"))
+}
+
+macro_rules! impl_store {
+    ($ty:ident, $db:ty, $claim_lock:expr) => {
+        impl $ty {
+            async fn insert_device(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                account: i64,
+                device_id: i64,
+                device: &$crate::store::NewDevice,
+                now: tacit_api::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                let k = &device.keys;
+                sqlx::query(
+                    "INSERT INTO devices (account_id, device_id, name, credential_hash, created_at, \
+                     identity_key, signed_prekey_id, signed_prekey, signed_prekey_sig, \
+                     kem_prekey_id, kem_prekey, kem_prekey_sig) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(account)
+                .bind(device_id)
+                .bind(device.name.as_deref())
+                .bind(&device.credential_hash[..])
+                .bind(now.0)
+                .bind(k.identity_key.as_slice())
+                .bind(i64::from(k.signed_prekey.id))
+                .bind(k.signed_prekey.public_key.as_slice())
+                .bind(k.signed_prekey.signature.as_slice())
+                .bind(i64::from(k.kem_last_resort_prekey.id))
+                .bind(k.kem_last_resort_prekey.public_key.as_slice())
+                .bind(k.kem_last_resort_prekey.signature.as_slice())
+                .execute(&mut *conn)
+                .await?;
+                Self::insert_one_time(
+                    conn,
+                    account,
+                    device_id,
+                    &k.one_time_prekeys,
+                    &k.one_time_kem_prekeys,
+                )
+                .await
+            }
+
+            async fn insert_one_time(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                account: i64,
+                device_id: i64,
+                x25519: &[tacit_api::OneTimePrekey],
+                kem: &[tacit_api::SignedPrekey],
+            ) -> Result<(), $crate::store::StoreError> {
+                const SQL: &str = "INSERT INTO one_time_prekeys \
+                     (account_id, device_id, kind, key_id, public_key, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (account_id, device_id, kind, key_id) \
+                     DO UPDATE SET public_key = excluded.public_key, signature = excluded.signature";
+                for key in x25519 {
+                    sqlx::query(SQL)
+                        .bind(account)
+                        .bind(device_id)
+                        .bind($crate::store::KIND_X25519)
+                        .bind(i64::from(key.id))
+                        .bind(key.public_key.as_slice())
+                        .bind(&[][..] as &[u8])
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                for key in kem {
+                    sqlx::query(SQL)
+                        .bind(account)
+                        .bind(device_id)
+                        .bind($crate::store::KIND_KEM)
+                        .bind(i64::from(key.id))
+                        .bind(key.public_key.as_slice())
+                        .bind(key.signature.as_slice())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            async fn claim_one_time(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mailbox: $crate::store::Mailbox,
+                kind: i64,
+            ) -> Result<Option<(i64, Vec<u8>, Vec<u8>)>, $crate::store::StoreError> {
+                let sql = concat!(
+                    "DELETE FROM one_time_prekeys WHERE account_id = $1 AND device_id = $2 \
+                     AND kind = $3 AND key_id = (SELECT key_id FROM one_time_prekeys \
+                     WHERE account_id = $1 AND device_id = $2 AND kind = $3 \
+                     ORDER BY key_id LIMIT 1 ",
+                    $claim_lock,
+                    ") RETURNING key_id, public_key, signature"
+                );
+                let row: Option<(i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(sql)
+                    .bind(mailbox.account)
+                    .bind(i64::from(mailbox.device.0))
+                    .bind(kind)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(row)
+            }
+
+            /// Store a batch of sends with a fixed number of statements, whatever the batch
+            /// size: look up earlier sends and the destination mailboxes, decide each send in
+            /// memory, then insert all accepted ones in bulk. Each send is all-or-nothing.
+            async fn insert_batch(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                messages: &[$crate::store::NewMessage],
+            ) -> Result<
+                (
+                    Vec<Result<$crate::store::SendOutcome, $crate::store::StoreError>>,
+                    Vec<($crate::store::Mailbox, tacit_api::Envelope)>,
+                ),
+                $crate::store::StoreError,
+            > {
+                use std::collections::HashMap;
+                use $crate::store::{Mailbox, SendOutcome, StoreError};
+                use super::sql::{Decision, placeholders, to_device, to_i64, ROWS_PER_STATEMENT};
+
+                let mut decisions: Vec<Decision> = Vec::with_capacity(messages.len());
+                // 1. Repeats of an id within this batch follow their first occurrence.
+                let mut first: HashMap<(i64, u32, &str), usize> = HashMap::new();
+                for (i, m) in messages.iter().enumerate() {
+                    let key = (m.sender.account, m.sender.device.0, m.client_message_id.as_str());
+                    match first.get(&key) {
+                        Some(j) => decisions.push(Decision::RepeatOf(*j)),
+                        None => {
+                            first.insert(key, i);
+                            decisions.push(Decision::Open);
+                        }
+                    }
+                }
+                // 2. Sends stored by an earlier batch.
+                let open: Vec<usize> = (0..messages.len())
+                    .filter(|i| matches!(decisions[*i], Decision::Open))
+                    .collect();
+                for chunk in open.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT account_id, device_id, client_message_id, server_ts FROM sent_messages \
+                         WHERE (account_id, device_id, client_message_id) IN (VALUES {})",
+                        placeholders(chunk.len(), 3)
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql);
+                    for i in chunk {
+                        let m = &messages[*i];
+                        query = query
+                            .bind(m.sender.account)
+                            .bind(i64::from(m.sender.device.0))
+                            .bind(&m.client_message_id);
+                    }
+                    for (account, device, id, ts) in query.fetch_all(&mut *conn).await? {
+                        let device = to_device(device)?;
+                        if let Some(i) = first.get(&(account, device.0, id.as_str())) {
+                            decisions[*i] = Decision::Done(Ok(SendOutcome::Duplicate(
+                                tacit_api::Timestamp(ts),
+                            )));
+                        }
+                    }
+                }
+                // 3. The current devices of every account involved, with their depth.
+                let mut devices: HashMap<i64, std::collections::BTreeSet<tacit_api::DeviceId>> =
+                    HashMap::new();
+                let mut depth: HashMap<Mailbox, i64> = HashMap::new();
+                let accounts: Vec<i64> = {
+                    let mut a: Vec<i64> = open
+                        .iter()
+                        .filter(|i| matches!(decisions[**i], Decision::Open))
+                        .flat_map(|i| [messages[*i].recipient, messages[*i].sender.account])
+                        .collect();
+                    a.sort_unstable();
+                    a.dedup();
+                    a
+                };
+                for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT d.account_id, d.device_id, (SELECT COUNT(*) FROM envelopes e \
+                         WHERE e.account_id = d.account_id AND e.device_id = d.device_id) \
+                         FROM devices d WHERE d.account_id IN ({})",
+                        placeholders(chunk.len(), 1)
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql);
+                    for account in chunk {
+                        query = query.bind(*account);
+                    }
+                    for (account, device, count) in query.fetch_all(&mut *conn).await? {
+                        let device = to_device(device)?;
+                        devices.entry(account).or_default().insert(device);
+                        depth.insert(Mailbox { account, device }, count);
+                    }
+                }
+                // 4. Decide, in order: the device sets must match exactly, and every
+                //    mailbox must have room (counting what this batch adds).
+                let mut accepted = Vec::new();
+                for i in open {
+                    if !matches!(decisions[i], Decision::Open) {
+                        continue;
+                    }
+                    let m = &messages[i];
+                    let mismatches = super::sql::mismatches(m, &devices);
+                    if !mismatches.is_empty() {
+                        decisions[i] = Decision::Done(Ok(SendOutcome::Mismatch(mismatches)));
+                        continue;
+                    }
+                    let max = to_i64(m.max_mailbox_depth, "depth")?;
+                    if m.envelopes.iter().any(|(mb, _)| depth.get(mb).is_some_and(|d| *d >= max)) {
+                        decisions[i] = Decision::Done(Err(StoreError::MailboxFull));
+                        continue;
+                    }
+                    for (mb, _) in &m.envelopes {
+                        *depth.entry(*mb).or_default() += 1;
+                    }
+                    accepted.push(i);
+                }
+                // 5. Record the accepted ids; a concurrent writer (another node) may have
+                //    stored one meanwhile, and then it is a duplicate after all.
+                let mut fresh = std::collections::HashSet::new();
+                for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO sent_messages \
+                         (account_id, device_id, client_message_id, server_ts, expires_at) \
+                         VALUES {} ON CONFLICT (account_id, device_id, client_message_id) \
+                         DO NOTHING RETURNING account_id, device_id, client_message_id",
+                        placeholders(chunk.len(), 5)
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql);
+                    for i in chunk {
+                        let m = &messages[*i];
+                        query = query
+                            .bind(m.sender.account)
+                            .bind(i64::from(m.sender.device.0))
+                            .bind(&m.client_message_id)
+                            .bind(m.server_ts.0)
+                            .bind(m.expires_at.0);
+                    }
+                    for (account, device, id) in query.fetch_all(&mut *conn).await? {
+                        fresh.insert((account, to_device(device)?.0, id));
+                    }
+                }
+                // 6. The envelopes of the fresh sends, in bulk.
+                let mut rows = Vec::new();
+                for i in &accepted {
+                    let m = &messages[*i];
+                    let key = (m.sender.account, m.sender.device.0, m.client_message_id.clone());
+                    if fresh.contains(&key) {
+                        for (mb, ct) in &m.envelopes {
+                            rows.push((*i, *mb, ct));
+                        }
+                        decisions[*i] = Decision::Done(Ok(SendOutcome::Stored(
+                            m.envelopes.iter().map(|(mb, _)| *mb).collect(),
+                        )));
+                    } else {
+                        let ts: i64 = sqlx::query_scalar(
+                            "SELECT server_ts FROM sent_messages WHERE account_id = $1 \
+                             AND device_id = $2 AND client_message_id = $3",
+                        )
+                        .bind(m.sender.account)
+                        .bind(i64::from(m.sender.device.0))
+                        .bind(&m.client_message_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        decisions[*i] = Decision::Done(Ok(SendOutcome::Duplicate(
+                            tacit_api::Timestamp(ts),
+                        )));
+                    }
+                }
+                let mut stored = Vec::with_capacity(rows.len());
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
+                         server_ts, expires_at, ciphertext) VALUES {} RETURNING id, account_id, \
+                         device_id, sender, sender_device, server_ts, ciphertext",
+                        placeholders(chunk.len(), 7)
+                    );
+                    type Row = (i64, i64, i64, String, i64, i64, Vec<u8>);
+                    let mut query = sqlx::query_as::<_, Row>(&sql);
+                    for (i, mb, ct) in chunk {
+                        let m = &messages[*i];
+                        query = query
+                            .bind(mb.account)
+                            .bind(i64::from(mb.device.0))
+                            .bind(&m.sender_username)
+                            .bind(i64::from(m.sender.device.0))
+                            .bind(m.server_ts.0)
+                            .bind(m.expires_at.0)
+                            .bind(ct.0.as_slice());
+                    }
+                    for (id, account, device, sender, sender_device, ts, ct) in
+                        query.fetch_all(&mut *conn).await?
+                    {
+                        stored.push((
+                            Mailbox { account, device: to_device(device)? },
+                            tacit_api::Envelope {
+                                id: super::sql::to_u64(id, "id")?,
+                                sender,
+                                sender_device: to_device(sender_device)?,
+                                server_timestamp: tacit_api::Timestamp(ts),
+                                ciphertext: tacit_api::Ciphertext(ct.into()),
+                            },
+                        ));
+                    }
+                }
+                Ok((super::sql::resolve(decisions, messages), stored))
+            }
+
+            /// Apply many acknowledgements with one statement per chunk of ids; returns the
+            /// number deleted per acknowledgement.
+            async fn delete_acked_bulk(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                acks: &[($crate::store::Mailbox, Vec<u64>)],
+            ) -> Result<Vec<u64>, $crate::store::StoreError> {
+                // Group the ids by mailbox; each id counts for the first acknowledgement
+                // that names it.
+                let mut owner = std::collections::HashMap::new();
+                let mut by_mailbox: std::collections::BTreeMap<$crate::store::Mailbox, Vec<i64>> =
+                    std::collections::BTreeMap::new();
+                for (op, (mailbox, ids)) in acks.iter().enumerate() {
+                    for id in ids {
+                        if owner.insert(*id, op).is_none() {
+                            by_mailbox
+                                .entry(*mailbox)
+                                .or_default()
+                                .push(super::sql::to_i64(*id, "id")?);
+                        }
+                    }
+                }
+                let mut acked = vec![0u64; acks.len()];
+                let groups: Vec<_> = by_mailbox.into_iter().collect();
+                let mut start = 0;
+                while start < groups.len() {
+                    // One statement for as many mailboxes as fit in about ACK_CHUNK ids.
+                    let mut end = start;
+                    let mut ids_in = 0;
+                    while end < groups.len() && (end == start || ids_in + groups[end].1.len() <= super::sql::ACK_CHUNK) {
+                        ids_in += groups[end].1.len();
+                        end += 1;
+                    }
+                    let mut sql = String::from("DELETE FROM envelopes WHERE ");
+                    let mut n = 0;
+                    for (g, (_, ids)) in groups[start..end].iter().enumerate() {
+                        if g > 0 {
+                            sql.push_str(" OR ");
+                        }
+                        sql.push_str(&format!(
+                            "(account_id = ${} AND device_id = ${} AND id IN (",
+                            n + 1,
+                            n + 2
+                        ));
+                        n += 2;
+                        for i in 0..ids.len() {
+                            if i > 0 {
+                                sql.push_str(", ");
+                            }
+                            n += 1;
+                            sql.push_str(&format!("${n}"));
+                        }
+                        sql.push_str("))");
+                    }
+                    sql.push_str(" RETURNING id");
+                    let mut query = sqlx::query_scalar::<_, i64>(&sql);
+                    for (mailbox, ids) in &groups[start..end] {
+                        query = query.bind(mailbox.account).bind(i64::from(mailbox.device.0));
+                        for id in ids {
+                            query = query.bind(*id);
+                        }
+                    }
+                    for id in query.fetch_all(&mut *conn).await? {
+                        let id = super::sql::to_u64(id, "id")?;
+                        if let Some(op) = owner.get(&id) {
+                            acked[*op] += 1;
+                        }
+                    }
+                    start = end;
+                }
+                Ok(acked)
+            }
+
+            async fn delete_acked(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mailbox: $crate::store::Mailbox,
+                ids: &[u64],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut deleted = 0;
+                for chunk in ids.chunks(super::sql::ACK_CHUNK) {
+                    let mut sql = String::from(
+                        "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id IN (",
+                    );
+                    for i in 0..chunk.len() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("${}", i + 3));
+                    }
+                    sql.push(')');
+                    let mut query = sqlx::query(&sql)
+                        .bind(mailbox.account)
+                        .bind(i64::from(mailbox.device.0));
+                    for id in chunk {
+                        query = query.bind(super::sql::to_i64(*id, "id")?);
+                    }
+                    deleted += query.execute(&mut *conn).await?.rows_affected();
+                }
+                Ok(deleted)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+            async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+                Self::MIGRATOR.run(&self.write).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.read).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.write.close().await;
+                self.read.close().await;
+            }
+
+            async fn create_invite(
+                &self,
+                token_hash: $crate::store::SecretHash,
+                now: tacit_api::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)")
+                    .bind(&token_hash[..])
+                    .bind(now.0)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_invites(
+                &self,
+            ) -> Result<Vec<$crate::store::InviteRecord>, $crate::store::StoreError> {
+                let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT token_hash, created_at, used_at FROM invites \
+                     ORDER BY created_at DESC",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(hash, created_at, used_at)| $crate::store::InviteRecord {
+                        hash_prefix: hash.iter().take(4).map(|b| format!("{b:02x}")).collect(),
+                        created_at: tacit_api::Timestamp(created_at),
+                        used_at: used_at.map(tacit_api::Timestamp),
+                    })
+                    .collect())
+            }
+
+            async fn create_account(
+                &self,
+                username: &str,
+                invite: Option<$crate::store::SecretHash>,
+                device: $crate::store::NewDevice,
+                now: tacit_api::Timestamp,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                if let Some(hash) = invite {
+                    let done = sqlx::query(
+                        "UPDATE invites SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+                    )
+                    .bind(now.0)
+                    .bind(&hash[..])
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Err($crate::store::StoreError::InviteInvalid);
+                    }
+                }
+                let account: i64 = match sqlx::query_scalar(
+                    "INSERT INTO accounts (username, created_at, next_device_id) \
+                     VALUES ($1, $2, 2) RETURNING id",
+                )
+                .bind(username)
+                .bind(now.0)
+                .fetch_one(&mut *tx)
+                .await
+                {
+                    Ok(id) => id,
+                    Err(e) if super::sql::is_unique_violation(&e) => {
+                        return Err($crate::store::StoreError::UsernameTaken);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                Self::insert_device(&mut tx, account, 1, &device, now).await?;
+                tx.commit().await?;
+                Ok(account)
+            }
+
+            async fn add_device(
+                &self,
+                account: i64,
+                device: $crate::store::NewDevice,
+                max_devices: u32,
+                now: tacit_api::Timestamp,
+            ) -> Result<tacit_api::DeviceId, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                // Taking the next number first locks the account row, so that two concurrent
+                // additions cannot both pass the count check.
+                let next: i64 = sqlx::query_scalar(
+                    "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE id = $1 \
+                     RETURNING next_device_id - 1",
+                )
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
+                        .bind(account)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if count >= i64::from(max_devices) {
+                    return Err($crate::store::StoreError::TooManyDevices);
+                }
+                let device_id = super::sql::to_device(next)?;
+                Self::insert_device(&mut tx, account, next, &device, now).await?;
+                tx.commit().await?;
+                Ok(device_id)
+            }
+
+            async fn remove_device(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // Keys and envelopes go with the device (ON DELETE CASCADE).
+                let done =
+                    sqlx::query("DELETE FROM devices WHERE account_id = $1 AND device_id = $2")
+                        .bind(mailbox.account)
+                        .bind(i64::from(mailbox.device.0))
+                        .execute(&self.write)
+                        .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn device_auth(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<Option<$crate::store::DeviceAuth>, $crate::store::StoreError> {
+                let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT a.username, d.credential_hash FROM devices d \
+                     JOIN accounts a ON a.id = d.account_id \
+                     WHERE d.account_id = $1 AND d.device_id = $2",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|(username, hash)| {
+                    Ok($crate::store::DeviceAuth {
+                        username,
+                        credential_hash: super::sql::to_hash(hash)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn account_id(
+                &self,
+                username: &str,
+            ) -> Result<Option<i64>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.read)
+                    .await?)
+            }
+
+            async fn devices(
+                &self,
+                account: i64,
+            ) -> Result<Vec<$crate::store::DeviceRecord>, $crate::store::StoreError> {
+                let rows: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT device_id, name, created_at FROM devices WHERE account_id = $1 \
+                     ORDER BY device_id",
+                )
+                .bind(account)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter()
+                    .map(|(device_id, name, created_at)| {
+                        Ok($crate::store::DeviceRecord {
+                            device_id: super::sql::to_device(device_id)?,
+                            name,
+                            created_at: tacit_api::Timestamp(created_at),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn upload_keys(
+                &self,
+                mailbox: $crate::store::Mailbox,
+                keys: &tacit_api::UploadKeysRequest,
+            ) -> Result<(), $crate::store::StoreError> {
+                let account = mailbox.account;
+                let device = i64::from(mailbox.device.0);
+                let mut tx = self.write.begin().await?;
+                if let Some(identity) = &keys.identity_key {
+                    sqlx::query(
+                        "UPDATE devices SET identity_key = $1 \
+                         WHERE account_id = $2 AND device_id = $3",
+                    )
+                    .bind(identity.as_slice())
+                    .bind(account)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(k) = &keys.signed_prekey {
+                    sqlx::query(
+                        "UPDATE devices SET signed_prekey_id = $1, signed_prekey = $2, \
+                         signed_prekey_sig = $3 WHERE account_id = $4 AND device_id = $5",
+                    )
+                    .bind(i64::from(k.id))
+                    .bind(k.public_key.as_slice())
+                    .bind(k.signature.as_slice())
+                    .bind(account)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(k) = &keys.kem_last_resort_prekey {
+                    sqlx::query(
+                        "UPDATE devices SET kem_prekey_id = $1, kem_prekey = $2, \
+                         kem_prekey_sig = $3 WHERE account_id = $4 AND device_id = $5",
+                    )
+                    .bind(i64::from(k.id))
+                    .bind(k.public_key.as_slice())
+                    .bind(k.signature.as_slice())
+                    .bind(account)
+                    .bind(device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Self::insert_one_time(
+                    &mut tx,
+                    account,
+                    device,
+                    &keys.one_time_prekeys,
+                    &keys.one_time_kem_prekeys,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn prekey_count(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<tacit_api::PrekeyCount, $crate::store::StoreError> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT kind, COUNT(*) FROM one_time_prekeys \
+                     WHERE account_id = $1 AND device_id = $2 GROUP BY kind",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .fetch_all(&self.read)
+                .await?;
+                let mut count = tacit_api::PrekeyCount {
+                    one_time_prekeys: 0,
+                    one_time_kem_prekeys: 0,
+                };
+                for (kind, n) in rows {
+                    let n = super::sql::to_u64(n, "count")?;
+                    match kind {
+                        $crate::store::KIND_X25519 => count.one_time_prekeys = n,
+                        $crate::store::KIND_KEM => count.one_time_kem_prekeys = n,
+                        _ => return Err($crate::store::StoreError::Corrupt("kind")),
+                    }
+                }
+                Ok(count)
+            }
+
+            async fn claim_bundle(
+                &self,
+                mailbox: $crate::store::Mailbox,
+            ) -> Result<Option<tacit_api::PrekeyBundle>, $crate::store::StoreError> {
+                type Row = (Vec<u8>, i64, Vec<u8>, Vec<u8>, i64, Vec<u8>, Vec<u8>);
+                let mut tx = self.write.begin().await?;
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT identity_key, signed_prekey_id, signed_prekey, signed_prekey_sig, \
+                     kem_prekey_id, kem_prekey, kem_prekey_sig FROM devices \
+                     WHERE account_id = $1 AND device_id = $2",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((identity, spk_id, spk, spk_sig, kem_id, kem, kem_sig)) = row else {
+                    return Ok(None);
+                };
+                let one_time =
+                    Self::claim_one_time(&mut tx, mailbox, $crate::store::KIND_X25519).await?;
+                let one_time_kem =
+                    Self::claim_one_time(&mut tx, mailbox, $crate::store::KIND_KEM).await?;
+                tx.commit().await?;
+                let (kem_prekey, kem_prekey_is_last_resort) = match one_time_kem {
+                    Some((id, public, sig)) => ($crate::store::signed(id, public, sig)?, false),
+                    None => ($crate::store::signed(kem_id, kem, kem_sig)?, true),
+                };
+                Ok(Some(tacit_api::PrekeyBundle {
+                    device_id: mailbox.device,
+                    identity_key: identity.into(),
+                    signed_prekey: $crate::store::signed(spk_id, spk, spk_sig)?,
+                    one_time_prekey: one_time
+                        .map(|(id, public, _)| $crate::store::one_time(id, public))
+                        .transpose()?,
+                    kem_prekey,
+                    kem_prekey_is_last_resort,
+                }))
+            }
+
+            async fn store_message(
+                &self,
+                message: $crate::store::NewMessage,
+            ) -> Result<$crate::store::SendOutcome, $crate::store::StoreError> {
+                let outcome = self.write_batch(std::slice::from_ref(&message), &[]).await?;
+                outcome
+                    .sent
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Err($crate::store::StoreError::BatchFailed))
+            }
+
+            async fn write_batch(
+                &self,
+                messages: &[$crate::store::NewMessage],
+                acks: &[($crate::store::Mailbox, Vec<u64>)],
+            ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let (sent, stored) = if messages.is_empty() {
+                    (Vec::new(), Vec::new())
+                } else {
+                    Self::insert_batch(&mut tx, messages).await?
+                };
+                let acked = Self::delete_acked_bulk(&mut tx, acks).await?;
+                tx.commit().await?;
+                Ok($crate::store::BatchOutcome {
+                    sent,
+                    acked,
+                    stored,
+                })
+            }
+
+            async fn mailbox(
+                &self,
+                mailbox: $crate::store::Mailbox,
+                after: u64,
+                limit: u32,
+                now: tacit_api::Timestamp,
+            ) -> Result<Vec<tacit_api::Envelope>, $crate::store::StoreError> {
+                let rows: Vec<(i64, String, i64, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT id, sender, sender_device, server_ts, ciphertext FROM envelopes \
+                     WHERE account_id = $1 AND device_id = $2 AND id > $3 AND expires_at > $4 \
+                     ORDER BY id LIMIT $5",
+                )
+                .bind(mailbox.account)
+                .bind(i64::from(mailbox.device.0))
+                .bind(super::sql::to_i64(after, "id")?)
+                .bind(now.0)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, sender, sender_device, ts, ciphertext)| {
+                        Ok(tacit_api::Envelope {
+                            id: super::sql::to_u64(id, "id")?,
+                            sender,
+                            sender_device: super::sql::to_device(sender_device)?,
+                            server_timestamp: tacit_api::Timestamp(ts),
+                            ciphertext: tacit_api::Ciphertext(ciphertext.into()),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ack(
+                &self,
+                mailbox: $crate::store::Mailbox,
+                ids: &[u64],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let deleted = Self::delete_acked(&mut tx, mailbox, ids).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn purge_expired(
+                &self,
+                now: tacit_api::Timestamp,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let gone = sqlx::query("DELETE FROM envelopes WHERE expires_at <= $1")
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM sent_messages WHERE expires_at <= $1")
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(gone)
+            }
+
+            async fn stats(
+                &self,
+            ) -> Result<$crate::store::StoreStats, $crate::store::StoreError> {
+                let envelopes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes")
+                    .fetch_one(&self.read)
+                    .await?;
+                let max_depth: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM envelopes \
+                     GROUP BY account_id, device_id) t",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                let keys: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT kind, COUNT(*) FROM one_time_prekeys GROUP BY kind",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices")
+                    .fetch_one(&self.read)
+                    .await?;
+                let mut stats = $crate::store::StoreStats {
+                    envelopes: super::sql::to_u64(envelopes, "count")?,
+                    max_mailbox_depth: super::sql::to_u64(max_depth.unwrap_or(0), "count")?,
+                    devices: super::sql::to_u64(devices, "count")?,
+                    ..Default::default()
+                };
+                for (kind, n) in keys {
+                    let n = super::sql::to_u64(n, "count")?;
+                    match kind {
+                        $crate::store::KIND_X25519 => stats.one_time_prekeys = n,
+                        $crate::store::KIND_KEM => stats.one_time_kem_prekeys = n,
+                        _ => return Err($crate::store::StoreError::Corrupt("kind")),
+                    }
+                }
+                Ok(stats)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

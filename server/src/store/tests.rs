@@ -1,0 +1,359 @@
+//! One store test suite, run against SQLite and PostgreSQL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tacit_api::{
+    Ciphertext, DeviceId, DeviceKeys, OneTimePrekey, SignedPrekey, Timestamp, UploadKeysRequest,
+};
+
+use super::*;
+use crate::testing::TestDatabase;
+
+pub(crate) fn keys(one_time: u32) -> DeviceKeys {
+    let signed = |id: u32, tag: u8| SignedPrekey {
+        id,
+        public_key: vec![tag; 32].into(),
+        signature: vec![tag ^ 0xff; 64].into(),
+    };
+    DeviceKeys {
+        identity_key: vec![1; 32].into(),
+        signed_prekey: signed(1, 2),
+        kem_last_resort_prekey: signed(1, 3),
+        one_time_prekeys: (0..one_time)
+            .map(|id| OneTimePrekey {
+                id,
+                public_key: vec![4; 32].into(),
+            })
+            .collect(),
+        one_time_kem_prekeys: (0..one_time).map(|id| signed(id, 5)).collect(),
+    }
+}
+
+fn device(one_time: u32) -> NewDevice {
+    NewDevice {
+        name: Some("laptop".into()),
+        credential_hash: [9; 32],
+        keys: keys(one_time),
+    }
+}
+
+fn mb(account: i64, device: u32) -> Mailbox {
+    Mailbox {
+        account,
+        device: DeviceId(device),
+    }
+}
+
+fn message(sender: Mailbox, id: &str, to: &[Mailbox], now: i64) -> NewMessage {
+    NewMessage {
+        sender,
+        recipient: to[0].account,
+        sender_username: "alice".into(),
+        client_message_id: id.into(),
+        server_ts: Timestamp(now),
+        expires_at: Timestamp(now + 1000),
+        max_mailbox_depth: 3,
+        envelopes: to
+            .iter()
+            .map(|m| {
+                (
+                    *m,
+                    Ciphertext(vec![7, u8::try_from(m.device.0).unwrap()].into()),
+                )
+            })
+            .collect(),
+    }
+}
+
+async fn suite(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    store.ping().await.unwrap();
+    let now = Timestamp(1_000);
+
+    // Invites: consumed once, and only when the account is created.
+    store.create_invite([1; 32], now).await.unwrap();
+    assert!(matches!(
+        store
+            .create_account("alice", Some([2; 32]), device(4), now)
+            .await,
+        Err(StoreError::InviteInvalid)
+    ));
+    let alice = store
+        .create_account("alice", Some([1; 32]), device(4), now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_account("bob", Some([1; 32]), device(4), now)
+            .await,
+        Err(StoreError::InviteInvalid)
+    ));
+    let invites = store.list_invites().await.unwrap();
+    assert_eq!(invites.len(), 1);
+    assert_eq!(invites[0].used_at, Some(now));
+
+    // Usernames are unique; a failed creation consumes no invite.
+    store.create_invite([3; 32], now).await.unwrap();
+    assert!(matches!(
+        store
+            .create_account("alice", Some([3; 32]), device(0), now)
+            .await,
+        Err(StoreError::UsernameTaken)
+    ));
+    let bob = store
+        .create_account("bob", Some([3; 32]), device(2), now)
+        .await
+        .unwrap();
+    assert_ne!(alice, bob);
+    assert_eq!(store.account_id("alice").await.unwrap(), Some(alice));
+    assert_eq!(store.account_id("nobody").await.unwrap(), None);
+
+    // Devices: numbered from 1, never reused, capped.
+    let auth = store.device_auth(mb(alice, 1)).await.unwrap().unwrap();
+    assert_eq!(auth.username, "alice");
+    assert_eq!(auth.credential_hash, [9; 32]);
+    assert!(store.device_auth(mb(alice, 2)).await.unwrap().is_none());
+    let d2 = store.add_device(alice, device(0), 3, now).await.unwrap();
+    assert_eq!(d2, DeviceId(2));
+    let d3 = store.add_device(alice, device(0), 3, now).await.unwrap();
+    assert!(matches!(
+        store.add_device(alice, device(0), 3, now).await,
+        Err(StoreError::TooManyDevices)
+    ));
+    assert!(store.remove_device(mb(alice, d3.0)).await.unwrap());
+    assert!(!store.remove_device(mb(alice, d3.0)).await.unwrap());
+    let d4 = store.add_device(alice, device(0), 3, now).await.unwrap();
+    assert_eq!(d4, DeviceId(4));
+    let devices = store.devices(alice).await.unwrap();
+    assert_eq!(
+        devices.iter().map(|d| d.device_id.0).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    assert_eq!(devices[0].name.as_deref(), Some("laptop"));
+
+    // Keys: count, claim once each, fall back to the last-resort KEM key.
+    let count = store.prekey_count(mb(bob, 1)).await.unwrap();
+    assert_eq!((count.one_time_prekeys, count.one_time_kem_prekeys), (2, 2));
+    let mut seen = HashSet::new();
+    for _ in 0..2 {
+        let b = store.claim_bundle(mb(bob, 1)).await.unwrap().unwrap();
+        assert!(!b.kem_prekey_is_last_resort);
+        assert!(seen.insert(b.one_time_prekey.unwrap().id));
+    }
+    let b = store.claim_bundle(mb(bob, 1)).await.unwrap().unwrap();
+    assert!(b.one_time_prekey.is_none());
+    assert!(b.kem_prekey_is_last_resort);
+    assert_eq!(b.kem_prekey.public_key.as_slice(), &[3; 32]);
+    assert!(store.claim_bundle(mb(bob, 9)).await.unwrap().is_none());
+    store
+        .upload_keys(
+            mb(bob, 1),
+            &UploadKeysRequest {
+                signed_prekey: Some(SignedPrekey {
+                    id: 2,
+                    public_key: vec![8; 32].into(),
+                    signature: vec![8; 64].into(),
+                }),
+                one_time_prekeys: vec![OneTimePrekey {
+                    id: 50,
+                    public_key: vec![6; 32].into(),
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let b = store.claim_bundle(mb(bob, 1)).await.unwrap().unwrap();
+    assert_eq!(b.signed_prekey.id, 2);
+    assert_eq!(b.one_time_prekey.unwrap().id, 50);
+
+    // Concurrent claims hand out each one-time key once.
+    let many = store.add_device(bob, device(10), 10, now).await.unwrap();
+    let claims = (0..40).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_bundle(mb(bob, many.0)).await })
+    });
+    let mut got = Vec::new();
+    for c in claims {
+        let b = c.await.unwrap().unwrap().unwrap();
+        if let Some(k) = b.one_time_prekey {
+            got.push(k.id);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+
+    // Messages: device sets checked, idempotent, per-device mailboxes, ack, depth limit,
+    // expiry. Alice has devices 1, 2, 4; Bob has 1 and `many`.
+    let to = [mb(bob, 1), mb(bob, many.0), mb(alice, 2), mb(alice, 4)];
+    let out = store
+        .store_message(message(mb(alice, 1), "m0", &to[..3], 900))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        SendOutcome::Mismatch(vec![AccountMismatch {
+            account: alice,
+            missing: vec![DeviceId(4)],
+            stale: vec![],
+        }])
+    );
+    let mut wrong = to.to_vec();
+    wrong[1] = mb(bob, 9);
+    let out = store
+        .store_message(message(mb(alice, 1), "m0", &wrong, 900))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        SendOutcome::Mismatch(vec![AccountMismatch {
+            account: bob,
+            missing: vec![many],
+            stale: vec![DeviceId(9)],
+        }])
+    );
+    let out = store
+        .store_message(message(mb(alice, 1), "m1", &to, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(out, SendOutcome::Stored(to.to_vec()));
+    let again = store
+        .store_message(message(mb(alice, 1), "m1", &to, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(again, SendOutcome::Duplicate(Timestamp(1_000)));
+    let inbox = store
+        .mailbox(mb(bob, 1), 0, 10, Timestamp(1_500))
+        .await
+        .unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].sender, "alice");
+    assert_eq!(inbox[0].ciphertext.0.as_slice(), &[7, 1]);
+    for (id, ts) in [("m2", 1_100), ("m3", 1_200)] {
+        store
+            .store_message(message(mb(alice, 1), id, &to, ts))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .store_message(message(mb(alice, 1), "m4", &to, 1_300))
+            .await,
+        Err(StoreError::MailboxFull)
+    ));
+    let inbox = store.mailbox(mb(bob, 1), 0, 10, now).await.unwrap();
+    assert_eq!(inbox.len(), 3);
+    let after = store
+        .mailbox(mb(bob, 1), inbox[0].id, 10, now)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 2);
+    // Acks only touch the device's own mailbox.
+    assert_eq!(store.ack(mb(alice, 2), &[inbox[0].id]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .ack(mb(bob, 1), &[inbox[0].id, inbox[1].id, 999_999])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.mailbox(mb(bob, 1), 0, 10, now).await.unwrap().len(),
+        1
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.envelopes, 10);
+    assert_eq!(stats.max_mailbox_depth, 3);
+    assert_eq!(stats.devices, 5);
+    // Expiry: m1..m3 expire at 2_000..2_200.
+    assert!(
+        store
+            .mailbox(mb(alice, 2), 0, 10, Timestamp(2_000))
+            .await
+            .unwrap()
+            .len()
+            == 2
+    );
+    assert_eq!(store.purge_expired(Timestamp(3_000)).await.unwrap(), 10);
+    // The idempotency record expired with them.
+    assert!(matches!(
+        store
+            .store_message(message(mb(alice, 1), "m1", &to, 3_000))
+            .await
+            .unwrap(),
+        SendOutcome::Stored(_)
+    ));
+
+    // A batch: each send decided on its own, repeats follow their first occurrence.
+    let batch = [
+        message(mb(alice, 1), "b1", &to, 3_100),
+        message(mb(alice, 1), "b1", &to, 3_100),
+        message(mb(alice, 1), "b2", &to[..2], 3_100),
+        message(mb(alice, 1), "m1", &to, 3_100),
+        message(mb(alice, 1), "b3", &to, 3_100),
+        message(mb(alice, 1), "b4", &to, 3_100),
+    ];
+    let inbox = store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap();
+    let out = store
+        .write_batch(&batch, &[(mb(alice, 2), vec![inbox[0].id])])
+        .await
+        .unwrap();
+    assert_eq!(out.acked, vec![1]);
+    assert_eq!(
+        out.sent[0].as_ref().unwrap(),
+        &SendOutcome::Stored(to.to_vec())
+    );
+    assert_eq!(
+        out.sent[1].as_ref().unwrap(),
+        &SendOutcome::Duplicate(Timestamp(3_100))
+    );
+    assert!(matches!(out.sent[2], Ok(SendOutcome::Mismatch(_))));
+    assert_eq!(
+        out.sent[3].as_ref().unwrap(),
+        &SendOutcome::Duplicate(Timestamp(3_000))
+    );
+    assert!(matches!(out.sent[4], Ok(SendOutcome::Stored(_))));
+    // Depth 3: m1, b1 and b3 fill it (the batch's ack applies after its sends).
+    assert!(matches!(out.sent[5], Err(StoreError::MailboxFull)));
+    assert_eq!(
+        store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap().len(),
+        2
+    );
+    assert_eq!(out.sent.len(), 6);
+
+    // Removing a device deletes its mailbox; sends naming it are refused.
+    assert!(store.remove_device(mb(bob, 1)).await.unwrap());
+    assert!(
+        store
+            .mailbox(mb(bob, 1), 0, 10, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .store_message(message(mb(alice, 1), "m5", &to, 3_200))
+            .await
+            .unwrap(),
+        SendOutcome::Mismatch(_)
+    ));
+    assert_eq!(store.stats().await.unwrap().envelopes, 8);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    suite(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    suite(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
