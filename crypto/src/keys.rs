@@ -425,6 +425,32 @@ macro_rules! x25519_prekey_types {
                 )
             }
 
+            /// The identity's signature over this prekey.
+            pub fn signature(&self) -> [u8; SIGNATURE_LEN] {
+                self.0.signature.to_bytes()
+            }
+
+            /// Builds the prekey from its parts (as a server API carries them), refusing a
+            /// non-canonical key. The signature is checked by [`Self::verify`].
+            pub fn from_parts(
+                id: PreKeyId,
+                key: &[u8],
+                signature: &[u8],
+            ) -> Result<Self, DecodeError> {
+                let mut encoded = Vec::with_capacity(X25519PreKey::ENCODED_LEN);
+                encoded.push(KEY_FORMAT_VERSION);
+                encoded.extend_from_slice(&id.0.to_be_bytes());
+                encoded.extend_from_slice(key);
+                encoded.extend_from_slice(signature);
+                if key.len() != X25519_LEN || signature.len() != SIGNATURE_LEN {
+                    return Err(DecodeError::InvalidField {
+                        what: $what,
+                        field: "part length",
+                    });
+                }
+                Self::from_bytes(&encoded)
+            }
+
             /// Version byte || id || X25519 key || signature.
             pub fn to_bytes(&self) -> Vec<u8> {
                 self.0.to_bytes()
@@ -576,6 +602,35 @@ impl KemPreKey {
         payload.push(kind.to_byte());
         payload.extend_from_slice(key_bytes);
         payload
+    }
+
+    /// The identity's signature over this prekey.
+    pub fn signature(&self) -> [u8; SIGNATURE_LEN] {
+        self.signature.to_bytes()
+    }
+
+    /// Builds the prekey from its parts (as a server API carries them), refusing an
+    /// encapsulation key that fails FIPS 203's check. The signature is checked by
+    /// [`Self::verify`].
+    pub fn from_parts(
+        id: PreKeyId,
+        kind: KemPreKeyKind,
+        key: &[u8],
+        signature: &[u8],
+    ) -> Result<Self, DecodeError> {
+        if key.len() != KEM_PUBLIC_LEN || signature.len() != SIGNATURE_LEN {
+            return Err(DecodeError::InvalidField {
+                what: "KEM prekey",
+                field: "part length",
+            });
+        }
+        let mut encoded = Vec::with_capacity(Self::ENCODED_LEN);
+        encoded.push(KEY_FORMAT_VERSION);
+        encoded.extend_from_slice(&id.0.to_be_bytes());
+        encoded.push(kind.to_byte());
+        encoded.extend_from_slice(key);
+        encoded.extend_from_slice(signature);
+        Self::from_bytes(&encoded)
     }
 
     /// Checks the signature by `identity` (over label || id || kind || key).
@@ -883,6 +938,22 @@ mod tests {
         assert!(kem_pub.verify(id.public()).is_ok());
         let restored = KemPreKeyPair::from_secret_bytes(&kem.to_secret_bytes()).unwrap();
         assert_eq!(restored.public(), kem.public());
+
+        // Rebuilt from the parts an API carries.
+        let parts =
+            SignedPreKey::from_parts(spk_pub.id(), spk_pub.key().as_bytes(), &spk_pub.signature());
+        assert_eq!(parts.unwrap(), spk_pub);
+        assert!(SignedPreKey::from_parts(PreKeyId(7), &[1; 31], &spk_pub.signature()).is_err());
+        let parts = KemPreKey::from_parts(
+            kem_pub.id(),
+            kem_pub.kind(),
+            kem_pub.key_bytes(),
+            &kem_pub.signature(),
+        );
+        assert_eq!(&parts.unwrap(), kem.public());
+        assert!(
+            KemPreKey::from_parts(PreKeyId(3), KemPreKeyKind::OneTime, &[0; 10], &[0; 64]).is_err()
+        );
     }
 
     #[test]
