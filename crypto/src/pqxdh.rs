@@ -15,6 +15,51 @@
 //!
 //! The initiator draws from its `rng`, in order: EK_A (32 bytes), the ML-KEM message m
 //! (32 bytes, FIPS 203 `Encaps_internal`), then its first ratchet key (32 bytes).
+//!
+//! ```
+//! use tacit_crypto::{
+//!     Address, IdentityKeyPair, KemPreKeyKind, Message, PreKeyBundle, PreKeyId,
+//!     ResponderKeys, Session, SetupError,
+//! };
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut rng = rand::rng();
+//! let (alice_addr, bob_addr) = (Address::new("alice", 1)?, Address::new("bob", 1)?);
+//! let alice = IdentityKeyPair::generate(&mut rng);
+//! let bob = IdentityKeyPair::generate(&mut rng);
+//! let spk = bob.generate_signed_prekey(&mut rng, PreKeyId(1));
+//! let kem = bob.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
+//! let bundle = PreKeyBundle {
+//!     identity: bob.public().clone(),
+//!     signed_prekey: spk.public(),
+//!     one_time_prekey: None, // all used up: PQXDH still works, with DH1..DH3 and SS
+//!     kem_prekey: kem.public().clone(),
+//! };
+//!
+//! // A server that swaps in its own signed prekey is caught by the signature check.
+//! let mallory = IdentityKeyPair::generate(&mut rng);
+//! let forged = PreKeyBundle {
+//!     signed_prekey: mallory.generate_signed_prekey(&mut rng, PreKeyId(1)).public(),
+//!     ..bundle.clone()
+//! };
+//! let err = Session::initiate(&mut rng, &alice, &alice_addr, &bob_addr, &forged).unwrap_err();
+//! assert!(matches!(err, SetupError::BadSignature(_)));
+//!
+//! // With the real bundle, Bob accepts Alice's first message.
+//! let mut session = Session::initiate(&mut rng, &alice, &alice_addr, &bob_addr, &bundle)?;
+//! let Message::PreKey(first) = Message::from_bytes(&session.encrypt(b"hi")?)? else {
+//!     unreachable!()
+//! };
+//! let keys = ResponderKeys {
+//!     identity: &bob,
+//!     signed_prekey: &spk,
+//!     one_time_prekey: None,
+//!     kem_prekey: &kem,
+//! };
+//! let (_bob_session, plaintext) = Session::accept(&mut rng, keys, &bob_addr, &alice_addr, &first)?;
+//! assert_eq!(plaintext, b"hi");
+//! # Ok(())
+//! # }
+//! ```
 
 use hkdf::Hkdf;
 use ml_kem::ml_kem_768::Ciphertext;

@@ -11,6 +11,46 @@
 //!   chain, at most [`MAX_SKIPPED_KEYS`](crate::consts::MAX_SKIPPED_KEYS) skipped keys per
 //!   session and [`MAX_RECEIVER_CHAINS`](crate::consts::MAX_RECEIVER_CHAINS) receiving
 //!   chains (oldest evicted first).
+//!
+//! Out of order, tampered and replayed messages between Alice and Bob:
+//!
+//! ```
+//! # use tacit_crypto::{Address, IdentityKeyPair, KemPreKeyKind, Message, PreKeyBundle,
+//! #     PreKeyId, ResponderKeys, Session};
+//! use tacit_crypto::DecryptError;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut rng = rand::rng();
+//! # let (alice_addr, bob_addr) = (Address::new("alice", 1)?, Address::new("bob", 1)?);
+//! # let (alice, bob) = (IdentityKeyPair::generate(&mut rng), IdentityKeyPair::generate(&mut rng));
+//! # let spk = bob.generate_signed_prekey(&mut rng, PreKeyId(1));
+//! # let kem = bob.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
+//! # let bundle = PreKeyBundle { identity: bob.public().clone(), signed_prekey: spk.public(),
+//! #     one_time_prekey: None, kem_prekey: kem.public().clone() };
+//! # let mut alice_session = Session::initiate(&mut rng, &alice, &alice_addr, &bob_addr, &bundle)?;
+//! # let Message::PreKey(first) = Message::from_bytes(&alice_session.encrypt(b"hi")?)? else { unreachable!() };
+//! # let keys = ResponderKeys { identity: &bob, signed_prekey: &spk, one_time_prekey: None, kem_prekey: &kem };
+//! # let (mut bob_session, _) = Session::accept(&mut rng, keys, &bob_addr, &alice_addr, &first)?;
+//! // (Alice and Bob have sessions set up as in the crate docs.)
+//! let one = alice_session.encrypt(b"one")?;
+//! let two = alice_session.encrypt(b"two")?;
+//!
+//! // "two" arrives first; "one" still opens later from a stored skipped key.
+//! assert_eq!(bob_session.decrypt(&mut rng, &Message::from_bytes(&two)?)?, b"two");
+//! assert_eq!(bob_session.decrypt(&mut rng, &Message::from_bytes(&one)?)?, b"one");
+//!
+//! // A replay is refused; so is a tampered message, and neither changes the session.
+//! let replay = bob_session.decrypt(&mut rng, &Message::from_bytes(&one)?);
+//! assert_eq!(replay, Err(DecryptError::Duplicate));
+//! let mut tampered = alice_session.encrypt(b"three")?;
+//! let last = tampered.len() - 1;
+//! tampered[last] ^= 1;
+//! let before = bob_session.to_bytes();
+//! let err = bob_session.decrypt(&mut rng, &Message::from_bytes(&tampered)?);
+//! assert_eq!(err, Err(DecryptError::Authentication));
+//! assert_eq!(bob_session.to_bytes(), before);
+//! # Ok(())
+//! # }
+//! ```
 
 pub(crate) mod chain;
 pub(crate) mod root;
