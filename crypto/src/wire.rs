@@ -1,6 +1,6 @@
 //! Strict binary decoding shared by every encoding in the crate.
 //!
-//! Every encoding starts with a version byte and is read with a [`Reader`] that rejects an
+//! Every encoding starts with a version byte and is read with a `Reader` that rejects an
 //! unknown version, truncation and trailing bytes. Integers are big-endian.
 
 use thiserror::Error;

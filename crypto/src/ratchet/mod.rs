@@ -1,9 +1,9 @@
 //! The Double Ratchet (Signal's Double Ratchet specification, revision 1).
 //!
 //! - `KDF_RK`: HKDF-SHA256, salt = root key, IKM = X25519 output, info =
-//!   `Tacit_Ratchet_Root_v1`, 64 bytes -> root key || chain key ([`root`]).
+//!   `Tacit_Ratchet_Root_v1`, 64 bytes -> root key || chain key (`root.rs`).
 //! - `KDF_CK`: HMAC-SHA256(ck, 0x01) = message key, HMAC-SHA256(ck, 0x02) = next chain key
-//!   ([`chain`]).
+//!   (`chain.rs`).
 //! - Each message key expands by HKDF-SHA256 into a ChaCha20-Poly1305 key and nonce; the
 //!   associated data is the session AD followed by the message header (version, type,
 //!   ratchet key, previous chain length, index).
