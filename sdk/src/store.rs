@@ -1,0 +1,718 @@
+//! The local store: one SQLite file holding a device's identity, prekeys, sessions,
+//! contacts and message history, with every secret-bearing column sealed.
+//!
+//! The store key comes from a passphrase (Argon2id, 64 MiB, 3 passes, a random 16-byte salt
+//! kept in the store) or is supplied by the app. Each sealed value is
+//! `0x01 || nonce (24) || XChaCha20-Poly1305(key, nonce, value, aad)`, where `aad` names the
+//! table, column and row (`"tacit-store-v1|" || context`), so a sealed value cannot be moved
+//! to another row. A known value sealed under the key at creation tells a wrong passphrase
+//! apart from a damaged store.
+//!
+//! Sealed: the identity and account secrets, every prekey secret, every session state, every
+//! message body. In clear (needed for lookups): contact usernames and their public identity
+//! keys, session addresses, message peers, directions and times.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+const SEAL_VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const SALT_LEN: usize = 16;
+const AAD_PREFIX: &str = "tacit-store-v1|";
+const KEY_CHECK: &[u8] = b"tacit store key check";
+/// Argon2id memory cost in KiB (64 MiB), passes and lanes.
+const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+const ARGON2_PASSES: u32 = 3;
+const ARGON2_LANES: u32 = 1;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The passphrase (or app-supplied key) does not open this store.
+    #[error("wrong passphrase for this store")]
+    WrongPassphrase,
+    /// A sealed value failed authentication: the file was altered or damaged.
+    #[error("store is damaged: a sealed value ({0}) does not authenticate")]
+    Corrupt(String),
+    /// The passphrase could not be stretched (bad parameters).
+    #[error("could not derive the store key: {0}")]
+    KeyDerivation(String),
+    /// The operating system's random number generator failed.
+    #[error("no randomness available: {0}")]
+    Random(String),
+    /// SQLite failed (disk full, permissions, locked file, ...).
+    #[error("store database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A 32-byte store key. Zeroized on drop; never printed.
+pub struct StoreKey(Zeroizing<[u8; 32]>);
+
+impl StoreKey {
+    /// Uses a key the app manages itself (for example one kept in the platform keystore).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    fn derive(passphrase: &str, salt: &[u8]) -> Result<Self, StoreError> {
+        let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, Some(32))
+            .map_err(|e| StoreError::KeyDerivation(e.to_string()))?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
+            .map_err(|e| StoreError::KeyDerivation(e.to_string()))?;
+        Ok(Self(key))
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+/// Where the store key comes from.
+#[derive(Debug)]
+pub enum KeySource<'a> {
+    /// Stretch a passphrase with Argon2id.
+    Passphrase(&'a str),
+    /// A key the app supplies.
+    Key(StoreKey),
+}
+
+/// What kind of prekey a stored secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrekeyKind {
+    /// The signed X25519 prekey.
+    Signed,
+    /// A one-time X25519 prekey.
+    OneTime,
+    /// An ML-KEM-768 prekey (one-time or last-resort).
+    Kem,
+}
+
+impl PrekeyKind {
+    fn code(self) -> i64 {
+        match self {
+            Self::Signed => 1,
+            Self::OneTime => 2,
+            Self::Kem => 3,
+        }
+    }
+}
+
+/// A contact as pinned on first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Their username.
+    pub username: String,
+    /// The identity key pinned for them (encoded [`tacit_crypto::IdentityKey`]).
+    pub identity_key: Vec<u8>,
+    /// Whether the user compared safety numbers and marked them verified.
+    pub verified: bool,
+    /// A different identity key seen since, not yet accepted by the user.
+    pub changed_identity_key: Option<Vec<u8>>,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Local id, in arrival order.
+    pub id: i64,
+    /// The other party.
+    pub peer: String,
+    /// Whether we sent it.
+    pub outgoing: bool,
+    /// The device that sent it.
+    pub sender_device: u32,
+    /// Server time in milliseconds since the Unix epoch.
+    pub sent_at: i64,
+    /// The decrypted body.
+    pub body: Vec<u8>,
+}
+
+/// A stored session record.
+#[derive(Debug)]
+pub struct StoredSession {
+    /// The session's base key (names it).
+    pub base_key: Vec<u8>,
+    /// Whether it is the session used to send.
+    pub active: bool,
+    /// The serialized [`tacit_crypto::Session`].
+    pub state: Zeroizing<Vec<u8>>,
+}
+
+/// The encrypted local store.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    key: StoreKey,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. A store created with a passphrase must be
+    /// opened with the same one: anything else fails with [`StoreError::WrongPassphrase`].
+    pub async fn open(path: &Path, key: KeySource<'_>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+
+        let salt = match meta(&pool, "salt").await? {
+            Some(salt) => salt,
+            None => {
+                let mut salt = vec![0u8; SALT_LEN];
+                getrandom::fill(&mut salt).map_err(|e| StoreError::Random(e.to_string()))?;
+                salt
+            }
+        };
+        let key = match key {
+            KeySource::Passphrase(passphrase) => StoreKey::derive(passphrase, &salt)?,
+            KeySource::Key(key) => key,
+        };
+        let store = Self { pool, key };
+        match meta(&store.pool, "key_check").await? {
+            Some(check) => {
+                let opened = store
+                    .open_sealed("meta:key_check", &check)
+                    .map_err(|_| StoreError::WrongPassphrase)?;
+                if opened.as_slice() != KEY_CHECK {
+                    return Err(StoreError::WrongPassphrase);
+                }
+            }
+            None => {
+                let check = store.seal("meta:key_check", KEY_CHECK)?;
+                let mut tx = store.pool.begin().await?;
+                for (name, value) in [("salt", salt.as_slice()), ("key_check", &check)] {
+                    sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+                        .bind(name)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&(*self.key.0).into())
+    }
+
+    fn seal(&self, context: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| StoreError::Random(e.to_string()))?;
+        let aad = format!("{AAD_PREFIX}{context}");
+        let sealed = self
+            .cipher()
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: value,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| StoreError::Corrupt(context.to_owned()))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn open_sealed(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let corrupt = || StoreError::Corrupt(context.to_owned());
+        let (&version, rest) = sealed.split_first().ok_or_else(corrupt)?;
+        if version != SEAL_VERSION || rest.len() < NONCE_LEN {
+            return Err(corrupt());
+        }
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| corrupt())?;
+        let aad = format!("{AAD_PREFIX}{context}");
+        self.cipher()
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: body,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| corrupt())
+    }
+
+    /// Stores a named secret (identity, account credential, ...), sealed.
+    pub async fn put_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.seal(&format!("meta:secret:{name}"), value)?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(format!("secret:{name}"))
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a named secret.
+    pub async fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match meta(&self.pool, &format!("secret:{name}")).await? {
+            Some(sealed) => Ok(Some(
+                self.open_sealed(&format!("meta:secret:{name}"), &sealed)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a prekey secret (its `to_secret_bytes` encoding).
+    pub async fn put_prekey(
+        &self,
+        kind: PrekeyKind,
+        id: u32,
+        secret: &[u8],
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(&format!("prekeys:{}:{id}", kind.code()), secret)?;
+        sqlx::query("INSERT INTO prekeys (kind, id, secret_sealed) VALUES (?, ?, ?) ON CONFLICT(kind, id) DO UPDATE SET secret_sealed = excluded.secret_sealed")
+            .bind(kind.code())
+            .bind(i64::from(id))
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a prekey secret.
+    pub async fn prekey(
+        &self,
+        kind: PrekeyKind,
+        id: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row = sqlx::query("SELECT secret_sealed FROM prekeys WHERE kind = ? AND id = ?")
+            .bind(kind.code())
+            .bind(i64::from(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let sealed: Vec<u8> = row.try_get(0)?;
+                Ok(Some(self.open_sealed(
+                    &format!("prekeys:{}:{id}", kind.code()),
+                    &sealed,
+                )?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes a prekey secret (a one-time key once a session used it).
+    pub async fn delete_prekey(&self, kind: PrekeyKind, id: u32) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM prekeys WHERE kind = ? AND id = ?")
+            .bind(kind.code())
+            .bind(i64::from(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a session; `active` makes it the one used to send to that device (the others
+    /// of the device become inactive).
+    pub async fn save_session(
+        &self,
+        username: &str,
+        device: u32,
+        base_key: &[u8],
+        state: &[u8],
+        active: bool,
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(&session_context(username, device, base_key), state)?;
+        let mut tx = self.pool.begin().await?;
+        if active {
+            sqlx::query("UPDATE sessions SET active = 0 WHERE username = ? AND device = ?")
+                .bind(username)
+                .bind(i64::from(device))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO sessions (username, device, base_key, active, updated_seq, state_sealed)
+             VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM sessions), ?)
+             ON CONFLICT(username, device, base_key) DO UPDATE SET
+               active = MAX(sessions.active, excluded.active),
+               updated_seq = excluded.updated_seq, state_sealed = excluded.state_sealed",
+        )
+        .bind(username)
+        .bind(i64::from(device))
+        .bind(base_key)
+        .bind(i64::from(active))
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every session with one device, the active one first, then newest first.
+    pub async fn sessions(
+        &self,
+        username: &str,
+        device: u32,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT base_key, active, state_sealed FROM sessions WHERE username = ? AND device = ?
+             ORDER BY active DESC, updated_seq DESC",
+        )
+        .bind(username)
+        .bind(i64::from(device))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let base_key: Vec<u8> = row.try_get(0)?;
+                let active: i64 = row.try_get(1)?;
+                let sealed: Vec<u8> = row.try_get(2)?;
+                let state =
+                    self.open_sealed(&session_context(username, device, &base_key), &sealed)?;
+                Ok(StoredSession {
+                    base_key,
+                    active: active != 0,
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes every session with a user (after they re-registered with a new identity).
+    pub async fn delete_sessions(&self, username: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE username = ?")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The contact record for `username`, if any.
+    pub async fn contact(&self, username: &str) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query(
+            "SELECT username, identity_key, verified, changed_identity_key FROM contacts WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(contact_from_row).transpose()
+    }
+
+    /// Every contact, by username.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT username, identity_key, verified, changed_identity_key FROM contacts ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(contact_from_row).collect()
+    }
+
+    /// Pins an identity for a new contact (trust on first use).
+    pub async fn pin_contact(&self, username: &str, identity_key: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO contacts (username, identity_key, verified) VALUES (?, ?, 0) ON CONFLICT(username) DO NOTHING")
+            .bind(username)
+            .bind(identity_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a changed identity for a contact; sending stops until it is accepted.
+    pub async fn record_changed_identity(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE contacts SET changed_identity_key = ? WHERE username = ?")
+            .bind(identity_key)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Accepts a contact's changed identity: it becomes the pinned one, no longer verified.
+    /// Returns whether there was a change to accept.
+    pub async fn accept_changed_identity(&self, username: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE contacts SET identity_key = changed_identity_key, changed_identity_key = NULL, verified = 0
+             WHERE username = ? AND changed_identity_key IS NOT NULL",
+        )
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks a contact verified (the user compared safety numbers).
+    pub async fn mark_verified(&self, username: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE contacts SET verified = 1 WHERE username = ?")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Appends a message to the history.
+    pub async fn add_message(
+        &self,
+        peer: &str,
+        outgoing: bool,
+        sender_device: u32,
+        sent_at: i64,
+        body: &[u8],
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let sealed = self.seal(&format!("messages:{id}"), body)?;
+        sqlx::query(
+            "INSERT INTO messages (id, peer, outgoing, sender_device, sent_at, body_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(peer)
+        .bind(i64::from(outgoing))
+        .bind(i64::from(sender_device))
+        .bind(sent_at)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The conversation with `peer`, oldest first.
+    pub async fn history(&self, peer: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed FROM messages WHERE peer = ? ORDER BY id",
+        )
+        .bind(peer)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0)?;
+                let sealed: Vec<u8> = row.try_get(5)?;
+                let outgoing: i64 = row.try_get(2)?;
+                let device: i64 = row.try_get(3)?;
+                Ok(StoredMessage {
+                    id,
+                    peer: row.try_get(1)?,
+                    outgoing: outgoing != 0,
+                    sender_device: u32::try_from(device).unwrap_or_default(),
+                    sent_at: row.try_get(4)?,
+                    body: self
+                        .open_sealed(&format!("messages:{id}"), &sealed)?
+                        .to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// Closes the database cleanly.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+fn session_context(username: &str, device: u32, base_key: &[u8]) -> String {
+    let hex: String = base_key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sessions:{}:{username}:{device}:{hex}", username.len())
+}
+
+async fn meta(pool: &SqlitePool, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+fn contact_from_row(row: sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
+    let verified: i64 = row.try_get(2)?;
+    Ok(Contact {
+        username: row.try_get(0)?,
+        identity_key: row.try_get(1)?,
+        verified: verified != 0,
+        changed_identity_key: row.try_get(3)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> KeySource<'static> {
+        KeySource::Key(StoreKey::from_bytes([byte; 32]))
+    }
+
+    #[tokio::test]
+    async fn a_wrong_passphrase_is_refused_and_the_right_one_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, KeySource::Passphrase("correct horse"))
+            .await
+            .unwrap();
+        store
+            .put_secret("identity", b"secret identity")
+            .await
+            .unwrap();
+        store.close().await;
+
+        let err = Store::open(&path, KeySource::Passphrase("wrong horse"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WrongPassphrase), "{err}");
+        let store = Store::open(&path, KeySource::Passphrase("correct horse"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.secret("identity").await.unwrap().unwrap().as_slice(),
+            b"secret identity"
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_never_reach_the_disk_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let marker = b"MARKER-7f3a9c-plaintext";
+        let store = Store::open(&path, key(1)).await.unwrap();
+        store.put_secret("identity", marker).await.unwrap();
+        store
+            .put_prekey(PrekeyKind::OneTime, 5, marker)
+            .await
+            .unwrap();
+        store
+            .save_session("bob", 1, &[9; 32], marker, true)
+            .await
+            .unwrap();
+        store
+            .add_message("bob", false, 1, 1000, marker)
+            .await
+            .unwrap();
+        store.close().await;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(marker.len()).any(|w| w == marker));
+        }
+        let err = Store::open(&path, key(2)).await.unwrap_err();
+        assert!(matches!(err, StoreError::WrongPassphrase));
+    }
+
+    #[tokio::test]
+    async fn a_sealed_value_moved_to_another_row_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), key(3)).await.unwrap();
+        store
+            .put_prekey(PrekeyKind::OneTime, 1, b"one")
+            .await
+            .unwrap();
+        store
+            .put_prekey(PrekeyKind::OneTime, 2, b"two")
+            .await
+            .unwrap();
+        sqlx::query("UPDATE prekeys SET secret_sealed = (SELECT secret_sealed FROM prekeys WHERE id = 1) WHERE id = 2")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.prekey(PrekeyKind::OneTime, 2).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(
+            store
+                .prekey(PrekeyKind::OneTime, 1)
+                .await
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"one"
+        );
+        store.delete_prekey(PrekeyKind::OneTime, 1).await.unwrap();
+        assert!(
+            store
+                .prekey(PrekeyKind::OneTime, 1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_contacts_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), key(4)).await.unwrap();
+        store
+            .save_session("bob", 1, &[1; 32], b"old", true)
+            .await
+            .unwrap();
+        store
+            .save_session("bob", 1, &[2; 32], b"new", true)
+            .await
+            .unwrap();
+        store
+            .save_session("bob", 1, &[1; 32], b"old2", false)
+            .await
+            .unwrap();
+        let sessions = store.sessions("bob", 1).await.unwrap();
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions[0].active);
+        assert_eq!(sessions[0].state.as_slice(), b"new");
+        assert_eq!(sessions[1].state.as_slice(), b"old2");
+        assert!(!sessions[1].active);
+
+        store.pin_contact("bob", b"key1").await.unwrap();
+        store.pin_contact("bob", b"key-ignored").await.unwrap();
+        assert!(store.mark_verified("bob").await.unwrap());
+        store.record_changed_identity("bob", b"key2").await.unwrap();
+        let bob = store.contact("bob").await.unwrap().unwrap();
+        assert_eq!(bob.identity_key, b"key1");
+        assert!(bob.verified);
+        assert_eq!(bob.changed_identity_key.as_deref(), Some(&b"key2"[..]));
+        assert!(store.accept_changed_identity("bob").await.unwrap());
+        let bob = store.contact("bob").await.unwrap().unwrap();
+        assert_eq!(
+            (bob.identity_key.as_slice(), bob.verified),
+            (&b"key2"[..], false)
+        );
+        assert!(!store.accept_changed_identity("bob").await.unwrap());
+
+        store.add_message("bob", true, 1, 10, b"hi").await.unwrap();
+        store
+            .add_message("carol", false, 2, 11, b"other")
+            .await
+            .unwrap();
+        store
+            .add_message("bob", false, 3, 12, b"hello")
+            .await
+            .unwrap();
+        let history = store.history("bob").await.unwrap();
+        let bodies: Vec<_> = history.iter().map(|m| m.body.as_slice()).collect();
+        assert_eq!(bodies, [&b"hi"[..], &b"hello"[..]]);
+        assert!(history[0].outgoing && !history[1].outgoing);
+    }
+}
