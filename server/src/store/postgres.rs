@@ -36,4 +36,4 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, Postgres, "FOR UPDATE SKIP LOCKED");
+impl_store!(PostgresStore, Postgres, "FOR UPDATE SKIP LOCKED", false);

@@ -48,4 +48,4 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, Sqlite, "");
+impl_store!(SqliteStore, Sqlite, "", true);
