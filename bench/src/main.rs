@@ -219,6 +219,7 @@ struct Figures {
 }
 
 async fn bench(options: Options) -> anyhow::Result<()> {
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut results = BTreeMap::new();
     for backend in &options.backends {
         println!("== {backend}");
@@ -243,7 +244,29 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         let figures = figures?;
         results.insert(backend.clone(), figures);
     }
-    let table = render(&options, &results);
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut table = render(&options, &results);
+    let _ = writeln!(
+        table,
+        "\nParameters: {} devices, {} concurrent senders, {} s per phase, latency phase at {} sends/s, \
+         {} idle sockets; {} CPUs; load average before / after: {} / {}.",
+        options.devices,
+        options.concurrency,
+        options.seconds,
+        options.rate,
+        options.idle_sockets,
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_after
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     println!("\n{table}");
     if let Some(path) = &options.output {
         write_section(path, &table)?;
