@@ -948,14 +948,9 @@ async fn silent_socket_times_out() {
     assert!(socket.backlog().await.is_empty());
     // Read nothing (so no pong is sent) for longer than the timeout.
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    loop {
-        match socket.next().await {
-            Next::Closed(code) => {
-                assert_eq!(code, Some(1001));
-                break;
-            }
-            Next::Frame(f) => panic!("unexpected {f:?}"),
-        }
+    match socket.next().await {
+        Next::Closed(code) => assert_eq!(code, Some(1001)),
+        Next::Frame(f) => panic!("unexpected {f:?}"),
     }
     server.stop().await;
 }
