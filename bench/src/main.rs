@@ -52,8 +52,8 @@ impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
         let mut o = Self {
             backends: vec!["sqlite".into(), "postgres".into()],
-            devices: 64,
-            concurrency: 64,
+            devices: 256,
+            concurrency: 256,
             seconds: 10,
             rate: 2000,
             idle_sockets: 10_000,
@@ -730,6 +730,21 @@ fn render(options: &Options, results: &BTreeMap<String, Figures>) -> String {
             f.p99_ms,
             f.latency_achieved,
             f.bytes_per_socket / 1024.0
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n| backend | >= 20,000 delivered/s | p99 < 10 ms at 2,000/s | <= 16 KiB per idle socket |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    for (backend, f) in results {
+        let _ = writeln!(
+            t,
+            "| {backend} | {} | {} | {} |",
+            verdict(f.delivered_per_s >= 20_000.0),
+            verdict(f.p99_ms < 10.0 && f.latency_achieved >= 0.95 * f.latency_rate as f64),
+            verdict(f.idle_sockets >= 10_000 && f.bytes_per_socket <= 16.0 * 1024.0),
         );
     }
     t
