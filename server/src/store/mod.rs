@@ -255,6 +255,9 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
     /// Totals for metrics.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Periodic upkeep off the write path (for SQLite: the WAL checkpoint). Called about
+    /// once a second.
+    async fn maintain(&self) -> Result<(), StoreError>;
 }
 
 /// Open the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,

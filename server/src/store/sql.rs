@@ -983,6 +983,10 @@ macro_rules! impl_store {
                 Ok(gone)
             }
 
+            async fn maintain(&self) -> Result<(), $crate::store::StoreError> {
+                self.checkpoint().await
+            }
+
             async fn stats(
                 &self,
             ) -> Result<$crate::store::StoreStats, $crate::store::StoreError> {
