@@ -52,8 +52,8 @@ impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
         let mut o = Self {
             backends: vec!["sqlite".into(), "postgres".into()],
-            devices: 64,
-            concurrency: 64,
+            devices: 256,
+            concurrency: 256,
             seconds: 10,
             rate: 2000,
             idle_sockets: 10_000,
@@ -219,6 +219,7 @@ struct Figures {
 }
 
 async fn bench(options: Options) -> anyhow::Result<()> {
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut results = BTreeMap::new();
     for backend in &options.backends {
         println!("== {backend}");
@@ -243,7 +244,29 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         let figures = figures?;
         results.insert(backend.clone(), figures);
     }
-    let table = render(&options, &results);
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut table = render(&options, &results);
+    let _ = writeln!(
+        table,
+        "\nParameters: {} devices, {} concurrent senders, {} s per phase, latency phase at {} sends/s, \
+         {} idle sockets; {} CPUs; load average before / after: {} / {}.",
+        options.devices,
+        options.concurrency,
+        options.seconds,
+        options.rate,
+        options.idle_sockets,
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_after
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     println!("\n{table}");
     if let Some(path) = &options.output {
         write_section(path, &table)?;
@@ -707,6 +730,21 @@ fn render(options: &Options, results: &BTreeMap<String, Figures>) -> String {
             f.p99_ms,
             f.latency_achieved,
             f.bytes_per_socket / 1024.0
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n| backend | >= 20,000 delivered/s | p99 < 10 ms at 2,000/s | <= 16 KiB per idle socket |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    for (backend, f) in results {
+        let _ = writeln!(
+            t,
+            "| {backend} | {} | {} | {} |",
+            verdict(f.delivered_per_s >= 20_000.0),
+            verdict(f.p99_ms < 10.0 && f.latency_achieved >= 0.95 * f.latency_rate as f64),
+            verdict(f.idle_sockets >= 10_000 && f.bytes_per_socket <= 16.0 * 1024.0),
         );
     }
     t

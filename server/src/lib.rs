@@ -128,11 +128,18 @@ where
     Ok(())
 }
 
-/// Purge expired envelopes and forget idle rate-limit buckets, until shutdown.
+/// Purge expired envelopes and forget idle rate-limit buckets (every minute), and run the
+/// store's upkeep (every second), until shutdown.
 async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    let mut upkeep = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = upkeep.tick() => {
+                if let Err(e) = svc.store.maintain().await {
+                    warn!(error = %e, "store upkeep failed");
+                }
+            }
             _ = tick.tick() => {
                 match svc.store.purge_expired(service::now()).await {
                     Ok(0) => {}

@@ -102,12 +102,14 @@ impl Hub {
     }
 
     /// Hand committed envelopes (sorted by id) to the sockets of their devices. An
-    /// envelope that does not fit makes the socket read its mailbox instead.
+    /// envelope that does not fit makes the socket read its mailbox instead, and until it
+    /// has (it clears `overflow` first), later envelopes are not queued either: a queued
+    /// envelope must never overtake one that is only in the mailbox.
     pub fn deliver(&self, envelopes: Vec<(Mailbox, Envelope)>) {
         let connections = self.lock();
         for (mailbox, envelope) in envelopes {
             if let Some(c) = connections.get(&mailbox)
-                && c.queue.try_send(envelope).is_err()
+                && (c.overflow.load(Ordering::Acquire) || c.queue.try_send(envelope).is_err())
             {
                 c.overflow.store(true, Ordering::Release);
                 c.mail.notify_one();

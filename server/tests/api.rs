@@ -934,3 +934,23 @@ async fn push_overflow(backend: Backend) {
     server.stop().await;
 }
 both!(push_overflow);
+
+/// A socket that answers no heartbeat is closed after the timeout.
+#[tokio::test]
+async fn silent_socket_times_out() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.websocket.heartbeat_interval_secs = 1;
+        c.websocket.heartbeat_timeout_secs = 2;
+    })
+    .await;
+    let bob = server.register("bob", 0).await;
+    let mut socket = bob.connect(&server.ws_url()).await;
+    assert!(socket.backlog().await.is_empty());
+    // Read nothing (so no pong is sent) for longer than the timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    match socket.next().await {
+        Next::Closed(code) => assert_eq!(code, Some(1001)),
+        Next::Frame(f) => panic!("unexpected {f:?}"),
+    }
+    server.stop().await;
+}

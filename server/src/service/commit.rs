@@ -38,7 +38,22 @@ impl Committer {
     /// Start the writer task (needs a Tokio runtime).
     pub(crate) fn start(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(store, hub, metrics, rx));
+        // The writer gets a thread of its own: its many short waits on the database should
+        // not queue behind request handling on the shared workers.
+        let spawned = std::thread::Builder::new()
+            .name("tacit-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer(store, hub, metrics, rx)),
+                    Err(e) => error!(error = %e, "cannot start the writer runtime"),
+                }
+            });
+        if let Err(e) = spawned {
+            error!(error = %e, "cannot start the writer thread");
+        }
         Self { queue }
     }
 

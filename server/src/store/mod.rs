@@ -1,9 +1,9 @@
 //! Persistence: one [`Store`] trait, implemented for SQLite and PostgreSQL.
 //!
-//! This is the only place that knows SQL. Both implementations share their SQL text (sqlx
-//! accepts `$N` parameters on both) through the `impl_store!` macro in [`sql`], which is
-//! instantiated once per backend; where the backends differ (the claim query), the
-//! difference is a macro argument.
+//! This is the only place that knows SQL. Both implementations share their SQL text through
+//! the `impl_store!` macro in the private `sql` module, which is instantiated once per
+//! backend; where the backends differ (the claim query's lock clause, `?` or `$n`
+//! parameters in bulk statements), the difference is a macro argument.
 //!
 //! Everything stored is either public key material or opaque ciphertext, and credentials and
 //! invites are stored only as SHA-256 hashes.
@@ -255,6 +255,9 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
     /// Totals for metrics.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Periodic upkeep off the write path (for SQLite: the WAL checkpoint). Called about
+    /// once a second.
+    async fn maintain(&self) -> Result<(), StoreError>;
 }
 
 /// Open the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,

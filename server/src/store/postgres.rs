@@ -36,4 +36,12 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, Postgres, "FOR UPDATE SKIP LOCKED");
+impl_store!(PostgresStore, Postgres, "FOR UPDATE SKIP LOCKED", false);
+
+impl PostgresStore {
+    /// PostgreSQL maintains itself (autovacuum); nothing to do.
+    #[allow(clippy::unused_async)] // one signature for both backends
+    pub(crate) async fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,6 +1,6 @@
 //! The SQL shared by both backends, as a macro instantiated once per backend.
 //!
-//! `impl_store!(Type, Db, "claim lock clause")` implements [`super::Store`] for `Type`, which
+//! `impl_store!(Type, Db, "claim lock clause", positional)` implements [`super::Store`] for `Type`, which
 //! must have `write: sqlx::Pool<Db>` and `read: sqlx::Pool<Db>` fields and a
 //! `MIGRATOR: sqlx::migrate::Migrator` associated constant.
 
@@ -11,8 +11,22 @@ pub(crate) const ACK_CHUNK: usize = 256;
 /// backends' parameter limits).
 pub(crate) const ROWS_PER_STATEMENT: usize = 256;
 
+/// Parameter `n` (1-based): `$n`, or `?` where the backend prefers positional parameters.
+/// One statement must not mix the two forms (sqlx numbers `?` separately).
+///
+/// SQLite looks a numbered parameter's name up by a linear scan, so binding the hundreds of
+/// parameters of a bulk statement costs quadratic time with `$n`; with `?` (bound in order
+/// of appearance, which is how every bulk statement here is written) it does not.
+pub(crate) fn param(n: usize, positional: bool) -> String {
+    if positional {
+        "?".to_owned()
+    } else {
+        format!("${n}")
+    }
+}
+
 /// `($1, $2), ($3, $4)` for `rows` rows of `cols` parameters.
-pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+pub(crate) fn placeholders(rows: usize, cols: usize, positional: bool) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -23,8 +37,7 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(r * cols + c + 1).to_string());
+            out.push_str(&param(r * cols + c + 1, positional));
         }
         out.push(')');
     }
@@ -67,6 +80,21 @@ pub(crate) fn mismatches(
         }
     }
     out
+}
+
+/// `(account_id = $1 AND device_id = $2 AND client_message_id = $3) OR ...` for `n` keys.
+pub(crate) fn key_probes(n: usize, positional: bool) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "(account_id = {} AND device_id = {} AND client_message_id = {})",
+                param(3 * i + 1, positional),
+                param(3 * i + 2, positional),
+                param(3 * i + 3, positional)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// The fate of one send of a batch, while the batch is being decided.
@@ -144,7 +172,7 @@ pub(crate) fn to_hash(v: Vec<u8>) -> Result<super::SecretHash, super::StoreError
 }
 
 macro_rules! impl_store {
-    ($ty:ident, $db:ty, $claim_lock:expr) => {
+    ($ty:ident, $db:ty, $claim_lock:expr, $positional:expr) => {
         impl $ty {
             async fn insert_device(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -278,10 +306,12 @@ macro_rules! impl_store {
                     .filter(|i| matches!(decisions[*i], Decision::Open))
                     .collect();
                 for chunk in open.chunks(ROWS_PER_STATEMENT) {
+                    // OR of equalities, not a row-value IN: SQLite answers that with a
+                    // full scan, this with one primary-key probe per send.
                     let sql = format!(
                         "SELECT account_id, device_id, client_message_id, server_ts FROM sent_messages \
-                         WHERE (account_id, device_id, client_message_id) IN (VALUES {})",
-                        placeholders(chunk.len(), 3)
+                         WHERE {}",
+                        super::sql::key_probes(chunk.len(), $positional)
                     );
                     let mut query = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql);
                     for i in chunk {
@@ -319,7 +349,7 @@ macro_rules! impl_store {
                         "SELECT d.account_id, d.device_id, (SELECT COUNT(*) FROM envelopes e \
                          WHERE e.account_id = d.account_id AND e.device_id = d.device_id) \
                          FROM devices d WHERE d.account_id IN ({})",
-                        placeholders(chunk.len(), 1)
+                        placeholders(chunk.len(), 1, $positional)
                     );
                     let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql);
                     for account in chunk {
@@ -363,7 +393,7 @@ macro_rules! impl_store {
                          (account_id, device_id, client_message_id, server_ts, expires_at) \
                          VALUES {} ON CONFLICT (account_id, device_id, client_message_id) \
                          DO NOTHING RETURNING account_id, device_id, client_message_id",
-                        placeholders(chunk.len(), 5)
+                        placeholders(chunk.len(), 5, $positional)
                     );
                     let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql);
                     for i in chunk {
@@ -412,7 +442,7 @@ macro_rules! impl_store {
                         "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
                          server_ts, expires_at, ciphertext) VALUES {} RETURNING id, account_id, \
                          device_id, sender, sender_device, server_ts, ciphertext",
-                        placeholders(chunk.len(), 7)
+                        placeholders(chunk.len(), 7, $positional)
                     );
                     type Row = (i64, i64, i64, String, i64, i64, Vec<u8>);
                     let mut query = sqlx::query_as::<_, Row>(&sql);
@@ -484,9 +514,9 @@ macro_rules! impl_store {
                             sql.push_str(" OR ");
                         }
                         sql.push_str(&format!(
-                            "(account_id = ${} AND device_id = ${} AND id IN (",
-                            n + 1,
-                            n + 2
+                            "(account_id = {} AND device_id = {} AND id IN (",
+                            super::sql::param(n + 1, $positional),
+                            super::sql::param(n + 2, $positional)
                         ));
                         n += 2;
                         for i in 0..ids.len() {
@@ -494,7 +524,7 @@ macro_rules! impl_store {
                                 sql.push_str(", ");
                             }
                             n += 1;
-                            sql.push_str(&format!("${n}"));
+                            sql.push_str(&super::sql::param(n, $positional));
                         }
                         sql.push_str("))");
                     }
@@ -524,14 +554,17 @@ macro_rules! impl_store {
             ) -> Result<u64, $crate::store::StoreError> {
                 let mut deleted = 0;
                 for chunk in ids.chunks(super::sql::ACK_CHUNK) {
-                    let mut sql = String::from(
-                        "DELETE FROM envelopes WHERE account_id = $1 AND device_id = $2 AND id IN (",
+                    // Generated parameters throughout: sqlx cannot mix `$n` and `?`.
+                    let mut sql = format!(
+                        "DELETE FROM envelopes WHERE account_id = {} AND device_id = {} AND id IN (",
+                        super::sql::param(1, $positional),
+                        super::sql::param(2, $positional)
                     );
                     for i in 0..chunk.len() {
                         if i > 0 {
                             sql.push_str(", ");
                         }
-                        sql.push_str(&format!("${}", i + 3));
+                        sql.push_str(&super::sql::param(i + 3, $positional));
                     }
                     sql.push(')');
                     let mut query = sqlx::query(&sql)
@@ -948,6 +981,10 @@ macro_rules! impl_store {
                     .await?;
                 tx.commit().await?;
                 Ok(gone)
+            }
+
+            async fn maintain(&self) -> Result<(), $crate::store::StoreError> {
+                self.checkpoint().await
             }
 
             async fn stats(

@@ -70,6 +70,7 @@ async fn suite(store: Arc<dyn Store>) {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
     store.ping().await.unwrap();
+    store.maintain().await.unwrap();
     let now = Timestamp(1_000);
 
     // Invites: consumed once, and only when the account is created.
