@@ -247,13 +247,16 @@ pub struct SignedPrekey {
     pub signature: Bytes,
 }
 
-/// A one-time X25519 public prekey (unsigned, as in X3DH).
+/// A one-time X25519 public prekey. Tacit signs these too (the signature names the key's
+/// kind), so a server cannot substitute one of its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OneTimePrekey {
     /// The client's identifier for the key, echoed back in bundles.
     pub id: u32,
     /// The public key, opaque to the server.
     pub public_key: Bytes,
+    /// The identity's signature over the key, opaque to the server.
+    pub signature: Bytes,
 }
 
 /// The complete public key set of a device, given when the device is created.

@@ -31,7 +31,7 @@ CREATE TABLE devices (
     PRIMARY KEY (account_id, device_id)
 );
 
--- kind 0 = one-time X25519 prekey (signature empty), 1 = one-time ML-KEM prekey.
+-- kind 0 = one-time X25519 prekey, 1 = one-time ML-KEM prekey; both signed by the client.
 CREATE TABLE one_time_prekeys (
     account_id  BIGINT NOT NULL,
     device_id   BIGINT NOT NULL,

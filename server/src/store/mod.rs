@@ -286,10 +286,15 @@ pub(crate) fn signed(
     })
 }
 
-pub(crate) fn one_time(id: i64, public_key: Vec<u8>) -> Result<OneTimePrekey, StoreError> {
+pub(crate) fn one_time(
+    id: i64,
+    public_key: Vec<u8>,
+    signature: Vec<u8>,
+) -> Result<OneTimePrekey, StoreError> {
     Ok(OneTimePrekey {
         id: u32::try_from(id).map_err(|_| StoreError::Corrupt("key_id"))?,
         public_key: public_key.into(),
+        signature: signature.into(),
     })
 }
 

@@ -231,7 +231,7 @@ macro_rules! impl_store {
                         .bind($crate::store::KIND_X25519)
                         .bind(i64::from(key.id))
                         .bind(key.public_key.as_slice())
-                        .bind(&[][..] as &[u8])
+                        .bind(key.signature.as_slice())
                         .execute(&mut *conn)
                         .await?;
                 }
@@ -883,7 +883,7 @@ macro_rules! impl_store {
                     identity_key: identity.into(),
                     signed_prekey: $crate::store::signed(spk_id, spk, spk_sig)?,
                     one_time_prekey: one_time
-                        .map(|(id, public, _)| $crate::store::one_time(id, public))
+                        .map(|(id, public, signature)| $crate::store::one_time(id, public, signature))
                         .transpose()?,
                     kem_prekey,
                     kem_prekey_is_last_resort,

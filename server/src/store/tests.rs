@@ -24,6 +24,7 @@ pub(crate) fn keys(one_time: u32) -> DeviceKeys {
             .map(|id| OneTimePrekey {
                 id,
                 public_key: vec![4; 32].into(),
+                signature: vec![5; 64].into(),
             })
             .collect(),
         one_time_kem_prekeys: (0..one_time).map(|id| signed(id, 5)).collect(),
@@ -160,6 +161,7 @@ async fn suite(store: Arc<dyn Store>) {
                 one_time_prekeys: vec![OneTimePrekey {
                     id: 50,
                     public_key: vec![6; 32].into(),
+                    signature: vec![7; 64].into(),
                 }],
                 ..Default::default()
             },

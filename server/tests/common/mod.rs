@@ -200,6 +200,7 @@ pub fn keys(one_time: u32, first_id: u32) -> DeviceKeys {
             .map(|id| OneTimePrekey {
                 id,
                 public_key: vec![4; 32].into(),
+                signature: vec![9; 64].into(),
             })
             .collect(),
         one_time_kem_prekeys: (first_id..first_id + one_time)
