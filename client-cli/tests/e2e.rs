@@ -1,0 +1,360 @@
+//! End to end across real processes: the real `tacit-server` binary and real `tacit` CLI
+//! processes, with SQLite in a temporary directory and once against PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tacit_server::testing::TestDatabase;
+
+const TACIT: &str = env!("CARGO_BIN_EXE_tacit");
+
+/// The server binary, built beside `tacit` (built here if this test runs alone).
+fn server_binary() -> PathBuf {
+    let path = Path::new(TACIT).with_file_name("tacit-server");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tacit-server", "--bin", "tacit-server"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building tacit-server failed");
+    }
+    path
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    database_url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, database_url: &str, log: &Path) -> Self {
+        Self::start_on(data, database_url, log, "127.0.0.1:0")
+    }
+
+    #[allow(clippy::zombie_processes)] // waited for in stop()
+    fn start_on(data: &Path, database_url: &str, log: &Path, listen: &str) -> Self {
+        let already = std::fs::read_to_string(log).unwrap_or_default().len();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(server_binary())
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--plain-http",
+                "--open-registration",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--database-url")
+            .arg(database_url)
+            .env("TACIT_LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(line) = text[already..].lines().find(|l| l.contains("listening")) {
+                let start = line.find("local=").unwrap() + "local=".len();
+                let addr = line[start..].split_whitespace().next().unwrap();
+                return Self {
+                    child,
+                    url: format!("http://{addr}"),
+                    data: data.to_owned(),
+                    database_url: database_url.to_owned(),
+                    log: log.to_owned(),
+                };
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGTERM, graceful) and starts it again on the same data and port.
+    fn restart(mut self) -> Self {
+        self.stop();
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        Self::start_on(&self.data, &self.database_url, &self.log, &listen)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tacit --home HOME args...` and returns its output.
+fn tacit(home: &Path, args: &[&str]) -> Output {
+    Command::new(TACIT)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("TACIT_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .unwrap()
+}
+
+/// Runs `tacit` and insists it succeeded; returns stdout.
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = tacit(home, args);
+    assert!(
+        out.status.success(),
+        "tacit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Everything `tacit recv --json` printed, as JSON values.
+fn recv(home: &Path) -> Vec<serde_json::Value> {
+    ok(home, &["recv", "--json", "--wait", "5"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn texts(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or("<failed>").to_owned())
+        .collect()
+}
+
+fn random_marker() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    format!(
+        "MARK{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn files_containing(dir: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_containing(&path, needle, out);
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// The conversation: registration, messages both ways, Bob offline while Alice sends, a
+/// server restart in the middle, safety numbers. Returns the markers sent.
+fn conversation(server: Server, root: &Path) -> (Server, Vec<String>) {
+    let (alice, bob) = (root.join("alice"), root.join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    let marker = random_marker();
+    let mut markers = Vec::new();
+
+    // 100 messages each way, in rounds of ten.
+    let mut server = server;
+    for round in 0..10 {
+        let sent: Vec<String> = (0..10)
+            .map(|i| format!("{marker}-a{}", round * 10 + i))
+            .collect();
+        for text in &sent {
+            ok(&alice, &["send", "bob", text]);
+        }
+        if round == 5 {
+            // Bob is offline while Alice sends; the server restarts meanwhile.
+            server = server.restart();
+        }
+        assert_eq!(
+            texts(&recv(&bob)),
+            sent,
+            "round {round}: Bob got everything, in order"
+        );
+        let replies: Vec<String> = (0..10)
+            .map(|i| format!("{marker}-b{}", round * 10 + i))
+            .collect();
+        for text in &replies {
+            ok(&bob, &["send", "alice", text]);
+        }
+        assert_eq!(
+            texts(&recv(&alice)),
+            replies,
+            "round {round}: Alice got everything"
+        );
+        markers.extend(sent);
+        markers.extend(replies);
+    }
+    // Nothing is delivered twice.
+    assert!(recv(&bob).is_empty());
+    assert!(recv(&alice).is_empty());
+
+    // History holds all 200, in order, on both sides.
+    let history = ok(&alice, &["history", "bob", "--json"]);
+    assert_eq!(history.lines().count(), 200);
+
+    // The safety numbers they print for each other are equal.
+    let on_alice = ok(&alice, &["safety-number", "bob"]);
+    let on_bob = ok(&bob, &["safety-number", "alice"]);
+    assert_eq!(on_alice, on_bob);
+    assert_eq!(on_alice.trim().replace(' ', "").len(), 60);
+    (server, markers)
+}
+
+#[test]
+fn conversation_over_sqlite_with_no_plaintext_on_the_server() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server-data");
+    let log = root.path().join("server.log");
+    let db = format!("sqlite://{}", data.join("tacit.db").display());
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Server::start(&data, &db, &log);
+    let (mut server, markers) = conversation(server, root.path());
+    server.stop();
+
+    // No marker anywhere in the server's data directory (database, WAL, certificates) or logs.
+    for marker in &markers {
+        let mut found = Vec::new();
+        files_containing(&data, marker.as_bytes(), &mut found);
+        assert!(found.is_empty(), "{marker} found in {found:?}");
+        let logs = std::fs::read(&log).unwrap();
+        assert!(
+            !logs.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{marker} found in the server log"
+        );
+    }
+    // The clients' stores keep their history sealed too.
+    let mut found = Vec::new();
+    files_containing(
+        &root.path().join("alice"),
+        markers[0].as_bytes(),
+        &mut found,
+    );
+    assert!(
+        found.is_empty(),
+        "the client store holds plaintext: {found:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversation_over_postgres() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = db.url.clone();
+    let root_path = root.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let server = Server::start(&data, &url, &root_path.join("server.log"));
+        let (mut server, _) = conversation(server, &root_path);
+        server.stop();
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn a_tampered_ciphertext_is_reported_and_later_messages_still_open() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server-data");
+    let log = root.path().join("server.log");
+    std::fs::create_dir_all(&data).unwrap();
+    let db_path = data.join("tacit.db");
+    let mut server = Server::start(&data, &format!("sqlite://{}", db_path.display()), &log);
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["send", "bob", "hello"]);
+    assert_eq!(texts(&recv(&bob)), ["hello"]);
+    ok(&bob, &["send", "alice", "hi"]);
+    assert_eq!(texts(&recv(&alice)), ["hi"]);
+
+    for text in ["one", "two", "three"] {
+        ok(&alice, &["send", "bob", text]);
+    }
+    // Flip one ciphertext byte of "two" in the server's database.
+    server.stop();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT id, ciphertext FROM envelopes ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        let id: i64 = rows[1].get(0);
+        let mut ciphertext: Vec<u8> = rows[1].get(1);
+        ciphertext[50] ^= 0x01;
+        sqlx::query("UPDATE envelopes SET ciphertext = ? WHERE id = ?")
+            .bind(ciphertext)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+    let listen = server.url.trim_start_matches("http://").to_owned();
+    let _server = Server::start_on(
+        &data,
+        &format!("sqlite://{}", db_path.display()),
+        &log,
+        &listen,
+    );
+
+    let events = recv(&bob);
+    assert_eq!(texts(&events), ["one", "<failed>", "three"]);
+    assert_eq!(events[1]["kind"], "failed");
+    assert!(
+        events[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("authentication"),
+        "{}",
+        events[1]
+    );
+    // The failure is not redelivered, and the session still works both ways.
+    assert!(recv(&bob).is_empty());
+    ok(&bob, &["send", "alice", "after"]);
+    assert_eq!(texts(&recv(&alice)), ["after"]);
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("nobody");
+    let out = tacit(&home, &["send", "bob", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("register"));
+    let out = tacit(&home, &["register", "http://10.1.2.3:80", "alice"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = tacit(&home, &["register", "http://127.0.0.1:1", "alice"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not reach the server"));
+}

@@ -1,0 +1,398 @@
+//! HTTP transport to a Tacit server, with the server's TLS trusted by the system roots, a
+//! CA file, or a pinned certificate fingerprint. Plain `http://` is allowed only to a
+//! loopback address.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode, Url};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tacit_api as api;
+use thiserror::Error;
+
+/// Why a request to the server failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The server URL is malformed or not allowed.
+    #[error("bad server URL {url}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The TLS trust settings could not be loaded.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The server could not be reached, or the connection failed (including a TLS
+    /// certificate that does not match the pin or the trusted roots).
+    #[error("could not reach the server: {0}")]
+    Connect(#[source] reqwest::Error),
+    /// The server answered with an error.
+    #[error("server refused the request ({code}): {message}")]
+    Api {
+        /// The stable error code.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The device set of a send is out of date.
+    #[error("the recipient's device list changed")]
+    DeviceMismatch(api::DeviceMismatch),
+    /// The server's answer was not what the API promises.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+/// How to trust the server's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The operating system's root certificates.
+    SystemRoots,
+    /// The CA certificate(s) in this PEM file.
+    CaFile(PathBuf),
+    /// Exactly the certificate whose DER encoding has this SHA-256 (as the server logs it).
+    Pin([u8; 32]),
+}
+
+impl Trust {
+    /// Parses a pin written as 64 hex digits (colons allowed).
+    pub fn pin_from_hex(hex: &str) -> Option<Self> {
+        let digits: String = hex.chars().filter(|c| *c != ':').collect();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut pin = [0u8; 32];
+        for (i, byte) in pin.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(digits.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self::Pin(pin))
+    }
+}
+
+/// A connection to one server, optionally authenticated as one device.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    http: reqwest::Client,
+    base: Url,
+    credential: Option<String>,
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+impl Transport {
+    /// A transport to `server` (`https://host:port`, or `http://` to a loopback address).
+    pub fn new(server: &str, trust: &Trust) -> Result<Self, TransportError> {
+        let bad = |reason| TransportError::BadUrl {
+            url: server.to_owned(),
+            reason,
+        };
+        let base = Url::parse(server).map_err(|_| bad("not a URL"))?;
+        match base.scheme() {
+            "https" => {}
+            "http" if is_loopback(&base) => {}
+            "http" => return Err(bad("plain http is allowed only to a loopback address")),
+            _ => return Err(bad("the scheme must be https (or http to loopback)")),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let config = match trust {
+            Trust::Pin(pin) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier {
+                    pin: *pin,
+                    provider,
+                }))
+                .with_no_client_auth(),
+            Trust::SystemRoots | Trust::CaFile(_) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let certs: Vec<CertificateDer<'static>> = match trust {
+                    Trust::CaFile(path) => {
+                        let pem = std::fs::read(path)
+                            .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+                        rustls_pemfile::certs(&mut pem.as_slice())
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?
+                    }
+                    _ => rustls_native_certs::load_native_certs().certs,
+                };
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| TransportError::Tls(e.to_string()))?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            credential: None,
+        })
+    }
+
+    /// The server URL.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The same transport, authenticating as a device.
+    pub fn with_credential(mut self, credential: &str) -> Self {
+        self.credential = Some(credential.to_owned());
+        self
+    }
+
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<R>, TransportError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|_| TransportError::Protocol(format!("bad path {path}")))?;
+        let mut request = self.http.request(method, url);
+        if let Some(credential) = &self.credential {
+            request = request.bearer_auth(credential);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(TransportError::Connect)?;
+        let status = response.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let bytes = response.bytes().await.map_err(TransportError::Connect)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| TransportError::Protocol(e.to_string()));
+        }
+        match serde_json::from_slice::<api::ErrorBody>(&bytes) {
+            Ok(api::ErrorBody {
+                code: api::ErrorCode::DeviceMismatch,
+                mismatch: Some(mismatch),
+                ..
+            }) => Err(TransportError::DeviceMismatch(mismatch)),
+            Ok(body) => Err(TransportError::Api {
+                code: body.code.as_str().to_owned(),
+                message: body.message,
+            }),
+            Err(_) => Err(TransportError::Protocol(format!("HTTP {status}"))),
+        }
+    }
+
+    async fn expect<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, TransportError> {
+        self.call(method, path, body)
+            .await?
+            .ok_or_else(|| TransportError::Protocol(format!("empty answer to {path}")))
+    }
+
+    /// `POST /v1/accounts`.
+    pub async fn register(
+        &self,
+        request: &api::RegisterRequest,
+    ) -> Result<api::RegisterResponse, TransportError> {
+        self.expect(Method::POST, "/v1/accounts", Some(request))
+            .await
+    }
+
+    /// `GET /v1/keys/count`.
+    pub async fn prekey_count(&self) -> Result<api::PrekeyCount, TransportError> {
+        self.expect::<(), _>(Method::GET, "/v1/keys/count", None)
+            .await
+    }
+
+    /// `PUT /v1/keys`.
+    pub async fn upload_keys(
+        &self,
+        request: &api::UploadKeysRequest,
+    ) -> Result<(), TransportError> {
+        self.call::<_, serde_json::Value>(Method::PUT, "/v1/keys", Some(request))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/users/{username}/bundles`.
+    pub async fn claim_bundles(
+        &self,
+        username: &str,
+        request: &api::ClaimBundlesRequest,
+    ) -> Result<api::PrekeyBundles, TransportError> {
+        self.expect(
+            Method::POST,
+            &format!("/v1/users/{username}/bundles"),
+            Some(request),
+        )
+        .await
+    }
+
+    /// `GET /v1/users/{username}/devices`.
+    pub async fn user_devices(&self, username: &str) -> Result<api::DeviceList, TransportError> {
+        self.expect::<(), _>(Method::GET, &format!("/v1/users/{username}/devices"), None)
+            .await
+    }
+
+    /// `GET /v1/devices`.
+    pub async fn own_devices(&self) -> Result<api::DeviceList, TransportError> {
+        self.expect::<(), _>(Method::GET, "/v1/devices", None).await
+    }
+
+    /// `POST /v1/messages`.
+    pub async fn send(
+        &self,
+        request: &api::SendMessageRequest,
+    ) -> Result<api::SendMessageResponse, TransportError> {
+        self.expect(Method::POST, "/v1/messages", Some(request))
+            .await
+    }
+
+    /// `GET /v1/messages`.
+    pub async fn fetch(&self) -> Result<api::EnvelopeBatch, TransportError> {
+        self.expect::<(), _>(Method::GET, "/v1/messages", None)
+            .await
+    }
+
+    /// `POST /v1/messages/ack`.
+    pub async fn ack(&self, request: &api::AckRequest) -> Result<(), TransportError> {
+        self.call::<_, serde_json::Value>(Method::POST, "/v1/messages/ack", Some(request))
+            .await
+            .map(drop)
+    }
+}
+
+/// Accepts exactly one certificate, by the SHA-256 of its DER encoding; handshake
+/// signatures are still verified with the certificate's key.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if bool::from(digest.ct_eq(&self.pin)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate does not match the pinned fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:2",
+            "https://chat.example.com",
+        ] {
+            assert!(Transport::new(ok, &Trust::SystemRoots).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:80",
+            "http://chat.example.com",
+            "ftp://127.0.0.1",
+            "nonsense",
+        ] {
+            assert!(
+                matches!(
+                    Transport::new(bad, &Trust::SystemRoots),
+                    Err(TransportError::BadUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pins_parse_from_hex() {
+        let hex = "ab".repeat(32);
+        assert_eq!(Trust::pin_from_hex(&hex), Some(Trust::Pin([0xab; 32])));
+        let with_colons = vec!["AB"; 32].join(":");
+        assert_eq!(
+            Trust::pin_from_hex(&with_colons),
+            Some(Trust::Pin([0xab; 32]))
+        );
+        assert_eq!(Trust::pin_from_hex("abcd"), None);
+        assert_eq!(Trust::pin_from_hex(&"zz".repeat(32)), None);
+    }
+}
