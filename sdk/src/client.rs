@@ -575,8 +575,20 @@ impl Client {
             let batch = self.transport.fetch().await?;
             let mut acks = Vec::with_capacity(batch.envelopes.len());
             for envelope in &batch.envelopes {
-                events.push(self.handle(envelope).await?);
-                acks.push(envelope.id);
+                match self.handle(envelope).await {
+                    Ok(event) => {
+                        events.push(event);
+                        acks.push(envelope.id);
+                    }
+                    Err(error) => {
+                        // Acknowledge what is already stored, then stop: the rest waits on
+                        // the server until the local problem is fixed.
+                        if !acks.is_empty() {
+                            self.transport.ack(&api::AckRequest { ids: acks }).await?;
+                        }
+                        return Err(error);
+                    }
+                }
             }
             if !acks.is_empty() {
                 self.transport.ack(&api::AckRequest { ids: acks }).await?;
