@@ -154,6 +154,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uses_configured_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["relay.example".into()]).unwrap();
+        let cert = dir.path().join("fullchain.pem");
+        let key = dir.path().join("privkey.pem");
+        fs::write(&cert, certified.cert.pem()).unwrap();
+        fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            tls: crate::config::TlsConfig {
+                cert_file: Some(cert.clone()),
+                key_file: Some(key),
+            },
+            ..Config::default()
+        };
+        let tls = load(&config).unwrap();
+        assert!(!tls.generated);
+        assert_eq!(tls.cert_path, cert);
+        assert_eq!(tls.fingerprint, fingerprint(certified.cert.der()));
+        assert!(!self_signed_paths(&config.data_dir).0.exists());
+        // A missing file is an error naming it.
+        let config = Config {
+            tls: crate::config::TlsConfig {
+                cert_file: Some(dir.path().join("nope.pem")),
+                key_file: Some(dir.path().join("nope.key")),
+            },
+            ..config
+        };
+        assert!(load(&config).unwrap_err().to_string().contains("nope.pem"));
+    }
+
+    #[test]
     fn generates_once_then_reuses() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {

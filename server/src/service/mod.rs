@@ -46,12 +46,6 @@ pub struct Services {
     account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
-impl std::fmt::Debug for dyn Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
-    }
-}
-
 /// A device whose credential was checked.
 #[derive(Debug, Clone)]
 pub struct AuthedDevice {

@@ -260,6 +260,13 @@ pub trait Store: Send + Sync + 'static {
     async fn maintain(&self) -> Result<(), StoreError>;
 }
 
+/// A store prints as its kind only (never a URL, which may hold a password).
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 /// Open the store a database URL names: `postgres://` or `postgresql://` for PostgreSQL,
 /// `sqlite:` for SQLite.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {

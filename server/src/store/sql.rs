@@ -7,6 +7,10 @@
 /// Longest `IN (...)` list used for one acknowledgement statement.
 pub(crate) const ACK_CHUNK: usize = 256;
 
+/// Bulk statements have a different text for every batch size, so they are not kept in
+/// sqlx's prepared-statement cache (`persistent(false)`), where they would only evict the
+/// fixed statements.
+///
 /// Most rows in one bulk statement (7 parameters per envelope row stays far below both
 /// backends' parameter limits).
 pub(crate) const ROWS_PER_STATEMENT: usize = 256;
@@ -82,8 +86,16 @@ pub(crate) fn mismatches(
     out
 }
 
-/// `(account_id = $1 AND device_id = $2 AND client_message_id = $3) OR ...` for `n` keys.
+/// The condition selecting `n` sent-message keys. SQLite (the backend with positional
+/// parameters) answers a row-value `IN (VALUES …)` with a full scan, so it gets an OR of
+/// primary-key probes; PostgreSQL plans a long OR slowly and the row-value `IN` well.
 pub(crate) fn key_probes(n: usize, positional: bool) -> String {
+    if !positional {
+        return format!(
+            "(account_id, device_id, client_message_id) IN (VALUES {})",
+            placeholders(n, 3, false)
+        );
+    }
     (0..n)
         .map(|i| {
             format!(
@@ -306,14 +318,12 @@ macro_rules! impl_store {
                     .filter(|i| matches!(decisions[*i], Decision::Open))
                     .collect();
                 for chunk in open.chunks(ROWS_PER_STATEMENT) {
-                    // OR of equalities, not a row-value IN: SQLite answers that with a
-                    // full scan, this with one primary-key probe per send.
                     let sql = format!(
                         "SELECT account_id, device_id, client_message_id, server_ts FROM sent_messages \
                          WHERE {}",
                         super::sql::key_probes(chunk.len(), $positional)
                     );
-                    let mut query = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql);
+                    let mut query = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql).persistent(false);
                     for i in chunk {
                         let m = &messages[*i];
                         query = query
@@ -351,7 +361,7 @@ macro_rules! impl_store {
                          FROM devices d WHERE d.account_id IN ({})",
                         placeholders(chunk.len(), 1, $positional)
                     );
-                    let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql);
+                    let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql).persistent(false);
                     for account in chunk {
                         query = query.bind(*account);
                     }
@@ -395,7 +405,7 @@ macro_rules! impl_store {
                          DO NOTHING RETURNING account_id, device_id, client_message_id",
                         placeholders(chunk.len(), 5, $positional)
                     );
-                    let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql);
+                    let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql).persistent(false);
                     for i in chunk {
                         let m = &messages[*i];
                         query = query
@@ -445,7 +455,7 @@ macro_rules! impl_store {
                         placeholders(chunk.len(), 7, $positional)
                     );
                     type Row = (i64, i64, i64, String, i64, i64, Vec<u8>);
-                    let mut query = sqlx::query_as::<_, Row>(&sql);
+                    let mut query = sqlx::query_as::<_, Row>(&sql).persistent(false);
                     for (i, mb, ct) in chunk {
                         let m = &messages[*i];
                         query = query
@@ -497,6 +507,35 @@ macro_rules! impl_store {
                     }
                 }
                 let mut acked = vec![0u64; acks.len()];
+                if !$positional {
+                    // PostgreSQL plans a long OR slowly: join a VALUES list instead.
+                    let rows: Vec<($crate::store::Mailbox, i64)> = by_mailbox
+                        .iter()
+                        .flat_map(|(mb, ids)| ids.iter().map(move |id| (*mb, *id)))
+                        .collect();
+                    for chunk in rows.chunks(super::sql::ROWS_PER_STATEMENT) {
+                        let sql = format!(
+                            "DELETE FROM envelopes e USING (VALUES {}) AS a(account_id, device_id, id) \
+                             WHERE e.account_id = a.account_id AND e.device_id = a.device_id \
+                             AND e.id = a.id RETURNING e.id",
+                            super::sql::placeholders(chunk.len(), 3, false)
+                        );
+                        let mut query = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
+                        for (mailbox, id) in chunk {
+                            query = query
+                                .bind(mailbox.account)
+                                .bind(i64::from(mailbox.device.0))
+                                .bind(*id);
+                        }
+                        for id in query.fetch_all(&mut *conn).await? {
+                            let id = super::sql::to_u64(id, "id")?;
+                            if let Some(op) = owner.get(&id) {
+                                acked[*op] += 1;
+                            }
+                        }
+                    }
+                    return Ok(acked);
+                }
                 let groups: Vec<_> = by_mailbox.into_iter().collect();
                 let mut start = 0;
                 while start < groups.len() {
@@ -529,7 +568,7 @@ macro_rules! impl_store {
                         sql.push_str("))");
                     }
                     sql.push_str(" RETURNING id");
-                    let mut query = sqlx::query_scalar::<_, i64>(&sql);
+                    let mut query = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
                     for (mailbox, ids) in &groups[start..end] {
                         query = query.bind(mailbox.account).bind(i64::from(mailbox.device.0));
                         for id in ids {
@@ -568,6 +607,7 @@ macro_rules! impl_store {
                     }
                     sql.push(')');
                     let mut query = sqlx::query(&sql)
+                        .persistent(false)
                         .bind(mailbox.account)
                         .bind(i64::from(mailbox.device.0));
                     for id in chunk {
