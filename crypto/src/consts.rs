@@ -47,6 +47,9 @@ pub const MAX_CHAIN_JUMP: u32 = 2_000;
 pub const MAX_SKIPPED_KEYS: usize = 2_000;
 /// Largest number of receiving chains kept per session; the oldest is evicted first.
 pub const MAX_RECEIVER_CHAINS: usize = 5;
+/// How many ratchet keys of evicted receiving chains a session remembers, so that a replay
+/// of an old message reports a duplicate rather than an authentication failure.
+pub const MAX_RETIRED_RATCHET_KEYS: usize = 64;
 
 /// SHA-512 iterations of the safety-number hash (as Signal's fingerprint scheme).
 pub const FINGERPRINT_ITERATIONS: u32 = 5_200;

@@ -44,6 +44,36 @@ struct Bob {
     kem_prekey: tacit_crypto::KemPreKeyPair,
 }
 
+/// Bob opens a message: on his session, or (the first time) by accepting the prekey
+/// message it must be, after which his one-time prekey is deleted.
+fn deliver_to_bob(
+    bob: &mut Option<Session>,
+    keys: &mut Bob,
+    rng: &mut StdRng,
+    (alice_addr, bob_addr): &(Address, Address),
+    alice: &IdentityKeyPair,
+    wire: &[u8],
+) -> Vec<u8> {
+    let message = Message::from_bytes(wire).unwrap();
+    if let Some(session) = bob.as_mut() {
+        return session.decrypt(rng, &message).unwrap();
+    }
+    let Message::PreKey(first) = &message else {
+        panic!("Bob got a ratchet message first")
+    };
+    assert_eq!(first.identity(), alice.public());
+    let responder = ResponderKeys {
+        identity: &keys.identity,
+        signed_prekey: &keys.signed_prekey,
+        one_time_prekey: keys.one_time_prekey.as_ref(),
+        kem_prekey: &keys.kem_prekey,
+    };
+    let (session, opened) = Session::accept(rng, responder, bob_addr, alice_addr, first).unwrap();
+    keys.one_time_prekey = None; // used: delete it
+    *bob = Some(session);
+    opened
+}
+
 #[derive(Default)]
 struct Wire {
     in_flight: Vec<(Vec<u8>, Vec<u8>)>,
@@ -54,6 +84,7 @@ fn run(seed: u64, ops: &[Op]) {
     let mut rng = StdRng::seed_from_u64(seed);
     let alice_addr = Address::new("alice", 1).unwrap();
     let bob_addr = Address::new("bob", 3).unwrap();
+    let addrs = (alice_addr.clone(), bob_addr.clone());
     let alice_id = IdentityKeyPair::generate(&mut rng);
     let bob_id = IdentityKeyPair::generate(&mut rng);
     let mut bob_keys = Bob {
@@ -94,25 +125,8 @@ fn run(seed: u64, ops: &[Op]) {
             }
             Op::Deliver { to_bob: true, pick } if !to_bob.in_flight.is_empty() => {
                 let (wire, plaintext) = to_bob.in_flight.remove(pick % to_bob.in_flight.len());
-                let message = Message::from_bytes(&wire).unwrap();
-                let opened = match (&mut bob, &message) {
-                    (Some(session), _) => session.decrypt(&mut rng, &message).unwrap(),
-                    (None, Message::PreKey(first)) => {
-                        assert_eq!(first.identity(), alice_id.public());
-                        let keys = ResponderKeys {
-                            identity: &bob_keys.identity,
-                            signed_prekey: &bob_keys.signed_prekey,
-                            one_time_prekey: bob_keys.one_time_prekey.as_ref(),
-                            kem_prekey: &bob_keys.kem_prekey,
-                        };
-                        let (session, opened) =
-                            Session::accept(&mut rng, keys, &bob_addr, &alice_addr, first).unwrap();
-                        bob_keys.one_time_prekey = None; // used: delete it
-                        bob = Some(session);
-                        opened
-                    }
-                    (None, Message::Ratchet(_)) => panic!("Bob got a ratchet message first"),
-                };
+                let opened =
+                    deliver_to_bob(&mut bob, &mut bob_keys, &mut rng, &addrs, &alice_id, &wire);
                 assert_eq!(opened, plaintext);
                 to_bob.delivered.push(wire);
             }
@@ -176,25 +190,7 @@ fn run(seed: u64, ops: &[Op]) {
 
     // Finally deliver everything still in flight: all of it must open.
     for (wire, plaintext) in std::mem::take(&mut to_bob.in_flight) {
-        let message = Message::from_bytes(&wire).unwrap();
-        let opened = match bob.as_mut() {
-            Some(session) => session.decrypt(&mut rng, &message).unwrap(),
-            None => {
-                let Message::PreKey(first) = &message else {
-                    panic!("Bob got a ratchet message first")
-                };
-                let keys = ResponderKeys {
-                    identity: &bob_keys.identity,
-                    signed_prekey: &bob_keys.signed_prekey,
-                    one_time_prekey: bob_keys.one_time_prekey.as_ref(),
-                    kem_prekey: &bob_keys.kem_prekey,
-                };
-                let (session, opened) =
-                    Session::accept(&mut rng, keys, &bob_addr, &alice_addr, first).unwrap();
-                bob = Some(session);
-                opened
-            }
-        };
+        let opened = deliver_to_bob(&mut bob, &mut bob_keys, &mut rng, &addrs, &alice_id, &wire);
         assert_eq!(opened, plaintext);
     }
     for (wire, plaintext) in std::mem::take(&mut to_alice.in_flight) {

@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 use super::chain::{ChainKey, MessageKey};
 use super::root::RootKey;
 use crate::consts::{
-    KEM_CIPHERTEXT_LEN, MAX_CHAIN_JUMP, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS,
-    SESSION_FORMAT_VERSION,
+    KEM_CIPHERTEXT_LEN, MAX_CHAIN_JUMP, MAX_RECEIVER_CHAINS, MAX_RETIRED_RATCHET_KEYS,
+    MAX_SKIPPED_KEYS, SESSION_FORMAT_VERSION,
 };
 use crate::keys::{IdentityKey, PreKeyId};
 use crate::message::{HEADER_LEN, Header, Message, PreKeyMessage, RatchetMessage};
@@ -36,7 +36,8 @@ pub enum EncryptError {
 #[non_exhaustive]
 pub enum DecryptError {
     /// The message's key was already used: a replay or duplicate delivery. (A key evicted
-    /// past [`MAX_SKIPPED_KEYS`] also reports this.)
+    /// past [`MAX_SKIPPED_KEYS`], or a message on a receiving chain evicted past
+    /// [`MAX_RECEIVER_CHAINS`] whose ratchet key is still remembered, also reports this.)
     #[error("duplicate message: its key was already used")]
     Duplicate,
     /// The message claims to be further ahead in its chain than [`MAX_CHAIN_JUMP`] allows.
@@ -125,6 +126,9 @@ pub struct Session {
     receivers: VecDeque<ReceiverChain>,
     /// Oldest first; at most [`MAX_SKIPPED_KEYS`].
     skipped: VecDeque<SkippedKey>,
+    /// Ratchet keys of evicted receiving chains, oldest first; at most
+    /// [`MAX_RETIRED_RATCHET_KEYS`].
+    retired: VecDeque<PublicKey>,
     pending_prekey: Option<PendingPreKey>,
 }
 
@@ -163,6 +167,7 @@ impl Session {
             previous_sending_length: 0,
             receivers: VecDeque::new(),
             skipped: VecDeque::new(),
+            retired: VecDeque::new(),
             pending_prekey,
         }
     }
@@ -289,6 +294,12 @@ impl Session {
             return Ok(plaintext);
         }
 
+        // A chain we evicted: its keys are gone, so this is a replay (or a late message we
+        // can no longer open), not a new ratchet step.
+        if self.retired.contains(&header.ratchet_key) {
+            return Err(DecryptError::Duplicate);
+        }
+
         // 3. A new ratchet key: finish the current receiving chain up to the sender's
         //    previous chain length, step the root twice, and start new chains.
         let finished = match self.receivers.front() {
@@ -323,7 +334,14 @@ impl Session {
             ratchet_key: header.ratchet_key,
             chain: next_receiving,
         });
-        self.receivers.truncate(MAX_RECEIVER_CHAINS);
+        while self.receivers.len() > MAX_RECEIVER_CHAINS {
+            if let Some(evicted) = self.receivers.pop_back() {
+                if self.retired.len() == MAX_RETIRED_RATCHET_KEYS {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back(evicted.ratchet_key);
+            }
+        }
         self.store_skipped(header.ratchet_key, skipped);
         self.previous_sending_length = self.sending.as_ref().map_or(0, ChainKey::index);
         self.sending = Some(sending);
@@ -354,6 +372,7 @@ impl Session {
     /// || sending flag (1) [|| chain key (32) || index (u32)] || previous sending length (u32)
     /// || receiver count (1) || { ratchet key (32) || chain key (32) || index (u32) }*
     /// || skipped count (u16) || { ratchet key (32) || message key (32) || index (u32) }*
+    /// || retired count (1) || { ratchet key (32) }*
     /// || pending flag (1) [|| signed prekey id (u32) || one-time flag (1) [|| id (u32)]
     ///                      || KEM prekey id (u32) || KEM ciphertext (1088)]
     /// ```
@@ -390,6 +409,10 @@ impl Session {
             out.extend_from_slice(skipped.ratchet_key.as_bytes());
             out.extend_from_slice(skipped.key.as_bytes());
             out.extend_from_slice(&skipped.key.index().to_be_bytes());
+        }
+        out.push(u8::try_from(self.retired.len()).unwrap_or(u8::MAX));
+        for key in &self.retired {
+            out.extend_from_slice(key.as_bytes());
         }
         match &self.pending_prekey {
             Some(pending) => {
@@ -450,6 +473,14 @@ impl Session {
                 key: MessageKey::new(key, index),
             });
         }
+        let retired_count = usize::from(r.u8()?);
+        if retired_count > MAX_RETIRED_RATCHET_KEYS {
+            return Err(r.invalid("retired ratchet key count"));
+        }
+        let mut retired = VecDeque::with_capacity(retired_count);
+        for _ in 0..retired_count {
+            retired.push_back(r.x25519("retired ratchet key")?);
+        }
         let pending_prekey = if r.flag("pending prekey flag")? {
             let signed_prekey_id = PreKeyId(r.u32()?);
             let one_time_prekey_id = if r.flag("one-time prekey flag")? {
@@ -478,6 +509,7 @@ impl Session {
             previous_sending_length,
             receivers,
             skipped,
+            retired,
             pending_prekey,
         })
     }
@@ -496,6 +528,7 @@ impl fmt::Debug for Session {
             previous_sending_length,
             receivers,
             skipped,
+            retired,
             pending_prekey,
         } = self;
         f.debug_struct("Session")
@@ -507,6 +540,7 @@ impl fmt::Debug for Session {
             .field("previous_sending_length", previous_sending_length)
             .field("receiver_chains", &receivers.len())
             .field("skipped_keys", &skipped.len())
+            .field("retired_ratchet_keys", &retired.len())
             .field("acknowledged", &pending_prekey.is_none())
             .finish_non_exhaustive()
     }
@@ -670,8 +704,16 @@ mod tests {
             assert!(decrypt(&mut a, &mut rng, &reply[0].0).is_ok());
         }
         assert!(b.receivers.len() <= MAX_RECEIVER_CHAINS);
+        assert_eq!(b.retired.len(), 2); // the established chain and round 0
         // Skipped keys outlive their chain, so even the evicted chain's gap still opens.
         assert_eq!(decrypt(&mut b, &mut rng, &held[0].0).unwrap(), held[0].1);
+        // A replay on the evicted chain is a duplicate, and changes nothing.
+        let before = b.to_bytes();
+        assert_eq!(
+            decrypt(&mut b, &mut rng, &held[0].0),
+            Err(DecryptError::Duplicate)
+        );
+        assert_eq!(b.to_bytes(), before);
     }
 
     #[test]
