@@ -10,7 +10,9 @@
 //! - Limits: a jump of at most [`MAX_CHAIN_JUMP`](crate::consts::MAX_CHAIN_JUMP) in one
 //!   chain, at most [`MAX_SKIPPED_KEYS`](crate::consts::MAX_SKIPPED_KEYS) skipped keys per
 //!   session and [`MAX_RECEIVER_CHAINS`](crate::consts::MAX_RECEIVER_CHAINS) receiving
-//!   chains (oldest evicted first).
+//!   chains (oldest evicted first); the ratchet keys of the last
+//!   [`MAX_RETIRED_RATCHET_KEYS`](crate::consts::MAX_RETIRED_RATCHET_KEYS) evicted chains are
+//!   remembered so that a replay on them reports a duplicate.
 //!
 //! Out of order, tampered and replayed messages between Alice and Bob:
 //!
