@@ -37,7 +37,7 @@ use crate::consts::{
     LABEL_SIGN_KEM_PREKEY, LABEL_SIGN_ONE_TIME_PREKEY, LABEL_SIGN_SIGNED_PREKEY,
     SECRET_FORMAT_VERSION, SIGNATURE_LEN, X25519_LEN,
 };
-use crate::wire::{DecodeError, Reader};
+use crate::wire::{DecodeError, Reader, decode_versioned, encode_versioned};
 
 /// A prekey signature did not verify against the identity that should have made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -103,18 +103,14 @@ impl IdentityKey {
 
     /// Version byte || Ed25519 key || X25519 key || signature of the X25519 key.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(KEY_FORMAT_VERSION);
-        self.encode(&mut out);
-        out
+        encode_versioned(Self::ENCODED_LEN, KEY_FORMAT_VERSION, |out| {
+            self.encode(out)
+        })
     }
 
     /// Decodes and checks the self-signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::with_version("identity key", bytes, KEY_FORMAT_VERSION)?;
-        let key = Self::decode(&mut r)?;
-        r.finish()?;
-        Ok(key)
+        decode_versioned("identity key", bytes, KEY_FORMAT_VERSION, Self::decode)
     }
 
     /// Verifies `signature` over `label || id || key` with this identity's signing key.
@@ -326,17 +322,13 @@ impl X25519PreKey {
     }
 
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(KEY_FORMAT_VERSION);
-        self.encode(&mut out);
-        out
+        encode_versioned(Self::ENCODED_LEN, KEY_FORMAT_VERSION, |out| {
+            self.encode(out)
+        })
     }
 
     fn from_bytes(what: &'static str, bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::with_version(what, bytes, KEY_FORMAT_VERSION)?;
-        let key = Self::decode(&mut r)?;
-        r.finish()?;
-        Ok(key)
+        decode_versioned(what, bytes, KEY_FORMAT_VERSION, Self::decode)
     }
 }
 
@@ -646,18 +638,14 @@ impl KemPreKey {
 
     /// Version byte || id || kind || encapsulation key || signature.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(KEY_FORMAT_VERSION);
-        self.encode(&mut out);
-        out
+        encode_versioned(Self::ENCODED_LEN, KEY_FORMAT_VERSION, |out| {
+            self.encode(out)
+        })
     }
 
     /// Decodes; rejects an encapsulation key that FIPS 203's modulus check refuses.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::with_version("KEM prekey", bytes, KEY_FORMAT_VERSION)?;
-        let key = Self::decode(&mut r)?;
-        r.finish()?;
-        Ok(key)
+        decode_versioned("KEM prekey", bytes, KEY_FORMAT_VERSION, Self::decode)
     }
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {

@@ -136,6 +136,39 @@ pub(crate) mod testing {
             }
         }
 
+        /// A session from this party to `to`'s bundle.
+        pub(crate) fn initiate(
+            &self,
+            rng: &mut rand::rngs::StdRng,
+            to: &Party,
+            with_one_time: bool,
+        ) -> Session {
+            Session::initiate(
+                rng,
+                &self.identity,
+                &self.address,
+                &to.address,
+                &to.bundle(with_one_time),
+            )
+            .unwrap()
+        }
+
+        /// This party accepts a prekey message from `from`.
+        pub(crate) fn accept(
+            &self,
+            rng: &mut rand::rngs::StdRng,
+            from: &Party,
+            message: &PreKeyMessage,
+        ) -> Result<(Session, Vec<u8>), crate::SetupError> {
+            Session::accept(
+                rng,
+                self.keys_for(message),
+                &self.address,
+                &from.address,
+                message,
+            )
+        }
+
         /// The keys a prekey message names.
         pub(crate) fn keys_for(&self, message: &PreKeyMessage) -> ResponderKeys<'_> {
             ResponderKeys {
@@ -160,23 +193,9 @@ pub(crate) mod testing {
     pub(crate) fn established(rng: &mut rand::rngs::StdRng) -> (Session, Session) {
         let alice = Party::new(rng, "alice");
         let bob = Party::new(rng, "bob");
-        let mut a = Session::initiate(
-            rng,
-            &alice.identity,
-            &alice.address,
-            &bob.address,
-            &bob.bundle(true),
-        )
-        .unwrap();
+        let mut a = alice.initiate(rng, &bob, true);
         let first = prekey_message(&a.encrypt(b"first").unwrap());
-        let (mut b, plaintext) = Session::accept(
-            rng,
-            bob.keys_for(&first),
-            &bob.address,
-            &alice.address,
-            &first,
-        )
-        .unwrap();
+        let (mut b, plaintext) = bob.accept(rng, &alice, &first).unwrap();
         assert_eq!(plaintext, b"first");
         let reply = b.encrypt(b"reply").unwrap();
         assert_eq!(

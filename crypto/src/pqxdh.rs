@@ -281,26 +281,11 @@ mod tests {
             let mut rng = test_rng(21);
             let alice = Party::new(&mut rng, "alice");
             let bob = Party::new(&mut rng, "bob");
-            let bundle = bob.bundle(with_one_time);
-            let mut a = Session::initiate(
-                &mut rng,
-                &alice.identity,
-                &alice.address,
-                &bob.address,
-                &bundle,
-            )
-            .unwrap();
+            let mut a = alice.initiate(&mut rng, &bob, with_one_time);
             let first = prekey_message(&a.encrypt(b"one").unwrap());
             assert_eq!(first.one_time_prekey_id().is_some(), with_one_time);
             assert_eq!(first.identity(), alice.identity.public());
-            let (b, plaintext) = Session::accept(
-                &mut rng,
-                bob.keys_for(&first),
-                &bob.address,
-                &alice.address,
-                &first,
-            )
-            .unwrap();
+            let (b, plaintext) = bob.accept(&mut rng, &alice, &first).unwrap();
             assert_eq!(plaintext, b"one");
             assert_eq!(a.base_key(), b.base_key());
             assert_eq!(b.remote_identity(), alice.identity.public());
@@ -383,26 +368,12 @@ mod tests {
         let mut rng = test_rng(24);
         let alice = Party::new(&mut rng, "alice");
         let bob = Party::new(&mut rng, "bob");
-        let mut a = Session::initiate(
-            &mut rng,
-            &alice.identity,
-            &alice.address,
-            &bob.address,
-            &bob.bundle(true),
-        )
-        .unwrap();
+        let mut a = alice.initiate(&mut rng, &bob, true);
         let mut first = prekey_message(&a.encrypt(b"x").unwrap());
         for point in LOW_ORDER {
             first.base_key = PublicKey::from(point);
             assert_eq!(
-                Session::accept(
-                    &mut rng,
-                    bob.keys_for(&first),
-                    &bob.address,
-                    &alice.address,
-                    &first
-                )
-                .err(),
+                bob.accept(&mut rng, &alice, &first).err(),
                 Some(SetupError::NonContributory)
             );
         }
@@ -414,14 +385,7 @@ mod tests {
         let alice = Party::new(&mut rng, "alice");
         let bob = Party::new(&mut rng, "bob");
         let carol = Party::new(&mut rng, "carol");
-        let mut a = Session::initiate(
-            &mut rng,
-            &alice.identity,
-            &alice.address,
-            &bob.address,
-            &bob.bundle(true),
-        )
-        .unwrap();
+        let mut a = alice.initiate(&mut rng, &bob, true);
         let first = prekey_message(&a.encrypt(b"for bob").unwrap());
 
         // Carol has keys with the same ids, but they are not the ones Alice used.
@@ -472,14 +436,7 @@ mod tests {
         let mut rng = test_rng(26);
         let alice = Party::new(&mut rng, "alice");
         let bob = Party::new(&mut rng, "bob");
-        let mut a = Session::initiate(
-            &mut rng,
-            &alice.identity,
-            &alice.address,
-            &bob.address,
-            &bob.bundle(true),
-        )
-        .unwrap();
+        let mut a = alice.initiate(&mut rng, &bob, true);
         let wire = a.encrypt(b"tamper with me").unwrap();
         for i in 0..wire.len() {
             let mut bytes = wire.clone();

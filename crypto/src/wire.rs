@@ -158,6 +158,32 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A version byte followed by what `encode` writes.
+pub(crate) fn encode_versioned(
+    capacity: usize,
+    version: u8,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.push(version);
+    encode(&mut out);
+    out
+}
+
+/// Decodes a whole versioned encoding with `decode`: checks the version byte first and
+/// refuses bytes left over after it.
+pub(crate) fn decode_versioned<T>(
+    what: &'static str,
+    bytes: &[u8],
+    version: u8,
+    decode: impl FnOnce(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let mut r = Reader::with_version(what, bytes, version)?;
+    let value = decode(&mut r)?;
+    r.finish()?;
+    Ok(value)
+}
+
 /// Whether `bytes` is the canonical little-endian encoding of a field element below
 /// p = 2^255 - 19 (so the top bit is clear too).
 pub(crate) fn is_canonical_x25519(bytes: &[u8; 32]) -> bool {

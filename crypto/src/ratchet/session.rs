@@ -820,22 +820,10 @@ mod tests {
             Message::Ratchet(_)
         ));
         // A prekey message with a different base key is not for this session.
-        let (mut c, _) = established(&mut rng);
-        let _ = c.encrypt(b"y");
-        let (mut fresh, _) = {
-            let mut rng2 = test_rng(40);
-            let alice = crate::testing::Party::new(&mut rng2, "alice");
-            let bob = crate::testing::Party::new(&mut rng2, "bob");
-            let s = Session::initiate(
-                &mut rng2,
-                &alice.identity,
-                &alice.address,
-                &bob.address,
-                &bob.bundle(false),
-            )
-            .unwrap();
-            (s, ())
-        };
+        let mut other_rng = test_rng(40);
+        let alice = crate::testing::Party::new(&mut other_rng, "alice");
+        let bob = crate::testing::Party::new(&mut other_rng, "bob");
+        let mut fresh = alice.initiate(&mut other_rng, &bob, false);
         assert!(!fresh.is_acknowledged());
         let other = fresh.encrypt(b"z").unwrap();
         assert_eq!(
