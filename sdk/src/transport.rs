@@ -165,16 +165,24 @@ impl Transport {
         self
     }
 
+    /// The URL of `segments` under the server URL, each segment percent-encoded (so a
+    /// username such as `../keys` cannot reach another endpoint).
+    fn url(&self, segments: &[&str]) -> Result<Url, TransportError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| TransportError::Protocol("server URL cannot take a path".into()))?
+            .clear()
+            .extend(segments);
+        Ok(url)
+    }
+
     async fn call<B: Serialize, R: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         body: Option<&B>,
     ) -> Result<Option<R>, TransportError> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|_| TransportError::Protocol(format!("bad path {path}")))?;
+        let url = self.url(path)?;
         let mut request = self.http.request(method, url);
         if let Some(credential) = &self.credential {
             request = request.bearer_auth(credential);
@@ -210,12 +218,12 @@ impl Transport {
     async fn expect<B: Serialize, R: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        path: &[&str],
         body: Option<&B>,
     ) -> Result<R, TransportError> {
         self.call(method, path, body)
             .await?
-            .ok_or_else(|| TransportError::Protocol(format!("empty answer to {path}")))
+            .ok_or_else(|| TransportError::Protocol(format!("empty answer to /{}", path.join("/"))))
     }
 
     /// `POST /v1/accounts`.
@@ -223,13 +231,13 @@ impl Transport {
         &self,
         request: &api::RegisterRequest,
     ) -> Result<api::RegisterResponse, TransportError> {
-        self.expect(Method::POST, "/v1/accounts", Some(request))
+        self.expect(Method::POST, &["v1", "accounts"], Some(request))
             .await
     }
 
     /// `GET /v1/keys/count`.
     pub async fn prekey_count(&self) -> Result<api::PrekeyCount, TransportError> {
-        self.expect::<(), _>(Method::GET, "/v1/keys/count", None)
+        self.expect::<(), _>(Method::GET, &["v1", "keys", "count"], None)
             .await
     }
 
@@ -238,7 +246,7 @@ impl Transport {
         &self,
         request: &api::UploadKeysRequest,
     ) -> Result<(), TransportError> {
-        self.call::<_, serde_json::Value>(Method::PUT, "/v1/keys", Some(request))
+        self.call::<_, serde_json::Value>(Method::PUT, &["v1", "keys"], Some(request))
             .await
             .map(drop)
     }
@@ -251,7 +259,7 @@ impl Transport {
     ) -> Result<api::PrekeyBundles, TransportError> {
         self.expect(
             Method::POST,
-            &format!("/v1/users/{username}/bundles"),
+            &["v1", "users", username, "bundles"],
             Some(request),
         )
         .await
@@ -259,13 +267,14 @@ impl Transport {
 
     /// `GET /v1/users/{username}/devices`.
     pub async fn user_devices(&self, username: &str) -> Result<api::DeviceList, TransportError> {
-        self.expect::<(), _>(Method::GET, &format!("/v1/users/{username}/devices"), None)
+        self.expect::<(), _>(Method::GET, &["v1", "users", username, "devices"], None)
             .await
     }
 
     /// `GET /v1/devices`.
     pub async fn own_devices(&self) -> Result<api::DeviceList, TransportError> {
-        self.expect::<(), _>(Method::GET, "/v1/devices", None).await
+        self.expect::<(), _>(Method::GET, &["v1", "devices"], None)
+            .await
     }
 
     /// `POST /v1/messages`.
@@ -273,19 +282,19 @@ impl Transport {
         &self,
         request: &api::SendMessageRequest,
     ) -> Result<api::SendMessageResponse, TransportError> {
-        self.expect(Method::POST, "/v1/messages", Some(request))
+        self.expect(Method::POST, &["v1", "messages"], Some(request))
             .await
     }
 
     /// `GET /v1/messages`.
     pub async fn fetch(&self) -> Result<api::EnvelopeBatch, TransportError> {
-        self.expect::<(), _>(Method::GET, "/v1/messages", None)
+        self.expect::<(), _>(Method::GET, &["v1", "messages"], None)
             .await
     }
 
     /// `POST /v1/messages/ack`.
     pub async fn ack(&self, request: &api::AckRequest) -> Result<(), TransportError> {
-        self.call::<_, serde_json::Value>(Method::POST, "/v1/messages/ack", Some(request))
+        self.call::<_, serde_json::Value>(Method::POST, &["v1", "messages", "ack"], Some(request))
             .await
             .map(drop)
     }
@@ -381,6 +390,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn usernames_cannot_escape_their_path_segment() {
+        let transport = Transport::new("http://127.0.0.1:9/base/", &Trust::SystemRoots).unwrap();
+        let url = transport
+            .url(&["v1", "users", "../keys", "devices"])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/v1/users/..%2Fkeys/devices"
+        );
+        let url = transport.url(&["v1", "users", "a?b#c", "devices"]).unwrap();
+        assert_eq!(url.path(), "/v1/users/a%3Fb%23c/devices");
     }
 
     #[test]
