@@ -10,9 +10,14 @@
 //! | method and path | request | response |
 //! |---|---|---|
 //! | `POST /v1/accounts` | [`RegisterRequest`] | `201` [`RegisterResponse`] |
+//! | `DELETE /v1/accounts/me` | - | `204` (the caller's whole account) |
 //! | `GET /v1/devices` | - | [`DeviceList`] (the caller's own devices) |
 //! | `POST /v1/devices` | [`AddDeviceRequest`] | `201` [`AddDeviceResponse`] |
 //! | `DELETE /v1/devices/{device_id}` | - | `204` |
+//! | `POST /v1/devices/link` | [`LinkDeviceRequest`] (no credential) | `201` [`AddDeviceResponse`] |
+//! | `POST /v1/provisioning` | [`OpenChannelRequest`] (no credential) | `201` [`OpenChannelResponse`] |
+//! | `GET /v1/provisioning/{channel}` | - (no credential) | [`ChannelState`] |
+//! | `PUT /v1/provisioning/{channel}` | [`AnswerChannelRequest`] | `204` |
 //! | `GET /v1/users/{username}/devices` | - | [`DeviceList`] |
 //! | `PUT /v1/keys` | [`UploadKeysRequest`] | `204` |
 //! | `GET /v1/keys/count` | - | [`PrekeyCount`] |
@@ -402,6 +407,9 @@ pub struct DeviceInfo {
     pub name: Option<String>,
     /// When the device was added.
     pub created_at: Timestamp,
+    /// The device's public identity key, so that a sender notices a changed key before it
+    /// encrypts with an old session.
+    pub identity_key: Bytes,
 }
 
 /// The current devices of a user.
@@ -411,6 +419,72 @@ pub struct DeviceList {
     pub username: String,
     /// The devices, in device order.
     pub devices: Vec<DeviceInfo>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Linking a device
+// ---------------------------------------------------------------------------------------
+//
+// 1. The new device opens a channel with its provisioning public key and shows the channel
+//    id and a digest of the key as a link code.
+// 2. An existing device of the account, given the code, reads the key from the channel,
+//    checks it against the digest, and answers with a message sealed to that key (it holds
+//    the account identity and a one-time link token) and the token.
+// 3. The new device reads the answer, opens it, and adds itself with the token.
+//
+// The server sees the public key, the sealed message and the token's hash, never what the
+// message holds.
+
+/// `POST /v1/provisioning`: open a provisioning channel (no credential needed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenChannelRequest {
+    /// The new device's provisioning public key, opaque to the server.
+    pub public_key: Bytes,
+}
+
+/// The answer to opening a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenChannelResponse {
+    /// The channel's id: 16 random bytes, unpadded base64url.
+    pub channel: String,
+    /// When the channel expires.
+    pub expires_at: Timestamp,
+}
+
+/// `GET /v1/provisioning/{channel}`: the channel's public key and answer, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelState {
+    /// The new device's provisioning public key.
+    pub public_key: Bytes,
+    /// The sealed answer of the existing device, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Bytes>,
+}
+
+/// `PUT /v1/provisioning/{channel}`: an existing device answers a channel, once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerChannelRequest {
+    /// The message sealed to the channel's public key, opaque to the server.
+    pub message: Bytes,
+    /// A one-time link token (16 to 128 characters), also inside the sealed message; the
+    /// server keeps only its hash.
+    pub link_token: String,
+}
+
+/// `POST /v1/devices/link`: the new device adds itself to the account that answered its
+/// channel (no credential needed; the link token is the authority). The channel is
+/// deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkDeviceRequest {
+    /// The channel id.
+    pub channel: String,
+    /// The link token from the sealed message.
+    pub link_token: String,
+    /// A label for the device, only for its owner (at most 64 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The new device's public keys.
+    pub keys: DeviceKeys,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -585,6 +659,9 @@ pub enum ErrorCode {
     DeviceMismatch,
     /// 409: the account already has the maximum number of devices.
     TooManyDevices,
+    /// 409: the resource is not in a state that allows this (a provisioning channel that
+    /// was already answered).
+    Conflict,
     /// 413: the body, an envelope or an upload batch is over its limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -609,7 +686,9 @@ impl ErrorCode {
             Self::InviteRequired => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::UsernameTaken | Self::DeviceMismatch | Self::TooManyDevices => 409,
+            Self::UsernameTaken | Self::DeviceMismatch | Self::TooManyDevices | Self::Conflict => {
+                409
+            }
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -631,6 +710,7 @@ impl ErrorCode {
             Self::UsernameTaken => "username_taken",
             Self::DeviceMismatch => "device_mismatch",
             Self::TooManyDevices => "too_many_devices",
+            Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use tacit_sdk::{Client, IncomingKind, KeySource, Transport, Trust};
+use tacit_sdk::{
+    Client, Incoming, IncomingKind, KeySource, MessageStatus, ReceiptKind, SocketEvent, Transport,
+    Trust,
+};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +71,62 @@ enum Command {
         username: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Stay connected and print messages as they arrive (until Ctrl-C).
+    Listen {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat with a contact interactively: type a line to send it; Ctrl-D ends.
+    Chat { username: String },
+    /// Link devices to the account, list and remove them.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// The account itself.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// On a NEW device: show a link code, wait until an existing device approves it with
+    /// `tacit device add CODE`, then join the account.
+    Link {
+        /// `https://host:port` of the account's server (or `http://` to loopback).
+        server: String,
+        /// A name for this device, shown in `device list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Trust exactly the server certificate with this SHA-256 fingerprint.
+        #[arg(long, conflicts_with = "ca_file")]
+        pin: Option<String>,
+        /// Trust the CA certificate(s) in this PEM file.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// On an EXISTING device: approve the new device that shows this link code.
+    Add { code: String },
+    /// List the account's devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a device of the account (its access ends at once).
+    Remove { id: u32 },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Delete the account on the server (all devices, keys and waiting messages) and the
+    /// local store. The username becomes free.
+    Delete {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -204,31 +263,7 @@ async fn run(cli: Cli) -> Result<()> {
             loop {
                 let events = client.receive().await?;
                 for event in &events {
-                    if json {
-                        let mut value = serde_json::to_value(event)?;
-                        if let (Some(map), IncomingKind::Text { .. }) =
-                            (value.as_object_mut(), &event.kind)
-                        {
-                            map.entry("error").or_insert(serde_json::Value::Null);
-                        }
-                        println!("{value}");
-                    } else {
-                        match &event.kind {
-                            IncomingKind::Text { peer, text } if *peer == event.sender => {
-                                println!("{}.{}: {text}", event.sender, event.sender_device)
-                            }
-                            IncomingKind::Text { peer, text } => {
-                                println!(
-                                    "(to {peer}, from your device {}): {text}",
-                                    event.sender_device
-                                )
-                            }
-                            IncomingKind::Failed { error } => println!(
-                                "{}.{}: [message failed: {error}]",
-                                event.sender, event.sender_device
-                            ),
-                        }
-                    }
+                    print_event(event, json)?;
                 }
                 if !events.is_empty() || Instant::now() >= deadline {
                     break;
@@ -279,12 +314,270 @@ async fn run(cli: Cli) -> Result<()> {
                             "device": message.sender_device,
                             "time": message.sent_at,
                             "text": text,
+                            "status": message.status,
                         })
                     );
+                } else if message.outgoing {
+                    let mark = match message.status {
+                        MessageStatus::Sent => "",
+                        MessageStatus::Delivered => "  (delivered)",
+                        MessageStatus::Read => "  (read)",
+                    };
+                    println!("{from}: {text}{mark}");
                 } else {
                     println!("{from}: {text}");
                 }
             }
+        }
+        Command::Listen { json } => {
+            let mut client = open(&home).await?;
+            listen(&mut client, json).await?;
+        }
+        Command::Chat { username } => {
+            let mut client = open(&home).await?;
+            chat(&mut client, &username).await?;
+        }
+        Command::Device(command) => device(&home, command).await?,
+        Command::Account(AccountCommand::Delete { yes }) => {
+            if !yes {
+                bail!(
+                    "this deletes the account on the server and the store in {}; pass --yes",
+                    home.display()
+                );
+            }
+            let client = open(&home).await?;
+            let username = client.username().to_owned();
+            client.delete_account().await?;
+            for file in ["store.db", "store.db-wal", "store.db-shm", "config.json"] {
+                let path = home.join(file);
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                }
+            }
+            println!("deleted the account {username} and its local store");
+        }
+    }
+    Ok(())
+}
+
+/// Prints one event: a line of text, or one JSON object with `--json` (stable keys:
+/// `sender`, `sender_device`, `time`, `kind`, and `peer`, `text`, `message_id` for text,
+/// `receipt`, `message_ids` for receipts, `error` for failures).
+fn print_event(event: &Incoming, json: bool) -> Result<()> {
+    if json {
+        let mut value = serde_json::to_value(event)?;
+        if let (Some(map), IncomingKind::Text { .. }) = (value.as_object_mut(), &event.kind) {
+            map.entry("error").or_insert(serde_json::Value::Null);
+        }
+        println!("{value}");
+        return Ok(());
+    }
+    let from = format!("{}.{}", event.sender, event.sender_device);
+    match &event.kind {
+        IncomingKind::Text { peer, text, .. } if *peer == event.sender => {
+            println!("{from}: {text}");
+        }
+        IncomingKind::Text { peer, text, .. } => {
+            println!(
+                "(to {peer}, from your device {}): {text}",
+                event.sender_device
+            );
+        }
+        IncomingKind::Receipt {
+            peer,
+            receipt,
+            message_ids,
+        } => {
+            let what = match receipt {
+                ReceiptKind::Delivered => "received",
+                ReceiptKind::Read => "read",
+            };
+            let n = message_ids.len();
+            let plural = if n == 1 { "" } else { "s" };
+            if *peer == event.sender {
+                println!("[{peer} {what} {n} message{plural}]");
+            } else {
+                println!(
+                    "[you {what} {n} message{plural} from {peer} on device {}]",
+                    event.sender_device
+                );
+            }
+        }
+        IncomingKind::Failed { error } => println!("{from}: [message failed: {error}]"),
+    }
+    Ok(())
+}
+
+/// Connects the WebSocket, retrying with a growing pause; says so on stderr.
+async fn connect(client: &mut Client) -> Result<tacit_sdk::Socket> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match client.connect().await {
+            Ok(socket) => return Ok(socket),
+            Err(tacit_sdk::ClientError::Transport(
+                error @ (tacit_sdk::TransportError::Connect(_)
+                | tacit_sdk::TransportError::Socket(_)),
+            )) => {
+                eprintln!("tacit: {error}; retrying in {} s", pause.as_secs_f32());
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+}
+
+async fn listen(client: &mut Client, json: bool) -> Result<()> {
+    let mut socket = connect(client).await?;
+    loop {
+        let frame = tokio::select! {
+            frame = socket.next_frame() => frame,
+            _ = tokio::signal::ctrl_c() => {
+                socket.close().await;
+                return Ok(());
+            }
+        };
+        match frame {
+            Ok(Some(frame)) => {
+                if let SocketEvent::Incoming(event) = client.on_frame(&mut socket, frame).await? {
+                    print_event(&event, json)?;
+                }
+            }
+            Ok(None) | Err(_) => {
+                eprintln!("tacit: connection closed; reconnecting");
+                socket = connect(client).await?;
+            }
+        }
+    }
+}
+
+async fn chat(client: &mut Client, peer: &str) -> Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let history = client.store().history(peer).await?;
+    for message in history.iter().skip(history.len().saturating_sub(10)) {
+        let from = if message.outgoing { "me" } else { peer };
+        println!("{from}: {}", String::from_utf8_lossy(&message.body));
+    }
+    eprintln!("-- chatting with {peer}: type a line and press Enter to send; Ctrl-D to quit --");
+    client.mark_read(peer).await?;
+    let mut socket = connect(client).await?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        // Only reading is raced; handling runs to completion, so nothing is half-stored.
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line.context("reading standard input")? else {
+                    socket.close().await;
+                    return Ok(());
+                };
+                let text = line.trim_end();
+                if text.is_empty() {
+                    continue;
+                }
+                match client.send(peer, text).await {
+                    Ok(_) => {}
+                    // A failed send is reported and the chat goes on.
+                    Err(error) => eprintln!("tacit: not sent: {error}"),
+                }
+            }
+            frame = socket.next_frame() => match frame {
+                Ok(Some(frame)) => {
+                    if let SocketEvent::Incoming(event) = client.on_frame(&mut socket, frame).await? {
+                        let from_peer = matches!(&event.kind, IncomingKind::Text { peer: p, .. } if p == peer)
+                            && event.sender == peer;
+                        print_event(&event, false)?;
+                        if from_peer {
+                            client.mark_read(peer).await?;
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    eprintln!("tacit: connection closed; reconnecting");
+                    socket = connect(client).await?;
+                }
+            },
+        }
+    }
+}
+
+async fn device(home: &Path, command: DeviceCommand) -> Result<()> {
+    match command {
+        DeviceCommand::Link {
+            server,
+            name,
+            timeout,
+            pin,
+            ca_file,
+        } => {
+            let config = HomeConfig {
+                server: server.clone(),
+                pin,
+                ca_file,
+            };
+            let trust = config.trust()?;
+            let transport = Transport::new(&server, &trust)?;
+            if home.join("config.json").exists() {
+                bail!("{} already holds an account", home.display());
+            }
+            std::fs::create_dir_all(home)
+                .with_context(|| format!("creating {}", home.display()))?;
+            let passphrase = passphrase()?;
+            let pending = Client::begin_link(transport).await?;
+            println!("link code: {}", pending.code());
+            eprintln!(
+                "On a device already in the account, run:\n  tacit device add {}\nWaiting up to {timeout} s...",
+                pending.code()
+            );
+            let client = Client::finish_link(
+                pending,
+                &home.join("store.db"),
+                KeySource::Passphrase(&passphrase),
+                name.as_deref(),
+                Duration::from_secs(timeout),
+            )
+            .await?;
+            let json = serde_json::to_string_pretty(&config)?;
+            std::fs::write(home.join("config.json"), json + "\n")
+                .with_context(|| format!("writing {}", home.display()))?;
+            println!(
+                "linked: this is device {} of {}",
+                client.device_id(),
+                client.username()
+            );
+        }
+        DeviceCommand::Add { code } => {
+            let client = open(home).await?;
+            client.approve_link(&code).await?;
+            println!("approved: the new device is joining {}", client.username());
+        }
+        DeviceCommand::List { json } => {
+            let client = open(home).await?;
+            for device in client.devices().await? {
+                let id = device.device_id.0;
+                let this = id == client.device_id();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": id,
+                            "name": device.name,
+                            "created_at": device.created_at.0,
+                            "this_device": this,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{id}\t{}{}",
+                        device.name.as_deref().unwrap_or("-"),
+                        if this { "\t(this device)" } else { "" }
+                    );
+                }
+            }
+        }
+        DeviceCommand::Remove { id } => {
+            open(home).await?.remove_device(id).await?;
+            println!("removed device {id}");
         }
     }
     Ok(())

@@ -115,6 +115,34 @@ fn tacit(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `tacit` on the laptop home of the linking test (its own passphrase).
+fn tacit_with(home: &Path, args: &[&str]) -> Output {
+    Command::new(TACIT)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("TACIT_PASSPHRASE", "another passphrase")
+        .output()
+        .unwrap()
+}
+
+fn tacit_ok(home: &Path, args: &[&str]) -> String {
+    let out = tacit_with(home, args);
+    assert!(
+        out.status.success(),
+        "tacit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn tacit_recv(home: &Path) -> Vec<serde_json::Value> {
+    tacit_ok(home, &["recv", "--json", "--wait", "5"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 /// Runs `tacit` and insists it succeeded; returns stdout.
 fn ok(home: &Path, args: &[&str]) -> String {
     let out = tacit(home, args);
@@ -134,11 +162,29 @@ fn recv(home: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The texts of the messages among `events` (`<failed>` for a failed one); receipts are
+/// left out.
 fn texts(events: &[serde_json::Value]) -> Vec<String> {
     events
         .iter()
+        .filter(|e| e["kind"] != "receipt")
         .map(|e| e["text"].as_str().unwrap_or("<failed>").to_owned())
         .collect()
+}
+
+/// A server on SQLite in `root/server-data`, logging to `root/server.log`.
+fn sqlite_server(root: &Path) -> Server {
+    let data = root.join("server-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = format!("sqlite://{}", data.join("tacit.db").display());
+    Server::start(&data, &db, &root.join("server.log"))
+}
+
+/// Runs `tacit` expecting failure; returns stderr.
+fn fails(home: &Path, args: &[&str]) -> String {
+    let out = tacit(home, args);
+    assert!(!out.status.success(), "tacit {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
 }
 
 fn random_marker() -> String {
@@ -206,9 +252,9 @@ fn conversation(server: Server, root: &Path) -> (Server, Vec<String>) {
         markers.extend(sent);
         markers.extend(replies);
     }
-    // Nothing is delivered twice.
-    assert!(recv(&bob).is_empty());
-    assert!(recv(&alice).is_empty());
+    // Nothing is delivered twice (only receipts are left).
+    assert!(texts(&recv(&bob)).is_empty());
+    assert!(texts(&recv(&alice)).is_empty());
 
     // History holds all 200, in order, on both sides.
     let history = ok(&alice, &["history", "bob", "--json"]);
@@ -291,6 +337,8 @@ fn a_tampered_ciphertext_is_reported_and_later_messages_still_open() {
     assert_eq!(texts(&recv(&bob)), ["hello"]);
     ok(&bob, &["send", "alice", "hi"]);
     assert_eq!(texts(&recv(&alice)), ["hi"]);
+    // Bob takes Alice's delivered receipt, so that his mailbox holds only what follows.
+    assert!(texts(&recv(&bob)).is_empty());
 
     for text in ["one", "two", "three"] {
         ok(&alice, &["send", "bob", text]);
@@ -339,7 +387,7 @@ fn a_tampered_ciphertext_is_reported_and_later_messages_still_open() {
         events[1]
     );
     // The failure is not redelivered, and the session still works both ways.
-    assert!(recv(&bob).is_empty());
+    assert!(texts(&recv(&bob)).is_empty());
     ok(&bob, &["send", "alice", "after"]);
     assert_eq!(texts(&recv(&alice)), ["after"]);
 }
@@ -357,4 +405,274 @@ fn clear_errors_for_bad_input() {
     let out = tacit(&home, &["register", "http://127.0.0.1:1", "alice"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not reach the server"));
+}
+
+/// Bob deletes his account and registers again with a new identity: Alice's sends stop
+/// with the identity-change error until she accepts the new key with `tacit trust bob`.
+#[test]
+fn a_changed_identity_stops_sends_until_trusted() {
+    let root = tempfile::tempdir().unwrap();
+    let server = sqlite_server(root.path());
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["send", "bob", "hello"]);
+    assert_eq!(texts(&recv(&bob)), ["hello"]);
+    ok(&alice, &["verify", "bob"]);
+    let old_number = ok(&alice, &["safety-number", "bob"]);
+
+    assert!(fails(&bob, &["account", "delete"]).contains("--yes"));
+    ok(&bob, &["account", "delete", "--yes"]);
+    assert!(!bob.join("store.db").exists());
+    ok(&bob, &["register", &server.url, "bob"]);
+
+    let error = fails(&alice, &["send", "bob", "are you still you?"]);
+    assert!(error.contains("identity key has changed"), "{error}");
+    assert!(error.contains("VERIFIED"), "{error}");
+    assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
+    // It stays stopped until the new key is accepted; nothing reached Bob meanwhile.
+    assert!(fails(&alice, &["send", "bob", "again?"]).contains("identity key has changed"));
+    assert!(ok(&alice, &["contacts"]).contains("IDENTITY CHANGED"));
+    assert!(recv(&bob).is_empty());
+    assert_ne!(ok(&alice, &["safety-number", "bob"]), old_number);
+
+    assert!(ok(&alice, &["trust", "bob"]).contains("accepted"));
+    ok(&alice, &["send", "bob", "welcome back"]);
+    assert_eq!(texts(&recv(&bob)), ["welcome back"]);
+    assert_eq!(
+        ok(&alice, &["safety-number", "bob"]),
+        ok(&bob, &["safety-number", "alice"])
+    );
+}
+
+/// Alice links a laptop to her phone's account; Bob's message reaches both, and what the
+/// laptop sends shows up in the phone's history. Receipts come back to Bob.
+#[test]
+fn a_linked_device_gets_messages_and_syncs_sent_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let server = sqlite_server(root.path());
+    let (phone, laptop, bob) = (
+        root.path().join("phone"),
+        root.path().join("laptop"),
+        root.path().join("bob"),
+    );
+    ok(&phone, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&phone, &["send", "bob", "hi from the phone"]);
+    assert_eq!(texts(&recv(&bob)), ["hi from the phone"]);
+    ok(&phone, &["verify", "bob"]);
+
+    // The new device shows a code; the phone approves it.
+    let mut link = Command::new(TACIT)
+        .arg("--home")
+        .arg(&laptop)
+        .args([
+            "device",
+            "link",
+            &server.url,
+            "--name",
+            "laptop",
+            "--timeout",
+            "60",
+        ])
+        .env("TACIT_PASSPHRASE", "another passphrase")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(link.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    let code = first.trim().strip_prefix("link code: ").unwrap().to_owned();
+    assert_eq!(code.len(), 64);
+    // A mangled code is refused without touching the channel.
+    let mut wrong = code.clone().into_bytes();
+    wrong[40] = if wrong[40] == b'A' { b'B' } else { b'A' };
+    let error = fails(
+        &phone,
+        &["device", "add", std::str::from_utf8(&wrong).unwrap()],
+    );
+    assert!(error.contains("does not match"), "{error}");
+    ok(&phone, &["device", "add", &code]);
+    let status = link.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(status.success(), "device link failed: {rest}");
+    assert!(rest.contains("device 2 of alice"), "{rest}");
+    // The code is single-use.
+    assert!(fails(&phone, &["device", "add", &code]).contains("link code"));
+
+    let devices = ok(&phone, &["device", "list"]);
+    assert_eq!(devices.lines().count(), 2, "{devices}");
+    assert!(devices.contains("laptop"));
+    // The laptop has the account identity and the phone's pins.
+    assert_eq!(
+        tacit_ok(&laptop, &["safety-number", "bob"]),
+        ok(&bob, &["safety-number", "alice"])
+    );
+    assert!(tacit_ok(&laptop, &["contacts"]).contains("verified"));
+
+    // Bob's message reaches both of Alice's devices.
+    ok(&bob, &["send", "alice", "to both"]);
+    assert_eq!(texts(&recv(&phone)), ["to both"]);
+    assert_eq!(texts(&tacit_recv(&laptop)), ["to both"]);
+
+    // What the laptop sends reaches Bob and shows up in the phone's history.
+    tacit_ok(&laptop, &["send", "bob", "from the laptop"]);
+    let on_bob = recv(&bob);
+    assert_eq!(texts(&on_bob), ["from the laptop"]);
+    // Both of Alice's devices told Bob they got "to both".
+    assert!(
+        on_bob
+            .iter()
+            .filter(|e| e["receipt"] == "delivered")
+            .count()
+            >= 1,
+        "{on_bob:?}"
+    );
+    let bob_history = ok(&bob, &["history", "alice", "--json"]);
+    assert!(
+        bob_history.contains(r#""status":"delivered""#),
+        "{bob_history}"
+    );
+    let synced = recv(&phone);
+    assert_eq!(texts(&synced), ["from the laptop"]);
+    assert_eq!(synced[0]["peer"], "bob");
+    let history = ok(&phone, &["history", "bob"]);
+    assert!(history.contains("me: from the laptop"), "{history}");
+
+    // Removing the laptop ends its access; Bob's next message goes to the phone only.
+    ok(&phone, &["device", "remove", "2"]);
+    let error = String::from_utf8(tacit_with(&laptop, &["recv"]).stderr).unwrap();
+    assert!(error.contains("unauthorized"), "{error}");
+    ok(&bob, &["send", "alice", "phone only"]);
+    assert_eq!(texts(&recv(&phone)), ["phone only"]);
+}
+
+/// `tacit listen` prints messages as they arrive over the WebSocket.
+#[test]
+fn listen_prints_messages_as_they_arrive() {
+    let root = tempfile::tempdir().unwrap();
+    let server = sqlite_server(root.path());
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["send", "bob", "waiting before"]);
+    let mut listener = Command::new(TACIT)
+        .arg("--home")
+        .arg(&bob)
+        .args(["listen", "--json"])
+        .env("TACIT_PASSPHRASE", "correct horse battery staple")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, receiver) = std::sync::mpsc::channel();
+    let stdout = listener.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        let line = receiver.recv_timeout(Duration::from_secs(20)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    assert_eq!(next()["text"], "waiting before");
+    for text in ["live one", "live two"] {
+        ok(&alice, &["send", "bob", text]);
+        let event = next();
+        assert_eq!(
+            (event["text"].as_str(), event["sender"].as_str()),
+            (Some(text), Some("alice"))
+        );
+    }
+    let _ = listener.kill();
+    let _ = listener.wait();
+    // Everything was acknowledged: nothing is waiting.
+    assert!(texts(&recv(&bob)).is_empty());
+    // Alice got the delivered receipts.
+    let receipts = recv(&alice);
+    assert!(
+        receipts.iter().all(|e| e["kind"] == "receipt"),
+        "{receipts:?}"
+    );
+    assert!(!receipts.is_empty());
+}
+
+/// The SDK rotates the signed and last-resort prekeys on schedule; a message made from a
+/// bundle claimed before one rotation still opens, one from before two rotations is
+/// reported as failed (that key is deleted).
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
+    use tacit_sdk::{Client, IncomingKind, KeySource, Transport, Trust};
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_owned();
+    let server = tokio::task::spawn_blocking(move || sqlite_server(&root_path))
+        .await
+        .unwrap();
+    let transport = || Transport::new(&server.url, &Trust::SystemRoots).unwrap();
+    let register = |name: &'static str| {
+        let path = root.path().join(format!("{name}.db"));
+        let transport = transport();
+        async move {
+            Client::register(&path, KeySource::Passphrase("pw"), transport, name, None)
+                .await
+                .unwrap()
+        }
+    };
+    let mut alice = register("alice").await;
+    let mut bob = register("bob").await;
+    let mut carol = register("carol").await;
+    let texts = |events: Vec<tacit_sdk::Incoming>| -> Vec<String> {
+        events
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                IncomingKind::Text { text, .. } => Some(text),
+                IncomingKind::Failed { error } => Some(format!("failed: {error}")),
+                IncomingKind::Receipt { .. } => None,
+            })
+            .collect()
+    };
+
+    // Not due yet; forced with a zero age.
+    assert!(
+        !alice
+            .rotate_prekeys_if_older(tacit_sdk::client::SIGNED_PREKEY_ROTATION)
+            .await
+            .unwrap()
+    );
+    // Bob's session starts from the first signed prekey; Carol's from the second.
+    bob.send("alice", "from bob").await.unwrap();
+    assert!(alice.rotate_prekeys_if_older(Duration::ZERO).await.unwrap());
+    carol.send("alice", "from carol").await.unwrap();
+    // One rotation later, Bob's message (signed prekey 1) still opens.
+    assert_eq!(
+        texts(alice.receive().await.unwrap()),
+        ["from bob", "from carol"]
+    );
+
+    // Dave claims a bundle (signed prekey 2); two rotations later that key is gone.
+    let mut dave = register("dave").await;
+    dave.send("alice", "too late").await.unwrap();
+    assert!(alice.rotate_prekeys_if_older(Duration::ZERO).await.unwrap());
+    assert!(alice.rotate_prekeys_if_older(Duration::ZERO).await.unwrap());
+    let events = texts(alice.receive().await.unwrap());
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].contains("prekey this device does not have"),
+        "{events:?}"
+    );
+    // New sessions use the current key, and existing ones go on.
+    let mut erin = register("erin").await;
+    erin.send("alice", "fresh").await.unwrap();
+    bob.send("alice", "bob again").await.unwrap();
+    assert_eq!(
+        texts(alice.receive().await.unwrap()),
+        ["fresh", "bob again"]
+    );
+    drop(server);
 }

@@ -11,6 +11,8 @@ pub const MESSAGE_VERSION: u8 = 1;
 pub const SESSION_FORMAT_VERSION: u8 = 1;
 /// Version byte that starts a serialized secret key (identity or prekey private part).
 pub const SECRET_FORMAT_VERSION: u8 = 1;
+/// Version byte that starts a sealed provisioning message (device linking).
+pub const PROVISIONING_VERSION: u8 = 1;
 /// Version byte of the scannable safety-number form.
 pub const FINGERPRINT_SCAN_VERSION: u8 = 1;
 
@@ -27,6 +29,8 @@ pub const LABEL_ASSOCIATED_DATA: &[u8] = b"Tacit_SessionAD_v1";
 pub const LABEL_ROOT: &[u8] = b"Tacit_Ratchet_Root_v1";
 /// HKDF info that expands a message key into an AEAD key and nonce.
 pub const LABEL_MESSAGE_KEYS: &[u8] = b"Tacit_Ratchet_MessageKeys_v1";
+/// HKDF info of the one-use key that seals a provisioning message (device linking).
+pub const LABEL_PROVISIONING: &[u8] = b"Tacit_Provisioning_v1";
 /// Signature context of the identity's X25519 key, signed by its Ed25519 key.
 pub const LABEL_SIGN_IDENTITY_DH: &[u8] = b"Tacit_Sign_IdentityDH_v1";
 /// Signature context of a signed X25519 prekey.

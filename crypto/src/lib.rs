@@ -69,6 +69,7 @@ pub mod fingerprint;
 pub mod keys;
 mod message;
 pub mod pqxdh;
+pub mod provision;
 pub mod ratchet;
 pub mod wire;
 
@@ -80,6 +81,7 @@ pub use keys::{
 };
 pub use message::{Message, PreKeyMessage, RatchetMessage};
 pub use pqxdh::{ResponderKeys, SetupError};
+pub use provision::{ProvisionError, ProvisioningKeyPair, ProvisioningPublicKey};
 pub use ratchet::{DecryptError, EncryptError, Session};
 pub use wire::DecodeError;
 

@@ -13,9 +13,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 use tacit_api as api;
+use tacit_crypto::provision::{self, ProvisioningKeyPair, ProvisioningPublicKey};
 use tacit_crypto::{
     Address, DecryptError, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair,
     Message, OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, ResponderKeys, SafetyNumber,
@@ -24,8 +28,8 @@ use tacit_crypto::{
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::store::{KeySource, PrekeyKind, Store, StoreError};
-use crate::transport::{Transport, TransportError};
+use crate::store::{KeySource, MessageStatus, PrekeyKind, Store, StoreError};
+use crate::transport::{Socket, Transport, TransportError};
 
 /// One-time prekeys of each kind uploaded at registration and kept in stock after.
 pub const PREKEY_BATCH: u32 = 50;
@@ -84,6 +88,15 @@ pub enum ClientError {
     /// Local state that should be there is missing or unreadable.
     #[error("local state is inconsistent: {0}")]
     Inconsistent(String),
+    /// A device of our own account has an identity key that is not the account's: a device
+    /// someone else added (or a server that lies). Nothing was sent to it.
+    #[error(
+        "device {0} of your account has a different identity key; if you did not link it, remove it with `device remove {0}`"
+    )]
+    ForeignDevice(u32),
+    /// Device linking failed.
+    #[error("device link failed: {0}")]
+    Link(String),
 }
 
 /// What the client persists about its account (sealed in the store).
@@ -95,19 +108,90 @@ struct AccountRecord {
     credential: String,
     next_one_time_id: u32,
     next_kem_id: u32,
+    /// The current signed prekey and when it was made (ms since the epoch).
+    #[serde(default = "first_id")]
+    signed_prekey_id: u32,
+    #[serde(default)]
+    signed_prekey_at: i64,
+    /// The current last-resort ML-KEM prekey.
+    #[serde(default = "first_id")]
+    kem_last_resort_id: u32,
+    /// The one it replaced, kept for one more rotation period.
+    #[serde(default)]
+    previous_kem_last_resort_id: Option<u32>,
 }
+
+fn first_id() -> u32 {
+    1
+}
+
+/// How often the signed prekey and the last-resort KEM prekey are replaced. The previous
+/// ones are kept for one more period, for messages made from bundles claimed before.
+pub const SIGNED_PREKEY_ROTATION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The plaintext inside every end-to-end encrypted message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 struct Payload {
     /// Payload format version.
     v: u8,
-    /// `"text"`.
+    /// `"text"` or `"receipt"`.
     kind: String,
+    #[serde(default)]
     body: String,
     /// On copies sent to the sender's own other devices: the conversation's other party.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to: Option<String>,
+    /// The sender's random id of a text message, named by receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    /// With `kind = "receipt"`: what happened to which messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receipt: Option<ReceiptBody>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct ReceiptBody {
+    status: ReceiptKind,
+    ids: Vec<String>,
+}
+
+/// What a receipt says happened.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// A device of the recipient stored the messages.
+    Delivered,
+    /// The recipient read them.
+    Read,
+}
+
+/// What the account identity travels in, sealed to a new device (see SECURITY.md,
+/// "Linking a device").
+#[derive(Serialize, Deserialize)]
+struct LinkPayload {
+    v: u8,
+    username: String,
+    /// [`IdentityKeyPair::to_secret_bytes`].
+    identity: Vec<u8>,
+    link_token: String,
+    /// The pinned contacts, so that the new device trusts what this one trusts.
+    contacts: Vec<LinkContact>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LinkContact {
+    username: String,
+    identity_key: Vec<u8>,
+    verified: bool,
+}
+
+impl Drop for LinkPayload {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.identity.zeroize();
+        self.link_token.zeroize();
+    }
 }
 
 /// Something that arrived.
@@ -135,12 +219,36 @@ pub enum IncomingKind {
         peer: String,
         /// The text.
         text: String,
+        /// The sender's id of the message (what receipts name).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+    },
+    /// A receipt for our messages to `peer`.
+    Receipt {
+        /// The conversation's other party (who sent the receipt).
+        peer: String,
+        /// Delivered or read.
+        receipt: ReceiptKind,
+        /// The ids of our messages it names.
+        message_ids: Vec<String>,
     },
     /// A message that could not be decrypted; it is acknowledged and dropped.
     Failed {
         /// Why.
         error: String,
     },
+}
+
+/// What [`Client::on_frame`] made of one WebSocket frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketEvent {
+    /// Something arrived (already stored and acknowledged).
+    Incoming(Incoming),
+    /// Everything that waited at connect time has been pushed.
+    CaughtUp,
+    /// A frame with nothing for the app (a pong, a server notice).
+    Nothing,
 }
 
 /// A Tacit account on one device.
@@ -171,7 +279,76 @@ fn bad_bundle(username: &str, reason: impl std::fmt::Display) -> ClientError {
     }
 }
 
+impl AccountRecord {
+    fn new(server: &str, username: &str) -> Self {
+        Self {
+            server: server.to_owned(),
+            username: username.to_owned(),
+            device: 0,
+            credential: String::new(),
+            next_one_time_id: 1,
+            next_kem_id: 2,
+            signed_prekey_id: 1,
+            signed_prekey_at: now_ms(),
+            kem_last_resort_id: 1,
+            previous_kem_last_resort_id: None,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A random id: 16 bytes in hex.
+fn random_id() -> Result<String, ClientError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl Client {
+    /// Makes a device's key set for `identity`: the signed prekey, the last-resort KEM
+    /// prekey and a first batch of one-time prekeys, with their secrets stored first.
+    async fn prepare_device(
+        store: &Store,
+        identity: &IdentityKeyPair,
+        account: &mut AccountRecord,
+    ) -> Result<api::DeviceKeys, ClientError> {
+        let mut rng = rng();
+        let signed = identity.generate_signed_prekey(&mut rng, PreKeyId(account.signed_prekey_id));
+        let last_resort = identity.generate_kem_prekey(
+            &mut rng,
+            PreKeyId(account.kem_last_resort_id),
+            KemPreKeyKind::LastResort,
+        );
+        let (one_time, kems) = Self::fresh_prekeys(identity, account);
+        store
+            .put_prekey(PrekeyKind::Signed, signed.id().0, &signed.to_secret_bytes())
+            .await?;
+        store
+            .put_prekey(
+                PrekeyKind::Kem,
+                last_resort.id().0,
+                &last_resort.to_secret_bytes(),
+            )
+            .await?;
+        Self::store_prekeys(store, &one_time, &kems).await?;
+        Ok(api::DeviceKeys {
+            identity_key: identity.public().to_bytes().into(),
+            signed_prekey: signed_wire(&signed.public()),
+            kem_last_resort_prekey: kem_wire(last_resort.public()),
+            one_time_prekeys: one_time
+                .iter()
+                .map(|k| one_time_wire(&k.public()))
+                .collect(),
+            one_time_kem_prekeys: kems.iter().map(|k| kem_wire(k.public())).collect(),
+        })
+    }
+
     /// Registers a new account on `server` and keeps it in the store at `store_path`.
     pub async fn register(
         store_path: &Path,
@@ -186,38 +363,9 @@ impl Client {
                 .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
             return Err(ClientError::AlreadyRegistered(record.username));
         }
-        let mut rng = rng();
-        let identity = IdentityKeyPair::generate(&mut rng);
-        let mut account = AccountRecord {
-            server: transport.base_url().to_owned(),
-            username: username.to_owned(),
-            device: 0,
-            credential: String::new(),
-            next_one_time_id: 1,
-            next_kem_id: 2,
-        };
-        let signed = identity.generate_signed_prekey(&mut rng, PreKeyId(1));
-        let last_resort =
-            identity.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
-        let (one_time, kems) = Self::fresh_prekeys(&identity, &mut account);
-        store
-            .put_prekey(PrekeyKind::Signed, 1, &signed.to_secret_bytes())
-            .await?;
-        store
-            .put_prekey(PrekeyKind::Kem, 1, &last_resort.to_secret_bytes())
-            .await?;
-        Self::store_prekeys(&store, &one_time, &kems).await?;
-
-        let keys = api::DeviceKeys {
-            identity_key: identity.public().to_bytes().into(),
-            signed_prekey: signed_wire(&signed.public()),
-            kem_last_resort_prekey: kem_wire(last_resort.public()),
-            one_time_prekeys: one_time
-                .iter()
-                .map(|k| one_time_wire(&k.public()))
-                .collect(),
-            one_time_kem_prekeys: kems.iter().map(|k| kem_wire(k.public())).collect(),
-        };
+        let identity = IdentityKeyPair::generate(&mut rng());
+        let mut account = AccountRecord::new(transport.base_url(), username);
+        let keys = Self::prepare_device(&store, &identity, &mut account).await?;
         let response = transport
             .register(&api::RegisterRequest {
                 username: username.to_owned(),
@@ -365,13 +513,22 @@ impl Client {
         Address::new(username, device).map_err(|e| ClientError::Inconsistent(e.to_string()))
     }
 
-    /// Checks `identity` against the pin for `username`, pinning it on first use.
+    /// Checks `identity` against the pin for `username`, pinning it on first use. A device
+    /// of our own account must carry the account identity.
     async fn check_identity(
         &self,
         username: &str,
+        device: u32,
         identity: &IdentityKey,
     ) -> Result<(), ClientError> {
         let encoded = identity.to_bytes();
+        if username == self.account.username {
+            return if encoded == self.identity.public().to_bytes() {
+                Ok(())
+            } else {
+                Err(ClientError::ForeignDevice(device))
+            };
+        }
         match self.store.contact(username).await? {
             None => {
                 self.store.pin_contact(username, &encoded).await?;
@@ -388,6 +545,28 @@ impl Client {
                 })
             }
         }
+    }
+
+    /// The devices of `username` the server lists, each checked against the pinned
+    /// identity (or, for our own account, the account identity), less this device.
+    async fn checked_devices(&self, username: &str) -> Result<BTreeSet<u32>, ClientError> {
+        let list = if username == self.account.username {
+            self.transport.own_devices().await?
+        } else {
+            self.transport.user_devices(username).await?
+        };
+        let mut devices = BTreeSet::new();
+        for device in list.devices {
+            let id = device.device_id.0;
+            if username == self.account.username && id == self.account.device {
+                continue;
+            }
+            let identity = IdentityKey::from_bytes(device.identity_key.as_slice())
+                .map_err(|e| bad_bundle(username, e))?;
+            self.check_identity(username, id, &identity).await?;
+            devices.insert(id);
+        }
+        Ok(devices)
     }
 
     /// The active session with a device, if any.
@@ -416,7 +595,7 @@ impl Client {
         for &device in devices {
             match self.active_session(username, device).await? {
                 Some(session) => {
-                    self.check_identity(username, session.remote_identity())
+                    self.check_identity(username, device, session.remote_identity())
                         .await?;
                     sessions.push((device, session));
                 }
@@ -439,7 +618,8 @@ impl Client {
         let mut rng = rng();
         for bundle in &bundles.bundles {
             let parsed = parse_bundle(username, bundle)?;
-            self.check_identity(username, &parsed.identity).await?;
+            self.check_identity(username, bundle.device_id.0, &parsed.identity)
+                .await?;
             let remote = Self::address(username, bundle.device_id.0)?;
             let session = Session::initiate(&mut rng, &self.identity, &local, &remote, &parsed)?;
             sessions.push((bundle.device_id.0, session));
@@ -448,7 +628,70 @@ impl Client {
     }
 
     /// Sends a text message to every device of `username` (and a copy to our other devices).
+    /// Returns the message's local id in the history.
     pub async fn send(&mut self, username: &str, text: &str) -> Result<i64, ClientError> {
+        let uid = random_id()?;
+        let to_them = Payload::text(text, None, &uid).to_bytes()?;
+        let to_us = Payload::text(text, Some(username), &uid).to_bytes()?;
+        let time = self.send_payload(username, &to_them, &to_us).await?;
+        let id = self
+            .store
+            .add_message(
+                username,
+                true,
+                self.account.device,
+                time,
+                text.as_bytes(),
+                Some(&uid),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// Sends a receipt for messages from `username` to their devices (and a copy to ours).
+    pub async fn send_receipt(
+        &mut self,
+        username: &str,
+        receipt: ReceiptKind,
+        message_ids: &[String],
+    ) -> Result<(), ClientError> {
+        let body = |to: Option<&str>| Payload {
+            v: 1,
+            kind: "receipt".into(),
+            body: String::new(),
+            to: to.map(str::to_owned),
+            id: None,
+            receipt: Some(ReceiptBody {
+                status: receipt,
+                ids: message_ids.to_vec(),
+            }),
+        };
+        let to_them = body(None).to_bytes()?;
+        let to_us = body(Some(username)).to_bytes()?;
+        self.send_payload(username, &to_them, &to_us).await?;
+        Ok(())
+    }
+
+    /// Marks the unread messages from `username` read and sends them a read receipt.
+    /// Returns how many messages it covered.
+    pub async fn mark_read(&mut self, username: &str) -> Result<usize, ClientError> {
+        let uids = self.store.mark_incoming_read(username).await?;
+        if !uids.is_empty() {
+            self.send_receipt(username, ReceiptKind::Read, &uids)
+                .await?;
+        }
+        Ok(uids.len())
+    }
+
+    /// Encrypts and sends one payload to every device of `username` and a copy to our
+    /// other devices, following the server's device-mismatch answers. Returns the server
+    /// time of the send.
+    async fn send_payload(
+        &mut self,
+        username: &str,
+        to_them: &[u8],
+        to_us: &[u8],
+    ) -> Result<i64, ClientError> {
         if let Some(contact) = self.store.contact(username).await?
             && contact.changed_identity_key.is_some()
         {
@@ -457,42 +700,21 @@ impl Client {
                 verified: contact.verified,
             });
         }
-        let mut id_bytes = [0u8; 16];
-        getrandom::fill(&mut id_bytes).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
-        let client_message_id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut theirs: BTreeSet<u32> = self
-            .transport
-            .user_devices(username)
-            .await?
-            .devices
-            .iter()
-            .map(|d| d.device_id.0)
-            .collect();
-        if username == self.account.username {
-            theirs.remove(&self.account.device);
-        }
-        let mut ours: BTreeSet<u32> = if username == self.account.username {
+        let client_message_id = random_id()?;
+        let me = self.account.username.clone();
+        let mut theirs = self.checked_devices(username).await?;
+        let mut ours = if username == me {
             BTreeSet::new()
         } else {
-            self.transport
-                .own_devices()
-                .await?
-                .devices
-                .iter()
-                .map(|d| d.device_id.0)
-                .filter(|d| *d != self.account.device)
-                .collect()
+            self.checked_devices(&me).await?
         };
-        let to_them = payload_bytes(text, None)?;
-        let to_us = payload_bytes(text, Some(username))?;
-        let me = self.account.username.clone();
 
         for _ in 0..SEND_ATTEMPTS {
             if theirs.is_empty() {
                 return Err(ClientError::NoDevices(username.to_owned()));
             }
-            let recipient_devices = self.encrypt_for(username, &theirs, &to_them).await?;
-            let own_devices = self.encrypt_for(&me, &ours, &to_us).await?;
+            let recipient_devices = self.encrypt_for(username, &theirs, to_them).await?;
+            let own_devices = self.encrypt_for(&me, &ours, to_us).await?;
             let request = api::SendMessageRequest {
                 client_message_id: client_message_id.clone(),
                 recipient: username.to_owned(),
@@ -500,19 +722,7 @@ impl Client {
                 own_devices,
             };
             match self.transport.send(&request).await {
-                Ok(response) => {
-                    let id = self
-                        .store
-                        .add_message(
-                            username,
-                            true,
-                            self.account.device,
-                            response.server_timestamp.0,
-                            text.as_bytes(),
-                        )
-                        .await?;
-                    return Ok(id);
-                }
+                Ok(response) => return Ok(response.server_timestamp.0),
                 Err(TransportError::DeviceMismatch(mismatch)) => {
                     for address in mismatch.stale {
                         let set = if address.username == me {
@@ -568,7 +778,9 @@ impl Client {
     }
 
     /// Fetches what is waiting, decrypts it, stores it, then acknowledges it: nothing is
-    /// acknowledged before it is safely in the local store.
+    /// acknowledged before it is safely in the local store. Then sends delivered receipts
+    /// (best effort: a receipt that cannot be sent is dropped, the messages are kept) and
+    /// does the prekey upkeep.
     pub async fn receive(&mut self) -> Result<Vec<Incoming>, ClientError> {
         let mut events = Vec::new();
         loop {
@@ -597,10 +809,129 @@ impl Client {
                 break;
             }
         }
-        if !events.is_empty() {
-            self.replenish_prekeys().await?;
-        }
+        self.send_delivered(&events).await;
+        self.maintain().await?;
         Ok(events)
+    }
+
+    /// Opens the WebSocket; envelopes then arrive as frames for [`Self::on_frame`].
+    pub async fn connect(&mut self) -> Result<Socket, ClientError> {
+        Ok(self.transport.connect_socket().await?)
+    }
+
+    /// Handles one frame from [`Socket::next_frame`]: an envelope is decrypted, stored,
+    /// acknowledged on the socket and answered with a delivered receipt; the end of the
+    /// backlog triggers the prekey upkeep.
+    pub async fn on_frame(
+        &mut self,
+        socket: &mut Socket,
+        frame: api::ServerFrame,
+    ) -> Result<SocketEvent, ClientError> {
+        match frame {
+            api::ServerFrame::Envelope(envelope) => {
+                let event = self.handle(&envelope).await?;
+                socket
+                    .send(&api::ClientFrame::Ack {
+                        ids: vec![envelope.id],
+                    })
+                    .await?;
+                self.send_delivered(std::slice::from_ref(&event)).await;
+                Ok(SocketEvent::Incoming(event))
+            }
+            api::ServerFrame::QueueEmpty => {
+                self.maintain().await?;
+                Ok(SocketEvent::CaughtUp)
+            }
+            api::ServerFrame::Pong { .. } | api::ServerFrame::Error(_) => Ok(SocketEvent::Nothing),
+        }
+    }
+
+    /// Delivered receipts for the text messages among `events`, one per sender.
+    async fn send_delivered(&mut self, events: &[Incoming]) {
+        let mut by_sender: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for event in events {
+            if let IncomingKind::Text {
+                message_id: Some(id),
+                ..
+            } = &event.kind
+                && event.sender != self.account.username
+            {
+                by_sender
+                    .entry(event.sender.as_str())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        for (sender, ids) in by_sender {
+            // Best effort: the messages are stored whatever happens to the receipt.
+            let _ = self
+                .send_receipt(sender, ReceiptKind::Delivered, &ids)
+                .await;
+        }
+    }
+
+    /// Prekey upkeep: replenishes one-time prekeys when the server runs low and rotates the
+    /// signed and last-resort prekeys when they are due.
+    pub async fn maintain(&mut self) -> Result<(), ClientError> {
+        self.replenish_prekeys().await?;
+        self.rotate_prekeys_if_older(SIGNED_PREKEY_ROTATION).await?;
+        Ok(())
+    }
+
+    /// Replaces the signed prekey and the last-resort KEM prekey if they are older than
+    /// `max_age` (the previous ones are kept one more period; older ones are deleted).
+    /// Returns whether it rotated.
+    pub async fn rotate_prekeys_if_older(
+        &mut self,
+        max_age: std::time::Duration,
+    ) -> Result<bool, ClientError> {
+        let age_ms = now_ms().saturating_sub(self.account.signed_prekey_at);
+        if u128::try_from(age_ms).unwrap_or(0) < max_age.as_millis() {
+            return Ok(false);
+        }
+        let mut rng = rng();
+        let (old_signed, old_kem) = (
+            self.account.signed_prekey_id,
+            self.account.kem_last_resort_id,
+        );
+        let signed_id = old_signed.wrapping_add(1);
+        let kem_id = self.account.next_kem_id;
+        let signed = self
+            .identity
+            .generate_signed_prekey(&mut rng, PreKeyId(signed_id));
+        let kem = self.identity.generate_kem_prekey(
+            &mut rng,
+            PreKeyId(kem_id),
+            KemPreKeyKind::LastResort,
+        );
+        // Secrets first, then the record, then the upload (as in `replenish_prekeys`).
+        self.store
+            .put_prekey(PrekeyKind::Signed, signed_id, &signed.to_secret_bytes())
+            .await?;
+        self.store
+            .put_prekey(PrekeyKind::Kem, kem_id, &kem.to_secret_bytes())
+            .await?;
+        self.account.next_kem_id = kem_id.wrapping_add(1);
+        self.account.signed_prekey_id = signed_id;
+        self.account.kem_last_resort_id = kem_id;
+        self.account.signed_prekey_at = now_ms();
+        self.save_account().await?;
+        self.transport
+            .upload_keys(&api::UploadKeysRequest {
+                signed_prekey: Some(signed_wire(&signed.public())),
+                kem_last_resort_prekey: Some(kem_wire(kem.public())),
+                ..Default::default()
+            })
+            .await?;
+        // Keep the ones just replaced; drop every older signed and last-resort prekey.
+        self.store
+            .delete_prekeys_before(PrekeyKind::Signed, old_signed)
+            .await?;
+        if let Some(previous) = self.account.previous_kem_last_resort_id.replace(old_kem) {
+            self.store.delete_prekey(PrekeyKind::Kem, previous).await?;
+        }
+        self.save_account().await?;
+        Ok(true)
     }
 
     async fn handle(&mut self, envelope: &api::Envelope) -> Result<Incoming, ClientError> {
@@ -616,7 +947,7 @@ impl Client {
             .decrypt(&sender, device, envelope.ciphertext.0.as_slice())
             .await
         {
-            Ok(plaintext) => plaintext,
+            Ok(plaintext) => Zeroizing::new(plaintext),
             Err(Failure::Local(error)) => return Err(error),
             Err(Failure::Message(error)) => {
                 return Ok(incoming(IncomingKind::Failed { error }));
@@ -627,24 +958,49 @@ impl Client {
                 error: "unreadable message payload".into(),
             }));
         };
-        let peer = match (&payload.to, sender == self.account.username) {
+        let outgoing = sender == self.account.username;
+        let peer = match (&payload.to, outgoing) {
             (Some(to), true) => to.clone(),
             _ => sender.clone(),
         };
-        let outgoing = sender == self.account.username;
-        self.store
-            .add_message(
-                &peer,
-                outgoing,
-                device,
-                envelope.server_timestamp.0,
-                payload.body.as_bytes(),
-            )
-            .await?;
-        Ok(incoming(IncomingKind::Text {
-            peer,
-            text: payload.body,
-        }))
+        match (payload.kind.as_str(), payload.receipt) {
+            ("text", _) => {
+                self.store
+                    .add_message(
+                        &peer,
+                        outgoing,
+                        device,
+                        envelope.server_timestamp.0,
+                        payload.body.as_bytes(),
+                        payload.id.as_deref(),
+                    )
+                    .await?;
+                Ok(incoming(IncomingKind::Text {
+                    peer,
+                    text: payload.body,
+                    message_id: payload.id,
+                }))
+            }
+            ("receipt", Some(receipt)) => {
+                if !outgoing {
+                    let status = match receipt.status {
+                        ReceiptKind::Delivered => MessageStatus::Delivered,
+                        ReceiptKind::Read => MessageStatus::Read,
+                    };
+                    self.store
+                        .mark_outgoing(&peer, &receipt.ids, status)
+                        .await?;
+                }
+                Ok(incoming(IncomingKind::Receipt {
+                    peer,
+                    receipt: receipt.status,
+                    message_ids: receipt.ids,
+                }))
+            }
+            (kind, _) => Ok(incoming(IncomingKind::Failed {
+                error: format!("unsupported message kind {kind:?} (a newer client?)"),
+            })),
+        }
     }
 
     async fn decrypt(
@@ -696,9 +1052,11 @@ impl Client {
                 last_error.map_or_else(|| "duplicate".into(), |e| e.to_string())
             )));
         }
-        if let Err(error) = self.check_identity(sender, first.identity()).await {
+        if let Err(error) = self.check_identity(sender, device, first.identity()).await {
             return Err(match error {
-                ClientError::IdentityChanged { .. } => Failure::Message(error.to_string()),
+                ClientError::IdentityChanged { .. } | ClientError::ForeignDevice(_) => {
+                    Failure::Message(error.to_string())
+                }
                 other => Failure::Local(other),
             });
         }
@@ -817,6 +1175,245 @@ impl Client {
         }
         Ok(accepted)
     }
+
+    /// Our account's devices as the server lists them (with their names).
+    pub async fn devices(&self) -> Result<Vec<api::DeviceInfo>, ClientError> {
+        Ok(self.transport.own_devices().await?.devices)
+    }
+
+    /// Removes another device of our account: its credential stops working at once.
+    pub async fn remove_device(&self, device: u32) -> Result<(), ClientError> {
+        if device == self.account.device {
+            return Err(ClientError::Link(
+                "this is the device you are using; remove it from another device".into(),
+            ));
+        }
+        self.transport.remove_device(device).await?;
+        Ok(())
+    }
+
+    /// Deletes the whole account on the server (every device, key and waiting message; the
+    /// username becomes free). The local store is left for the caller to delete.
+    pub async fn delete_account(self) -> Result<(), ClientError> {
+        self.transport.delete_account().await?;
+        self.store.close().await;
+        Ok(())
+    }
+
+    /// Starts linking this (new) device: opens a provisioning channel and returns the link
+    /// code to type into an existing device of the account (`approve_link`).
+    pub async fn begin_link(transport: Transport) -> Result<PendingLink, ClientError> {
+        let keys = ProvisioningKeyPair::generate(&mut rng());
+        let opened = transport
+            .open_channel(&api::OpenChannelRequest {
+                public_key: keys.public().to_bytes().into(),
+            })
+            .await?;
+        let channel = URL_SAFE_NO_PAD
+            .decode(&opened.channel)
+            .ok()
+            .filter(|c| c.len() == LINK_CHANNEL_LEN)
+            .ok_or_else(|| ClientError::Link("the server sent a malformed channel id".into()))?;
+        let mut code_bytes = channel;
+        code_bytes.extend_from_slice(&keys.public().digest());
+        Ok(PendingLink {
+            code: URL_SAFE_NO_PAD.encode(code_bytes),
+            channel: opened.channel,
+            expires_at: opened.expires_at.0,
+            transport,
+            keys,
+        })
+    }
+
+    /// Finishes linking this device: waits (up to `timeout`) for an existing device to
+    /// answer, opens the sealed account identity, adds this device to the account and keeps
+    /// it in a new store at `store_path`.
+    pub async fn finish_link(
+        pending: PendingLink,
+        store_path: &Path,
+        key: KeySource<'_>,
+        device_name: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, ClientError> {
+        let store = Store::open(store_path, key).await?;
+        if let Some(record) = store.secret("account").await? {
+            let record: AccountRecord = serde_json::from_slice(&record)
+                .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+            return Err(ClientError::AlreadyRegistered(record.username));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sealed = loop {
+            let state = match pending.transport.channel_state(&pending.channel).await {
+                Ok(state) => state,
+                Err(TransportError::Api { code, .. }) if code == "not_found" => {
+                    return Err(ClientError::Link(
+                        "the link code expired; start again with a new one".into(),
+                    ));
+                }
+                Err(other) => return Err(other.into()),
+            };
+            if let Some(message) = state.message {
+                break message;
+            }
+            if tokio::time::Instant::now() >= deadline || now_ms() >= pending.expires_at {
+                return Err(ClientError::Link(
+                    "no device approved the link in time; start again with a new code".into(),
+                ));
+            }
+            tokio::time::sleep(LINK_POLL_INTERVAL).await;
+        };
+        let plaintext = pending
+            .keys
+            .open(&link_context(&pending.channel), sealed.as_slice())
+            .map_err(|e| ClientError::Link(format!("the answer does not open: {e}")))?;
+        let payload: LinkPayload = serde_json::from_slice(&plaintext)
+            .map_err(|_| ClientError::Link("the answer is not a link payload".into()))?;
+        let identity = IdentityKeyPair::from_secret_bytes(&payload.identity)
+            .map_err(|e| ClientError::Link(format!("the account identity is malformed: {e}")))?;
+        let mut account = AccountRecord::new(pending.transport.base_url(), &payload.username);
+        let keys = Self::prepare_device(&store, &identity, &mut account).await?;
+        let added = pending
+            .transport
+            .link_device(&api::LinkDeviceRequest {
+                channel: pending.channel.clone(),
+                link_token: payload.link_token.clone(),
+                device_name: device_name.map(str::to_owned),
+                keys,
+            })
+            .await?;
+        account.device = added.device_id.0;
+        account.credential = added.credential.to_string();
+        store
+            .put_secret("identity", &identity.to_secret_bytes())
+            .await?;
+        for contact in &payload.contacts {
+            store
+                .pin_contact(&contact.username, &contact.identity_key)
+                .await?;
+            if contact.verified {
+                store.mark_verified(&contact.username).await?;
+            }
+        }
+        let client = Self {
+            transport: pending.transport.with_credential(&account.credential),
+            store,
+            identity,
+            account,
+        };
+        client.save_account().await?;
+        Ok(client)
+    }
+
+    /// Approves linking a new device: checks the key on the server against the link code,
+    /// then seals the account identity, the pinned contacts and a one-time link token to
+    /// it. The server relays the sealed message and never sees what it holds.
+    pub async fn approve_link(&self, code: &str) -> Result<(), ClientError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(code.trim())
+            .ok()
+            .filter(|raw| raw.len() == LINK_CHANNEL_LEN + 32)
+            .ok_or_else(|| {
+                ClientError::Link("malformed link code (copy all 64 characters)".into())
+            })?;
+        let (channel, digest) = raw.split_at(LINK_CHANNEL_LEN);
+        let channel = URL_SAFE_NO_PAD.encode(channel);
+        let state = match self.transport.channel_state(&channel).await {
+            Ok(state) => state,
+            Err(TransportError::Api { code, .. }) if code == "not_found" => {
+                return Err(ClientError::Link("unknown or expired link code".into()));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if state.message.is_some() {
+            return Err(ClientError::Link("this link code was already used".into()));
+        }
+        let public = ProvisioningPublicKey::from_bytes(state.public_key.as_slice())
+            .map_err(|e| ClientError::Link(format!("the new device's key is malformed: {e}")))?;
+        if !bool::from(public.digest().as_slice().ct_eq(digest)) {
+            return Err(ClientError::Link(
+                "the key on the server does not match the link code: someone may be \
+                 interfering; nothing was sent"
+                    .into(),
+            ));
+        }
+        let mut token = Zeroizing::new([0u8; 32]);
+        getrandom::fill(token.as_mut()).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+        let link_token = URL_SAFE_NO_PAD.encode(token.as_ref());
+        let contacts = self
+            .store
+            .contacts()
+            .await?
+            .into_iter()
+            .map(|c| LinkContact {
+                username: c.username,
+                identity_key: c.identity_key,
+                verified: c.verified,
+            })
+            .collect();
+        let payload = LinkPayload {
+            v: 1,
+            username: self.account.username.clone(),
+            identity: self.identity.to_secret_bytes().to_vec(),
+            link_token: link_token.clone(),
+            contacts,
+        };
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&payload).map_err(|e| ClientError::Inconsistent(e.to_string()))?,
+        );
+        let sealed = provision::seal(&mut rng(), &public, &link_context(&channel), &plaintext)
+            .map_err(|e| ClientError::Link(e.to_string()))?;
+        self.transport
+            .answer_channel(
+                &channel,
+                &api::AnswerChannelRequest {
+                    message: sealed.into(),
+                    link_token,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Length of a provisioning channel id in bytes.
+const LINK_CHANNEL_LEN: usize = 16;
+/// How often a new device asks whether its link was approved.
+const LINK_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The associated data of a sealed link answer: binds it to its channel.
+fn link_context(channel: &str) -> Vec<u8> {
+    let mut context = b"Tacit link ".to_vec();
+    context.extend_from_slice(channel.as_bytes());
+    context
+}
+
+/// A new device waiting for an existing one to approve the link.
+pub struct PendingLink {
+    transport: Transport,
+    keys: ProvisioningKeyPair,
+    channel: String,
+    code: String,
+    expires_at: i64,
+}
+
+impl PendingLink {
+    /// The link code to type into the existing device (64 characters).
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// When the code expires (ms since the epoch).
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+impl std::fmt::Debug for PendingLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLink")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A receive-side failure: either of this one message (reported, acknowledged) or local
@@ -826,14 +1423,21 @@ enum Failure {
     Local(ClientError),
 }
 
-fn payload_bytes(text: &str, to: Option<&str>) -> Result<Vec<u8>, ClientError> {
-    serde_json::to_vec(&Payload {
-        v: 1,
-        kind: "text".into(),
-        body: text.to_owned(),
-        to: to.map(str::to_owned),
-    })
-    .map_err(|e| ClientError::Inconsistent(e.to_string()))
+impl Payload {
+    fn text(text: &str, to: Option<&str>, uid: &str) -> Self {
+        Self {
+            v: 1,
+            kind: "text".into(),
+            body: text.to_owned(),
+            to: to.map(str::to_owned),
+            id: Some(uid.to_owned()),
+            receipt: None,
+        }
+    }
+
+    fn to_bytes(&self) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(self).map_err(|e| ClientError::Inconsistent(e.to_string()))
+    }
 }
 
 fn signed_wire(key: &SignedPreKey) -> api::SignedPrekey {

@@ -1,15 +1,13 @@
 //! The Tacit client library: an account on one device, its encrypted local store, its
 //! sessions with other devices, and the transport to the server.
 //!
-//! - [`Client`]: register, keep prekeys stocked, send to every device of a user (and our
-//!   other devices), receive and acknowledge only once stored, trust on first use with
+//! - [`Client`]: register or link a device, keep prekeys stocked and rotated, send to every
+//!   device of a user (and our other devices), receive by polling or over the WebSocket and
+//!   acknowledge only once stored, delivered and read receipts, trust on first use with
 //!   identity-change detection, safety numbers.
 //! - [`store`]: the local store, encrypted at rest.
-//! - [`transport`]: HTTP(S) to the server with system roots, a CA file or a pinned
-//!   certificate.
-//!
-//! Not here yet (see the issue tracker): device linking, the WebSocket push stream,
-//! receipts, and scheduled signed-prekey rotation.
+//! - [`transport`]: HTTP(S) and WebSocket to the server with system roots, a CA file or a
+//!   pinned certificate.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -18,8 +16,11 @@ pub mod client;
 pub mod store;
 pub mod transport;
 
-pub use client::{Client, ClientError, Incoming, IncomingKind};
-pub use store::{
-    Contact, KeySource, PrekeyKind, Store, StoreError, StoreKey, StoredMessage, StoredSession,
+pub use client::{
+    Client, ClientError, Incoming, IncomingKind, PendingLink, ReceiptKind, SocketEvent,
 };
-pub use transport::{Transport, TransportError, Trust};
+pub use store::{
+    Contact, KeySource, MessageStatus, PrekeyKind, Store, StoreError, StoreKey, StoredMessage,
+    StoredSession,
+};
+pub use transport::{Socket, Transport, TransportError, Trust};

@@ -141,6 +141,41 @@ pub struct StoredMessage {
     pub sent_at: i64,
     /// The decrypted body.
     pub body: Vec<u8>,
+    /// The sender's id of the message (named in receipts), if it had one.
+    pub uid: Option<String>,
+    /// How far the message got.
+    pub status: MessageStatus,
+}
+
+/// How far a message got: for our own messages, what the recipient's receipts said; for
+/// incoming ones, whether we read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Outgoing: accepted by the server. Incoming: not read yet.
+    Sent,
+    /// Outgoing: a device of the recipient stored it.
+    Delivered,
+    /// Read (by the recipient, for outgoing messages; by us, for incoming ones).
+    Read,
+}
+
+impl MessageStatus {
+    fn to_i64(self) -> i64 {
+        match self {
+            Self::Sent => 0,
+            Self::Delivered => 1,
+            Self::Read => 2,
+        }
+    }
+
+    fn from_i64(v: i64) -> Self {
+        match v {
+            1 => Self::Delivered,
+            2 => Self::Read,
+            _ => Self::Sent,
+        }
+    }
 }
 
 /// A stored session record.
@@ -474,6 +509,16 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes the prekeys of `kind` with an id below `id`.
+    pub async fn delete_prekeys_before(&self, kind: PrekeyKind, id: u32) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM prekeys WHERE kind = ? AND id < ?")
+            .bind(kind.code())
+            .bind(i64::from(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Appends a message to the history.
     pub async fn add_message(
         &self,
@@ -482,6 +527,7 @@ impl Store {
         sender_device: u32,
         sent_at: i64,
         body: &[u8],
+        uid: Option<&str>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")
@@ -490,7 +536,8 @@ impl Store {
             .try_get(0)?;
         let sealed = self.seal(&format!("messages:{id}"), body)?;
         sqlx::query(
-            "INSERT INTO messages (id, peer, outgoing, sender_device, sent_at, body_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, peer, outgoing, sender_device, sent_at, body_sealed, uid) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(peer)
@@ -498,6 +545,7 @@ impl Store {
         .bind(i64::from(sender_device))
         .bind(sent_at)
         .bind(sealed)
+        .bind(uid)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -507,7 +555,8 @@ impl Store {
     /// The conversation with `peer`, oldest first.
     pub async fn history(&self, peer: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed FROM messages WHERE peer = ? ORDER BY id",
+            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed, uid, status \
+             FROM messages WHERE peer = ? ORDER BY id",
         )
         .bind(peer)
         .fetch_all(&self.pool)
@@ -527,9 +576,58 @@ impl Store {
                     body: self
                         .open_sealed(&format!("messages:{id}"), &sealed)?
                         .to_vec(),
+                    uid: row.try_get(6)?,
+                    status: MessageStatus::from_i64(row.try_get(7)?),
                 })
             })
             .collect()
+    }
+
+    /// Raises the status of our messages to `peer` named by `uids` (never lowers it).
+    /// Returns how many changed.
+    pub async fn mark_outgoing(
+        &self,
+        peer: &str,
+        uids: &[String],
+        status: MessageStatus,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for uid in uids {
+            changed += sqlx::query(
+                "UPDATE messages SET status = ? \
+                 WHERE peer = ? AND uid = ? AND outgoing = 1 AND status < ?",
+            )
+            .bind(status.to_i64())
+            .bind(peer)
+            .bind(uid)
+            .bind(status.to_i64())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Marks every unread incoming message from `peer` read; returns the uids of those that
+    /// had one (for a read receipt).
+    pub async fn mark_incoming_read(&self, peer: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let uids: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT uid FROM messages WHERE peer = ? AND outgoing = 0 AND status < 2 ORDER BY id",
+        )
+        .bind(peer)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE messages SET status = 2 WHERE peer = ? AND outgoing = 0 AND status < 2",
+        )
+        .bind(peer)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(uids.into_iter().flatten().collect())
     }
 
     /// Closes the database cleanly.
@@ -611,7 +709,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .add_message("bob", false, 1, 1000, marker)
+            .add_message("bob", false, 1, 1000, marker, None)
             .await
             .unwrap();
         store.close().await;
@@ -701,18 +799,50 @@ mod tests {
         );
         assert!(!store.accept_changed_identity("bob").await.unwrap());
 
-        store.add_message("bob", true, 1, 10, b"hi").await.unwrap();
         store
-            .add_message("carol", false, 2, 11, b"other")
+            .add_message("bob", true, 1, 10, b"hi", Some("u1"))
             .await
             .unwrap();
         store
-            .add_message("bob", false, 3, 12, b"hello")
+            .add_message("carol", false, 2, 11, b"other", Some("u2"))
+            .await
+            .unwrap();
+        store
+            .add_message("bob", false, 3, 12, b"hello", Some("u3"))
             .await
             .unwrap();
         let history = store.history("bob").await.unwrap();
         let bodies: Vec<_> = history.iter().map(|m| m.body.as_slice()).collect();
         assert_eq!(bodies, [&b"hi"[..], &b"hello"[..]]);
         assert!(history[0].outgoing && !history[1].outgoing);
+        assert_eq!(history[0].uid.as_deref(), Some("u1"));
+
+        // Receipts raise the status of our own messages only, and never lower it.
+        let uids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let read = MessageStatus::Read;
+        assert_eq!(
+            store
+                .mark_outgoing("bob", &uids(&["u1", "u3"]), read)
+                .await
+                .unwrap(),
+            1
+        );
+        let delivered = MessageStatus::Delivered;
+        assert_eq!(
+            store
+                .mark_outgoing("bob", &uids(&["u1"]), delivered)
+                .await
+                .unwrap(),
+            0
+        );
+        let history = store.history("bob").await.unwrap();
+        assert_eq!(
+            (history[0].status, history[1].status),
+            (MessageStatus::Read, MessageStatus::Sent)
+        );
+        // Reading the conversation marks incoming messages once.
+        assert_eq!(store.mark_incoming_read("bob").await.unwrap(), ["u3"]);
+        assert!(store.mark_incoming_read("bob").await.unwrap().is_empty());
+        assert_eq!(store.mark_incoming_read("carol").await.unwrap(), ["u2"]);
     }
 }

@@ -51,6 +51,9 @@ pub enum TransportError {
     /// The server's answer was not what the API promises.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// The WebSocket failed or closed.
+    #[error("connection to the server lost: {0}")]
+    Socket(String),
 }
 
 /// How to trust the server's TLS certificate.
@@ -83,6 +86,7 @@ impl Trust {
 #[derive(Debug, Clone)]
 pub struct Transport {
     http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
     base: Url,
     credential: Option<String>,
 }
@@ -143,12 +147,13 @@ impl Transport {
             }
         };
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(config)
+            .use_preconfigured_tls(config.clone())
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| TransportError::Tls(e.to_string()))?;
         Ok(Self {
             http,
+            tls: Arc::new(config),
             base,
             credential: None,
         })
@@ -297,6 +302,151 @@ impl Transport {
         self.call::<_, serde_json::Value>(Method::POST, &["v1", "messages", "ack"], Some(request))
             .await
             .map(drop)
+    }
+
+    /// `DELETE /v1/accounts/me`: delete the whole account.
+    pub async fn delete_account(&self) -> Result<(), TransportError> {
+        self.call::<(), serde_json::Value>(Method::DELETE, &["v1", "accounts", "me"], None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v1/devices/{id}`: remove a device of the account.
+    pub async fn remove_device(&self, device: u32) -> Result<(), TransportError> {
+        let id = device.to_string();
+        self.call::<(), serde_json::Value>(Method::DELETE, &["v1", "devices", &id], None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/provisioning`: open a channel for linking this (new) device.
+    pub async fn open_channel(
+        &self,
+        request: &api::OpenChannelRequest,
+    ) -> Result<api::OpenChannelResponse, TransportError> {
+        self.expect(Method::POST, &["v1", "provisioning"], Some(request))
+            .await
+    }
+
+    /// `GET /v1/provisioning/{channel}`.
+    pub async fn channel_state(&self, channel: &str) -> Result<api::ChannelState, TransportError> {
+        self.expect::<(), _>(Method::GET, &["v1", "provisioning", channel], None)
+            .await
+    }
+
+    /// `PUT /v1/provisioning/{channel}`: answer a new device's channel.
+    pub async fn answer_channel(
+        &self,
+        channel: &str,
+        request: &api::AnswerChannelRequest,
+    ) -> Result<(), TransportError> {
+        self.call::<_, serde_json::Value>(
+            Method::PUT,
+            &["v1", "provisioning", channel],
+            Some(request),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /v1/devices/link`: add this new device with the link token.
+    pub async fn link_device(
+        &self,
+        request: &api::LinkDeviceRequest,
+    ) -> Result<api::AddDeviceResponse, TransportError> {
+        self.expect(Method::POST, &["v1", "devices", "link"], Some(request))
+            .await
+    }
+
+    /// Opens the WebSocket (`GET /v1/ws`) with the same trust settings as HTTP.
+    pub async fn connect_socket(&self) -> Result<Socket, TransportError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut url = self.url(&["v1", "ws"])?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|()| TransportError::Protocol("cannot make a WebSocket URL".into()))?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| TransportError::Socket(e.to_string()))?;
+        if let Some(credential) = &self.credential {
+            let value = format!("{} {credential}", api::AUTHORIZATION_SCHEME)
+                .parse()
+                .map_err(|_| TransportError::Protocol("credential is not a header value".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let (stream, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(response) => {
+                        let body = response
+                            .body()
+                            .as_deref()
+                            .and_then(|b| serde_json::from_slice::<api::ErrorBody>(b).ok());
+                        match body {
+                            Some(body) => TransportError::Api {
+                                code: body.code.as_str().to_owned(),
+                                message: body.message,
+                            },
+                            None => TransportError::Socket(format!("HTTP {}", response.status())),
+                        }
+                    }
+                    other => TransportError::Socket(other.to_string()),
+                })?;
+        Ok(Socket { stream })
+    }
+}
+
+/// An open WebSocket to the server: envelopes are pushed as they arrive.
+pub struct Socket {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    /// The next frame from the server, or `None` once the server closed the socket.
+    /// Cancel-safe: dropping the future loses no frame.
+    pub async fn next_frame(&mut self) -> Result<Option<api::ServerFrame>, TransportError> {
+        use futures_util::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.stream.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str())
+                        .map(Some)
+                        .map_err(|e| TransportError::Protocol(format!("bad frame: {e}")));
+                }
+                // Pings are answered by the library; nothing else is expected.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(TransportError::Socket(e.to_string())),
+            }
+        }
+    }
+
+    /// Sends a frame (an acknowledgement or a ping).
+    pub async fn send(&mut self, frame: &api::ClientFrame) -> Result<(), TransportError> {
+        use futures_util::SinkExt as _;
+        let text =
+            serde_json::to_string(frame).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .map_err(|e| TransportError::Socket(e.to_string()))
+    }
+
+    /// Closes the socket politely.
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
     }
 }
 

@@ -184,6 +184,9 @@ pub struct RateLimits {
     pub claims_per_minute_per_requester: u32,
     /// Device bundles of one account that may be claimed per minute, by everyone together.
     pub claims_per_minute_per_target: u32,
+    /// Provisioning channels (device links) that may be opened per minute, by everyone
+    /// together: opening one needs no credential.
+    pub provisioning_channels_per_minute: u32,
 }
 
 /// WebSocket heartbeats.
@@ -243,6 +246,7 @@ impl Default for RateLimits {
         Self {
             claims_per_minute_per_requester: 120,
             claims_per_minute_per_target: 60,
+            provisioning_channels_per_minute: 60,
         }
     }
 }
@@ -395,6 +399,12 @@ impl Config {
             "rate_limits.claims_per_minute_per_target",
             &mut r.claims_per_minute_per_target,
         )?;
+        set(
+            e,
+            "TACIT_RATE_LIMITS_PROVISIONING_CHANNELS_PER_MINUTE",
+            "rate_limits.provisioning_channels_per_minute",
+            &mut r.provisioning_channels_per_minute,
+        )?;
         let w = &mut self.websocket;
         set(
             e,
@@ -507,6 +517,12 @@ impl Config {
         if r.claims_per_minute_per_target == 0 {
             return Err(invalid(
                 "rate_limits.claims_per_minute_per_target",
+                "must be greater than 0",
+            ));
+        }
+        if r.provisioning_channels_per_minute == 0 {
+            return Err(invalid(
+                "rate_limits.provisioning_channels_per_minute",
                 "must be greater than 0",
             ));
         }

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The account has its maximum number of devices.
     #[error("too many devices")]
     TooManyDevices,
+    /// The resource is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// The body or a part of it is over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -68,6 +71,7 @@ impl ApiError {
             Self::UsernameTaken => ErrorCode::UsernameTaken,
             Self::DeviceMismatch(_) => ErrorCode::DeviceMismatch,
             Self::TooManyDevices => ErrorCode::TooManyDevices,
+            Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::RateLimited => ErrorCode::RateLimited,

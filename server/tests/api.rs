@@ -186,6 +186,157 @@ async fn accounts_and_devices(backend: Backend) {
 }
 both!(accounts_and_devices);
 
+/// Device linking through a provisioning channel, and account deletion.
+async fn linking_and_deletion(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.rate_limits.provisioning_channels_per_minute = 3;
+    })
+    .await;
+    let alice = server.register("alice", 2).await;
+    let bob = server.register("bob", 2).await;
+    let anon = server.client(None);
+
+    // The new device opens a channel; anyone with its id reads the key.
+    let open = OpenChannelRequest {
+        public_key: Bytes(vec![5; 1217]),
+    };
+    let (status, opened): (_, OpenChannelResponse) = anon
+        .call(Method::POST, "/v1/provisioning", Some(&open))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(opened.channel.len(), 22);
+    let path = format!("/v1/provisioning/{}", opened.channel);
+    let (_, state): (_, ChannelState) = anon.call::<(), _>(Method::GET, &path, None).await.unwrap();
+    assert_eq!(
+        (state.public_key, state.message),
+        (open.public_key.clone(), None)
+    );
+    for bad in [
+        "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA",
+        "/v1/provisioning/not-an-id",
+    ] {
+        let r = anon.call::<(), ChannelState>(Method::GET, bad, None).await;
+        assert_code(r, 404, ErrorCode::NotFound);
+    }
+    let r = anon
+        .call::<_, OpenChannelResponse>(
+            Method::POST,
+            "/v1/provisioning",
+            Some(&OpenChannelRequest {
+                public_key: Bytes(vec![0; 5000]),
+            }),
+        )
+        .await;
+    assert_code(r, 400, ErrorCode::BadRequest);
+
+    // Linking before an answer, or with a made-up token, is refused alike.
+    let link = |token: &str| LinkDeviceRequest {
+        channel: opened.channel.clone(),
+        link_token: token.into(),
+        device_name: Some("laptop".into()),
+        keys: keys(2, 100),
+    };
+    let token = "a-one-time-link-token-of-32-chars";
+    let r = anon
+        .call::<_, AddDeviceResponse>(Method::POST, "/v1/devices/link", Some(&link(token)))
+        .await;
+    assert_code(r, 404, ErrorCode::NotFound);
+
+    // An existing device answers once (a credential is needed).
+    let answer = AnswerChannelRequest {
+        message: Bytes(vec![9; 2000]),
+        link_token: token.into(),
+    };
+    let r = anon.call_empty(Method::PUT, &path, Some(&answer)).await;
+    assert_code(r, 401, ErrorCode::Unauthorized);
+    let short = AnswerChannelRequest {
+        link_token: "short".into(),
+        ..answer.clone()
+    };
+    let r = alice.call_empty(Method::PUT, &path, Some(&short)).await;
+    assert_code(r, 400, ErrorCode::BadRequest);
+    alice
+        .call_empty(Method::PUT, &path, Some(&answer))
+        .await
+        .unwrap();
+    let r = bob.call_empty(Method::PUT, &path, Some(&answer)).await;
+    assert_code(r, 409, ErrorCode::Conflict);
+    let (_, state): (_, ChannelState) = anon.call::<(), _>(Method::GET, &path, None).await.unwrap();
+    assert_eq!(state.message, Some(answer.message.clone()));
+
+    let r = anon
+        .call::<_, AddDeviceResponse>(
+            Method::POST,
+            "/v1/devices/link",
+            Some(&link("not-the-token-that-was-given")),
+        )
+        .await;
+    assert_code(r, 404, ErrorCode::NotFound);
+    let (status, added): (_, AddDeviceResponse) = anon
+        .call(Method::POST, "/v1/devices/link", Some(&link(token)))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(added.credential.account, alice.account());
+    let laptop = server.client(Some(&added.credential));
+    let (_, own): (_, DeviceList) = laptop
+        .call::<(), _>(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(own.devices.len(), 2);
+    assert_eq!(own.devices[1].name.as_deref(), Some("laptop"));
+    // Each device's identity key is listed, for everyone.
+    let (_, theirs): (_, DeviceList) = bob
+        .call::<(), _>(Method::GET, "/v1/users/alice/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(theirs.devices[1].identity_key, keys(0, 0).identity_key);
+    assert!(theirs.devices[1].name.is_none());
+    // The channel is gone: the token works once.
+    let r = anon
+        .call::<_, AddDeviceResponse>(Method::POST, "/v1/devices/link", Some(&link(token)))
+        .await;
+    assert_code(r, 404, ErrorCode::NotFound);
+    // Opening channels is rate limited for everyone together (3 a minute here).
+    let mut limited = false;
+    for _ in 0..3 {
+        let r = anon
+            .call::<_, OpenChannelResponse>(Method::POST, "/v1/provisioning", Some(&open))
+            .await;
+        if let Err(failure) = r {
+            assert_eq!(failure.body.code, ErrorCode::RateLimited);
+            limited = true;
+        }
+    }
+    assert!(limited);
+
+    // Deleting the account: every device's credential stops at once, the name is free.
+    alice
+        .call_empty::<()>(Method::DELETE, "/v1/accounts/me", None)
+        .await
+        .unwrap();
+    for device in [&alice, &laptop] {
+        let r = device
+            .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+            .await;
+        assert_code(r, 401, ErrorCode::Unauthorized);
+    }
+    let r = bob
+        .call::<(), DeviceList>(Method::GET, "/v1/users/alice/devices", None)
+        .await;
+    assert_code(r, 404, ErrorCode::NotFound);
+    let new_alice = server.register("alice", 1).await;
+    assert_ne!(new_alice.account(), alice.account());
+    let (_, theirs): (_, DeviceList) = bob
+        .call::<(), _>(Method::GET, "/v1/users/alice/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(theirs.devices.len(), 1);
+    server.stop().await;
+}
+both!(linking_and_deletion);
+
 async fn invites(backend: Backend) {
     let server = TestServer::start_with(backend, |c| c.open_registration = false).await;
     let anon = server.client(None);
@@ -827,7 +978,7 @@ async fn operations(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 14);
+    assert_eq!(paths.len(), 18);
     for (path, ops) in paths {
         let concrete = path
             .replace("{username}", "alice")

@@ -5,9 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use tacit_api::{
-    AckRequest, AddDeviceRequest, AddDeviceResponse, ClaimBundlesRequest, DeviceId, DeviceList,
-    EnvelopeBatch, PrekeyBundles, PrekeyCount, RegisterRequest, RegisterResponse,
-    SendMessageRequest, SendMessageResponse, UploadKeysRequest,
+    AckRequest, AddDeviceRequest, AddDeviceResponse, AnswerChannelRequest, ChannelState,
+    ClaimBundlesRequest, DeviceId, DeviceList, EnvelopeBatch, LinkDeviceRequest,
+    OpenChannelRequest, OpenChannelResponse, PrekeyBundles, PrekeyCount, RegisterRequest,
+    RegisterResponse, SendMessageRequest, SendMessageResponse, UploadKeysRequest,
 };
 
 use super::{ApiJson, AppState, Authed};
@@ -25,6 +26,47 @@ pub(super) async fn register(
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     let created = state.svc.register(req).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub(super) async fn delete_account(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+) -> ApiResult<StatusCode> {
+    state.svc.delete_account(&caller).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn link_device(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LinkDeviceRequest>,
+) -> ApiResult<(StatusCode, Json<AddDeviceResponse>)> {
+    let added = state.svc.link_device(req).await?;
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+pub(super) async fn open_channel(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<OpenChannelRequest>,
+) -> ApiResult<(StatusCode, Json<OpenChannelResponse>)> {
+    let opened = state.svc.open_channel(req).await?;
+    Ok((StatusCode::CREATED, Json(opened)))
+}
+
+pub(super) async fn channel_state(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+) -> ApiResult<Json<ChannelState>> {
+    Ok(Json(state.svc.channel_state(&channel).await?))
+}
+
+pub(super) async fn answer_channel(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(channel): Path<String>,
+    ApiJson(req): ApiJson<AnswerChannelRequest>,
+) -> ApiResult<StatusCode> {
+    state.svc.answer_channel(&caller, &channel, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn own_devices(

@@ -38,11 +38,18 @@ pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.svc.config.limits.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/v1/accounts", post(handlers::register))
+        .route("/v1/accounts/me", delete(handlers::delete_account))
         .route(
             "/v1/devices",
             get(handlers::own_devices).post(handlers::add_device),
         )
         .route("/v1/devices/{device_id}", delete(handlers::remove_device))
+        .route("/v1/devices/link", post(handlers::link_device))
+        .route("/v1/provisioning", post(handlers::open_channel))
+        .route(
+            "/v1/provisioning/{channel}",
+            get(handlers::channel_state).put(handlers::answer_channel),
+        )
         .route("/v1/users/{username}/devices", get(handlers::user_devices))
         .route(
             "/v1/users/{username}/bundles",

@@ -27,7 +27,7 @@ pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
     }
 }
 
-fn validate_device_name(name: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn validate_device_name(name: Option<&str>) -> Result<(), ApiError> {
     match name {
         Some(n) if n.len() > MAX_DEVICE_NAME || n.chars().any(char::is_control) => Err(
             ApiError::BadRequest("device_name: at most 64 bytes, no control characters".into()),
@@ -142,6 +142,24 @@ impl Services {
         Ok(())
     }
 
+    /// Delete the caller's whole account: every device's credential stops working at once,
+    /// sockets close, keys and mailboxes are deleted and the username becomes free.
+    pub async fn delete_account(&self, caller: &AuthedDevice) -> Result<(), ApiError> {
+        let account = caller.mailbox.account;
+        let devices = self.store.delete_account(account).await?;
+        for device in &devices {
+            let mailbox = Mailbox {
+                account,
+                device: *device,
+            };
+            self.credentials.revoke(mailbox);
+            self.hub.revoke(mailbox);
+        }
+        self.forget_account_id(&caller.username);
+        info!(account, devices = devices.len(), "account deleted");
+        Ok(())
+    }
+
     /// The caller's own devices, with their names.
     pub async fn own_devices(&self, caller: &AuthedDevice) -> Result<DeviceList, ApiError> {
         self.device_list(caller.mailbox.account, caller.username.clone(), true)
@@ -151,6 +169,15 @@ impl Services {
     /// Another user's devices, without names.
     pub async fn user_devices(&self, username: &str) -> Result<DeviceList, ApiError> {
         validate_username(username).map_err(|_| ApiError::NotFound("user"))?;
+        let account = self.account_id(username).await?;
+        let list = self
+            .device_list(account, username.to_owned(), false)
+            .await?;
+        if !list.devices.is_empty() {
+            return Ok(list);
+        }
+        // Every account has a device, so the cached id is of a deleted account.
+        self.forget_account_id(username);
         let account = self.account_id(username).await?;
         self.device_list(account, username.to_owned(), false).await
     }
@@ -170,6 +197,7 @@ impl Services {
                     device_id: d.device_id,
                     name: if with_names { d.name } else { None },
                     created_at: d.created_at,
+                    identity_key: d.identity_key.into(),
                 })
                 .collect(),
         })

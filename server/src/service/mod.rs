@@ -18,6 +18,7 @@ mod commit;
 mod credentials;
 mod keys;
 mod messages;
+mod provisioning;
 mod ratelimit;
 
 pub use ratelimit::RateLimiter;
@@ -37,12 +38,15 @@ pub struct Services {
     claims_by_requester: RateLimiter,
     /// Claims per target.
     claims_by_target: RateLimiter,
+    /// Provisioning channels opened, by everyone together (one key).
+    channels_opened: RateLimiter,
     /// The group-commit writer for sends and acknowledgements.
     committer: commit::Committer,
     /// Recently checked credential hashes.
     credentials: credentials::CredentialCache,
-    /// Username to account id. Safe to cache without expiry: usernames never change and
-    /// accounts are never deleted (an account deletion feature must invalidate this).
+    /// Username to account id. Usernames never change; a deleted account's entry is
+    /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
+    /// name (another node may have deleted the account and the name been registered again).
     account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
@@ -69,6 +73,7 @@ impl Services {
             credentials: credentials::CredentialCache::default(),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
+            channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),
             store,
             config,
             hub,
@@ -130,6 +135,11 @@ impl Services {
         Ok(id)
     }
 
+    /// Drop a cached username (its account was deleted).
+    pub(crate) fn forget_account_id(&self, username: &str) {
+        self.lock_account_ids().remove(username);
+    }
+
     fn lock_account_ids(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, i64>> {
@@ -142,6 +152,7 @@ impl Services {
     pub fn prune(&self) {
         self.claims_by_requester.prune();
         self.claims_by_target.prune();
+        self.channels_opened.prune();
     }
 }
 

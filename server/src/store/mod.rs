@@ -75,6 +75,28 @@ pub struct DeviceRecord {
     pub name: Option<String>,
     /// When it was added (ms).
     pub created_at: Timestamp,
+    /// Its public identity key (opaque).
+    pub identity_key: Vec<u8>,
+}
+
+/// A provisioning channel as the devices on either end see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// The new device's provisioning public key (opaque).
+    pub public_key: Vec<u8>,
+    /// The sealed answer of the existing device, once there is one (opaque).
+    pub message: Option<Vec<u8>>,
+}
+
+/// What answering a provisioning channel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelAnswer {
+    /// Stored.
+    Stored,
+    /// No such channel, or it expired.
+    NotFound,
+    /// The channel already has an answer.
+    AlreadyAnswered,
 }
 
 /// What authenticating a device needs.
@@ -212,6 +234,43 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<DeviceId, StoreError>;
     /// Remove a device with its keys and its mailbox. Returns whether it existed.
     async fn remove_device(&self, mailbox: Mailbox) -> Result<bool, StoreError>;
+    /// Delete an account's devices, keys, mailboxes and idempotency records and free its
+    /// username; the account number stays taken (a tombstone), so it is never reused.
+    /// Returns the devices it had.
+    async fn delete_account(&self, account: i64) -> Result<Vec<DeviceId>, StoreError>;
+
+    /// Open a provisioning channel.
+    async fn create_channel(
+        &self,
+        id: &[u8],
+        public_key: &[u8],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// An unexpired provisioning channel.
+    async fn channel(&self, id: &[u8], now: Timestamp)
+    -> Result<Option<ChannelRecord>, StoreError>;
+    /// Answer a provisioning channel for `account`, once.
+    async fn answer_channel(
+        &self,
+        id: &[u8],
+        account: i64,
+        token_hash: SecretHash,
+        message: &[u8],
+        now: Timestamp,
+    ) -> Result<ChannelAnswer, StoreError>;
+    /// Add a device to the account that answered the channel, if `token_hash` matches
+    /// (compared in constant time), and delete the channel, in one transaction. Returns the
+    /// account and the new device, or `None` when the channel is unknown, expired,
+    /// unanswered or the token is wrong.
+    async fn link_device(
+        &self,
+        id: &[u8],
+        token_hash: SecretHash,
+        device: NewDevice,
+        max_devices: u32,
+        now: Timestamp,
+    ) -> Result<Option<(i64, DeviceId)>, StoreError>;
     /// What is needed to check a device's credential.
     async fn device_auth(&self, mailbox: Mailbox) -> Result<Option<DeviceAuth>, StoreError>;
     /// The account id of a username.

@@ -224,6 +224,35 @@ macro_rules! impl_store {
                 .await
             }
 
+            async fn add_device_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                account: i64,
+                device: &$crate::store::NewDevice,
+                max_devices: u32,
+                now: tacit_api::Timestamp,
+            ) -> Result<tacit_api::DeviceId, $crate::store::StoreError> {
+                // Taking the next number first locks the account row, so that two concurrent
+                // additions cannot both pass the count check.
+                let next: i64 = sqlx::query_scalar(
+                    "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE id = $1 \
+                     RETURNING next_device_id - 1",
+                )
+                .bind(account)
+                .fetch_one(&mut *conn)
+                .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
+                        .bind(account)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if count >= i64::from(max_devices) {
+                    return Err($crate::store::StoreError::TooManyDevices);
+                }
+                let device_id = super::sql::to_device(next)?;
+                Self::insert_device(conn, account, next, device, now).await?;
+                Ok(device_id)
+            }
+
             async fn insert_one_time(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 account: i64,
@@ -716,25 +745,8 @@ macro_rules! impl_store {
                 now: tacit_api::Timestamp,
             ) -> Result<tacit_api::DeviceId, $crate::store::StoreError> {
                 let mut tx = self.write.begin().await?;
-                // Taking the next number first locks the account row, so that two concurrent
-                // additions cannot both pass the count check.
-                let next: i64 = sqlx::query_scalar(
-                    "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE id = $1 \
-                     RETURNING next_device_id - 1",
-                )
-                .bind(account)
-                .fetch_one(&mut *tx)
-                .await?;
-                let count: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
-                        .bind(account)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if count >= i64::from(max_devices) {
-                    return Err($crate::store::StoreError::TooManyDevices);
-                }
-                let device_id = super::sql::to_device(next)?;
-                Self::insert_device(&mut tx, account, next, &device, now).await?;
+                let device_id =
+                    Self::add_device_in(&mut tx, account, &device, max_devices, now).await?;
                 tx.commit().await?;
                 Ok(device_id)
             }
@@ -751,6 +763,151 @@ macro_rules! impl_store {
                         .execute(&self.write)
                         .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_account(
+                &self,
+                account: i64,
+            ) -> Result<Vec<tacit_api::DeviceId>, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let devices: Vec<i64> = sqlx::query_scalar(
+                    "SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id",
+                )
+                .bind(account)
+                .fetch_all(&mut *tx)
+                .await?;
+                // Keys and mailboxes go with the devices (ON DELETE CASCADE).
+                for sql in [
+                    "DELETE FROM devices WHERE account_id = $1",
+                    "DELETE FROM sent_messages WHERE account_id = $1",
+                    "DELETE FROM provisioning_channels WHERE account_id = $1",
+                    // The row stays as a tombstone under a name no user can pick (`#` is
+                    // not allowed in usernames), so that the account number is never
+                    // reused: a number names mailboxes and credentials, in caches too.
+                    "UPDATE accounts SET username = '#deleted-' || id WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(account).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                devices.into_iter().map(super::sql::to_device).collect()
+            }
+
+            async fn create_channel(
+                &self,
+                id: &[u8],
+                public_key: &[u8],
+                now: tacit_api::Timestamp,
+                expires_at: tacit_api::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO provisioning_channels (id, public_key, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(public_key)
+                .bind(now.0)
+                .bind(expires_at.0)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn channel(
+                &self,
+                id: &[u8],
+                now: tacit_api::Timestamp,
+            ) -> Result<Option<$crate::store::ChannelRecord>, $crate::store::StoreError> {
+                let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT public_key, message FROM provisioning_channels \
+                     WHERE id = $1 AND expires_at > $2",
+                )
+                .bind(id)
+                .bind(now.0)
+                .fetch_optional(&self.read)
+                .await?;
+                Ok(row.map(|(public_key, message)| $crate::store::ChannelRecord {
+                    public_key,
+                    message,
+                }))
+            }
+
+            async fn answer_channel(
+                &self,
+                id: &[u8],
+                account: i64,
+                token_hash: $crate::store::SecretHash,
+                message: &[u8],
+                now: tacit_api::Timestamp,
+            ) -> Result<$crate::store::ChannelAnswer, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE provisioning_channels SET account_id = $1, token_hash = $2, \
+                     message = $3 WHERE id = $4 AND expires_at > $5 AND message IS NULL",
+                )
+                .bind(account)
+                .bind(&token_hash[..])
+                .bind(message)
+                .bind(id)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                let answer = if done.rows_affected() == 1 {
+                    $crate::store::ChannelAnswer::Stored
+                } else {
+                    let exists: Option<i64> = sqlx::query_scalar(
+                        "SELECT created_at FROM provisioning_channels \
+                         WHERE id = $1 AND expires_at > $2",
+                    )
+                    .bind(id)
+                    .bind(now.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if exists.is_some() {
+                        $crate::store::ChannelAnswer::AlreadyAnswered
+                    } else {
+                        $crate::store::ChannelAnswer::NotFound
+                    }
+                };
+                tx.commit().await?;
+                Ok(answer)
+            }
+
+            async fn link_device(
+                &self,
+                id: &[u8],
+                token_hash: $crate::store::SecretHash,
+                device: $crate::store::NewDevice,
+                max_devices: u32,
+                now: tacit_api::Timestamp,
+            ) -> Result<Option<(i64, tacit_api::DeviceId)>, $crate::store::StoreError> {
+                use subtle::ConstantTimeEq as _;
+                let mut tx = self.write.begin().await?;
+                let row: Option<(Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT account_id, token_hash FROM provisioning_channels \
+                     WHERE id = $1 AND expires_at > $2",
+                )
+                .bind(id)
+                .bind(now.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((Some(account), Some(stored))) = row else {
+                    return Ok(None);
+                };
+                let stored = super::sql::to_hash(stored)?;
+                if !bool::from(stored.ct_eq(&token_hash)) {
+                    return Ok(None);
+                }
+                let done = sqlx::query("DELETE FROM provisioning_channels WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let device_id =
+                    Self::add_device_in(&mut tx, account, &device, max_devices, now).await?;
+                tx.commit().await?;
+                Ok(Some((account, device_id)))
             }
 
             async fn device_auth(
@@ -789,19 +946,20 @@ macro_rules! impl_store {
                 &self,
                 account: i64,
             ) -> Result<Vec<$crate::store::DeviceRecord>, $crate::store::StoreError> {
-                let rows: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
-                    "SELECT device_id, name, created_at FROM devices WHERE account_id = $1 \
-                     ORDER BY device_id",
+                let rows: Vec<(i64, Option<String>, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT device_id, name, created_at, identity_key FROM devices \
+                     WHERE account_id = $1 ORDER BY device_id",
                 )
                 .bind(account)
                 .fetch_all(&self.read)
                 .await?;
                 rows.into_iter()
-                    .map(|(device_id, name, created_at)| {
+                    .map(|(device_id, name, created_at, identity_key)| {
                         Ok($crate::store::DeviceRecord {
                             device_id: super::sql::to_device(device_id)?,
                             name,
                             created_at: tacit_api::Timestamp(created_at),
+                            identity_key,
                         })
                     })
                     .collect()
@@ -1016,6 +1174,10 @@ macro_rules! impl_store {
                     .await?
                     .rows_affected();
                 sqlx::query("DELETE FROM sent_messages WHERE expires_at <= $1")
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM provisioning_channels WHERE expires_at <= $1")
                     .bind(now.0)
                     .execute(&mut *tx)
                     .await?;

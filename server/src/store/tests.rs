@@ -343,7 +343,83 @@ async fn suite(store: Arc<dyn Store>) {
         SendOutcome::Mismatch(_)
     ));
     assert_eq!(store.stats().await.unwrap().envelopes, 8);
+
+    linking_and_deletion(store.as_ref(), alice).await;
     store.close().await;
+}
+
+/// Provisioning channels (answered once, used once, token checked, expiry) and account
+/// deletion (the name is freed, the number never reused).
+async fn linking_and_deletion(store: &dyn Store, alice: i64) {
+    let now = Timestamp(5_000);
+    let later = Timestamp(5_000 + 600_000);
+    store
+        .create_channel(&[1; 16], b"new device key", now, later)
+        .await
+        .unwrap();
+    let state = store.channel(&[1; 16], now).await.unwrap().unwrap();
+    assert_eq!(
+        (state.public_key.as_slice(), state.message),
+        (&b"new device key"[..], None)
+    );
+    assert!(store.channel(&[2; 16], now).await.unwrap().is_none());
+    assert!(store.channel(&[1; 16], later).await.unwrap().is_none());
+    // Not answered yet: no link.
+    let link = store
+        .link_device(&[1; 16], [7; 32], device(1), 10, now)
+        .await;
+    assert!(link.unwrap().is_none());
+    let answer = store.answer_channel(&[1; 16], alice, [7; 32], b"sealed", now);
+    assert_eq!(answer.await.unwrap(), ChannelAnswer::Stored);
+    let again = store.answer_channel(&[1; 16], alice, [8; 32], b"other", now);
+    assert_eq!(again.await.unwrap(), ChannelAnswer::AlreadyAnswered);
+    let unknown = store.answer_channel(&[2; 16], alice, [7; 32], b"x", now);
+    assert_eq!(unknown.await.unwrap(), ChannelAnswer::NotFound);
+    let state = store.channel(&[1; 16], now).await.unwrap().unwrap();
+    assert_eq!(state.message.as_deref(), Some(&b"sealed"[..]));
+    // A wrong token does not link (and does not use the channel up).
+    let wrong = store
+        .link_device(&[1; 16], [8; 32], device(1), 10, now)
+        .await;
+    assert!(wrong.unwrap().is_none());
+    let (account, new_device) = store
+        .link_device(&[1; 16], [7; 32], device(1), 10, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account, alice);
+    assert!(
+        store
+            .devices(alice)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.device_id == new_device)
+    );
+    assert!(store.channel(&[1; 16], now).await.unwrap().is_none());
+    let reuse = store
+        .link_device(&[1; 16], [7; 32], device(1), 10, now)
+        .await;
+    assert!(reuse.unwrap().is_none());
+    // Expired channels are purged.
+    store
+        .create_channel(&[3; 16], b"k", now, Timestamp(now.0 + 1))
+        .await
+        .unwrap();
+    store.purge_expired(later).await.unwrap();
+    assert!(store.channel(&[3; 16], now).await.unwrap().is_none());
+
+    // Deleting the account frees the name but never its number.
+    let devices = store.delete_account(alice).await.unwrap();
+    assert!(devices.contains(&new_device));
+    assert!(store.devices(alice).await.unwrap().is_empty());
+    assert_eq!(store.account_id("alice").await.unwrap(), None);
+    let again = store
+        .create_account("alice", None, device(0), now)
+        .await
+        .unwrap();
+    assert_ne!(again, alice);
+    assert_eq!(store.account_id("alice").await.unwrap(), Some(again));
 }
 
 #[tokio::test]
