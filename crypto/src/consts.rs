@@ -11,6 +11,9 @@ pub const MESSAGE_VERSION: u8 = 1;
 pub const SESSION_FORMAT_VERSION: u8 = 1;
 /// Version byte that starts a serialized secret key (identity or prekey private part).
 pub const SECRET_FORMAT_VERSION: u8 = 1;
+/// Version byte that starts a serialized sender-key state ([`crate::SenderKeyState`]) or
+/// receiver record ([`crate::SenderKeyRecord`]).
+pub const GROUP_STATE_FORMAT_VERSION: u8 = 1;
 /// Version byte of the scannable safety-number form.
 pub const FINGERPRINT_SCAN_VERSION: u8 = 1;
 
@@ -18,6 +21,10 @@ pub const FINGERPRINT_SCAN_VERSION: u8 = 1;
 pub const MESSAGE_TYPE_RATCHET: u8 = 0x01;
 /// Message type byte of a PQXDH initial ("prekey") message that wraps a ratchet message.
 pub const MESSAGE_TYPE_PREKEY: u8 = 0x02;
+/// Message type byte of a sender-key (group) message.
+pub const MESSAGE_TYPE_SENDER_KEY: u8 = 0x03;
+/// Message type byte of a sender-key distribution message (sent over pairwise sessions).
+pub const MESSAGE_TYPE_SENDER_KEY_DISTRIBUTION: u8 = 0x04;
 
 /// HKDF info of the PQXDH session key (PQXDH rev. 3 section 2.2 "info").
 pub const LABEL_PQXDH: &[u8] = b"Tacit_PQXDH_X25519_SHA-256_ML-KEM-768_v1";
@@ -27,6 +34,8 @@ pub const LABEL_ASSOCIATED_DATA: &[u8] = b"Tacit_SessionAD_v1";
 pub const LABEL_ROOT: &[u8] = b"Tacit_Ratchet_Root_v1";
 /// HKDF info that expands a message key into an AEAD key and nonce.
 pub const LABEL_MESSAGE_KEYS: &[u8] = b"Tacit_Ratchet_MessageKeys_v1";
+/// HKDF info that expands a sender-key message key into an AEAD key and nonce.
+pub const LABEL_SENDER_KEY_MESSAGE_KEYS: &[u8] = b"Tacit_SenderKey_MessageKeys_v1";
 /// Signature context of the identity's X25519 key, signed by its Ed25519 key.
 pub const LABEL_SIGN_IDENTITY_DH: &[u8] = b"Tacit_Sign_IdentityDH_v1";
 /// Signature context of a signed X25519 prekey.
@@ -50,6 +59,9 @@ pub const MAX_RECEIVER_CHAINS: usize = 5;
 /// How many ratchet keys of evicted receiving chains a session remembers, so that a replay
 /// of an old message reports a duplicate rather than an authentication failure.
 pub const MAX_RETIRED_RATCHET_KEYS: usize = 64;
+/// Largest number of sender-key chains a receiver keeps per sender and group; the chain
+/// least recently distributed is evicted first (as libsignal's `MAX_SENDER_KEY_STATES`).
+pub const MAX_SENDER_KEY_CHAINS: usize = 5;
 
 /// SHA-512 iterations of the safety-number hash (as Signal's fingerprint scheme).
 pub const FINGERPRINT_ITERATIONS: u32 = 5_200;
@@ -68,5 +80,9 @@ pub const KEM_PUBLIC_LEN: usize = 1184;
 pub const KEM_CIPHERTEXT_LEN: usize = 1088;
 /// Length of an ML-KEM-768 decapsulation key seed (d || z, FIPS 203).
 pub const KEM_SEED_LEN: usize = 64;
+/// Length of a group id.
+pub const GROUP_ID_LEN: usize = 16;
+/// Length of a sender-key chain id.
+pub const CHAIN_ID_LEN: usize = 16;
 /// Length of a ChaCha20-Poly1305 tag.
 pub const TAG_LEN: usize = 16;

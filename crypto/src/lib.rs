@@ -1,5 +1,5 @@
 //! The Tacit protocol: identity keys and prekeys, PQXDH session setup, the Double Ratchet,
-//! and safety numbers.
+//! sender keys for groups ([`group`]) and safety numbers.
 //!
 //! This crate does no I/O, reads no clock and uses no global random number generator:
 //! callers pass `rng` and persist the state that calls return. `SECURITY.md` at the
@@ -66,6 +66,7 @@
 mod address;
 pub mod consts;
 pub mod fingerprint;
+pub mod group;
 pub mod keys;
 mod message;
 pub mod pqxdh;
@@ -74,6 +75,10 @@ pub mod wire;
 
 pub use address::{Address, AddressError, MAX_USER_ID_LEN};
 pub use fingerprint::{FingerprintError, SafetyNumber};
+pub use group::{
+    ChainId, DistributionError, GroupDecryptError, GroupEncryptError, GroupId,
+    SenderKeyDistribution, SenderKeyMessage, SenderKeyRecord, SenderKeyState,
+};
 pub use keys::{
     BadSignature, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair,
     OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, SignedPreKey, SignedPreKeyPair,
