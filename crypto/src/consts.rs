@@ -14,6 +14,8 @@ pub const SECRET_FORMAT_VERSION: u8 = 1;
 /// Version byte that starts a serialized sender-key state ([`crate::SenderKeyState`]) or
 /// receiver record ([`crate::SenderKeyRecord`]).
 pub const GROUP_STATE_FORMAT_VERSION: u8 = 1;
+/// Version byte that starts an encrypted attachment.
+pub const ATTACHMENT_FORMAT_VERSION: u8 = 1;
 /// Version byte of the scannable safety-number form.
 pub const FINGERPRINT_SCAN_VERSION: u8 = 1;
 
@@ -36,6 +38,8 @@ pub const LABEL_ROOT: &[u8] = b"Tacit_Ratchet_Root_v1";
 pub const LABEL_MESSAGE_KEYS: &[u8] = b"Tacit_Ratchet_MessageKeys_v1";
 /// HKDF info that expands a sender-key message key into an AEAD key and nonce.
 pub const LABEL_SENDER_KEY_MESSAGE_KEYS: &[u8] = b"Tacit_SenderKey_MessageKeys_v1";
+/// HKDF info that derives an attachment's payload key from its key and header nonce.
+pub const LABEL_ATTACHMENT_PAYLOAD: &[u8] = b"Tacit_Attachment_Payload_v1";
 /// Signature context of the identity's X25519 key, signed by its Ed25519 key.
 pub const LABEL_SIGN_IDENTITY_DH: &[u8] = b"Tacit_Sign_IdentityDH_v1";
 /// Signature context of a signed X25519 prekey.
@@ -63,6 +67,11 @@ pub const MAX_RETIRED_RATCHET_KEYS: usize = 64;
 /// least recently distributed is evicted first (as libsignal's `MAX_SENDER_KEY_STATES`).
 pub const MAX_SENDER_KEY_CHAINS: usize = 5;
 
+/// Plaintext bytes per attachment chunk (every chunk but the last holds exactly this many).
+pub const ATTACHMENT_CHUNK_LEN: usize = 64 * 1024;
+/// Length of the random nonce at the start of an encrypted attachment.
+pub const ATTACHMENT_NONCE_LEN: usize = 16;
+
 /// SHA-512 iterations of the safety-number hash (as Signal's fingerprint scheme).
 pub const FINGERPRINT_ITERATIONS: u32 = 5_200;
 /// Version of the safety-number hash input (two bytes, big-endian).
@@ -84,5 +93,7 @@ pub const KEM_SEED_LEN: usize = 64;
 pub const GROUP_ID_LEN: usize = 16;
 /// Length of a sender-key chain id.
 pub const CHAIN_ID_LEN: usize = 16;
+/// Length of a SHA-256 digest.
+pub const SHA256_LEN: usize = 32;
 /// Length of a ChaCha20-Poly1305 tag.
 pub const TAG_LEN: usize = 16;

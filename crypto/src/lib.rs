@@ -1,5 +1,6 @@
 //! The Tacit protocol: identity keys and prekeys, PQXDH session setup, the Double Ratchet,
-//! sender keys for groups ([`group`]) and safety numbers.
+//! sender keys for groups ([`group`]), streaming attachment encryption ([`attachment`]) and
+//! safety numbers.
 //!
 //! This crate does no I/O, reads no clock and uses no global random number generator:
 //! callers pass `rng` and persist the state that calls return. `SECURITY.md` at the
@@ -64,6 +65,7 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod attachment;
 pub mod consts;
 pub mod fingerprint;
 pub mod group;
@@ -74,6 +76,7 @@ pub mod ratchet;
 pub mod wire;
 
 pub use address::{Address, AddressError, MAX_USER_ID_LEN};
+pub use attachment::{AttachmentDigest, AttachmentError, AttachmentKey};
 pub use fingerprint::{FingerprintError, SafetyNumber};
 pub use group::{
     ChainId, DistributionError, GroupDecryptError, GroupEncryptError, GroupId,
