@@ -17,6 +17,11 @@
 //! (oldest evicted first), refuses replays with [`GroupDecryptError::Duplicate`], and changes
 //! the record only when the message opens.
 //!
+//! The signature shows which chain a message came from, not which member: a malicious
+//! member could hand out a copy of another member's chain as its own. Clients put the
+//! sender's address inside the group plaintext and check it against the sender whose
+//! record opened the message (libsignal's sealed-sender certificate plays this part).
+//!
 //! Sender keys have forward secrecy (chain keys move through a one-way function) but no
 //! post-compromise security: whoever learns a chain key reads the rest of that chain. Removing
 //! a member therefore means every remaining member starts a new chain
@@ -486,7 +491,6 @@ fn encode_header(group_id: GroupId, chain_id: ChainId, iteration: u32) -> [u8; H
 // Receiving
 
 /// One sender's chain as a member holds it.
-#[derive(Clone)]
 struct ReceiverChain {
     chain_id: ChainId,
     signing: VerifyingKey,
@@ -496,7 +500,6 @@ struct ReceiverChain {
     chain: ChainKey,
 }
 
-#[derive(Clone)]
 struct SkippedKey {
     chain_id: ChainId,
     key: MessageKey,
@@ -505,7 +508,6 @@ struct SkippedKey {
 /// What a member keeps of one sender's chains in one group (store one per sender and
 /// group). Persist it with [`SenderKeyRecord::to_bytes`] after every successful call that
 /// takes `&mut self`.
-#[derive(Clone)]
 pub struct SenderKeyRecord {
     group_id: GroupId,
     /// Most recently distributed first; at most [`MAX_SENDER_KEY_CHAINS`].
