@@ -6,10 +6,12 @@ use std::sync::OnceLock;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tacit_crypto::attachment::{Decryptor, Encryptor};
 use tacit_crypto::{
-    Address, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair, Message,
-    OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, ResponderKeys, SafetyNumber,
-    Session, SignedPreKey, SignedPreKeyPair,
+    Address, AttachmentDigest, AttachmentKey, GroupId, IdentityKey, IdentityKeyPair, KemPreKey,
+    KemPreKeyKind, KemPreKeyPair, Message, OneTimePreKey, OneTimePreKeyPair, PreKeyBundle,
+    PreKeyId, ResponderKeys, SafetyNumber, SenderKeyDistribution, SenderKeyMessage,
+    SenderKeyRecord, SenderKeyState, Session, SignedPreKey, SignedPreKeyPair,
 };
 
 /// Any message: decoding never panics, and what decodes re-encodes to the same bytes.
@@ -86,6 +88,77 @@ pub fn decrypt(data: &[u8]) {
     }
 }
 
+/// A group message: decoding never panics and keeps the bytes; decrypting it on the
+/// fixture's record never panics, and a failure leaves the record exactly as it was.
+pub fn group_decrypt(data: &[u8]) {
+    let Ok(message) = SenderKeyMessage::from_bytes(data) else {
+        return;
+    };
+    assert_eq!(message.as_bytes(), data, "sender key message encoding is not canonical");
+    let fixture = fixture();
+    let Ok(mut record) = SenderKeyRecord::from_bytes(&fixture.group_record) else {
+        panic!("fixture record does not decode");
+    };
+    if record.decrypt(&message).is_err() {
+        assert_eq!(record.to_bytes().as_slice(), fixture.group_record.as_slice());
+    }
+}
+
+/// A sender-key distribution: decoding never panics, re-encodes to the same bytes, and
+/// adding it to the fixture's record keeps the record decodable.
+pub fn decode_distribution(data: &[u8]) {
+    let Ok(distribution) = SenderKeyDistribution::from_bytes(data) else {
+        return;
+    };
+    assert_eq!(distribution.to_bytes().as_slice(), data, "distribution encoding is not canonical");
+    let fixture = fixture();
+    let Ok(mut record) = SenderKeyRecord::from_bytes(&fixture.group_record) else {
+        panic!("fixture record does not decode");
+    };
+    if record.process(&distribution).is_ok() {
+        let stored = record.to_bytes();
+        let restored = SenderKeyRecord::from_bytes(&stored);
+        assert!(restored.is_ok(), "a processed record does not decode: {restored:?}");
+    }
+}
+
+/// Stored group state, chosen by the first byte (sender state or receiver record): decoding
+/// never panics and re-encodes to the same bytes.
+pub fn decode_group_state(data: &[u8]) {
+    let Some((which, bytes)) = data.split_first() else {
+        return;
+    };
+    let reencoded = if which % 2 == 0 {
+        SenderKeyState::from_bytes(bytes).map(|s| s.to_bytes()).ok()
+    } else {
+        SenderKeyRecord::from_bytes(bytes).map(|r| r.to_bytes()).ok()
+    };
+    if let Some(reencoded) = reencoded {
+        assert_eq!(reencoded.as_slice(), bytes, "group state encoding is not canonical");
+    }
+}
+
+/// Any bytes through an attachment decryptor (the first byte picks the piece size): never
+/// panics, and only the fixture's own blob decrypts.
+pub fn attachment_decrypt(data: &[u8]) {
+    let Some((piece, blob)) = data.split_first() else {
+        return;
+    };
+    let fixture = fixture();
+    let key = AttachmentKey::from_bytes(fixture.attachment_key);
+    let mut decryptor = Decryptor::new(&key, fixture.attachment_digest);
+    let mut out = Vec::new();
+    for part in blob.chunks(usize::from(*piece).max(1) * 16) {
+        if decryptor.push(part, &mut out).is_err() {
+            return;
+        }
+    }
+    if decryptor.finish(&mut out).is_ok() {
+        assert_eq!(blob, fixture.attachment_blob.as_slice(), "a foreign blob decrypted");
+        assert_eq!(out, fixture.attachment_plaintext, "the blob decrypted wrongly");
+    }
+}
+
 /// Alice and Bob with a session each way, built once from a fixed seed.
 pub struct Fixture {
     pub alice_address: Address,
@@ -96,6 +169,12 @@ pub struct Fixture {
     pub alice_session: Vec<u8>,
     pub bob_session: Vec<u8>,
     pub safety_number: SafetyNumber,
+    /// Bob's record of Alice's sender-key chains (two chains, some skipped keys).
+    pub group_record: Vec<u8>,
+    pub attachment_key: [u8; 32],
+    pub attachment_digest: AttachmentDigest,
+    pub attachment_blob: Vec<u8>,
+    pub attachment_plaintext: Vec<u8>,
     /// Valid encodings of every kind, for seeding the corpora.
     pub samples: Vec<(&'static str, Vec<u8>)>,
 }
@@ -142,6 +221,39 @@ fn build_fixture() -> Fixture {
     a.decrypt(&mut rng, &reply_message).unwrap_or_else(|_| fail("decrypt"));
     let next = a.encrypt(b"next").unwrap_or_else(|_| fail("encrypt"));
     let safety_number = SafetyNumber::new(b"alice", alice.public(), b"bob", bob.public());
+
+    // Group: Alice's old and current chains, as Bob holds them.
+    let group = GroupId::generate(&mut rng);
+    let mut old_chain = SenderKeyState::generate(&mut rng, group);
+    let mut group_record = SenderKeyRecord::new(group);
+    group_record.process(&old_chain.distribution()).unwrap_or_else(|_| fail("process"));
+    let old_message = old_chain.encrypt(b"old").unwrap_or_else(|_| fail("group encrypt"));
+    let mut chain = SenderKeyState::generate(&mut rng, group);
+    let distribution = chain.distribution().to_bytes().to_vec();
+    group_record.process(&chain.distribution()).unwrap_or_else(|_| fail("process"));
+    let group_messages: Vec<Vec<u8>> = (0..4)
+        .map(|i| chain.encrypt(&[i; 40]).unwrap_or_else(|_| fail("group encrypt")))
+        .collect();
+    let Ok(latest) = SenderKeyMessage::from_bytes(&group_messages[2]) else {
+        fail("group message")
+    };
+    group_record.decrypt(&latest).unwrap_or_else(|_| fail("group decrypt"));
+
+    // Attachment: a small file (one chunk) and an empty one.
+    let attachment_key = AttachmentKey::generate(&mut rng);
+    let attachment_plaintext = b"attachment ".repeat(20);
+    let mut attachment_blob = Vec::new();
+    let mut encryptor = Encryptor::new(&mut rng, &attachment_key);
+    encryptor
+        .push(&attachment_plaintext, &mut attachment_blob)
+        .unwrap_or_else(|_| fail("attachment"));
+    let attachment_digest = encryptor
+        .finish(&mut attachment_blob)
+        .unwrap_or_else(|_| fail("attachment"));
+    let mut empty_blob = Vec::new();
+    Encryptor::new(&mut rng, &attachment_key)
+        .finish(&mut empty_blob)
+        .unwrap_or_else(|_| fail("attachment"));
     let samples = vec![
         ("decode_message", first.clone()),
         ("decode_message", reply.clone()),
@@ -159,6 +271,16 @@ fn build_fixture() -> Fixture {
         ("decode_keys", [&[7u8][..], &one_time[0].to_secret_bytes()[..]].concat()),
         ("decode_keys", [&[8u8][..], &bob_kem_prekey.to_secret_bytes()[..]].concat()),
         ("decode_keys", [&[8u8][..], &safety_number.scannable()].concat()),
+        ("group_decrypt", group_messages[0].clone()),
+        ("group_decrypt", group_messages[2].clone()),
+        ("group_decrypt", group_messages[3].clone()),
+        ("group_decrypt", old_message),
+        ("decode_distribution", distribution),
+        ("decode_distribution", old_chain.distribution().to_bytes().to_vec()),
+        ("decode_group_state", [&[0u8][..], &chain.to_bytes()[..]].concat()),
+        ("decode_group_state", [&[1u8][..], &group_record.to_bytes()[..]].concat()),
+        ("attachment_decrypt", [&[3u8][..], &attachment_blob[..]].concat()),
+        ("attachment_decrypt", [&[255u8][..], &empty_blob[..]].concat()),
     ];
     Fixture {
         alice_address,
@@ -169,6 +291,11 @@ fn build_fixture() -> Fixture {
         alice_session: a.to_bytes().to_vec(),
         bob_session: b.to_bytes().to_vec(),
         safety_number,
+        group_record: group_record.to_bytes().to_vec(),
+        attachment_key: *attachment_key.as_bytes(),
+        attachment_digest,
+        attachment_blob,
+        attachment_plaintext,
         samples,
     }
 }

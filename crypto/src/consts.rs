@@ -13,6 +13,11 @@ pub const SESSION_FORMAT_VERSION: u8 = 1;
 pub const SECRET_FORMAT_VERSION: u8 = 1;
 /// Version byte that starts a sealed provisioning message (device linking).
 pub const PROVISIONING_VERSION: u8 = 1;
+/// Version byte that starts a serialized sender-key state ([`crate::SenderKeyState`]) or
+/// receiver record ([`crate::SenderKeyRecord`]).
+pub const GROUP_STATE_FORMAT_VERSION: u8 = 1;
+/// Version byte that starts an encrypted attachment.
+pub const ATTACHMENT_FORMAT_VERSION: u8 = 1;
 /// Version byte of the scannable safety-number form.
 pub const FINGERPRINT_SCAN_VERSION: u8 = 1;
 
@@ -20,6 +25,10 @@ pub const FINGERPRINT_SCAN_VERSION: u8 = 1;
 pub const MESSAGE_TYPE_RATCHET: u8 = 0x01;
 /// Message type byte of a PQXDH initial ("prekey") message that wraps a ratchet message.
 pub const MESSAGE_TYPE_PREKEY: u8 = 0x02;
+/// Message type byte of a sender-key (group) message.
+pub const MESSAGE_TYPE_SENDER_KEY: u8 = 0x03;
+/// Message type byte of a sender-key distribution message (sent over pairwise sessions).
+pub const MESSAGE_TYPE_SENDER_KEY_DISTRIBUTION: u8 = 0x04;
 
 /// HKDF info of the PQXDH session key (PQXDH rev. 3 section 2.2 "info").
 pub const LABEL_PQXDH: &[u8] = b"Tacit_PQXDH_X25519_SHA-256_ML-KEM-768_v1";
@@ -31,6 +40,10 @@ pub const LABEL_ROOT: &[u8] = b"Tacit_Ratchet_Root_v1";
 pub const LABEL_MESSAGE_KEYS: &[u8] = b"Tacit_Ratchet_MessageKeys_v1";
 /// HKDF info of the one-use key that seals a provisioning message (device linking).
 pub const LABEL_PROVISIONING: &[u8] = b"Tacit_Provisioning_v1";
+/// HKDF info that expands a sender-key message key into an AEAD key and nonce.
+pub const LABEL_SENDER_KEY_MESSAGE_KEYS: &[u8] = b"Tacit_SenderKey_MessageKeys_v1";
+/// HKDF info that derives an attachment's payload key from its key and header nonce.
+pub const LABEL_ATTACHMENT_PAYLOAD: &[u8] = b"Tacit_Attachment_Payload_v1";
 /// Signature context of the identity's X25519 key, signed by its Ed25519 key.
 pub const LABEL_SIGN_IDENTITY_DH: &[u8] = b"Tacit_Sign_IdentityDH_v1";
 /// Signature context of a signed X25519 prekey.
@@ -54,6 +67,14 @@ pub const MAX_RECEIVER_CHAINS: usize = 5;
 /// How many ratchet keys of evicted receiving chains a session remembers, so that a replay
 /// of an old message reports a duplicate rather than an authentication failure.
 pub const MAX_RETIRED_RATCHET_KEYS: usize = 64;
+/// Largest number of sender-key chains a receiver keeps per sender and group; the chain
+/// least recently distributed is evicted first (as libsignal's `MAX_SENDER_KEY_STATES`).
+pub const MAX_SENDER_KEY_CHAINS: usize = 5;
+
+/// Plaintext bytes per attachment chunk (every chunk but the last holds exactly this many).
+pub const ATTACHMENT_CHUNK_LEN: usize = 64 * 1024;
+/// Length of the random nonce at the start of an encrypted attachment.
+pub const ATTACHMENT_NONCE_LEN: usize = 16;
 
 /// SHA-512 iterations of the safety-number hash (as Signal's fingerprint scheme).
 pub const FINGERPRINT_ITERATIONS: u32 = 5_200;
@@ -72,5 +93,11 @@ pub const KEM_PUBLIC_LEN: usize = 1184;
 pub const KEM_CIPHERTEXT_LEN: usize = 1088;
 /// Length of an ML-KEM-768 decapsulation key seed (d || z, FIPS 203).
 pub const KEM_SEED_LEN: usize = 64;
+/// Length of a group id.
+pub const GROUP_ID_LEN: usize = 16;
+/// Length of a sender-key chain id.
+pub const CHAIN_ID_LEN: usize = 16;
+/// Length of a SHA-256 digest.
+pub const SHA256_LEN: usize = 32;
 /// Length of a ChaCha20-Poly1305 tag.
 pub const TAG_LEN: usize = 16;

@@ -1,5 +1,6 @@
 //! The Tacit protocol: identity keys and prekeys, PQXDH session setup, the Double Ratchet,
-//! and safety numbers.
+//! sender keys for groups ([`group`]), streaming attachment encryption ([`attachment`]) and
+//! safety numbers.
 //!
 //! This crate does no I/O, reads no clock and uses no global random number generator:
 //! callers pass `rng` and persist the state that calls return. `SECURITY.md` at the
@@ -64,8 +65,10 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod attachment;
 pub mod consts;
 pub mod fingerprint;
+pub mod group;
 pub mod keys;
 mod message;
 pub mod pqxdh;
@@ -74,7 +77,12 @@ pub mod ratchet;
 pub mod wire;
 
 pub use address::{Address, AddressError, MAX_USER_ID_LEN};
+pub use attachment::{AttachmentDigest, AttachmentError, AttachmentKey};
 pub use fingerprint::{FingerprintError, SafetyNumber};
+pub use group::{
+    ChainId, DistributionError, GroupDecryptError, GroupEncryptError, GroupId,
+    SenderKeyDistribution, SenderKeyMessage, SenderKeyRecord, SenderKeyState,
+};
 pub use keys::{
     BadSignature, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair,
     OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, SignedPreKey, SignedPreKeyPair,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha512};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::consts::LABEL_MESSAGE_KEYS;
 use crate::ratchet::chain::{ChainKey, MessageKey};
 use crate::ratchet::root::RootKey;
 use crate::{
@@ -144,16 +145,17 @@ fn build_kdf(v: &KdfVector) -> KdfVector {
     let Some((message_key, next)) = ChainKey::new(*chain.as_bytes(), 0).step() else {
         panic!("chain exhausted")
     };
-    let (aead_key, nonce) = message_key.expand();
+    let (aead_key, nonce) = message_key.expand(LABEL_MESSAGE_KEYS);
     let mut sealed = Vec::new();
     MessageKey::new(*message_key.as_bytes(), 0).seal(
+        LABEL_MESSAGE_KEYS,
         &unhex(&v.associated_data),
         &unhex(&v.plaintext),
         &mut sealed,
     );
     assert_eq!(
         message_key
-            .open(&unhex(&v.associated_data), &sealed)
+            .open(LABEL_MESSAGE_KEYS, &unhex(&v.associated_data), &sealed)
             .unwrap(),
         unhex(&v.plaintext)
     );

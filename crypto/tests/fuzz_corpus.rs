@@ -13,11 +13,15 @@ use std::path::PathBuf;
 /// A fuzz target's name and body.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 8] = [
     ("decode_message", fuzz::decode_message),
     ("decode_keys", fuzz::decode_keys),
     ("decode_session", fuzz::decode_session),
     ("decrypt", fuzz::decrypt),
+    ("group_decrypt", fuzz::group_decrypt),
+    ("decode_distribution", fuzz::decode_distribution),
+    ("decode_group_state", fuzz::decode_group_state),
+    ("attachment_decrypt", fuzz::attachment_decrypt),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -56,6 +60,20 @@ fn seeds_are_accepted_by_their_decoders() {
                 assert!(tacit_crypto::Message::from_bytes(bytes).is_ok())
             }
             "decode_session" => assert!(tacit_crypto::Session::from_bytes(bytes).is_ok()),
+            "group_decrypt" => {
+                assert!(tacit_crypto::SenderKeyMessage::from_bytes(bytes).is_ok())
+            }
+            "decode_distribution" => {
+                assert!(tacit_crypto::SenderKeyDistribution::from_bytes(bytes).is_ok())
+            }
+            "decode_group_state" => {
+                let (which, state) = bytes.split_first().unwrap();
+                if which % 2 == 0 {
+                    assert!(tacit_crypto::SenderKeyState::from_bytes(state).is_ok());
+                } else {
+                    assert!(tacit_crypto::SenderKeyRecord::from_bytes(state).is_ok());
+                }
+            }
             _ => {}
         }
     }

@@ -1,9 +1,13 @@
 //! Chain keys and message keys (Double Ratchet spec, sections 2.2 and 5.2, `KDF_CK`).
 //!
 //! `KDF_CK(ck)`: message key = HMAC-SHA256(ck, 0x01), next chain key = HMAC-SHA256(ck, 0x02).
-//! A message key expands by HKDF-SHA256 (salt = 32 zero bytes, info =
-//! `Tacit_Ratchet_MessageKeys_v1`) into a 32-byte ChaCha20-Poly1305 key and a 12-byte nonce.
-//! Each message key seals exactly one message, so the derived nonce never repeats.
+//! A message key expands by HKDF-SHA256 (salt = 32 zero bytes, info = the caller's label:
+//! `Tacit_Ratchet_MessageKeys_v1` in the Double Ratchet, `Tacit_SenderKey_MessageKeys_v1` in
+//! sender keys) into a 32-byte ChaCha20-Poly1305 key and a 12-byte nonce. Each message key
+//! seals exactly one message, so the derived nonce never repeats.
+//!
+//! The same chain serves the Double Ratchet and sender keys ([`crate::group`]), as in
+//! libsignal; only the expansion label differs.
 
 use chacha20poly1305::{
     ChaCha20Poly1305, KeyInit,
@@ -14,7 +18,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::consts::{CHAIN_MESSAGE_KEY_SEED, CHAIN_NEXT_KEY_SEED, LABEL_MESSAGE_KEYS, TAG_LEN};
+use crate::consts::{CHAIN_MESSAGE_KEY_SEED, CHAIN_NEXT_KEY_SEED, TAG_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -86,12 +90,12 @@ impl MessageKey {
     }
 
     /// The AEAD key and nonce this message key expands to (HKDF-SHA256, salt = 32 zero
-    /// bytes, info = `Tacit_Ratchet_MessageKeys_v1`, 44 bytes: key || nonce).
-    pub(crate) fn expand(&self) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
+    /// bytes, info = `label`, 44 bytes: key || nonce).
+    pub(crate) fn expand(&self, label: &[u8]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
         let mut okm = Zeroizing::new([0u8; 44]);
         let hkdf = Hkdf::<Sha256>::new(Some(&[0u8; 32]), self.key.as_slice());
         // 44 bytes is far below HKDF-SHA256's limit, so expand cannot fail.
-        let _ = hkdf.expand(LABEL_MESSAGE_KEYS, okm.as_mut());
+        let _ = hkdf.expand(label, okm.as_mut());
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&okm[..32]);
         let mut nonce = [0u8; 12];
@@ -100,17 +104,24 @@ impl MessageKey {
     }
 
     /// The AEAD cipher and nonce this message key expands to.
-    fn cipher(&self) -> (ChaCha20Poly1305, Nonce<ChaCha20Poly1305>) {
-        let (key, nonce) = self.expand();
+    fn cipher(&self, label: &[u8]) -> (ChaCha20Poly1305, Nonce<ChaCha20Poly1305>) {
+        let (key, nonce) = self.expand(label);
         let mut key_array = chacha20poly1305::Key::from(*key);
         let cipher = ChaCha20Poly1305::new(&key_array);
         key_array.zeroize();
         (cipher, Nonce::<ChaCha20Poly1305>::from(nonce))
     }
 
-    /// Appends `ciphertext || tag` of `plaintext` to `out`.
-    pub(crate) fn seal(&self, associated_data: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
-        let (cipher, nonce) = self.cipher();
+    /// Appends `ciphertext || tag` of `plaintext` to `out`, under the key and nonce that
+    /// `label` expands this message key to.
+    pub(crate) fn seal(
+        &self,
+        label: &[u8],
+        associated_data: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let (cipher, nonce) = self.cipher(label);
         let start = out.len();
         out.extend_from_slice(plaintext);
         // ChaCha20-Poly1305 fails only past 256 GiB of plaintext, far over any limit here;
@@ -121,12 +132,18 @@ impl MessageKey {
         out.extend_from_slice(&tag);
     }
 
-    /// Opens `ciphertext || tag`; the tag is checked before any plaintext is released.
-    pub(crate) fn open(&self, associated_data: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    /// Opens `ciphertext || tag` (sealed with the same `label`); the tag is checked before
+    /// any plaintext is released.
+    pub(crate) fn open(
+        &self,
+        label: &[u8],
+        associated_data: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
         let body_len = sealed.len().checked_sub(TAG_LEN).ok_or(OpenError)?;
         let (body, tag) = sealed.split_at(body_len);
         let tag = Tag::<ChaCha20Poly1305>::try_from(tag).map_err(|_| OpenError)?;
-        let (cipher, nonce) = self.cipher();
+        let (cipher, nonce) = self.cipher(label);
         let mut plaintext = body.to_vec();
         match cipher.decrypt_inout_detached(
             &nonce,
@@ -166,11 +183,12 @@ mod tests {
     fn seal_open_round_trip_and_tamper() {
         let mk = MessageKey::new([9u8; 32], 0);
         let mut sealed = Vec::new();
-        mk.seal(b"ad", b"hello", &mut sealed);
-        assert_eq!(mk.open(b"ad", &sealed).unwrap(), b"hello");
-        assert!(mk.open(b"AD", &sealed).is_err());
-        assert!(mk.open(b"ad", &sealed[..10]).is_err());
+        mk.seal(b"label", b"ad", b"hello", &mut sealed);
+        assert_eq!(mk.open(b"label", b"ad", &sealed).unwrap(), b"hello");
+        assert!(mk.open(b"label", b"AD", &sealed).is_err());
+        assert!(mk.open(b"other", b"ad", &sealed).is_err());
+        assert!(mk.open(b"label", b"ad", &sealed[..10]).is_err());
         sealed[0] ^= 1;
-        assert!(mk.open(b"ad", &sealed).is_err());
+        assert!(mk.open(b"label", b"ad", &sealed).is_err());
     }
 }

@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 use super::chain::{ChainKey, MessageKey};
 use super::root::RootKey;
 use crate::consts::{
-    KEM_CIPHERTEXT_LEN, MAX_CHAIN_JUMP, MAX_RECEIVER_CHAINS, MAX_RETIRED_RATCHET_KEYS,
-    MAX_SKIPPED_KEYS, SESSION_FORMAT_VERSION,
+    KEM_CIPHERTEXT_LEN, LABEL_MESSAGE_KEYS, MAX_CHAIN_JUMP, MAX_RECEIVER_CHAINS,
+    MAX_RETIRED_RATCHET_KEYS, MAX_SKIPPED_KEYS, SESSION_FORMAT_VERSION,
 };
 use crate::keys::{IdentityKey, PreKeyId};
 use crate::message::{HEADER_LEN, Header, Message, PreKeyMessage, RatchetMessage};
@@ -207,7 +207,7 @@ impl Session {
         let mut bytes = Vec::with_capacity(HEADER_LEN + plaintext.len() + 16);
         header.encode(&mut bytes);
         let associated_data = self.associated_data_for(&bytes);
-        message_key.seal(&associated_data, plaintext, &mut bytes);
+        message_key.seal(LABEL_MESSAGE_KEYS, &associated_data, plaintext, &mut bytes);
         self.sending = Some(next);
 
         let Some(pending) = &self.pending_prekey else {
@@ -259,6 +259,7 @@ impl Session {
 
     fn open(&self, key: &MessageKey, message: &RatchetMessage) -> Result<Vec<u8>, DecryptError> {
         key.open(
+            LABEL_MESSAGE_KEYS,
             &self.associated_data_for(message.header_bytes()),
             message.sealed(),
         )
