@@ -676,3 +676,51 @@ async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
     );
     drop(server);
 }
+
+/// `tacit chat`: lines typed are sent, messages from the peer are printed as they arrive
+/// and answered with a read receipt; end of input ends the chat.
+#[test]
+fn chat_sends_lines_and_prints_replies() {
+    use std::io::Write as _;
+    let root = tempfile::tempdir().unwrap();
+    let server = sqlite_server(root.path());
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    let mut chat = Command::new(TACIT)
+        .arg("--home")
+        .arg(&alice)
+        .args(["chat", "bob"])
+        .env("TACIT_PASSPHRASE", "correct horse battery staple")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    writeln!(stdin, "hello from the chat").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "the chat line never reached Bob");
+        got = texts(&recv(&bob));
+    }
+    assert_eq!(got, ["hello from the chat"]);
+    ok(&bob, &["send", "alice", "a reply"]);
+    // Alice's chat prints the reply and sends a read receipt for it.
+    let mut read = false;
+    while !read {
+        assert!(Instant::now() < deadline, "no read receipt came back");
+        read = recv(&bob).iter().any(|e| e["receipt"] == "read");
+    }
+    drop(stdin);
+    let out = chat.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("bob.1: a reply"), "{printed}");
+    assert!(ok(&bob, &["history", "alice"]).contains("me: a reply  (read)"));
+}

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tacit_crypto::attachment::{Decryptor, Encryptor};
+use tacit_crypto::provision::{self, ProvisioningKeyPair, ProvisioningPublicKey};
 use tacit_crypto::{
     Address, AttachmentDigest, AttachmentKey, GroupId, IdentityKey, IdentityKeyPair, KemPreKey,
     KemPreKeyKind, KemPreKeyPair, Message, OneTimePreKey, OneTimePreKeyPair, PreKeyBundle,
@@ -159,6 +160,27 @@ pub fn attachment_decrypt(data: &[u8]) {
     }
 }
 
+/// Provisioning (device linking), chosen by the first byte: a public key decodes strictly
+/// and canonically; any bytes opened with the fixture's key never panic, and only the
+/// fixture's own sealed message opens.
+pub fn provision_open(data: &[u8]) {
+    let Some((which, bytes)) = data.split_first() else {
+        return;
+    };
+    let fixture = fixture();
+    if which % 2 == 0 {
+        if let Ok(key) = ProvisioningPublicKey::from_bytes(bytes) {
+            assert_eq!(key.to_bytes().as_slice(), bytes, "key encoding is not canonical");
+        }
+    } else if let Ok(plaintext) = fixture.provisioning.open(PROVISIONING_CONTEXT, bytes) {
+        assert_eq!(bytes, fixture.provisioning_sealed.as_slice(), "a foreign message opened");
+        assert_eq!(plaintext.as_slice(), PROVISIONING_PLAINTEXT, "opened wrongly");
+    }
+}
+
+const PROVISIONING_CONTEXT: &[u8] = b"Tacit link fixture";
+const PROVISIONING_PLAINTEXT: &[u8] = b"the account identity";
+
 /// Alice and Bob with a session each way, built once from a fixed seed.
 pub struct Fixture {
     pub alice_address: Address,
@@ -175,6 +197,9 @@ pub struct Fixture {
     pub attachment_digest: AttachmentDigest,
     pub attachment_blob: Vec<u8>,
     pub attachment_plaintext: Vec<u8>,
+    /// A new device's provisioning key and a message sealed to it.
+    pub provisioning: ProvisioningKeyPair,
+    pub provisioning_sealed: Vec<u8>,
     /// Valid encodings of every kind, for seeding the corpora.
     pub samples: Vec<(&'static str, Vec<u8>)>,
 }
@@ -254,6 +279,15 @@ fn build_fixture() -> Fixture {
     Encryptor::new(&mut rng, &attachment_key)
         .finish(&mut empty_blob)
         .unwrap_or_else(|_| fail("attachment"));
+    // Provisioning: a new device's key and the answer sealed to it.
+    let provisioning = ProvisioningKeyPair::generate(&mut rng);
+    let provisioning_sealed = provision::seal(
+        &mut rng,
+        provisioning.public(),
+        PROVISIONING_CONTEXT,
+        PROVISIONING_PLAINTEXT,
+    )
+    .unwrap_or_else(|_| fail("provisioning"));
     let samples = vec![
         ("decode_message", first.clone()),
         ("decode_message", reply.clone()),
@@ -281,6 +315,8 @@ fn build_fixture() -> Fixture {
         ("decode_group_state", [&[1u8][..], &group_record.to_bytes()[..]].concat()),
         ("attachment_decrypt", [&[3u8][..], &attachment_blob[..]].concat()),
         ("attachment_decrypt", [&[255u8][..], &empty_blob[..]].concat()),
+        ("provision_open", [&[0u8][..], &provisioning.public().to_bytes()].concat()),
+        ("provision_open", [&[1u8][..], &provisioning_sealed[..]].concat()),
     ];
     Fixture {
         alice_address,
@@ -296,6 +332,8 @@ fn build_fixture() -> Fixture {
         attachment_digest,
         attachment_blob,
         attachment_plaintext,
+        provisioning,
+        provisioning_sealed,
         samples,
     }
 }

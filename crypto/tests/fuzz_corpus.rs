@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// A fuzz target's name and body.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 9] = [
     ("decode_message", fuzz::decode_message),
     ("decode_keys", fuzz::decode_keys),
     ("decode_session", fuzz::decode_session),
@@ -22,6 +22,7 @@ const TARGETS: [Target; 8] = [
     ("decode_distribution", fuzz::decode_distribution),
     ("decode_group_state", fuzz::decode_group_state),
     ("attachment_decrypt", fuzz::attachment_decrypt),
+    ("provision_open", fuzz::provision_open),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
