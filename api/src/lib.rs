@@ -23,6 +23,7 @@
 //! | `GET /v1/keys/count` | - | [`PrekeyCount`] |
 //! | `POST /v1/users/{username}/bundles` | [`ClaimBundlesRequest`] | [`PrekeyBundles`] |
 //! | `POST /v1/messages` | [`SendMessageRequest`] | [`SendMessageResponse`] |
+//! | `POST /v1/multicast` | [`MulticastRequest`] | [`SendMessageResponse`] |
 //! | `GET /v1/messages` | - | [`EnvelopeBatch`] (poll without a socket) |
 //! | `POST /v1/messages/ack` | [`AckRequest`] | `204` |
 //! | `GET /v1/ws` | WebSocket: [`ClientFrame`] | WebSocket: [`ServerFrame`] |
@@ -518,6 +519,35 @@ pub struct SendMessageRequest {
     /// One ciphertext per other device of the sender.
     #[serde(default)]
     pub own_devices: Vec<DeviceCiphertext>,
+}
+
+/// `POST /v1/multicast`: one ciphertext for many devices (a group message encrypted once).
+///
+/// `recipients` must list, for each user, exactly their current devices, and `own_devices`
+/// exactly the sender's other devices; otherwise nothing is stored and the server answers
+/// `409 device_mismatch` naming every missing and stale device (a user that does not exist
+/// has all its listed devices stale). The server stores the ciphertext once and one small
+/// envelope per device; each device receives an ordinary [`Envelope`] with the ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MulticastRequest {
+    /// As in [`SendMessageRequest::client_message_id`].
+    pub client_message_id: String,
+    /// The users and their devices (not the sender).
+    pub recipients: Vec<MulticastRecipient>,
+    /// The sender's other devices.
+    #[serde(default)]
+    pub own_devices: Vec<DeviceId>,
+    /// The one ciphertext every listed device gets.
+    pub ciphertext: Ciphertext,
+}
+
+/// One user of a [`MulticastRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MulticastRecipient {
+    /// The user.
+    pub username: String,
+    /// Every current device of the user.
+    pub device_ids: Vec<DeviceId>,
 }
 
 /// The answer to an accepted send: every envelope is durably stored.

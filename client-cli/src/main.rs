@@ -86,6 +86,52 @@ enum Command {
     /// The account itself.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Group chats.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group with these members (you are its admin).
+    Create {
+        name: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Add members (admins only; they read only what is sent from now on).
+    Add {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove members (admins only; they cannot read anything sent afterwards).
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Make members admins (admins only).
+    Promote {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Leave a group.
+    Leave { group: String },
+    /// List a group's members.
+    Members {
+        group: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your groups.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a text to a group (`-` reads it from standard input).
+    Send { group: String, text: String },
 }
 
 #[derive(Subcommand)]
@@ -299,6 +345,34 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::History { username, json } => {
             let client = open(&home).await?;
+            let is_contact = client.store().contact(&username).await?.is_some();
+            let group = if is_contact {
+                None
+            } else {
+                client.find_group(&username).await.ok()
+            };
+            if let Some(group) = group {
+                let key = Client::group_history_key(&group);
+                for message in client.store().history(&key).await? {
+                    let text = String::from_utf8_lossy(&message.body);
+                    let from = message.sender.as_deref().unwrap_or("?");
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "group": group.name,
+                                "from": from,
+                                "device": message.sender_device,
+                                "time": message.sent_at,
+                                "text": text,
+                            })
+                        );
+                    } else {
+                        println!("[{}] {from}: {text}", group.name);
+                    }
+                }
+                return Ok(());
+            }
             for message in client.store().history(&username).await? {
                 let text = String::from_utf8_lossy(&message.body);
                 let from = if message.outgoing {
@@ -338,6 +412,7 @@ async fn run(cli: Cli) -> Result<()> {
             chat(&mut client, &username).await?;
         }
         Command::Device(command) => device(&home, command).await?,
+        Command::Group(command) => group(&home, command).await?,
         Command::Account(AccountCommand::Delete { yes }) => {
             if !yes {
                 bail!(
@@ -404,7 +479,83 @@ fn print_event(event: &Incoming, json: bool) -> Result<()> {
                 );
             }
         }
+        IncomingKind::GroupText { group, text, .. } => println!("[{group}] {from}: {text}"),
+        IncomingKind::GroupUpdate { description, .. } => println!("[{description}]"),
         IncomingKind::Failed { error } => println!("{from}: [message failed: {error}]"),
+    }
+    Ok(())
+}
+
+async fn group(home: &Path, command: GroupCommand) -> Result<()> {
+    let mut client = open(home).await?;
+    let show = |info: &tacit_sdk::GroupInfo| {
+        format!(
+            "{} ({}): {}",
+            info.name,
+            &info.id[..8],
+            info.members
+                .iter()
+                .map(|m| if info.admins.contains(m) {
+                    format!("{m} (admin)")
+                } else {
+                    m.clone()
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    match command {
+        GroupCommand::Create { name, members } => {
+            let info = client.create_group(&name, &members).await?;
+            println!("created {}", show(&info));
+        }
+        GroupCommand::Add { group, users } => {
+            let info = client.add_members(&group, &users).await?;
+            println!("{}", show(&info));
+        }
+        GroupCommand::Remove { group, users } => {
+            let info = client.remove_members(&group, &users).await?;
+            println!("{}", show(&info));
+        }
+        GroupCommand::Promote { group, users } => {
+            let info = client.promote_members(&group, &users).await?;
+            println!("{}", show(&info));
+        }
+        GroupCommand::Leave { group } => {
+            client.leave_group(&group).await?;
+            println!("left {group}");
+        }
+        GroupCommand::Members { group, json } => {
+            let info = client.find_group(&group).await?;
+            for member in &info.members {
+                let admin = info.admins.contains(member);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"username": member, "admin": admin})
+                    );
+                } else {
+                    println!("{member}{}", if admin { "\tadmin" } else { "" });
+                }
+            }
+        }
+        GroupCommand::List { json } => {
+            for info in client.groups().await? {
+                if json {
+                    println!("{}", serde_json::to_string(&info)?);
+                } else {
+                    println!("{}", show(&info));
+                }
+            }
+        }
+        GroupCommand::Send { group, text } => {
+            let text = if text == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the message")?
+            } else {
+                text
+            };
+            client.send_group(&group, &text).await?;
+        }
     }
     Ok(())
 }

@@ -633,7 +633,9 @@ async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
             .filter_map(|e| match e.kind {
                 IncomingKind::Text { text, .. } => Some(text),
                 IncomingKind::Failed { error } => Some(format!("failed: {error}")),
-                IncomingKind::Receipt { .. } => None,
+                IncomingKind::Receipt { .. }
+                | IncomingKind::GroupText { .. }
+                | IncomingKind::GroupUpdate { .. } => None,
             })
             .collect()
     };
@@ -723,4 +725,188 @@ fn chat_sends_lines_and_prints_replies() {
     let printed = String::from_utf8(out.stdout).unwrap();
     assert!(printed.contains("bob.1: a reply"), "{printed}");
     assert!(ok(&bob, &["history", "alice"]).contains("me: a reply  (read)"));
+}
+
+/// The texts of the group messages among `events`.
+fn group_texts(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "group_text")
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["sender"].as_str().unwrap(),
+                e["text"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Groups with four users: create, messages from each member, an added member reads only
+/// what follows, a removed member's old state decrypts nothing sent after the removal, a
+/// member leaves, and the server stores one body per group message.
+#[tokio::test(flavor = "multi_thread")]
+async fn group_chat_with_membership_changes() {
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_owned();
+    let server = tokio::task::spawn_blocking(move || sqlite_server(&root_path))
+        .await
+        .unwrap();
+    let home = |name: &str| root.path().join(name);
+    let (alice, bob, carol, dave) = (home("alice"), home("bob"), home("carol"), home("dave"));
+    let url = server.url.clone();
+    let run = move |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
+    {
+        let (alice, bob, carol, dave) = (alice.clone(), bob.clone(), carol.clone(), dave.clone());
+        run(Box::new(move || {
+            for (h, name) in [
+                (&alice, "alice"),
+                (&bob, "bob"),
+                (&carol, "carol"),
+                (&dave, "dave"),
+            ] {
+                ok(h, &["register", &url, name]);
+            }
+            let created = ok(&alice, &["group", "create", "team", "bob", "carol"]);
+            assert!(created.contains("team"), "{created}");
+            // A non-admin cannot change the group.
+            let bob_events = recv(&bob);
+            assert!(
+                bob_events.iter().any(|e| e["kind"] == "group_update"),
+                "{bob_events:?}"
+            );
+            assert!(fails(&bob, &["group", "add", "team", "dave"]).contains("admin"));
+            assert!(recv(&carol).iter().any(|e| e["kind"] == "group_update"));
+
+            // Messages from each member reach the others.
+            ok(&alice, &["group", "send", "team", "hello from alice"]);
+            assert_eq!(group_texts(&recv(&bob)), ["alice: hello from alice"]);
+            ok(&bob, &["group", "send", "team", "bob here"]);
+            assert_eq!(
+                group_texts(&recv(&carol)),
+                ["alice: hello from alice", "bob: bob here"]
+            );
+            ok(&carol, &["group", "send", "team", "carol too"]);
+            assert_eq!(
+                group_texts(&recv(&alice)),
+                ["bob: bob here", "carol: carol too"]
+            );
+            assert_eq!(group_texts(&recv(&bob)), ["carol: carol too"]);
+
+            // Dave joins: he reads only what is sent from now on.
+            ok(&alice, &["group", "send", "team", "before dave"]);
+            ok(&alice, &["group", "add", "team", "dave"]);
+            ok(&alice, &["group", "send", "team", "welcome dave"]);
+            assert_eq!(
+                group_texts(&recv(&bob)),
+                ["alice: before dave", "alice: welcome dave"]
+            );
+            ok(&bob, &["group", "send", "team", "hi dave"]);
+            let on_dave = recv(&dave);
+            assert_eq!(
+                group_texts(&on_dave),
+                ["alice: welcome dave", "bob: hi dave"]
+            );
+            assert!(ok(&dave, &["group", "members", "team"]).contains("alice\tadmin"));
+            assert_eq!(
+                group_texts(&recv(&carol)),
+                ["alice: before dave", "alice: welcome dave", "bob: hi dave"]
+            );
+        }))
+        .await
+        .unwrap();
+    }
+
+    // Carol is removed; a copy of her store from before keeps her old keys.
+    let carol_old = home("carol-old");
+    std::fs::create_dir_all(&carol_old).unwrap();
+    for file in ["config.json", "store.db"] {
+        std::fs::copy(carol.join(file), carol_old.join(file)).unwrap();
+    }
+    {
+        let (alice, bob, carol) = (alice.clone(), bob.clone(), carol.clone());
+        run(Box::new(move || {
+            ok(&alice, &["group", "remove", "team", "carol"]);
+            ok(&alice, &["group", "send", "team", "after carol left"]);
+            assert!(recv(&bob).iter().any(|e| e["kind"] == "group_update"));
+            ok(&bob, &["group", "send", "team", "bob after carol"]);
+            let on_carol = recv(&carol);
+            assert!(group_texts(&on_carol).is_empty(), "{on_carol:?}");
+            assert!(on_carol.iter().any(|e| e["kind"] == "group_update"));
+            assert!(fails(&carol, &["group", "send", "team", "let me in"]).contains("no group"));
+            assert_eq!(
+                group_texts(&recv(&alice)),
+                ["bob: hi dave", "bob: bob after carol"]
+            );
+        }))
+        .await
+        .unwrap();
+    }
+    // Every group ciphertext the server holds now (sent after the removal, waiting for Dave
+    // and others) opens nothing with Carol's old state.
+    let db = format!(
+        "sqlite://{}",
+        root.path().join("server-data/tacit.db").display()
+    );
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT e.sender, e.sender_device, e.server_ts, COALESCE(b.ciphertext, e.ciphertext) \
+         FROM envelopes e LEFT JOIN message_bodies b ON b.id = e.body_id ORDER BY e.id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let group_rows: Vec<_> = rows.iter().filter(|r| r.3.get(1) == Some(&3)).collect();
+    assert!(
+        group_rows.len() >= 2,
+        "expected group messages waiting for Dave"
+    );
+    let bodies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_bodies")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(bodies >= 2, "each group message is one stored body");
+    let mut old = tacit_sdk::Client::open(
+        &carol_old.join("store.db"),
+        tacit_sdk::KeySource::Passphrase("correct horse battery staple"),
+        |server| tacit_sdk::Transport::new(server, &tacit_sdk::Trust::SystemRoots),
+    )
+    .await
+    .unwrap();
+    for (id, (sender, device, ts, ciphertext)) in group_rows.iter().enumerate() {
+        let envelope = tacit_api::Envelope {
+            id: u64::try_from(id).unwrap(),
+            sender: sender.clone(),
+            sender_device: tacit_api::DeviceId(u32::try_from(*device).unwrap()),
+            server_timestamp: tacit_api::Timestamp(*ts),
+            ciphertext: tacit_api::Ciphertext(ciphertext.clone().into()),
+        };
+        let event = old.process_envelope(&envelope).await.unwrap().unwrap();
+        assert!(
+            matches!(event.kind, tacit_sdk::IncomingKind::Failed { .. }),
+            "Carol's old state opened a message sent after her removal: {event:?}"
+        );
+    }
+
+    run(Box::new(move || {
+        let on_dave = recv(&dave);
+        assert_eq!(
+            group_texts(&on_dave),
+            ["alice: after carol left", "bob: bob after carol"]
+        );
+        // Bob leaves; Alice and Dave go on without him.
+        ok(&bob, &["group", "leave", "team"]);
+        assert!(recv(&alice).iter().any(|e| e["kind"] == "group_update"));
+        ok(&alice, &["group", "send", "team", "just us"]);
+        assert_eq!(group_texts(&recv(&dave)), ["alice: just us"]);
+        assert!(group_texts(&recv(&bob)).is_empty());
+        let history = ok(&dave, &["history", "team"]);
+        assert!(history.contains("[team] alice: just us"), "{history}");
+        assert!(ok(&alice, &["group", "list"]).contains("team"));
+    }))
+    .await
+    .unwrap();
+    drop(server);
 }

@@ -28,6 +28,10 @@ use tacit_crypto::{
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+mod groups;
+
+pub use groups::{GroupChange, GroupInfo};
+
 use crate::store::{KeySource, MessageStatus, PrekeyKind, Store, StoreError};
 use crate::transport::{Socket, Transport, TransportError};
 
@@ -97,6 +101,9 @@ pub enum ClientError {
     /// Device linking failed.
     #[error("device link failed: {0}")]
     Link(String),
+    /// A group operation was refused.
+    #[error("{0}")]
+    Group(String),
 }
 
 /// What the client persists about its account (sealed in the store).
@@ -231,6 +238,29 @@ pub enum IncomingKind {
         receipt: ReceiptKind,
         /// The ids of our messages it names.
         message_ids: Vec<String>,
+    },
+    /// A text message in a group.
+    GroupText {
+        /// The group's name.
+        group: String,
+        /// The group's id.
+        group_id: String,
+        /// The text.
+        text: String,
+        /// The sender's id of the message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+    },
+    /// A change to a group's membership, accepted after checking who made it.
+    GroupUpdate {
+        /// The group's name.
+        group: String,
+        /// The group's id.
+        group_id: String,
+        /// What kind of change.
+        change: GroupChange,
+        /// A sentence for the user.
+        description: String,
     },
     /// A message that could not be decrypted; it is acknowledged and dropped.
     Failed {
@@ -789,7 +819,7 @@ impl Client {
             for envelope in &batch.envelopes {
                 match self.handle(envelope).await {
                     Ok(event) => {
-                        events.push(event);
+                        events.extend(event);
                         acks.push(envelope.id);
                     }
                     Err(error) => {
@@ -835,8 +865,13 @@ impl Client {
                         ids: vec![envelope.id],
                     })
                     .await?;
-                self.send_delivered(std::slice::from_ref(&event)).await;
-                Ok(SocketEvent::Incoming(event))
+                match event {
+                    Some(event) => {
+                        self.send_delivered(std::slice::from_ref(&event)).await;
+                        Ok(SocketEvent::Incoming(event))
+                    }
+                    None => Ok(SocketEvent::Nothing),
+                }
             }
             api::ServerFrame::QueueEmpty => {
                 self.maintain().await?;
@@ -934,7 +969,43 @@ impl Client {
         Ok(true)
     }
 
-    async fn handle(&mut self, envelope: &api::Envelope) -> Result<Incoming, ClientError> {
+    /// Decrypts, stores and reports an envelope obtained some other way than [`Self::receive`]
+    /// or the socket (it is not acknowledged); `None` for an internal message.
+    pub async fn process_envelope(
+        &mut self,
+        envelope: &api::Envelope,
+    ) -> Result<Option<Incoming>, ClientError> {
+        self.handle(envelope).await
+    }
+
+    /// Decrypts, stores and reports one envelope; `None` for an internal message (a sender
+    /// key) that the app need not see.
+    async fn handle(&mut self, envelope: &api::Envelope) -> Result<Option<Incoming>, ClientError> {
+        let sender = envelope.sender.clone();
+        let device = envelope.sender_device.0;
+        let incoming = |kind| Incoming {
+            sender: sender.clone(),
+            sender_device: device,
+            time: envelope.server_timestamp.0,
+            kind,
+        };
+        let bytes = envelope.ciphertext.0.as_slice();
+        if bytes.get(1) == Some(&tacit_crypto::consts::MESSAGE_TYPE_SENDER_KEY) {
+            let opened = self
+                .open_group_message(&sender, device, bytes, envelope.server_timestamp.0)
+                .await?;
+            return Ok(Some(incoming(match opened {
+                Ok(kind) => kind,
+                Err(error) => IncomingKind::Failed { error },
+            })));
+        }
+        self.handle_pairwise(envelope).await
+    }
+
+    async fn handle_pairwise(
+        &mut self,
+        envelope: &api::Envelope,
+    ) -> Result<Option<Incoming>, ClientError> {
         let sender = envelope.sender.clone();
         let device = envelope.sender_device.0;
         let incoming = |kind| Incoming {
@@ -950,13 +1021,13 @@ impl Client {
             Ok(plaintext) => Zeroizing::new(plaintext),
             Err(Failure::Local(error)) => return Err(error),
             Err(Failure::Message(error)) => {
-                return Ok(incoming(IncomingKind::Failed { error }));
+                return Ok(Some(incoming(IncomingKind::Failed { error })));
             }
         };
         let Ok(payload) = serde_json::from_slice::<Payload>(&plaintext) else {
-            return Ok(incoming(IncomingKind::Failed {
+            return Ok(Some(incoming(IncomingKind::Failed {
                 error: "unreadable message payload".into(),
-            }));
+            })));
         };
         let outgoing = sender == self.account.username;
         let peer = match (&payload.to, outgoing) {
@@ -975,11 +1046,11 @@ impl Client {
                         payload.id.as_deref(),
                     )
                     .await?;
-                Ok(incoming(IncomingKind::Text {
+                Ok(Some(incoming(IncomingKind::Text {
                     peer,
                     text: payload.body,
                     message_id: payload.id,
-                }))
+                })))
             }
             ("receipt", Some(receipt)) => {
                 if !outgoing {
@@ -991,15 +1062,25 @@ impl Client {
                         .mark_outgoing(&peer, &receipt.ids, status)
                         .await?;
                 }
-                Ok(incoming(IncomingKind::Receipt {
+                Ok(Some(incoming(IncomingKind::Receipt {
                     peer,
                     receipt: receipt.status,
                     message_ids: receipt.ids,
-                }))
+                })))
             }
-            (kind, _) => Ok(incoming(IncomingKind::Failed {
+            ("group_update", _) => {
+                let event = self
+                    .on_group_update(&sender, &payload.body, incoming)
+                    .await?;
+                Ok(Some(event))
+            }
+            ("sender_key", _) => {
+                let refused = self.on_sender_key(&sender, device, &payload.body).await?;
+                Ok(refused.map(|error| incoming(IncomingKind::Failed { error })))
+            }
+            (kind, _) => Ok(Some(incoming(IncomingKind::Failed {
                 error: format!("unsupported message kind {kind:?} (a newer client?)"),
-            })),
+            }))),
         }
     }
 
@@ -1424,6 +1505,18 @@ enum Failure {
 }
 
 impl Payload {
+    /// A control payload (group update, sender key) carried in `body`.
+    fn control(kind: &str, body: &str, to: Option<&str>) -> Self {
+        Self {
+            v: 1,
+            kind: kind.to_owned(),
+            body: body.to_owned(),
+            to: to.map(str::to_owned),
+            id: None,
+            receipt: None,
+        }
+    }
+
     fn text(text: &str, to: Option<&str>, uid: &str) -> Self {
         Self {
             v: 1,

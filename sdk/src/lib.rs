@@ -17,7 +17,8 @@ pub mod store;
 pub mod transport;
 
 pub use client::{
-    Client, ClientError, Incoming, IncomingKind, PendingLink, ReceiptKind, SocketEvent,
+    Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, PendingLink, ReceiptKind,
+    SocketEvent,
 };
 pub use store::{
     Contact, KeySource, MessageStatus, PrekeyKind, Store, StoreError, StoreKey, StoredMessage,

@@ -145,6 +145,8 @@ pub struct StoredMessage {
     pub uid: Option<String>,
     /// How far the message got.
     pub status: MessageStatus,
+    /// In a group conversation: who wrote it.
+    pub sender: Option<String>,
 }
 
 /// How far a message got: for our own messages, what the recipient's receipts said; for
@@ -301,6 +303,47 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(format!("secret:{name}"))
             .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a named secret (if there is one).
+    pub async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM meta WHERE key = ?")
+            .bind(format!("secret:{name}"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every secret whose name starts with `prefix`, with its name, in name order.
+    pub async fn secrets_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, StoreError> {
+        let key_prefix = format!("secret:{prefix}");
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key")
+                .bind(i64::try_from(key_prefix.len()).unwrap_or(i64::MAX))
+                .bind(&key_prefix)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(key, sealed)| {
+                let name = key["secret:".len()..].to_owned();
+                let value = self.open_sealed(&format!("meta:{key}"), &sealed)?;
+                Ok((name, value))
+            })
+            .collect()
+    }
+
+    /// Deletes every secret whose name starts with `prefix`.
+    pub async fn delete_secrets_with_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let key_prefix = format!("secret:{prefix}");
+        sqlx::query("DELETE FROM meta WHERE substr(key, 1, ?) = ?")
+            .bind(i64::try_from(key_prefix.len()).unwrap_or(i64::MAX))
+            .bind(&key_prefix)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -509,6 +552,30 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Appends a message to a group conversation (`peer` is the group's history key),
+    /// naming who wrote it.
+    #[allow(clippy::too_many_arguments)] // one column each
+    pub async fn add_group_message(
+        &self,
+        peer: &str,
+        sender: &str,
+        outgoing: bool,
+        sender_device: u32,
+        sent_at: i64,
+        body: &[u8],
+        uid: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let id = self
+            .add_message(peer, outgoing, sender_device, sent_at, body, uid)
+            .await?;
+        sqlx::query("UPDATE messages SET sender = ? WHERE id = ?")
+            .bind(sender)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
     /// Deletes the prekeys of `kind` with an id below `id`.
     pub async fn delete_prekeys_before(&self, kind: PrekeyKind, id: u32) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM prekeys WHERE kind = ? AND id < ?")
@@ -555,7 +622,7 @@ impl Store {
     /// The conversation with `peer`, oldest first.
     pub async fn history(&self, peer: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed, uid, status \
+            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed, uid, status, sender \
              FROM messages WHERE peer = ? ORDER BY id",
         )
         .bind(peer)
@@ -578,6 +645,7 @@ impl Store {
                         .to_vec(),
                     uid: row.try_get(6)?,
                     status: MessageStatus::from_i64(row.try_get(7)?),
+                    sender: row.try_get(8)?,
                 })
             })
             .collect()

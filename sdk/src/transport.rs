@@ -291,6 +291,15 @@ impl Transport {
             .await
     }
 
+    /// `POST /v1/multicast`: one ciphertext for many devices.
+    pub async fn multicast(
+        &self,
+        request: &api::MulticastRequest,
+    ) -> Result<api::SendMessageResponse, TransportError> {
+        self.expect(Method::POST, &["v1", "multicast"], Some(request))
+            .await
+    }
+
     /// `GET /v1/messages`.
     pub async fn fetch(&self) -> Result<api::EnvelopeBatch, TransportError> {
         self.expect::<(), _>(Method::GET, &["v1", "messages"], None)

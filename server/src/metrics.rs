@@ -169,6 +169,13 @@ impl Metrics {
             );
             gauge(
                 &mut out,
+                "tacit_message_bodies",
+                "gauge",
+                "Multicast ciphertexts stored once for many envelopes.",
+                s.message_bodies.to_string(),
+            );
+            gauge(
+                &mut out,
                 "tacit_devices",
                 "gauge",
                 "Registered devices.",

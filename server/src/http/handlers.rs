@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use tacit_api::{
     AckRequest, AddDeviceRequest, AddDeviceResponse, AnswerChannelRequest, ChannelState,
-    ClaimBundlesRequest, DeviceId, DeviceList, EnvelopeBatch, LinkDeviceRequest,
+    ClaimBundlesRequest, DeviceId, DeviceList, EnvelopeBatch, LinkDeviceRequest, MulticastRequest,
     OpenChannelRequest, OpenChannelResponse, PrekeyBundles, PrekeyCount, RegisterRequest,
     RegisterResponse, SendMessageRequest, SendMessageResponse, UploadKeysRequest,
 };
@@ -139,6 +139,14 @@ pub(super) async fn send(
     ApiJson(req): ApiJson<SendMessageRequest>,
 ) -> ApiResult<Json<SendMessageResponse>> {
     Ok(Json(state.svc.send(&caller, req).await?))
+}
+
+pub(super) async fn multicast(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<MulticastRequest>,
+) -> ApiResult<Json<SendMessageResponse>> {
+    Ok(Json(state.svc.multicast(&caller, req).await?))
 }
 
 pub(super) async fn fetch(

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/count", get(handlers::prekey_count))
         .route("/v1/messages", post(handlers::send).get(handlers::fetch))
         .route("/v1/messages/ack", post(handlers::ack))
+        .route("/v1/multicast", post(handlers::multicast))
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))

@@ -5,13 +5,16 @@ use std::sync::atomic::Ordering;
 
 use tacit_api::{
     Ciphertext, DeviceAddress, DeviceCiphertext, DeviceId, DeviceMismatch, Envelope, EnvelopeBatch,
-    SendMessageRequest, SendMessageResponse, Timestamp,
+    MulticastRequest, SendMessageRequest, SendMessageResponse, Timestamp,
 };
 
 use super::accounts::validate_username;
 use super::{AuthedDevice, Services, now};
 use crate::error::ApiError;
 use crate::store::{Mailbox, NewMessage, SendOutcome};
+
+/// Most destination devices of one multicast.
+pub(crate) const MAX_MULTICAST_DEVICES: usize = 5000;
 
 /// Most ids in one acknowledgement.
 pub(crate) const MAX_ACK_IDS: usize = 1000;
@@ -116,13 +119,14 @@ impl Services {
             .collect();
         let message = NewMessage {
             sender: caller.mailbox,
-            recipient,
+            recipients: vec![recipient],
             sender_username: caller.username.clone(),
             client_message_id: req.client_message_id,
             server_ts,
             expires_at,
             max_mailbox_depth: self.config.limits.max_mailbox_depth,
             envelopes,
+            body: None,
         };
         match self.committer.send(message).await? {
             SendOutcome::Stored(mailboxes) => {
@@ -147,6 +151,141 @@ impl Services {
                     } else {
                         &caller.username
                     };
+                    mismatch.missing.extend(addresses(username, a.missing));
+                    mismatch.stale.extend(addresses(username, a.stale));
+                }
+                Err(ApiError::DeviceMismatch(mismatch))
+            }
+        }
+    }
+
+    /// Accept a multicast (a group message): one ciphertext for every current device of each
+    /// listed user and every other device of the sender, stored once with one small
+    /// envelope row per device, all in one transaction, or nothing. The device sets of every
+    /// listed user are checked as in [`Self::send`]; a user that does not exist (any more)
+    /// is reported with all its listed devices stale.
+    pub async fn multicast(
+        &self,
+        caller: &AuthedDevice,
+        req: MulticastRequest,
+    ) -> Result<SendMessageResponse, ApiError> {
+        validate_client_message_id(&req.client_message_id)?;
+        let max = self.config.limits.max_envelope_bytes;
+        if req.ciphertext.0.is_empty() {
+            return Err(ApiError::BadRequest("ciphertext: empty".into()));
+        }
+        if u64::try_from(req.ciphertext.0.len()).map_or(true, |l| l > max) {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "ciphertext: over {max} bytes"
+            )));
+        }
+        if req.recipients.is_empty() {
+            return Err(ApiError::BadRequest("recipients: at least one user".into()));
+        }
+        let total: usize = req
+            .recipients
+            .iter()
+            .map(|r| r.device_ids.len())
+            .sum::<usize>()
+            .saturating_add(req.own_devices.len());
+        if total > MAX_MULTICAST_DEVICES {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "at most {MAX_MULTICAST_DEVICES} destination devices per multicast"
+            )));
+        }
+        let mut users = BTreeSet::new();
+        let mut accounts = std::collections::HashMap::new();
+        let mut unknown = DeviceMismatch::default();
+        let mut envelopes = Vec::with_capacity(total);
+        let empty = Ciphertext::default();
+        for recipient in &req.recipients {
+            validate_username(&recipient.username)?;
+            if recipient.username == caller.username {
+                return Err(ApiError::BadRequest(
+                    "recipients: the sender's own devices go in own_devices".into(),
+                ));
+            }
+            if !users.insert(recipient.username.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "recipients: {} given twice",
+                    recipient.username
+                )));
+            }
+            let devices: BTreeSet<DeviceId> = recipient.device_ids.iter().copied().collect();
+            if devices.len() != recipient.device_ids.len() {
+                return Err(ApiError::BadRequest(format!(
+                    "recipients: a device of {} given twice",
+                    recipient.username
+                )));
+            }
+            let account = match self.account_id(&recipient.username).await {
+                Ok(account) => account,
+                Err(ApiError::NotFound(_)) => {
+                    unknown
+                        .stale
+                        .extend(addresses(&recipient.username, devices));
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            accounts.insert(account, recipient.username.clone());
+            envelopes.extend(
+                devices
+                    .into_iter()
+                    .map(|device| (Mailbox { account, device }, empty.clone())),
+            );
+        }
+        if !unknown.stale.is_empty() {
+            return Err(ApiError::DeviceMismatch(unknown));
+        }
+        let own: BTreeSet<DeviceId> = req.own_devices.iter().copied().collect();
+        envelopes.extend(own.into_iter().map(|device| {
+            (
+                Mailbox {
+                    account: caller.mailbox.account,
+                    device,
+                },
+                empty.clone(),
+            )
+        }));
+        let server_ts = now();
+        let ttl_ms = self.config.limits.message_ttl_secs.saturating_mul(1000);
+        let message = NewMessage {
+            sender: caller.mailbox,
+            recipients: accounts.keys().copied().collect(),
+            sender_username: caller.username.clone(),
+            client_message_id: req.client_message_id,
+            server_ts,
+            expires_at: Timestamp(
+                server_ts
+                    .0
+                    .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+            ),
+            max_mailbox_depth: self.config.limits.max_mailbox_depth,
+            envelopes,
+            body: Some(req.ciphertext),
+        };
+        match self.committer.send(message).await? {
+            SendOutcome::Stored(mailboxes) => {
+                self.metrics.envelopes_accepted.fetch_add(
+                    u64::try_from(mailboxes.len()).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
+                Ok(SendMessageResponse {
+                    server_timestamp: server_ts,
+                    duplicate: false,
+                })
+            }
+            SendOutcome::Duplicate(ts) => Ok(SendMessageResponse {
+                server_timestamp: ts,
+                duplicate: true,
+            }),
+            SendOutcome::Mismatch(list) => {
+                let mut mismatch = DeviceMismatch::default();
+                for a in list {
+                    let username = accounts
+                        .get(&a.account)
+                        .map_or(caller.username.as_str(), String::as_str);
                     mismatch.missing.extend(addresses(username, a.missing));
                     mismatch.stale.extend(addresses(username, a.stale));
                 }

@@ -133,9 +133,9 @@ pub struct Mailbox {
 pub struct NewMessage {
     /// The sending device.
     pub sender: Mailbox,
-    /// The recipient's account; the envelopes must cover exactly its devices and the
-    /// sender's other devices.
-    pub recipient: i64,
+    /// The recipients' accounts; the envelopes must cover exactly their devices and the
+    /// sender's other devices (a pairwise send has one recipient, a multicast several).
+    pub recipients: Vec<i64>,
     /// The sender's username, copied into each envelope.
     pub sender_username: String,
     /// The client's id for idempotency.
@@ -146,8 +146,11 @@ pub struct NewMessage {
     pub expires_at: Timestamp,
     /// Most envelopes a destination mailbox may hold.
     pub max_mailbox_depth: u64,
-    /// One ciphertext per destination.
+    /// One ciphertext per destination (empty ones when `body` is given).
     pub envelopes: Vec<(Mailbox, Ciphertext)>,
+    /// For a multicast: the one ciphertext every destination gets, stored once and
+    /// referenced by each envelope row.
+    pub body: Option<Ciphertext>,
 }
 
 /// What storing a send did.
@@ -191,6 +194,8 @@ pub struct StoreStats {
     pub envelopes: u64,
     /// The deepest mailbox.
     pub max_mailbox_depth: u64,
+    /// Multicast bodies (each shared by many envelopes).
+    pub message_bodies: u64,
     /// One-time X25519 prekeys in stock.
     pub one_time_prekeys: u64,
     /// One-time ML-KEM prekeys in stock.

@@ -48,7 +48,7 @@ pub(crate) fn placeholders(rows: usize, cols: usize, positional: bool) -> String
     out
 }
 
-/// How the destinations of a send differ from the current devices: for the recipient, all
+/// How the destinations of a send differ from the current devices: for each recipient, all
 /// its devices (less the sending one for a message to oneself); for the sender's account,
 /// its other devices.
 pub(crate) fn mismatches(
@@ -57,8 +57,8 @@ pub(crate) fn mismatches(
 ) -> Vec<super::AccountMismatch> {
     use std::collections::BTreeSet;
     let sender = m.sender.account;
-    let mut accounts = vec![m.recipient];
-    if m.recipient != sender {
+    let mut accounts = m.recipients.clone();
+    if !accounts.contains(&sender) {
         accounts.push(sender);
     }
     let mut out = Vec::new();
@@ -377,7 +377,10 @@ macro_rules! impl_store {
                     let mut a: Vec<i64> = open
                         .iter()
                         .filter(|i| matches!(decisions[**i], Decision::Open))
-                        .flat_map(|i| [messages[*i].recipient, messages[*i].sender.account])
+                        .flat_map(|i| {
+                            let m = &messages[*i];
+                            m.recipients.iter().copied().chain([m.sender.account])
+                        })
                         .collect();
                     a.sort_unstable();
                     a.dedup();
@@ -450,10 +453,23 @@ macro_rules! impl_store {
                 }
                 // 6. The envelopes of the fresh sends, in bulk.
                 let mut rows = Vec::new();
+                // The shared body of each fresh multicast, stored once.
+                let mut body_ids: HashMap<usize, i64> = HashMap::new();
                 for i in &accepted {
                     let m = &messages[*i];
                     let key = (m.sender.account, m.sender.device.0, m.client_message_id.clone());
                     if fresh.contains(&key) {
+                        if let Some(body) = &m.body {
+                            let id: i64 = sqlx::query_scalar(
+                                "INSERT INTO message_bodies (expires_at, ciphertext) \
+                                 VALUES ($1, $2) RETURNING id",
+                            )
+                            .bind(m.expires_at.0)
+                            .bind(body.0.as_slice())
+                            .fetch_one(&mut *conn)
+                            .await?;
+                            body_ids.insert(*i, id);
+                        }
                         for (mb, ct) in &m.envelopes {
                             rows.push((*i, *mb, ct));
                         }
@@ -475,15 +491,22 @@ macro_rules! impl_store {
                         )));
                     }
                 }
+                let bodies: HashMap<i64, &tacit_api::Ciphertext> = body_ids
+                    .iter()
+                    .filter_map(|(i, id)| messages[*i].body.as_ref().map(|b| (*id, b)))
+                    .collect();
                 let mut stored = Vec::with_capacity(rows.len());
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    // A multicast's rows carry no ciphertext, only the body's id; the pushed
+                    // envelopes get the body from memory, not from the database.
                     let sql = format!(
                         "INSERT INTO envelopes (account_id, device_id, sender, sender_device, \
-                         server_ts, expires_at, ciphertext) VALUES {} RETURNING id, account_id, \
-                         device_id, sender, sender_device, server_ts, ciphertext",
-                        placeholders(chunk.len(), 7, $positional)
+                         server_ts, expires_at, ciphertext, body_id) VALUES {} RETURNING id, \
+                         account_id, device_id, sender, sender_device, server_ts, ciphertext, \
+                         body_id",
+                        placeholders(chunk.len(), 8, $positional)
                     );
-                    type Row = (i64, i64, i64, String, i64, i64, Vec<u8>);
+                    type Row = (i64, i64, i64, String, i64, i64, Vec<u8>, Option<i64>);
                     let mut query = sqlx::query_as::<_, Row>(&sql).persistent(false);
                     for (i, mb, ct) in chunk {
                         let m = &messages[*i];
@@ -494,11 +517,16 @@ macro_rules! impl_store {
                             .bind(i64::from(m.sender.device.0))
                             .bind(m.server_ts.0)
                             .bind(m.expires_at.0)
-                            .bind(ct.0.as_slice());
+                            .bind(ct.0.as_slice())
+                            .bind(body_ids.get(i).copied());
                     }
-                    for (id, account, device, sender, sender_device, ts, ct) in
+                    for (id, account, device, sender, sender_device, ts, ct, body_id) in
                         query.fetch_all(&mut *conn).await?
                     {
+                        let ciphertext = match body_id.and_then(|b| bodies.get(&b)) {
+                            Some(body) => (*body).clone(),
+                            None => tacit_api::Ciphertext(ct.into()),
+                        };
                         stored.push((
                             Mailbox { account, device: to_device(device)? },
                             tacit_api::Envelope {
@@ -506,7 +534,7 @@ macro_rules! impl_store {
                                 sender,
                                 sender_device: to_device(sender_device)?,
                                 server_timestamp: tacit_api::Timestamp(ts),
-                                ciphertext: tacit_api::Ciphertext(ct.into()),
+                                ciphertext,
                             },
                         ));
                     }
@@ -1128,9 +1156,11 @@ macro_rules! impl_store {
                 now: tacit_api::Timestamp,
             ) -> Result<Vec<tacit_api::Envelope>, $crate::store::StoreError> {
                 let rows: Vec<(i64, String, i64, i64, Vec<u8>)> = sqlx::query_as(
-                    "SELECT id, sender, sender_device, server_ts, ciphertext FROM envelopes \
-                     WHERE account_id = $1 AND device_id = $2 AND id > $3 AND expires_at > $4 \
-                     ORDER BY id LIMIT $5",
+                    "SELECT e.id, e.sender, e.sender_device, e.server_ts, \
+                     COALESCE(b.ciphertext, e.ciphertext) FROM envelopes e \
+                     LEFT JOIN message_bodies b ON b.id = e.body_id \
+                     WHERE e.account_id = $1 AND e.device_id = $2 AND e.id > $3 \
+                     AND e.expires_at > $4 ORDER BY e.id LIMIT $5",
                 )
                 .bind(mailbox.account)
                 .bind(i64::from(mailbox.device.0))
@@ -1181,6 +1211,14 @@ macro_rules! impl_store {
                     .bind(now.0)
                     .execute(&mut *tx)
                     .await?;
+                // Multicast bodies no envelope refers to any more (acknowledged or expired).
+                sqlx::query(
+                    "DELETE FROM message_bodies WHERE expires_at <= $1 OR NOT EXISTS \
+                     (SELECT 1 FROM envelopes e WHERE e.body_id = message_bodies.id)",
+                )
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(gone)
             }
@@ -1209,10 +1247,14 @@ macro_rules! impl_store {
                 let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices")
                     .fetch_one(&self.read)
                     .await?;
+                let bodies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_bodies")
+                    .fetch_one(&self.read)
+                    .await?;
                 let mut stats = $crate::store::StoreStats {
                     envelopes: super::sql::to_u64(envelopes, "count")?,
                     max_mailbox_depth: super::sql::to_u64(max_depth.unwrap_or(0), "count")?,
                     devices: super::sql::to_u64(devices, "count")?,
+                    message_bodies: super::sql::to_u64(bodies, "count")?,
                     ..Default::default()
                 };
                 for (kind, n) in keys {

@@ -49,7 +49,7 @@ fn mb(account: i64, device: u32) -> Mailbox {
 fn message(sender: Mailbox, id: &str, to: &[Mailbox], now: i64) -> NewMessage {
     NewMessage {
         sender,
-        recipient: to[0].account,
+        recipients: vec![to[0].account],
         sender_username: "alice".into(),
         client_message_id: id.into(),
         server_ts: Timestamp(now),
@@ -64,6 +64,7 @@ fn message(sender: Mailbox, id: &str, to: &[Mailbox], now: i64) -> NewMessage {
                 )
             })
             .collect(),
+        body: None,
     }
 }
 
@@ -344,8 +345,84 @@ async fn suite(store: Arc<dyn Store>) {
     ));
     assert_eq!(store.stats().await.unwrap().envelopes, 8);
 
+    multicast(store.as_ref(), alice, bob).await;
     linking_and_deletion(store.as_ref(), alice).await;
     store.close().await;
+}
+
+/// A multicast stores its ciphertext once; every destination reads it; the body goes
+/// when no envelope refers to it any more.
+async fn multicast(store: &dyn Store, alice: i64, bob: i64) {
+    let now = Timestamp(4_000);
+    let before = store.stats().await.unwrap();
+    let carol = store
+        .create_account("carol", None, device(0), now)
+        .await
+        .unwrap();
+    let mut m = message(
+        mb(alice, 1),
+        "multi-1",
+        &[mb(alice, 2), mb(carol, 1)],
+        4_000,
+    );
+    m.recipients = vec![carol];
+    // Every other device of the sender gets it too.
+    m.envelopes = vec![(mb(carol, 1), Ciphertext::default())];
+    for d in store.devices(alice).await.unwrap() {
+        if d.device_id != DeviceId(1) {
+            m.envelopes
+                .push((mb(alice, d.device_id.0), Ciphertext::default()));
+        }
+    }
+    let destinations = m.envelopes.len();
+    let destinations_of_alice: Vec<_> = m.envelopes[1..].to_vec();
+    m.body = Some(Ciphertext(vec![42; 300].into()));
+    m.max_mailbox_depth = 100;
+    // Bob is not listed: fine. Listing Bob without his devices is a mismatch.
+    let mut wrong = m.clone();
+    wrong.client_message_id = "multi-0".into();
+    wrong.recipients.push(bob);
+    assert!(matches!(
+        store.store_message(wrong).await.unwrap(),
+        SendOutcome::Mismatch(_)
+    ));
+    let outcome = store.store_message(m.clone()).await.unwrap();
+    assert!(
+        matches!(outcome, SendOutcome::Stored(ref to) if to.len() == destinations),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        store.stats().await.unwrap().message_bodies,
+        before.message_bodies + 1
+    );
+    let carol_box = store.mailbox(mb(carol, 1), 0, 10, now).await.unwrap();
+    assert_eq!(carol_box.len(), 1);
+    assert_eq!(carol_box[0].ciphertext.0.as_slice(), &[42; 300][..]);
+    let alice_box = store.mailbox(mb(alice, 2), 0, 100, now).await.unwrap();
+    let last = alice_box.last().unwrap();
+    assert_eq!(last.ciphertext.0.as_slice(), &[42; 300][..]);
+    // The same id again is a duplicate and stores nothing.
+    assert!(matches!(
+        store.store_message(m).await.unwrap(),
+        SendOutcome::Duplicate(_)
+    ));
+    // Acknowledged by one: still there for the other; by both: purged.
+    store.ack(mb(carol, 1), &[carol_box[0].id]).await.unwrap();
+    store.purge_expired(now).await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().message_bodies,
+        before.message_bodies + 1
+    );
+    for (mailbox, _) in destinations_of_alice {
+        let inbox = store.mailbox(mailbox, 0, 100, now).await.unwrap();
+        let ids: Vec<u64> = inbox.iter().map(|e| e.id).collect();
+        store.ack(mailbox, &ids).await.unwrap();
+    }
+    store.purge_expired(now).await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().message_bodies,
+        before.message_bodies
+    );
 }
 
 /// Provisioning channels (answered once, used once, token checked, expiry) and account

@@ -1,0 +1,731 @@
+//! Groups: state kept by the clients, sender keys, and one multicast per message.
+//!
+//! A group's state (id, name, members, admins) lives only in the members' stores and
+//! travels only inside pairwise end-to-end encrypted messages (`group_update`), which the
+//! pairwise sessions authenticate. A member applies an update only from someone its own
+//! view lists as an admin (or, for leaving, from the member who leaves), so a member the
+//! server invents is never accepted.
+//!
+//! Each member encrypts its group messages with its own sender-key chain
+//! ([`tacit_crypto::SenderKeyState`]) and hands the chain to the other members over the
+//! pairwise sessions (`sender_key`) before first use; the message is then encrypted once and
+//! sent as one multicast. When a member is removed or leaves, every remaining member drops
+//! its chain and starts a new one at its next send, which only the remaining members
+//! receive: a removed member can read nothing sent after its removal. A member added later
+//! gets each chain at its current position and so reads only what is sent from then on.
+//!
+//! Inside every group message the sender names itself (user and device); a message whose
+//! inner sender is not the envelope's sender is refused, so a member cannot pass another
+//! member's chain off as its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use tacit_api as api;
+use tacit_crypto::{
+    GroupId, SenderKeyDistribution, SenderKeyMessage, SenderKeyRecord, SenderKeyState,
+};
+use zeroize::Zeroizing;
+
+use super::{Client, ClientError, Incoming, IncomingKind, random_id, rng};
+use crate::transport::TransportError;
+
+/// How many times a group send is retried after the server reports changed device sets.
+const GROUP_SEND_ATTEMPTS: usize = 4;
+
+/// A group as this device knows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group id (32 hex digits).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The members' usernames.
+    pub members: BTreeSet<String>,
+    /// The admins' usernames (always members).
+    pub admins: BTreeSet<String>,
+}
+
+/// The state kept per group (sealed in the store).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct GroupState {
+    info: GroupInfo,
+    /// Members (and, as `me`, our own other devices) that hold our current chain.
+    #[serde(default)]
+    have_our_key: BTreeSet<String>,
+    /// Each member's devices as last confirmed by the server.
+    #[serde(default)]
+    devices: BTreeMap<String, BTreeSet<u32>>,
+}
+
+/// A membership change, as carried in a `group_update` payload.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupChange {
+    /// The group was created with us in it.
+    Create,
+    /// Members were added.
+    Add,
+    /// Members were removed.
+    Remove,
+    /// The sender left.
+    Leave,
+    /// Members were made admins.
+    Promote,
+}
+
+/// The plaintext of a group message (inside the sender-key encryption).
+#[derive(Serialize, Deserialize)]
+struct GroupPayload {
+    v: u8,
+    kind: String,
+    body: String,
+    id: String,
+    /// The sender, checked against the envelope.
+    from: String,
+    from_device: u32,
+}
+
+/// `group_update` and `sender_key` pairwise payload bodies.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(super) struct GroupUpdate {
+    change: GroupChange,
+    group: GroupInfo,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(super) struct SenderKeyBody {
+    group_id: String,
+    /// [`SenderKeyDistribution::to_bytes`], base64.
+    distribution: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn group_key(id: &str) -> String {
+    format!("group:{id}")
+}
+
+fn own_key_name(id: &str) -> String {
+    format!("group-key:{id}")
+}
+
+fn record_name(id: &str, sender: &str, device: u32) -> String {
+    format!("group-record:{id}:{sender}:{device}")
+}
+
+fn inconsistent(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Inconsistent(e.to_string())
+}
+
+impl Client {
+    async fn load_group(&self, id: &str) -> Result<Option<GroupState>, ClientError> {
+        match self.store.secret(&group_key(id)).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(inconsistent),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_group(&self, state: &GroupState) -> Result<(), ClientError> {
+        let bytes = Zeroizing::new(serde_json::to_vec(state).map_err(inconsistent)?);
+        self.store
+            .put_secret(&group_key(&state.info.id), &bytes)
+            .await?;
+        Ok(())
+    }
+
+    /// The groups this device is a member of.
+    pub async fn groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
+        let mut out = Vec::new();
+        for (_, bytes) in self.store.secrets_with_prefix("group:").await? {
+            let state: GroupState = serde_json::from_slice(&bytes).map_err(inconsistent)?;
+            out.push(state.info);
+        }
+        Ok(out)
+    }
+
+    /// Finds one of our groups by name or by (a prefix of) its id.
+    pub async fn find_group(&self, name_or_id: &str) -> Result<GroupInfo, ClientError> {
+        let groups = self.groups().await?;
+        let by_name: Vec<_> = groups.iter().filter(|g| g.name == name_or_id).collect();
+        let found: Vec<_> = if by_name.is_empty() {
+            groups
+                .iter()
+                .filter(|g| name_or_id.len() >= 4 && g.id.starts_with(name_or_id))
+                .collect()
+        } else {
+            by_name
+        };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ClientError::Group(format!("no group {name_or_id:?}"))),
+            _ => Err(ClientError::Group(format!(
+                "{name_or_id:?} names several groups; use the id"
+            ))),
+        }
+    }
+
+    /// The history key of a group's conversation.
+    pub fn group_history_key(info: &GroupInfo) -> String {
+        format!("group:{}", info.id)
+    }
+
+    /// Creates a group with us as its admin and tells every member.
+    pub async fn create_group(
+        &mut self,
+        name: &str,
+        members: &[String],
+    ) -> Result<GroupInfo, ClientError> {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(ClientError::Group(
+                "a group name is 1 to 64 bytes, no control characters".into(),
+            ));
+        }
+        let me = self.account.username.clone();
+        let mut all: BTreeSet<String> = members.iter().cloned().collect();
+        all.remove(&me);
+        if all.is_empty() {
+            return Err(ClientError::Group("a group needs another member".into()));
+        }
+        all.insert(me.clone());
+        let info = GroupInfo {
+            id: hex(&GroupId::generate(&mut rng()).0),
+            name: name.to_owned(),
+            members: all,
+            admins: BTreeSet::from([me]),
+        };
+        let state = GroupState {
+            info: info.clone(),
+            have_our_key: BTreeSet::new(),
+            devices: BTreeMap::new(),
+        };
+        self.save_group(&state).await?;
+        self.broadcast_update(&info, GroupChange::Create, &info.members)
+            .await?;
+        Ok(info)
+    }
+
+    /// Adds members (admins only).
+    pub async fn add_members(
+        &mut self,
+        group: &str,
+        users: &[String],
+    ) -> Result<GroupInfo, ClientError> {
+        let mut state = self.admin_state(group).await?;
+        state.info.members.extend(users.iter().cloned());
+        self.save_group(&state).await?;
+        let info = state.info.clone();
+        self.broadcast_update(&info, GroupChange::Add, &info.members)
+            .await?;
+        Ok(info)
+    }
+
+    /// Removes members (admins only) and rotates our sender key; every remaining member
+    /// rotates theirs when the update reaches them.
+    pub async fn remove_members(
+        &mut self,
+        group: &str,
+        users: &[String],
+    ) -> Result<GroupInfo, ClientError> {
+        let mut state = self.admin_state(group).await?;
+        let removed: BTreeSet<String> = users
+            .iter()
+            .filter(|u| state.info.members.contains(*u) && **u != self.account.username)
+            .cloned()
+            .collect();
+        if removed.is_empty() {
+            return Err(ClientError::Group("none of them is a member".into()));
+        }
+        let before = state.info.members.clone();
+        for user in &removed {
+            state.info.members.remove(user);
+            state.info.admins.remove(user);
+        }
+        self.forget_members(&mut state, &removed).await?;
+        self.save_group(&state).await?;
+        let info = state.info.clone();
+        // The removed members are told too, so that they stop.
+        self.broadcast_update(&info, GroupChange::Remove, &before)
+            .await?;
+        Ok(info)
+    }
+
+    /// Makes members admins (admins only).
+    pub async fn promote_members(
+        &mut self,
+        group: &str,
+        users: &[String],
+    ) -> Result<GroupInfo, ClientError> {
+        let mut state = self.admin_state(group).await?;
+        for user in users {
+            if !state.info.members.contains(user) {
+                return Err(ClientError::Group(format!("{user} is not a member")));
+            }
+            state.info.admins.insert(user.clone());
+        }
+        self.save_group(&state).await?;
+        let info = state.info.clone();
+        self.broadcast_update(&info, GroupChange::Promote, &info.members)
+            .await?;
+        Ok(info)
+    }
+
+    /// Leaves a group: tells the members, then forgets the group and its keys.
+    pub async fn leave_group(&mut self, group: &str) -> Result<(), ClientError> {
+        let info = self.find_group(group).await?;
+        let me = self.account.username.clone();
+        let mut after = info.clone();
+        after.members.remove(&me);
+        after.admins.remove(&me);
+        self.broadcast_update(&after, GroupChange::Leave, &info.members)
+            .await?;
+        self.forget_group(&info.id).await
+    }
+
+    async fn admin_state(&self, group: &str) -> Result<GroupState, ClientError> {
+        let info = self.find_group(group).await?;
+        let state = self
+            .load_group(&info.id)
+            .await?
+            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+        if !state.info.admins.contains(&self.account.username) {
+            return Err(ClientError::Group(format!(
+                "only an admin of {} can do that",
+                state.info.name
+            )));
+        }
+        Ok(state)
+    }
+
+    async fn forget_group(&self, id: &str) -> Result<(), ClientError> {
+        self.store.delete_secret(&group_key(id)).await?;
+        self.store.delete_secret(&own_key_name(id)).await?;
+        self.store
+            .delete_secrets_with_prefix(&format!("group-record:{id}:"))
+            .await?;
+        Ok(())
+    }
+
+    /// Drops removed members' chains and our own (a new one is made at the next send).
+    async fn forget_members(
+        &self,
+        state: &mut GroupState,
+        removed: &BTreeSet<String>,
+    ) -> Result<(), ClientError> {
+        for user in removed {
+            self.store
+                .delete_secrets_with_prefix(&format!("group-record:{}:{user}:", state.info.id))
+                .await?;
+            state.devices.remove(user);
+        }
+        self.store
+            .delete_secret(&own_key_name(&state.info.id))
+            .await?;
+        state.have_our_key.clear();
+        Ok(())
+    }
+
+    /// Sends a `group_update` to each of `to` (but us) over the pairwise sessions; our own
+    /// other devices get a copy with each send.
+    async fn broadcast_update(
+        &mut self,
+        info: &GroupInfo,
+        change: GroupChange,
+        to: &BTreeSet<String>,
+    ) -> Result<(), ClientError> {
+        let update = GroupUpdate {
+            change,
+            group: info.clone(),
+        };
+        let body = serde_json::to_string(&update).map_err(inconsistent)?;
+        let me = self.account.username.clone();
+        for user in to.iter().filter(|u| **u != me) {
+            let payload = |to: Option<&str>| super::Payload::control("group_update", &body, to);
+            let to_them = payload(None).to_bytes()?;
+            let to_us = payload(Some(user)).to_bytes()?;
+            self.send_payload(user, &to_them, &to_us).await?;
+        }
+        Ok(())
+    }
+
+    /// Our sender-key chain for the group, made (and stored) if there is none.
+    async fn own_chain(&self, state: &mut GroupState) -> Result<SenderKeyState, ClientError> {
+        let name = own_key_name(&state.info.id);
+        if let Some(bytes) = self.store.secret(&name).await? {
+            return SenderKeyState::from_bytes(&bytes).map_err(inconsistent);
+        }
+        let id = group_id_bytes(&state.info.id)?;
+        let chain = SenderKeyState::generate(&mut rng(), id);
+        self.store.put_secret(&name, &chain.to_bytes()).await?;
+        state.have_our_key.clear();
+        Ok(chain)
+    }
+
+    /// Hands our current chain to `user` (all their devices; our own other devices get it
+    /// with the same send).
+    async fn distribute(
+        &mut self,
+        chain: &SenderKeyState,
+        group_id: &str,
+        user: &str,
+    ) -> Result<(), ClientError> {
+        let body = SenderKeyBody {
+            group_id: group_id.to_owned(),
+            distribution: STANDARD.encode(chain.distribution().to_bytes()),
+        };
+        let body = Zeroizing::new(serde_json::to_string(&body).map_err(inconsistent)?);
+        let to_them =
+            Zeroizing::new(super::Payload::control("sender_key", &body, None).to_bytes()?);
+        let to_us =
+            Zeroizing::new(super::Payload::control("sender_key", &body, Some(user)).to_bytes()?);
+        self.send_payload(user, &to_them, &to_us).await?;
+        Ok(())
+    }
+
+    /// Sends a text to a group: encrypted once with our sender key, one multicast to every
+    /// member's devices and our own other devices. Returns the local history id.
+    pub async fn send_group(&mut self, group: &str, text: &str) -> Result<i64, ClientError> {
+        let info = self.find_group(group).await?;
+        let mut state = self
+            .load_group(&info.id)
+            .await?
+            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+        let me = self.account.username.clone();
+        let others: Vec<String> = state
+            .info
+            .members
+            .iter()
+            .filter(|m| **m != me)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return Err(ClientError::Group("the group has no other member".into()));
+        }
+        let mut chain = self.own_chain(&mut state).await?;
+        for user in &others {
+            if !state.have_our_key.contains(user) {
+                self.distribute(&chain, &info.id, user).await?;
+                state.have_our_key.insert(user.clone());
+                self.save_group(&state).await?;
+            }
+        }
+        let uid = random_id()?;
+        let payload = GroupPayload {
+            v: 1,
+            kind: "text".into(),
+            body: text.to_owned(),
+            id: uid.clone(),
+            from: me.clone(),
+            from_device: self.account.device,
+        };
+        let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
+        let ciphertext = chain.encrypt(&plaintext).map_err(inconsistent)?;
+        // The advanced chain is stored before the send, so a key is never used twice.
+        self.store
+            .put_secret(&own_key_name(&info.id), &chain.to_bytes())
+            .await?;
+
+        for user in others.iter().chain([&me]) {
+            if !state.devices.contains_key(user) {
+                let devices = self.checked_devices(user).await?;
+                state.devices.insert(user.clone(), devices);
+            }
+        }
+        let client_message_id = random_id()?;
+        for _ in 0..GROUP_SEND_ATTEMPTS {
+            let request = api::MulticastRequest {
+                client_message_id: client_message_id.clone(),
+                recipients: others
+                    .iter()
+                    .filter_map(|user| {
+                        let devices = state.devices.get(user)?;
+                        (!devices.is_empty()).then(|| api::MulticastRecipient {
+                            username: user.clone(),
+                            device_ids: devices.iter().copied().map(api::DeviceId).collect(),
+                        })
+                    })
+                    .collect(),
+                own_devices: state
+                    .devices
+                    .get(&me)
+                    .map(|d| d.iter().copied().map(api::DeviceId).collect())
+                    .unwrap_or_default(),
+                ciphertext: api::Ciphertext(ciphertext.clone().into()),
+            };
+            if request.recipients.is_empty() {
+                return Err(ClientError::Group("no member has a device".into()));
+            }
+            match self.transport.multicast(&request).await {
+                Ok(response) => {
+                    self.save_group(&state).await?;
+                    let id = self
+                        .store
+                        .add_group_message(
+                            &Self::group_history_key(&info),
+                            &me,
+                            true,
+                            self.account.device,
+                            response.server_timestamp.0,
+                            text.as_bytes(),
+                            Some(&uid),
+                        )
+                        .await?;
+                    return Ok(id);
+                }
+                Err(TransportError::DeviceMismatch(mismatch)) => {
+                    let mut needs_key = BTreeSet::new();
+                    for address in mismatch.stale {
+                        if let Some(set) = state.devices.get_mut(&address.username) {
+                            set.remove(&address.device_id.0);
+                        }
+                    }
+                    for address in mismatch.missing {
+                        // A new device: it needs our chain before it can read the message.
+                        state
+                            .devices
+                            .entry(address.username.clone())
+                            .or_default()
+                            .insert(address.device_id.0);
+                        needs_key.insert(address.username);
+                    }
+                    for user in needs_key {
+                        if user != me {
+                            self.distribute(&chain, &info.id, &user).await?;
+                        } else if let Some(other) = others.first() {
+                            // Our own new device gets the chain with any pairwise send.
+                            let other = other.clone();
+                            self.distribute(&chain, &info.id, &other).await?;
+                        }
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ClientError::DevicesUnstable)
+    }
+
+    /// Handles a pairwise `group_update` from `sender`. Returns the event to report, if the
+    /// update is accepted.
+    pub(super) async fn on_group_update(
+        &mut self,
+        sender: &str,
+        body: &str,
+        make: impl FnOnce(IncomingKind) -> Incoming,
+    ) -> Result<Incoming, ClientError> {
+        let Ok(update) = serde_json::from_str::<GroupUpdate>(body) else {
+            return Ok(make(IncomingKind::Failed {
+                error: "unreadable group update".into(),
+            }));
+        };
+        let me = self.account.username.clone();
+        let new = update.group;
+        if group_id_bytes(&new.id).is_err() || !new.admins.is_subset(&new.members) {
+            return Ok(make(IncomingKind::Failed {
+                error: "malformed group update".into(),
+            }));
+        }
+        let current = self.load_group(&new.id).await?;
+        let accepted = match (&current, update.change) {
+            // From ourselves (another of our devices): our own view is the authority.
+            _ if sender == me => true,
+            (None, _) => new.admins.contains(sender) && new.members.contains(&me),
+            (Some(state), GroupChange::Leave) => {
+                let mut expected = state.info.members.clone();
+                expected.remove(sender);
+                state.info.members.contains(sender) && new.members == expected
+            }
+            (Some(state), _) => state.info.admins.contains(sender),
+        };
+        if !accepted {
+            return Ok(make(IncomingKind::Failed {
+                error: format!(
+                    "refused a change to group {:?} from {sender}, who may not make it",
+                    new.name
+                ),
+            }));
+        }
+        let change = update.change;
+        let describe = |what: String| {
+            make(IncomingKind::GroupUpdate {
+                group: new.name.clone(),
+                group_id: new.id.clone(),
+                change,
+                description: what,
+            })
+        };
+        if !new.members.contains(&me) {
+            if current.is_some() {
+                self.forget_group(&new.id).await?;
+            }
+            return Ok(describe(format!("{sender} removed you from {}", new.name)));
+        }
+        let mut state = current.unwrap_or(GroupState {
+            info: new.clone(),
+            have_our_key: BTreeSet::new(),
+            devices: BTreeMap::new(),
+        });
+        let removed: BTreeSet<String> = state
+            .info
+            .members
+            .difference(&new.members)
+            .cloned()
+            .collect();
+        let added: Vec<String> = new
+            .members
+            .difference(&state.info.members)
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            self.forget_members(&mut state, &removed).await?;
+        }
+        state.info = new.clone();
+        self.save_group(&state).await?;
+        let list = |set: &[String]| set.join(", ");
+        let what = match change {
+            GroupChange::Create => format!(
+                "{sender} created {} with {}",
+                new.name,
+                list(&new.members.iter().cloned().collect::<Vec<_>>())
+            ),
+            GroupChange::Add => format!("{sender} added {} to {}", list(&added), new.name),
+            GroupChange::Remove => format!(
+                "{sender} removed {} from {}",
+                list(&removed.into_iter().collect::<Vec<_>>()),
+                new.name
+            ),
+            GroupChange::Leave => format!("{sender} left {}", new.name),
+            GroupChange::Promote => format!(
+                "{sender} changed the admins of {}: {}",
+                new.name,
+                list(&new.admins.iter().cloned().collect::<Vec<_>>())
+            ),
+        };
+        Ok(describe(what))
+    }
+
+    /// Handles a pairwise `sender_key` from `sender`'s `device`: the chain is kept in the
+    /// record for (group, sender, device); whether the sender may write to the group is
+    /// checked when a message arrives.
+    pub(super) async fn on_sender_key(
+        &self,
+        sender: &str,
+        device: u32,
+        body: &str,
+    ) -> Result<Option<String>, ClientError> {
+        let Ok(body) = serde_json::from_str::<SenderKeyBody>(body) else {
+            return Ok(Some("unreadable sender key".into()));
+        };
+        let Ok(group) = group_id_bytes(&body.group_id) else {
+            return Ok(Some("malformed group id".into()));
+        };
+        let Some(distribution) = STANDARD
+            .decode(&body.distribution)
+            .ok()
+            .map(Zeroizing::new)
+            .and_then(|bytes| SenderKeyDistribution::from_bytes(&bytes).ok())
+        else {
+            return Ok(Some("malformed sender key".into()));
+        };
+        let name = record_name(&body.group_id, sender, device);
+        let mut record = match self.store.secret(&name).await? {
+            Some(bytes) => SenderKeyRecord::from_bytes(&bytes).map_err(inconsistent)?,
+            None => SenderKeyRecord::new(group),
+        };
+        if let Err(error) = record.process(&distribution) {
+            return Ok(Some(format!("sender key refused: {error}")));
+        }
+        self.store.put_secret(&name, &record.to_bytes()).await?;
+        Ok(None)
+    }
+
+    /// Decrypts a group message from `sender`'s `device`; `Ok(Err(reason))` for a message
+    /// that is reported as failed.
+    pub(super) async fn open_group_message(
+        &mut self,
+        sender: &str,
+        device: u32,
+        bytes: &[u8],
+        time: i64,
+    ) -> Result<Result<IncomingKind, String>, ClientError> {
+        let message = match SenderKeyMessage::from_bytes(bytes) {
+            Ok(message) => message,
+            Err(error) => return Ok(Err(format!("malformed group message: {error}"))),
+        };
+        let id = hex(&message.group_id().0);
+        let Some(state) = self.load_group(&id).await? else {
+            return Ok(Err("a message for a group this device is not in".into()));
+        };
+        if !state.info.members.contains(sender) {
+            return Ok(Err(format!(
+                "a message in {} from {sender}, who is not a member",
+                state.info.name
+            )));
+        }
+        let name = record_name(&id, sender, device);
+        let Some(bytes) = self.store.secret(&name).await? else {
+            return Ok(Err(format!(
+                "no sender key from {sender}.{device} for {}",
+                state.info.name
+            )));
+        };
+        let mut record = SenderKeyRecord::from_bytes(&bytes).map_err(inconsistent)?;
+        let plaintext = match record.decrypt(&message) {
+            Ok(plaintext) => Zeroizing::new(plaintext),
+            Err(error) => return Ok(Err(format!("could not decrypt: {error}"))),
+        };
+        self.store.put_secret(&name, &record.to_bytes()).await?;
+        let Ok(payload) = serde_json::from_slice::<GroupPayload>(&plaintext) else {
+            return Ok(Err("unreadable group message".into()));
+        };
+        if payload.from != sender || payload.from_device != device {
+            return Ok(Err(format!(
+                "a group message from {sender}.{device} claims to be from {}.{}",
+                payload.from, payload.from_device
+            )));
+        }
+        if payload.kind != "text" {
+            return Ok(Err(format!(
+                "unsupported group message kind {:?}",
+                payload.kind
+            )));
+        }
+        self.store
+            .add_group_message(
+                &Self::group_history_key(&state.info),
+                sender,
+                sender == self.account.username,
+                device,
+                time,
+                payload.body.as_bytes(),
+                Some(&payload.id),
+            )
+            .await?;
+        Ok(Ok(IncomingKind::GroupText {
+            group: state.info.name,
+            group_id: id,
+            text: payload.body,
+            message_id: Some(payload.id),
+        }))
+    }
+}
+
+fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
+    let bytes = (0..id.len())
+        .step_by(2)
+        .map(|i| {
+            id.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| ClientError::Group("malformed group id".into()))?;
+    let array = bytes
+        .try_into()
+        .map_err(|_| ClientError::Group("malformed group id".into()))?;
+    Ok(GroupId(array))
+}
