@@ -35,6 +35,8 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
+mod group;
+
 const ENVELOPE_BYTES: usize = 1024;
 
 #[derive(Debug, Clone)]
@@ -102,6 +104,13 @@ fn main() -> ExitCode {
     let result = if args.peek().map(String::as_str) == Some("__server") {
         args.next();
         server_mode(args)
+    } else if args.peek().map(String::as_str) == Some("group") {
+        args.next();
+        group::GroupOptions::parse(args).and_then(|o| {
+            tokio::runtime::Runtime::new()
+                .context("runtime")?
+                .block_on(group::group_bench(o))
+        })
     } else {
         Options::parse(args).and_then(|o| {
             tokio::runtime::Runtime::new()
@@ -269,7 +278,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     );
     println!("\n{table}");
     if let Some(path) = &options.output {
-        write_section(path, &table)?;
+        write_relay_section(path, &table)?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -755,8 +764,7 @@ p99 send-to-push under 10 ms at 2,000 envelopes/s; at most 16 KiB of server memo
 socket with 10,000 sockets open. `docs/SERVER.md` discusses the figures.\n";
 
 /// Replace (or append) the `## Relay server` section of the file, leaving other sections.
-fn write_section(path: &Path, table: &str) -> anyhow::Result<()> {
-    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Performance\n".into());
+fn write_relay_section(path: &Path, table: &str) -> anyhow::Result<()> {
     let section = format!(
         "## Relay server\n\n\
          Measured by `cargo run --release -p tacit-bench` (this section is rewritten by each \
@@ -765,7 +773,18 @@ fn write_section(path: &Path, table: &str) -> anyhow::Result<()> {
          on the same machine. SQLite runs with `synchronous = FULL`: every accepted send is on \
          disk before the answer.\n\n{table}\n{TARGETS}\n"
     );
-    let start = existing.find("## Relay server");
+    write_section(
+        path,
+        "## Relay server",
+        &section[("## Relay server\n\n".len())..],
+    )
+}
+
+/// Replace (or append) the section under `header` of the file, leaving other sections.
+pub(crate) fn write_section(path: &Path, header: &str, body: &str) -> anyhow::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Performance\n".into());
+    let section = format!("{header}\n\n{}\n\n", body.trim_end());
+    let start = existing.find(&format!("{header}\n"));
     let updated = match start {
         Some(s) => {
             let rest = &existing[s + 2..];
