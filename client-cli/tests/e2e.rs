@@ -633,7 +633,7 @@ async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
             .filter_map(|e| match e.kind {
                 IncomingKind::Text { text, .. } => Some(text),
                 IncomingKind::Failed { error } => Some(format!("failed: {error}")),
-                IncomingKind::Receipt { .. } => None,
+                IncomingKind::Receipt { .. } | IncomingKind::File { .. } => None,
             })
             .collect()
     };
