@@ -286,13 +286,7 @@ async fn run(cli: Cli) -> Result<()> {
             loop {
                 let events = client.receive().await?;
                 for event in &events {
-                    if let IncomingKind::File { blob_id, .. } = &event.kind {
-                        let saved = save_file(&client, blob_id, &out).await;
-                        unsaved += usize::from(saved.is_err());
-                        print_file(event, &saved, json)?;
-                    } else {
-                        print_event(event, json)?;
-                    }
+                    unsaved += usize::from(!show(&client, event, &out, json).await?);
                 }
                 if !events.is_empty() || Instant::now() >= deadline {
                     break;
@@ -363,11 +357,11 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Listen { json } => {
             let mut client = open(&home).await?;
-            listen(&mut client, json).await?;
+            listen(&mut client, &home.join("files"), json).await?;
         }
         Command::Chat { username } => {
             let mut client = open(&home).await?;
-            chat(&mut client, &username).await?;
+            chat(&mut client, &username, &home.join("files")).await?;
         }
         Command::Device(command) => device(&home, command).await?,
         Command::Account(AccountCommand::Delete { yes }) => {
@@ -422,6 +416,19 @@ fn show_progress(bar: &indicatif::ProgressBar, progress: Progress) {
     }
     bar.set_length(progress.total);
     bar.set_position(progress.done);
+}
+
+/// Prints an event; a file is first saved into `files`. Returns `false` when a file could
+/// not be saved (the reason is printed).
+async fn show(client: &Client, event: &Incoming, files: &Path, json: bool) -> Result<bool> {
+    if let IncomingKind::File { blob_id, .. } = &event.kind {
+        let saved = save_file(client, blob_id, files).await;
+        print_file(event, &saved, json)?;
+        Ok(saved.is_ok())
+    } else {
+        print_event(event, json)?;
+        Ok(true)
+    }
 }
 
 /// Downloads a received file into `dir` with a progress bar; returns where it was saved.
@@ -546,7 +553,7 @@ async fn connect(client: &mut Client) -> Result<tacit_sdk::Socket> {
     }
 }
 
-async fn listen(client: &mut Client, json: bool) -> Result<()> {
+async fn listen(client: &mut Client, files: &Path, json: bool) -> Result<()> {
     let mut socket = connect(client).await?;
     loop {
         let frame = tokio::select! {
@@ -559,7 +566,7 @@ async fn listen(client: &mut Client, json: bool) -> Result<()> {
         match frame {
             Ok(Some(frame)) => {
                 if let SocketEvent::Incoming(event) = client.on_frame(&mut socket, frame).await? {
-                    print_event(&event, json)?;
+                    show(client, &event, files, json).await?;
                 }
             }
             Ok(None) | Err(_) => {
@@ -570,7 +577,7 @@ async fn listen(client: &mut Client, json: bool) -> Result<()> {
     }
 }
 
-async fn chat(client: &mut Client, peer: &str) -> Result<()> {
+async fn chat(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     use tokio::io::AsyncBufReadExt as _;
     let history = client.store().history(peer).await?;
     for message in history.iter().skip(history.len().saturating_sub(10)) {
@@ -604,7 +611,7 @@ async fn chat(client: &mut Client, peer: &str) -> Result<()> {
                     if let SocketEvent::Incoming(event) = client.on_frame(&mut socket, frame).await? {
                         let from_peer = matches!(&event.kind, IncomingKind::Text { peer: p, .. } if p == peer)
                             && event.sender == peer;
-                        print_event(&event, false)?;
+                        show(client, &event, files, false).await?;
                         if from_peer {
                             client.mark_read(peer).await?;
                         }
