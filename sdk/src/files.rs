@@ -9,14 +9,14 @@
 //! The server sees the blob and its size, never the key, the digest or the name.
 //!
 //! Receiving: the descriptor is stored sealed and announced as
-//! [`IncomingKind::File`](crate::IncomingKind::File). [`Client::download_file`] streams the
+//! [`IncomingKind::File`]. [`Client::download_file`] streams the
 //! blob, decrypts it chunk by chunk into a hidden temporary file in the destination
 //! directory, and renames it into place (under a sanitized name that overwrites nothing)
 //! only once every chunk authenticated, the last chunk came and the digest matched. On any
 //! failure the temporary file is removed: nothing half-checked is ever left to open.
 //!
 //! A group send can carry the same descriptor: [`Client::upload_file`] does everything but
-//! the message, and the crate-internal [`file_payload`] builds the message's payload.
+//! the message, and the crate-internal `file_payload` builds the message's payload.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
