@@ -27,6 +27,11 @@
 //! | `GET /v1/messages` | - | [`EnvelopeBatch`] (poll without a socket) |
 //! | `POST /v1/messages/ack` | [`AckRequest`] | `204` |
 //! | `GET /v1/ws` | WebSocket: [`ClientFrame`] | WebSocket: [`ServerFrame`] |
+//! | `POST /v1/blobs` | [`CreateBlobRequest`] | `201` [`CreateBlobResponse`] |
+//! | `HEAD /v1/blobs/{blob_id}` | - | `200` with [`UPLOAD_OFFSET`] and [`UPLOAD_LENGTH`] (uploader only) |
+//! | `PATCH /v1/blobs/{blob_id}` | raw bytes ([`BLOB_UPLOAD_CONTENT_TYPE`]) at [`UPLOAD_OFFSET`] | `204` with the new [`UPLOAD_OFFSET`] (uploader only) |
+//! | `GET /v1/blobs/{blob_id}` | optional `Range: bytes=N-` | `200` or `206`: the complete blob's bytes |
+//! | `DELETE /v1/blobs/{blob_id}` | - | `204` (uploader only) |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | - | operations |
 //!
 //! Every authenticated request carries `Authorization: Bearer <credential>`, where the
@@ -610,6 +615,45 @@ pub struct AckRequest {
 }
 
 // ---------------------------------------------------------------------------------------
+// Blobs (encrypted attachments)
+// ---------------------------------------------------------------------------------------
+//
+// A blob is an opaque byte string (an attachment encrypted by the client; its key and digest
+// travel inside an end-to-end encrypted message). Its id is 16 random bytes: holding it is
+// what lets any authenticated device fetch the blob, so ids are never listed or guessable.
+//
+// 1. `POST /v1/blobs` with the blob's exact size reserves it against the account's quota.
+// 2. `PATCH /v1/blobs/{blob_id}` with `Upload-Offset: N` appends raw bytes at offset N
+//    (resumable, in the manner of the tus protocol). A wrong offset answers `409` with the
+//    current offset in `Upload-Offset`; `HEAD` tells the offset too. When the last byte
+//    arrives, the blob is complete.
+// 3. `GET /v1/blobs/{blob_id}` streams a complete blob, from `Range: bytes=N-` if given.
+// Blobs expire (whole or partial) after the server's blob TTL.
+
+/// Header of `PATCH` and `HEAD /v1/blobs/{blob_id}`: the byte offset an upload is at.
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+/// Header of `HEAD /v1/blobs/{blob_id}`: the blob's declared size.
+pub const UPLOAD_LENGTH: &str = "upload-length";
+/// Content type of a `PATCH /v1/blobs/{blob_id}` body.
+pub const BLOB_UPLOAD_CONTENT_TYPE: &str = "application/offset+octet-stream";
+
+/// `POST /v1/blobs`: reserve room for a blob of exactly `size` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBlobRequest {
+    /// The blob's exact size in bytes (at least 1).
+    pub size: u64,
+}
+
+/// The answer to `POST /v1/blobs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBlobResponse {
+    /// The blob's id: 16 random bytes, unpadded base64url.
+    pub blob_id: String,
+    /// When the blob (complete or not) is deleted.
+    pub expires_at: Timestamp,
+}
+
+// ---------------------------------------------------------------------------------------
 // WebSocket
 // ---------------------------------------------------------------------------------------
 
@@ -690,16 +734,22 @@ pub enum ErrorCode {
     /// 409: the account already has the maximum number of devices.
     TooManyDevices,
     /// 409: the resource is not in a state that allows this (a provisioning channel that
-    /// was already answered).
+    /// was already answered; a blob upload at the wrong offset, whose answer carries the
+    /// current offset in [`UPLOAD_OFFSET`], or one that another request is writing).
     Conflict,
-    /// 413: the body, an envelope or an upload batch is over its limit.
+    /// 413: the body, an envelope, an upload batch or a blob is over its limit.
     PayloadTooLarge,
+    /// 416: a blob download's `Range` starts at or past the blob's end.
+    RangeNotSatisfiable,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
     /// 429: too many requests of this kind; retry later.
     RateLimited,
     /// 507: a destination mailbox is full; retry later.
     MailboxFull,
+    /// 507: the account's blobs (stored and reserved) would exceed its quota; delete some
+    /// or wait for them to expire.
+    QuotaExceeded,
     /// 503: the server is shutting down or its database is unreachable.
     Unavailable,
     /// 500: a bug or an outage; the server logged it.
@@ -721,8 +771,9 @@ impl ErrorCode {
             }
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::RangeNotSatisfiable => 416,
             Self::RateLimited => 429,
-            Self::MailboxFull => 507,
+            Self::MailboxFull | Self::QuotaExceeded => 507,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -742,9 +793,11 @@ impl ErrorCode {
             Self::TooManyDevices => "too_many_devices",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
             Self::MailboxFull => "mailbox_full",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -799,7 +852,12 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_as_their_str() {
-        for code in [ErrorCode::DeviceMismatch, ErrorCode::MailboxFull] {
+        for code in [
+            ErrorCode::DeviceMismatch,
+            ErrorCode::MailboxFull,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::RangeNotSatisfiable,
+        ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),
                 format!("\"{}\"", code.as_str())

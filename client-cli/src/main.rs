@@ -3,6 +3,7 @@
 //! The account lives in a home directory (`--home DIR` or `TACIT_HOME`, default
 //! `~/.tacit`); the store passphrase comes from `TACIT_PASSPHRASE` or a prompt.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use tacit_sdk::{
-    Client, Incoming, IncomingKind, KeySource, MessageStatus, ReceiptKind, SocketEvent, Transport,
-    Trust,
+    Client, Incoming, IncomingKind, KeySource, MessageStatus, Progress, ReceiptKind, SocketEvent,
+    Stage, Transport, Trust,
 };
 
 #[derive(Parser)]
@@ -49,7 +50,14 @@ enum Command {
     },
     /// Send a text message (`-` reads it from standard input).
     Send { username: String, text: String },
-    /// Fetch, print and acknowledge what arrived.
+    /// Send a file, end-to-end encrypted (streamed; an interrupted upload resumes).
+    SendFile {
+        /// The recipient.
+        username: String,
+        /// The file to send.
+        path: PathBuf,
+    },
+    /// Fetch, print and acknowledge what arrived; save received files after checking them.
     Recv {
         /// Keep polling up to this many seconds until something arrives.
         #[arg(long, default_value_t = 0)]
@@ -57,6 +65,9 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Where received files are saved (default: `<home>/files`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// List contacts.
     Contacts,
@@ -303,18 +314,33 @@ async fn run(cli: Cli) -> Result<()> {
             let mut client = open(&home).await?;
             client.send(&username, &text).await?;
         }
-        Command::Recv { wait, json } => {
+        Command::SendFile { username, path } => {
             let mut client = open(&home).await?;
+            let bar = transfer_bar();
+            let sent = client
+                .send_file(&username, &path, &mut |p| show_progress(&bar, p))
+                .await;
+            bar.finish_and_clear();
+            let sent = sent?;
+            println!("sent {} ({} bytes) to {username}", sent.name, sent.size);
+        }
+        Command::Recv { wait, json, out } => {
+            let mut client = open(&home).await?;
+            let out = out.unwrap_or_else(|| home.join("files"));
             let deadline = Instant::now() + Duration::from_secs(wait);
+            let mut unsaved = 0;
             loop {
                 let events = client.receive().await?;
                 for event in &events {
-                    print_event(event, json)?;
+                    unsaved += usize::from(!show(&client, event, &out, json).await?);
                 }
                 if !events.is_empty() || Instant::now() >= deadline {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            if unsaved > 0 {
+                bail!("{unsaved} received file(s) could not be saved (see above)");
             }
         }
         Command::Contacts => {
@@ -405,11 +431,11 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Listen { json } => {
             let mut client = open(&home).await?;
-            listen(&mut client, json).await?;
+            listen(&mut client, &home.join("files"), json).await?;
         }
         Command::Chat { username } => {
             let mut client = open(&home).await?;
-            chat(&mut client, &username).await?;
+            chat(&mut client, &username, &home.join("files")).await?;
         }
         Command::Device(command) => device(&home, command).await?,
         Command::Group(command) => group(&home, command).await?,
@@ -436,9 +462,105 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar for a transfer, on stderr, hidden unless stderr is a terminal.
+fn transfer_bar() -> indicatif::ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(None, target);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:11} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn show_progress(bar: &indicatif::ProgressBar, progress: Progress) {
+    let stage = match progress.stage {
+        Stage::Encrypting => "encrypting",
+        Stage::Uploading => "uploading",
+        Stage::Downloading => "downloading",
+        _ => "",
+    };
+    if bar.message() != stage {
+        bar.set_message(stage);
+        bar.reset_eta();
+    }
+    bar.set_length(progress.total);
+    bar.set_position(progress.done);
+}
+
+/// Prints an event; a file is first saved into `files`. Returns `false` when a file could
+/// not be saved (the reason is printed).
+async fn show(client: &Client, event: &Incoming, files: &Path, json: bool) -> Result<bool> {
+    if let IncomingKind::File { blob_id, .. } = &event.kind {
+        let saved = save_file(client, blob_id, files).await;
+        print_file(event, &saved, json)?;
+        Ok(saved.is_ok())
+    } else {
+        print_event(event, json)?;
+        Ok(true)
+    }
+}
+
+/// Downloads a received file into `dir` with a progress bar; returns where it was saved.
+async fn save_file(client: &Client, blob_id: &str, dir: &Path) -> Result<PathBuf> {
+    let bar = transfer_bar();
+    let saved = client
+        .download_file(blob_id, dir, &mut |p| show_progress(&bar, p))
+        .await;
+    bar.finish_and_clear();
+    Ok(saved?)
+}
+
+/// Prints a received file and where it was saved: a line, or with `--json` the event's
+/// object with `kind` = `file`, `name`, `size`, `blob_id`, and `path` (or `null` and an
+/// `error`).
+fn print_file(event: &Incoming, saved: &Result<PathBuf>, json: bool) -> Result<()> {
+    let IncomingKind::File {
+        peer, name, size, ..
+    } = &event.kind
+    else {
+        return print_event(event, json);
+    };
+    if json {
+        let mut value = serde_json::to_value(event)?;
+        if let Some(map) = value.as_object_mut() {
+            let (path, error) = match saved {
+                Ok(path) => (serde_json::json!(path), serde_json::Value::Null),
+                Err(e) => (serde_json::Value::Null, serde_json::json!(format!("{e:#}"))),
+            };
+            map.insert("path".into(), path);
+            map.insert("error".into(), error);
+        }
+        println!("{value}");
+    } else {
+        let from = if *peer == event.sender {
+            format!("{}.{}", event.sender, event.sender_device)
+        } else {
+            format!("(to {peer}, from your device {})", event.sender_device)
+        };
+        match saved {
+            Ok(path) => println!(
+                "{from}: file {name} ({size} bytes) saved to {}",
+                path.display()
+            ),
+            Err(_) => println!("{from}: file {name} ({size} bytes) NOT saved"),
+        }
+    }
+    if let Err(e) = saved {
+        eprintln!("tacit: {name}: {e:#}");
+    }
+    Ok(())
+}
+
 /// Prints one event: a line of text, or one JSON object with `--json` (stable keys:
 /// `sender`, `sender_device`, `time`, `kind`, and `peer`, `text`, `message_id` for text,
-/// `receipt`, `message_ids` for receipts, `error` for failures).
+/// `receipt`, `message_ids` for receipts, `name`, `size`, `blob_id` for files, `error` for
+/// failures).
 fn print_event(event: &Incoming, json: bool) -> Result<()> {
     if json {
         let mut value = serde_json::to_value(event)?;
@@ -481,6 +603,9 @@ fn print_event(event: &Incoming, json: bool) -> Result<()> {
         }
         IncomingKind::GroupText { group, text, .. } => println!("[{group}] {from}: {text}"),
         IncomingKind::GroupUpdate { description, .. } => println!("[{description}]"),
+        IncomingKind::File {
+            peer, name, size, ..
+        } => println!("{from}: [file {name}, {size} bytes, in the conversation with {peer}]"),
         IncomingKind::Failed { error } => println!("{from}: [message failed: {error}]"),
     }
     Ok(())
@@ -579,7 +704,7 @@ async fn connect(client: &mut Client) -> Result<tacit_sdk::Socket> {
     }
 }
 
-async fn listen(client: &mut Client, json: bool) -> Result<()> {
+async fn listen(client: &mut Client, files: &Path, json: bool) -> Result<()> {
     let mut socket = connect(client).await?;
     loop {
         let frame = tokio::select! {
@@ -592,7 +717,7 @@ async fn listen(client: &mut Client, json: bool) -> Result<()> {
         match frame {
             Ok(Some(frame)) => {
                 if let SocketEvent::Incoming(event) = client.on_frame(&mut socket, frame).await? {
-                    print_event(&event, json)?;
+                    show(client, &event, files, json).await?;
                 }
             }
             Ok(None) | Err(_) => {
@@ -603,7 +728,7 @@ async fn listen(client: &mut Client, json: bool) -> Result<()> {
     }
 }
 
-async fn chat(client: &mut Client, peer: &str) -> Result<()> {
+async fn chat(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     use tokio::io::AsyncBufReadExt as _;
     let history = client.store().history(peer).await?;
     for message in history.iter().skip(history.len().saturating_sub(10)) {
@@ -637,7 +762,7 @@ async fn chat(client: &mut Client, peer: &str) -> Result<()> {
                     if let SocketEvent::Incoming(event) = client.on_frame(&mut socket, frame).await? {
                         let from_peer = matches!(&event.kind, IncomingKind::Text { peer: p, .. } if p == peer)
                             && event.sender == peer;
-                        print_event(&event, false)?;
+                        show(client, &event, files, false).await?;
                         if from_peer {
                             client.mark_read(peer).await?;
                         }

@@ -635,7 +635,8 @@ async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
                 IncomingKind::Failed { error } => Some(format!("failed: {error}")),
                 IncomingKind::Receipt { .. }
                 | IncomingKind::GroupText { .. }
-                | IncomingKind::GroupUpdate { .. } => None,
+                | IncomingKind::GroupUpdate { .. }
+                | IncomingKind::File { .. } => None,
             })
             .collect()
     };

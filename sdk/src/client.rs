@@ -104,6 +104,9 @@ pub enum ClientError {
     /// A group operation was refused.
     #[error("{0}")]
     Group(String),
+    /// Sending or saving a file failed.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
 }
 
 /// What the client persists about its account (sealed in the store).
@@ -139,7 +142,7 @@ pub const SIGNED_PREKEY_ROTATION: std::time::Duration =
 
 /// The plaintext inside every end-to-end encrypted message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-struct Payload {
+pub(crate) struct Payload {
     /// Payload format version.
     v: u8,
     /// `"text"` or `"receipt"`.
@@ -155,6 +158,9 @@ struct Payload {
     /// With `kind = "receipt"`: what happened to which messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     receipt: Option<ReceiptBody>,
+    /// With `kind = "file"`: the file and how to fetch and open it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<crate::files::FileDescriptor>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -251,6 +257,22 @@ pub enum IncomingKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
     },
+    /// A file in the conversation with `peer`: its descriptor is stored; fetch, check and
+    /// save it with [`Client::download_file`].
+    File {
+        /// The conversation's other party.
+        peer: String,
+        /// The file's name as the sender gave it, made safe to save
+        /// ([`crate::files::sanitize_file_name`]).
+        name: String,
+        /// The file's size in bytes.
+        size: u64,
+        /// The blob's id on the server (what [`Client::download_file`] takes).
+        blob_id: String,
+        /// The sender's id of the message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+    },
     /// A change to a group's membership, accepted after checking who made it.
     GroupUpdate {
         /// The group's name.
@@ -283,8 +305,8 @@ pub enum SocketEvent {
 
 /// A Tacit account on one device.
 pub struct Client {
-    store: Store,
-    transport: Transport,
+    pub(crate) store: Store,
+    pub(crate) transport: Transport,
     identity: IdentityKeyPair,
     account: AccountRecord,
 }
@@ -298,7 +320,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn rng() -> StdRng {
+pub(crate) fn rng() -> StdRng {
     rand::make_rng()
 }
 
@@ -334,7 +356,7 @@ fn now_ms() -> i64 {
 }
 
 /// A random id: 16 bytes in hex.
-fn random_id() -> Result<String, ClientError> {
+pub(crate) fn random_id() -> Result<String, ClientError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -695,6 +717,7 @@ impl Client {
                 status: receipt,
                 ids: message_ids.to_vec(),
             }),
+            file: None,
         };
         let to_them = body(None).to_bytes()?;
         let to_us = body(Some(username)).to_bytes()?;
@@ -716,7 +739,7 @@ impl Client {
     /// Encrypts and sends one payload to every device of `username` and a copy to our
     /// other devices, following the server's device-mismatch answers. Returns the server
     /// time of the send.
-    async fn send_payload(
+    pub(crate) async fn send_payload(
         &mut self,
         username: &str,
         to_them: &[u8],
@@ -1051,6 +1074,13 @@ impl Client {
                     text: payload.body,
                     message_id: payload.id,
                 })))
+            }
+            ("file", _) => {
+                let time = envelope.server_timestamp.0;
+                let kind = self
+                    .receive_file(&peer, outgoing, device, time, payload.id, payload.file)
+                    .await?;
+                Ok(Some(incoming(kind)))
             }
             ("receipt", Some(receipt)) => {
                 if !outgoing {
@@ -1514,6 +1544,7 @@ impl Payload {
             to: to.map(str::to_owned),
             id: None,
             receipt: None,
+            file: None,
         }
     }
 
@@ -1525,10 +1556,24 @@ impl Payload {
             to: to.map(str::to_owned),
             id: Some(uid.to_owned()),
             receipt: None,
+            file: None,
         }
     }
 
-    fn to_bytes(&self) -> Result<Vec<u8>, ClientError> {
+    /// A file message: `file` says what to fetch and how to open it.
+    pub(crate) fn file(file: crate::files::FileDescriptor, to: Option<&str>, uid: &str) -> Self {
+        Self {
+            v: 1,
+            kind: "file".into(),
+            body: String::new(),
+            to: to.map(str::to_owned),
+            id: Some(uid.to_owned()),
+            receipt: None,
+            file: Some(file),
+        }
+    }
+
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, ClientError> {
         serde_json::to_vec(self).map_err(|e| ClientError::Inconsistent(e.to_string()))
     }
 }

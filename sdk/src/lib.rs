@@ -5,6 +5,8 @@
 //!   device of a user (and our other devices), receive by polling or over the WebSocket and
 //!   acknowledge only once stored, delivered and read receipts, trust on first use with
 //!   identity-change detection, safety numbers.
+//! - [`files`]: files sent as encrypted attachments (streamed, resumable, checked before
+//!   they are saved).
 //! - [`store`]: the local store, encrypted at rest.
 //! - [`transport`]: HTTP(S) and WebSocket to the server with system roots, a CA file or a
 //!   pinned certificate.
@@ -13,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod files;
 pub mod store;
 pub mod transport;
 
@@ -20,8 +23,9 @@ pub use client::{
     Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, PendingLink, ReceiptKind,
     SocketEvent,
 };
+pub use files::{FileError, OutgoingFile, Progress, SentFile, Stage};
 pub use store::{
-    Contact, KeySource, MessageStatus, PrekeyKind, Store, StoreError, StoreKey, StoredMessage,
-    StoredSession,
+    Contact, KeySource, MessageStatus, PrekeyKind, Store, StoreError, StoreKey, StoredFile,
+    StoredMessage, StoredSession,
 };
-pub use transport::{Socket, Transport, TransportError, Trust};
+pub use transport::{BlobDownload, Socket, Transport, TransportError, Trust};

@@ -9,8 +9,9 @@
 //! apart from a damaged store.
 //!
 //! Sealed: the identity and account secrets, every prekey secret, every session state, every
-//! message body. In clear (needed for lookups): contact usernames and their public identity
-//! keys, session addresses, message peers, directions and times.
+//! message body, every file descriptor (name, size, attachment key and digest). In clear
+//! (needed for lookups): contact usernames and their public identity keys, session
+//! addresses, message and file peers, directions and times, and the blob ids of files.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -178,6 +179,23 @@ impl MessageStatus {
             _ => Self::Sent,
         }
     }
+}
+
+/// A file received or sent, as stored.
+#[derive(Debug)]
+pub struct StoredFile {
+    /// The blob's id on the server.
+    pub blob_id: String,
+    /// The other party.
+    pub peer: String,
+    /// Whether we sent it.
+    pub outgoing: bool,
+    /// The device that sent it.
+    pub sender_device: u32,
+    /// Server time in milliseconds since the Unix epoch.
+    pub sent_at: i64,
+    /// The descriptor the file message carried (it holds the attachment key).
+    pub descriptor: Zeroizing<Vec<u8>>,
 }
 
 /// A stored session record.
@@ -698,6 +716,56 @@ impl Store {
         Ok(uids.into_iter().flatten().collect())
     }
 
+    /// Records a file (its descriptor sealed). Recording the same blob again keeps the
+    /// first record.
+    pub async fn put_file(
+        &self,
+        blob_id: &str,
+        peer: &str,
+        outgoing: bool,
+        sender_device: u32,
+        sent_at: i64,
+        descriptor: &[u8],
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(&format!("files:{blob_id}"), descriptor)?;
+        sqlx::query(
+            "INSERT INTO files (blob_id, peer, outgoing, sender_device, sent_at, descriptor_sealed) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(blob_id) DO NOTHING",
+        )
+        .bind(blob_id)
+        .bind(peer)
+        .bind(i64::from(outgoing))
+        .bind(i64::from(sender_device))
+        .bind(sent_at)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The file record of a blob, if any.
+    pub async fn file(&self, blob_id: &str) -> Result<Option<StoredFile>, StoreError> {
+        let row = sqlx::query(
+            "SELECT peer, outgoing, sender_device, sent_at, descriptor_sealed FROM files \
+             WHERE blob_id = ?",
+        )
+        .bind(blob_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let outgoing: i64 = row.try_get(1)?;
+        let device: i64 = row.try_get(2)?;
+        let sealed: Vec<u8> = row.try_get(4)?;
+        Ok(Some(StoredFile {
+            blob_id: blob_id.to_owned(),
+            peer: row.try_get(0)?,
+            outgoing: outgoing != 0,
+            sender_device: u32::try_from(device).unwrap_or_default(),
+            sent_at: row.try_get(3)?,
+            descriptor: self.open_sealed(&format!("files:{blob_id}"), &sealed)?,
+        }))
+    }
+
     /// Closes the database cleanly.
     pub async fn close(self) {
         self.pool.close().await;
@@ -780,6 +848,14 @@ mod tests {
             .add_message("bob", false, 1, 1000, marker, None)
             .await
             .unwrap();
+        store
+            .put_file("blob1", "bob", false, 1, 1000, marker)
+            .await
+            .unwrap();
+        let file = store.file("blob1").await.unwrap().unwrap();
+        assert_eq!(file.descriptor.as_slice(), marker);
+        assert_eq!((file.peer.as_str(), file.outgoing), ("bob", false));
+        assert!(store.file("blob2").await.unwrap().is_none());
         store.close().await;
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();

@@ -54,6 +54,41 @@ pub enum TransportError {
     /// The WebSocket failed or closed.
     #[error("connection to the server lost: {0}")]
     Socket(String),
+    /// A blob upload was at another offset than the one sent; resume from this one.
+    #[error("the server holds {offset} bytes of this upload")]
+    UploadOffset {
+        /// Where the upload must continue.
+        offset: u64,
+    },
+    /// A local file being uploaded could not be read.
+    #[error("reading the file to upload: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl TransportError {
+    /// Whether trying again later may succeed: the connection failed, the server is busy
+    /// or unavailable, or an upload must resume from another offset.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::UploadOffset { .. } | Self::Socket(_) => true,
+            Self::Api { code, .. } => {
+                matches!(
+                    code.as_str(),
+                    "conflict" | "unavailable" | "rate_limited" | "internal"
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Pieces a blob upload reads from its file at a time.
+const UPLOAD_PIECE: usize = 64 * 1024;
+
+/// The time allowed for moving `bytes` of a blob in one request: 30 s, and one more second
+/// per 256 KiB (an upload that takes longer resumes where it stopped).
+fn transfer_timeout(bytes: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(30 + bytes / (256 * 1024))
 }
 
 /// How to trust the server's TLS certificate.
@@ -187,11 +222,7 @@ impl Transport {
         path: &[&str],
         body: Option<&B>,
     ) -> Result<Option<R>, TransportError> {
-        let url = self.url(path)?;
-        let mut request = self.http.request(method, url);
-        if let Some(credential) = &self.credential {
-            request = request.bearer_auth(credential);
-        }
+        let mut request = self.request(method, path)?;
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -206,18 +237,20 @@ impl Transport {
                 .map(Some)
                 .map_err(|e| TransportError::Protocol(e.to_string()));
         }
-        match serde_json::from_slice::<api::ErrorBody>(&bytes) {
-            Ok(api::ErrorBody {
-                code: api::ErrorCode::DeviceMismatch,
-                mismatch: Some(mismatch),
-                ..
-            }) => Err(TransportError::DeviceMismatch(mismatch)),
-            Ok(body) => Err(TransportError::Api {
-                code: body.code.as_str().to_owned(),
-                message: body.message,
-            }),
-            Err(_) => Err(TransportError::Protocol(format!("HTTP {status}"))),
+        Err(error_from(status, &bytes))
+    }
+
+    /// A request to `path`, with the credential if there is one.
+    fn request(
+        &self,
+        method: Method,
+        path: &[&str],
+    ) -> Result<reqwest::RequestBuilder, TransportError> {
+        let mut request = self.http.request(method, self.url(path)?);
+        if let Some(credential) = &self.credential {
+            request = request.bearer_auth(credential);
         }
+        Ok(request)
     }
 
     async fn expect<B: Serialize, R: DeserializeOwned>(
@@ -367,6 +400,174 @@ impl Transport {
             .await
     }
 
+    /// `POST /v1/blobs`: reserve a blob of `size` bytes.
+    pub async fn create_blob(&self, size: u64) -> Result<api::CreateBlobResponse, TransportError> {
+        self.expect(
+            Method::POST,
+            &["v1", "blobs"],
+            Some(&api::CreateBlobRequest { size }),
+        )
+        .await
+    }
+
+    /// `HEAD /v1/blobs/{id}`: how many bytes of one of our uploads the server holds.
+    pub async fn blob_offset(&self, blob_id: &str) -> Result<u64, TransportError> {
+        let response = self
+            .request(Method::HEAD, &["v1", "blobs", blob_id])?
+            .send()
+            .await
+            .map_err(TransportError::Connect)?;
+        let status = response.status();
+        if !status.is_success() {
+            // A HEAD answer has no body to explain itself.
+            return Err(match status {
+                StatusCode::NOT_FOUND => TransportError::Api {
+                    code: "not_found".into(),
+                    message: "blob not found (expired or deleted)".into(),
+                },
+                _ => TransportError::Protocol(format!("HTTP {status}")),
+            });
+        }
+        header_u64(&response, api::UPLOAD_OFFSET)
+            .ok_or_else(|| TransportError::Protocol("no upload offset in the answer".into()))
+    }
+
+    /// `PATCH /v1/blobs/{id}`: sends bytes `offset..total` of `file` (read from there, in
+    /// pieces; never whole in memory), telling `progress` how far the sending got. Returns
+    /// the offset the server reached.
+    pub async fn upload_blob_part(
+        &self,
+        blob_id: &str,
+        file: &std::fs::File,
+        offset: u64,
+        total: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, TransportError> {
+        use futures_util::StreamExt as _;
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+        let remaining = total.saturating_sub(offset);
+        let mut reader = tokio::fs::File::from_std(file.try_clone()?);
+        reader.seek(std::io::SeekFrom::Start(offset)).await?;
+        let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(offset);
+        let mut sent = offset;
+        let body =
+            tokio_util::io::ReaderStream::with_capacity(reader.take(remaining), UPLOAD_PIECE)
+                .inspect(move |piece| {
+                    if let Ok(piece) = piece {
+                        sent += piece.len() as u64;
+                        let _ = sent_tx.send(sent);
+                    }
+                });
+        let request = self
+            .request(Method::PATCH, &["v1", "blobs", blob_id])?
+            .header(reqwest::header::CONTENT_TYPE, api::BLOB_UPLOAD_CONTENT_TYPE)
+            .header(api::UPLOAD_OFFSET, offset)
+            .header(reqwest::header::CONTENT_LENGTH, remaining)
+            .timeout(transfer_timeout(remaining))
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        tokio::pin!(request);
+        let response = loop {
+            tokio::select! {
+                response = &mut request => break response.map_err(TransportError::Connect)?,
+                Ok(()) = sent_rx.changed() => progress(*sent_rx.borrow_and_update()),
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return header_u64(&response, api::UPLOAD_OFFSET)
+                .ok_or_else(|| TransportError::Protocol("no upload offset in the answer".into()));
+        }
+        let at = header_u64(&response, api::UPLOAD_OFFSET);
+        let bytes = response.bytes().await.map_err(TransportError::Connect)?;
+        match (status, at) {
+            (StatusCode::CONFLICT, Some(offset)) => Err(TransportError::UploadOffset { offset }),
+            _ => Err(error_from(status, &bytes)),
+        }
+    }
+
+    /// Uploads `file` (exactly `total` bytes) into the blob, resuming where the server is:
+    /// asks for the offset, sends the rest, and after a failure that may pass (a dropped
+    /// connection, a timeout, a busy server) asks again and continues from there.
+    pub async fn upload_blob(
+        &self,
+        blob_id: &str,
+        file: &std::fs::File,
+        total: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), TransportError> {
+        const ATTEMPTS: u32 = 8;
+        // Consecutive failures without progress; any progress starts the count again.
+        let mut failures = 0;
+        let mut reached = 0;
+        loop {
+            let result = async {
+                let offset = self.blob_offset(blob_id).await?;
+                progress(offset);
+                if offset > reached {
+                    reached = offset;
+                    failures = 0;
+                }
+                if offset >= total {
+                    return Ok(offset);
+                }
+                self.upload_blob_part(blob_id, file, offset, total, progress)
+                    .await
+            }
+            .await;
+            match result {
+                Ok(offset) if offset >= total => return Ok(()),
+                Ok(_) if failures + 1 < ATTEMPTS => failures += 1,
+                Ok(offset) => {
+                    return Err(TransportError::Protocol(format!(
+                        "the upload keeps stopping at byte {offset} of {total}"
+                    )));
+                }
+                Err(error) if error.is_transient() && failures + 1 < ATTEMPTS => {
+                    failures += 1;
+                    let pause = 100u64 << failures.min(6);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// `GET /v1/blobs/{id}` from byte `start` (a resumed download asks for the rest).
+    pub async fn download_blob(
+        &self,
+        blob_id: &str,
+        start: u64,
+    ) -> Result<BlobDownload, TransportError> {
+        let mut request = self.request(Method::GET, &["v1", "blobs", blob_id])?;
+        if start > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
+        }
+        // The whole answer may take long; a stalled one fails and is resumed.
+        let response = request
+            .timeout(std::time::Duration::from_secs(24 * 60 * 60))
+            .send()
+            .await
+            .map_err(TransportError::Connect)?;
+        let status = response.status();
+        let expected = if start > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if status != expected {
+            if status.is_success() {
+                return Err(TransportError::Protocol(format!(
+                    "HTTP {status} to a download from byte {start}"
+                )));
+            }
+            let bytes = response.bytes().await.map_err(TransportError::Connect)?;
+            return Err(error_from(status, &bytes));
+        }
+        let len = response.content_length();
+        Ok(BlobDownload { response, len })
+    }
+
     /// Opens the WebSocket (`GET /v1/ws`) with the same trust settings as HTTP.
     pub async fn connect_socket(&self) -> Result<Socket, TransportError> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -405,6 +606,46 @@ impl Transport {
                     other => TransportError::Socket(other.to_string()),
                 })?;
         Ok(Socket { stream })
+    }
+}
+
+/// The error an API answer carries.
+fn error_from(status: StatusCode, bytes: &[u8]) -> TransportError {
+    match serde_json::from_slice::<api::ErrorBody>(bytes) {
+        Ok(api::ErrorBody {
+            code: api::ErrorCode::DeviceMismatch,
+            mismatch: Some(mismatch),
+            ..
+        }) => TransportError::DeviceMismatch(mismatch),
+        Ok(body) => TransportError::Api {
+            code: body.code.as_str().to_owned(),
+            message: body.message,
+        },
+        Err(_) => TransportError::Protocol(format!("HTTP {status}")),
+    }
+}
+
+fn header_u64(response: &reqwest::Response, name: &str) -> Option<u64> {
+    response.headers().get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// A blob download under way: its bytes arrive in pieces.
+#[derive(Debug)]
+pub struct BlobDownload {
+    response: reqwest::Response,
+    len: Option<u64>,
+}
+
+impl BlobDownload {
+    /// How many bytes this answer carries, if the server said.
+    pub fn content_length(&self) -> Option<u64> {
+        self.len
+    }
+
+    /// The next piece, or `None` at the end. An error (a dropped connection) may be resumed
+    /// with a new download from the bytes received so far.
+    pub async fn chunk(&mut self) -> Result<Option<impl AsRef<[u8]> + use<>>, TransportError> {
+        self.response.chunk().await.map_err(TransportError::Connect)
     }
 }
 

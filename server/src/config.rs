@@ -129,6 +129,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// WebSocket heartbeats.
     pub websocket: WebSocketConfig,
+    /// The blob store (encrypted attachments).
+    pub blobs: BlobConfig,
     /// How long shutdown waits for requests and sockets to finish, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -199,6 +201,34 @@ pub struct WebSocketConfig {
     pub heartbeat_timeout_secs: u64,
 }
 
+/// The blob store: a directory of opaque blobs (attachments the clients encrypted), with
+/// limits and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobConfig {
+    /// Where blobs are kept; `None` (or empty) means `<data_dir>/blobs`.
+    pub dir: Option<PathBuf>,
+    /// Largest file one blob may carry. The blob itself may be larger by the attachment
+    /// format's overhead (17 bytes, and 16 bytes per 64 KiB), so that a file of exactly this
+    /// size can be sent.
+    pub max_file_bytes: u64,
+    /// Most bytes of blobs, stored and reserved by uploads under way, one account may hold.
+    pub quota_bytes_per_account: u64,
+    /// Seconds after its creation when a blob (complete or not) is deleted.
+    pub ttl_secs: u64,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_file_bytes: 100 * 1024 * 1024,
+            quota_bytes_per_account: 1024 * 1024 * 1024,
+            ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -212,6 +242,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             websocket: WebSocketConfig::default(),
+            blobs: BlobConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -418,6 +449,21 @@ impl Config {
             "websocket.heartbeat_timeout_secs",
             &mut w.heartbeat_timeout_secs,
         )?;
+        let b = &mut self.blobs;
+        set_path(e, "TACIT_BLOBS_DIR", &mut b.dir);
+        set(
+            e,
+            "TACIT_BLOBS_MAX_FILE_BYTES",
+            "blobs.max_file_bytes",
+            &mut b.max_file_bytes,
+        )?;
+        set(
+            e,
+            "TACIT_BLOBS_QUOTA_BYTES_PER_ACCOUNT",
+            "blobs.quota_bytes_per_account",
+            &mut b.quota_bytes_per_account,
+        )?;
+        set(e, "TACIT_BLOBS_TTL_SECS", "blobs.ttl_secs", &mut b.ttl_secs)?;
         set(
             e,
             "TACIT_SHUTDOWN_GRACE_SECS",
@@ -539,7 +585,44 @@ impl Config {
                 "must be greater than `websocket.heartbeat_interval_secs`",
             ));
         }
+        let b = &self.blobs;
+        for (key, value) in [
+            ("blobs.max_file_bytes", b.max_file_bytes),
+            ("blobs.quota_bytes_per_account", b.quota_bytes_per_account),
+            ("blobs.ttl_secs", b.ttl_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if b.max_file_bytes > 1 << 50 {
+            return Err(invalid("blobs.max_file_bytes", "must be at most 1 PiB"));
+        }
+        if b.max_file_bytes > b.quota_bytes_per_account {
+            return Err(invalid(
+                "blobs.max_file_bytes",
+                "must not exceed `blobs.quota_bytes_per_account`",
+            ));
+        }
+        if b.quota_bytes_per_account > i64::MAX as u64 / 2 {
+            return Err(invalid(
+                "blobs.quota_bytes_per_account",
+                "must be at most 2^62 bytes",
+            ));
+        }
+        if b.ttl_secs > 10 * 365 * 24 * 3600 {
+            return Err(invalid("blobs.ttl_secs", "must be at most ten years"));
+        }
         Ok(())
+    }
+
+    /// The blob directory: `blobs.dir`, or `<data_dir>/blobs`.
+    #[must_use]
+    pub fn blob_dir(&self) -> PathBuf {
+        match &self.blobs.dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
+            _ => self.data_dir.join("blobs"),
+        }
     }
 
     /// The database URL to use: the configured one, or the SQLite file in the data directory.
@@ -622,6 +705,40 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("limits.max_envelope_bytes")
+        );
+        let mut c = Config::default();
+        c.blobs.max_file_bytes = c.blobs.quota_bytes_per_account + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("blobs.max_file_bytes"), "{err}");
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|v| (v == "TACIT_BLOBS_TTL_SECS").then(|| "soon".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("blobs.ttl_secs"), "{err}");
+    }
+
+    #[test]
+    fn blob_settings() {
+        let mut c = Config::from_toml("data_dir = \"/srv/t\"\n[blobs]\nttl_secs = 60\n").unwrap();
+        assert_eq!(c.blobs.ttl_secs, 60);
+        assert_eq!(c.blobs.max_file_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.blob_dir(), PathBuf::from("/srv/t/blobs"));
+        let env: HashMap<&str, &str> = [
+            ("TACIT_BLOBS_DIR", "/var/blobs"),
+            ("TACIT_BLOBS_QUOTA_BYTES_PER_ACCOUNT", "500000000"),
+        ]
+        .into();
+        c.apply_env(|v| env.get(v).map(|s| (*s).to_owned()))
+            .unwrap();
+        assert_eq!(c.blob_dir(), PathBuf::from("/var/blobs"));
+        assert_eq!(c.blobs.quota_bytes_per_account, 500_000_000);
+        c.validate().unwrap();
+        c.blobs.ttl_secs = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("blobs.ttl_secs")
         );
     }
 }

@@ -41,15 +41,24 @@ pub enum ApiError {
     /// The body or a part of it is over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// The body is not JSON.
-    #[error("expected Content-Type: application/json")]
-    UnsupportedMediaType,
+    /// The body is not of the content type the route takes (named here).
+    #[error("expected Content-Type: {0}")]
+    UnsupportedMediaType(&'static str),
     /// Too many requests of this kind.
     #[error("rate limit exceeded, retry later")]
     RateLimited,
     /// A destination mailbox is full.
     #[error("a destination mailbox is full, retry later")]
     MailboxFull,
+    /// The account's blobs would exceed its quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A download range starts at or past the end of the blob.
+    #[error("range not satisfiable: the blob has {0} bytes")]
+    RangeNotSatisfiable(u64),
+    /// A blob upload at the wrong offset: the answer carries the current one.
+    #[error("upload offset mismatch: the blob is at offset {0}")]
+    OffsetMismatch(u64),
     /// Shutting down, or the database is unreachable.
     #[error("service unavailable")]
     Unavailable,
@@ -73,9 +82,12 @@ impl ApiError {
             Self::TooManyDevices => ErrorCode::TooManyDevices,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::RateLimited => ErrorCode::RateLimited,
             Self::MailboxFull => ErrorCode::MailboxFull,
+            Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Self::RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
+            Self::OffsetMismatch(_) => ErrorCode::Conflict,
             Self::Unavailable => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -102,6 +114,9 @@ impl From<StoreError> for ApiError {
             StoreError::InviteInvalid => Self::InviteRequired,
             StoreError::TooManyDevices => Self::TooManyDevices,
             StoreError::MailboxFull => Self::MailboxFull,
+            StoreError::QuotaExceeded => {
+                Self::QuotaExceeded("the account's blob quota would be exceeded".into())
+            }
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
             | StoreError::BatchFailed => Self::Unavailable,
             other => Self::Internal(other),

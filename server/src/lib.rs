@@ -128,8 +128,9 @@ where
     Ok(())
 }
 
-/// Purge expired envelopes and forget idle rate-limit buckets (every minute), and run the
-/// store's upkeep (every second), until shutdown.
+/// Purge expired envelopes and blobs (complete or abandoned part-way) and forget idle
+/// rate-limit buckets (every minute), and run the store's upkeep (every second), until
+/// shutdown.
 async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     let mut upkeep = tokio::time::interval(Duration::from_secs(1));
@@ -145,6 +146,11 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
                     Ok(0) => {}
                     Ok(n) => info!(envelopes = n, "purged expired envelopes"),
                     Err(e) => warn!(error = %e, "purging expired envelopes failed"),
+                }
+                match svc.purge_expired_blobs(service::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(blobs = n, "purged expired blobs"),
+                    Err(e) => warn!(error = %e, "purging expired blobs failed"),
                 }
                 svc.prune();
             }

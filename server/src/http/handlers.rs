@@ -1,15 +1,18 @@
 //! Handlers: extract, call one service, answer. No rule and no SQL here.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tacit_api::{
     AckRequest, AddDeviceRequest, AddDeviceResponse, AnswerChannelRequest, ChannelState,
-    ClaimBundlesRequest, DeviceId, DeviceList, EnvelopeBatch, LinkDeviceRequest, MulticastRequest,
-    OpenChannelRequest, OpenChannelResponse, PrekeyBundles, PrekeyCount, RegisterRequest,
-    RegisterResponse, SendMessageRequest, SendMessageResponse, UploadKeysRequest,
+    ClaimBundlesRequest, CreateBlobRequest, CreateBlobResponse, DeviceId, DeviceList,
+    EnvelopeBatch, LinkDeviceRequest, MulticastRequest, OpenChannelRequest, OpenChannelResponse,
+    PrekeyBundles, PrekeyCount, RegisterRequest, RegisterResponse, SendMessageRequest,
+    SendMessageResponse, UploadKeysRequest,
 };
+use tokio::io::AsyncReadExt as _;
 
 use super::{ApiJson, AppState, Authed};
 use crate::error::ApiError;
@@ -162,6 +165,145 @@ pub(super) async fn ack(
     ApiJson(req): ApiJson<AckRequest>,
 ) -> ApiResult<StatusCode> {
     state.svc.ack(caller.mailbox, &req.ids).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn create_blob(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiJson(req): ApiJson<CreateBlobRequest>,
+) -> ApiResult<(StatusCode, Json<CreateBlobResponse>)> {
+    let created = state.svc.create_blob(&caller, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Pieces of a blob download read from disk at a time.
+const DOWNLOAD_PIECE: usize = 64 * 1024;
+
+fn upload_offset_header(offset: u64) -> [(HeaderName, HeaderValue); 2] {
+    [
+        (
+            HeaderName::from_static(tacit_api::UPLOAD_OFFSET),
+            HeaderValue::from(offset),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+/// A header as a decimal `u64`: `None` if absent, `BadRequest` if malformed.
+fn u64_header(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ApiError::BadRequest(format!("{name}: a decimal byte count")))
+        })
+        .transpose()
+}
+
+pub(super) async fn blob_status(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(blob_id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let status = state.svc.blob_status(&caller, &blob_id).await?;
+    Ok((
+        upload_offset_header(status.offset),
+        [(
+            HeaderName::from_static(tacit_api::UPLOAD_LENGTH),
+            HeaderValue::from(status.length),
+        )],
+    ))
+}
+
+pub(super) async fn upload_blob(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(blob_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<impl IntoResponse> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !content_type.is_some_and(|t| t.eq_ignore_ascii_case(tacit_api::BLOB_UPLOAD_CONTENT_TYPE)) {
+        return Err(ApiError::UnsupportedMediaType(
+            tacit_api::BLOB_UPLOAD_CONTENT_TYPE,
+        ));
+    }
+    let offset = u64_header(&headers, tacit_api::UPLOAD_OFFSET)?.ok_or_else(|| {
+        ApiError::BadRequest(format!("{} header required", tacit_api::UPLOAD_OFFSET))
+    })?;
+    let declared = u64_header(&headers, header::CONTENT_LENGTH.as_str())?;
+    let offset = state
+        .svc
+        .upload_blob(&caller, &blob_id, offset, declared, body.into_data_stream())
+        .await?;
+    Ok((StatusCode::NO_CONTENT, upload_offset_header(offset)))
+}
+
+/// `Range: bytes=N-` or `bytes=N-M`; any other form is ignored (the whole blob is sent), as
+/// HTTP allows.
+fn byte_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .trim()
+        .strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let end = end.trim();
+    if end.is_empty() {
+        Some((start, None))
+    } else {
+        Some((start, Some(end.parse().ok()?)))
+    }
+}
+
+pub(super) async fn download_blob(
+    State(state): State<AppState>,
+    Authed(_caller): Authed,
+    Path(blob_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let range = byte_range(&headers);
+    let (start, end) = range.unwrap_or((0, None));
+    let read = state.svc.open_blob(&blob_id, start, end).await?;
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(read.file.take(read.len), DOWNLOAD_PIECE);
+    let mut response = Response::new(Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(read.len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let last = read.start + read.len - 1;
+        let value = format!("bytes {}-{last}/{}", read.start, read.size);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+pub(super) async fn delete_blob(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(blob_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.svc.delete_blob(&caller, &blob_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

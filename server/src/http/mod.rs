@@ -11,7 +11,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tacit_api::DeviceCredential;
@@ -61,6 +61,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/ack", post(handlers::ack))
         .route("/v1/multicast", post(handlers::multicast))
         .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/blobs", post(handlers::create_blob))
+        .route(
+            "/v1/blobs/{blob_id}",
+            get(handlers::download_blob)
+                .head(handlers::blob_status)
+                // The body streams to disk; its size is checked against the blob's.
+                .merge(patch(handlers::upload_blob).layer(DefaultBodyLimit::disable()))
+                .delete(handlers::delete_blob),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
@@ -100,7 +109,24 @@ impl IntoResponse for ApiError {
         }
         let status = StatusCode::from_u16(self.code().http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        let extra = match &self {
+            // Where a resumed upload must continue.
+            ApiError::OffsetMismatch(offset) => Some((
+                axum::http::HeaderName::from_static(tacit_api::UPLOAD_OFFSET),
+                offset.to_string(),
+            )),
+            ApiError::RangeNotSatisfiable(size) => {
+                Some((axum::http::header::CONTENT_RANGE, format!("bytes */{size}")))
+            }
+            _ => None,
+        };
+        if let Some((name, value)) = extra
+            && let Ok(value) = axum::http::HeaderValue::from_str(&value)
+        {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -122,7 +148,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge("request body too large".into()),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType("application/json"),
         _ => ApiError::BadRequest(match rejection {
             // The serde message names the field and what was expected; it quotes no value
             // beyond short type names.

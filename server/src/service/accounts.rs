@@ -156,6 +156,7 @@ impl Services {
             self.hub.revoke(mailbox);
         }
         self.forget_account_id(&caller.username);
+        self.delete_account_blobs(account).await?;
         info!(account, devices = devices.len(), "account deleted");
         Ok(())
     }

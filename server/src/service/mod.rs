@@ -14,6 +14,7 @@ use crate::push::Hub;
 use crate::store::{Mailbox, SecretHash, Store};
 
 mod accounts;
+mod blobs;
 mod commit;
 mod credentials;
 mod keys;
@@ -21,6 +22,7 @@ mod messages;
 mod provisioning;
 mod ratelimit;
 
+pub use blobs::{BlobRead, UploadStatus, max_blob_bytes};
 pub use ratelimit::RateLimiter;
 
 /// Everything the handlers need, shared by all requests.
@@ -44,6 +46,8 @@ pub struct Services {
     committer: commit::Committer,
     /// Recently checked credential hashes.
     credentials: credentials::CredentialCache,
+    /// The blob directory and the uploads under way.
+    blobs: blobs::BlobFiles,
     /// Username to account id. Usernames never change; a deleted account's entry is
     /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
     /// name (another node may have deleted the account and the name been registered again).
@@ -71,6 +75,7 @@ impl Services {
             committer: commit::Committer::start(store.clone(), hub.clone(), metrics.clone()),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             credentials: credentials::CredentialCache::default(),
+            blobs: blobs::BlobFiles::new(config.blob_dir()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),

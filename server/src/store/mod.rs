@@ -41,6 +41,9 @@ pub enum StoreError {
     /// A destination mailbox holds its maximum number of envelopes.
     #[error("mailbox full")]
     MailboxFull,
+    /// The account's blobs would exceed its quota.
+    #[error("blob quota exceeded")]
+    QuotaExceeded,
     /// A value from the database is out of the range the code expects.
     #[error("corrupt value in column {0}")]
     Corrupt(&'static str),
@@ -53,6 +56,9 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Reading or writing a file of the blob directory failed.
+    #[error("blob file: {0}")]
+    BlobFile(#[source] std::io::Error),
 }
 
 /// A device to create.
@@ -187,6 +193,32 @@ pub struct BatchOutcome {
     pub stored: Vec<(Mailbox, Envelope)>,
 }
 
+/// A blob to reserve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBlob {
+    /// 16 random bytes.
+    pub id: Vec<u8>,
+    /// The uploading device.
+    pub owner: Mailbox,
+    /// The exact size, in bytes.
+    pub size: u64,
+    /// When it was created (ms).
+    pub created_at: Timestamp,
+    /// When it is deleted, complete or not (ms).
+    pub expires_at: Timestamp,
+}
+
+/// A blob as recorded (whether it is complete is told by its file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// The uploading account.
+    pub account: i64,
+    /// The exact size, in bytes.
+    pub size: u64,
+    /// When it is deleted (ms).
+    pub expires_at: Timestamp,
+}
+
 /// Totals for the metrics endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -317,6 +349,20 @@ pub trait Store: Send + Sync + 'static {
     async fn ack(&self, mailbox: Mailbox, ids: &[u64]) -> Result<u64, StoreError>;
     /// Delete expired envelopes and idempotency records. Returns how many envelopes went.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// Reserve a blob for its owner's account, unless the unexpired blobs of the account
+    /// (counted at their declared sizes) plus this one would exceed `quota` bytes:
+    /// [`StoreError::QuotaExceeded`]. Concurrent reservations of one account are serialized.
+    async fn create_blob(&self, blob: &NewBlob, quota: u64) -> Result<(), StoreError>;
+    /// An unexpired blob's record.
+    async fn blob(&self, id: &[u8], now: Timestamp) -> Result<Option<BlobRecord>, StoreError>;
+    /// Delete a blob's record if `account` uploaded it. Returns whether it did.
+    async fn delete_blob(&self, id: &[u8], account: i64) -> Result<bool, StoreError>;
+    /// Ids of up to `limit` blobs expired at `now` (their files go first, then the rows).
+    async fn expired_blobs(&self, now: Timestamp, limit: u32) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Delete the records of these blobs (whoever uploaded them).
+    async fn delete_blob_records(&self, ids: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// Delete every blob record of an account; returns their ids (to delete the files).
+    async fn delete_account_blobs(&self, account: i64) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Totals for metrics.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Periodic upkeep off the write path (for SQLite: the WAL checkpoint). Called about

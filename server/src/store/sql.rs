@@ -1223,6 +1223,122 @@ macro_rules! impl_store {
                 Ok(gone)
             }
 
+            async fn create_blob(
+                &self,
+                blob: &$crate::store::NewBlob,
+                quota: u64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let size = super::sql::to_i64(blob.size, "size")?;
+                let quota = super::sql::to_i64(quota, "quota")?;
+                let mut tx = self.write.begin().await?;
+                // Lock the account row (a no-op update), so that two concurrent
+                // reservations of one account cannot both pass the quota check.
+                sqlx::query("UPDATE accounts SET next_device_id = next_device_id WHERE id = $1")
+                    .bind(blob.owner.account)
+                    .execute(&mut *tx)
+                    .await?;
+                let used: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs \
+                     WHERE account_id = $1 AND expires_at > $2",
+                )
+                .bind(blob.owner.account)
+                .bind(blob.created_at.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                if used.saturating_add(size) > quota {
+                    return Err($crate::store::StoreError::QuotaExceeded);
+                }
+                sqlx::query(
+                    "INSERT INTO blobs (id, account_id, device_id, size, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(blob.id.as_slice())
+                .bind(blob.owner.account)
+                .bind(i64::from(blob.owner.device.0))
+                .bind(size)
+                .bind(blob.created_at.0)
+                .bind(blob.expires_at.0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn blob(
+                &self,
+                id: &[u8],
+                now: tacit_api::Timestamp,
+            ) -> Result<Option<$crate::store::BlobRecord>, $crate::store::StoreError> {
+                let row: Option<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT account_id, size, expires_at FROM blobs \
+                     WHERE id = $1 AND expires_at > $2",
+                )
+                .bind(id)
+                .bind(now.0)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(|(account, size, expires_at)| {
+                    Ok($crate::store::BlobRecord {
+                        account,
+                        size: super::sql::to_u64(size, "size")?,
+                        expires_at: tacit_api::Timestamp(expires_at),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_blob(
+                &self,
+                id: &[u8],
+                account: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM blobs WHERE id = $1 AND account_id = $2")
+                    .bind(id)
+                    .bind(account)
+                    .execute(&self.write)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn expired_blobs(
+                &self,
+                now: tacit_api::Timestamp,
+                limit: u32,
+            ) -> Result<Vec<Vec<u8>>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM blobs WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                )
+                .bind(now.0)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn delete_blob_records(
+                &self,
+                ids: &[Vec<u8>],
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                for id in ids {
+                    sqlx::query("DELETE FROM blobs WHERE id = $1")
+                        .bind(id.as_slice())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_account_blobs(
+                &self,
+                account: i64,
+            ) -> Result<Vec<Vec<u8>>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("DELETE FROM blobs WHERE account_id = $1 RETURNING id")
+                    .bind(account)
+                    .fetch_all(&self.write)
+                    .await?)
+            }
+
             async fn maintain(&self) -> Result<(), $crate::store::StoreError> {
                 self.checkpoint().await
             }

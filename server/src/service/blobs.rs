@@ -1,0 +1,515 @@
+//! The blob store: encrypted attachments as opaque files, uploaded resumably and streamed.
+//!
+//! A blob is reserved with its exact size (checked against the per-file limit and the
+//! account's quota), then written by `PATCH` requests at the offset the server holds, in
+//! the manner of the tus protocol. Bytes go straight from the request body to
+//! `<dir>/<id>.part` and never gather in memory; when the last byte arrives the file is
+//! fsynced and renamed to `<dir>/<id>`, which is what makes the blob complete. Downloads
+//! stream from that file. Whether a blob is complete is told by its file alone, so a crash
+//! between the rename and anything else leaves nothing inconsistent.
+//!
+//! The server never learns what a blob holds: the client encrypted it, and the key and
+//! digest travel inside an end-to-end encrypted message. Holding the id (16 random bytes)
+//! is what lets any authenticated device fetch a complete blob; only the uploading account
+//! may see an upload's progress, write to it or delete it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::{Stream, StreamExt as _};
+use tacit_api::{CreateBlobRequest, CreateBlobResponse, Timestamp};
+use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
+use tracing::{debug, info, warn};
+
+use super::{AuthedDevice, Services, now, random_secret};
+use crate::error::ApiError;
+use crate::store::{BlobRecord, NewBlob, StoreError};
+
+/// Length of a blob id in bytes.
+const BLOB_ID_BYTES: usize = 16;
+/// Expired blobs deleted per store round trip while purging.
+const PURGE_BATCH: u32 = 500;
+/// The attachment format's overhead (SECURITY.md, "Attachments"): a 17-byte header, and a
+/// 16-byte tag per chunk of 64 KiB (at least one chunk).
+const HEADER_BYTES: u64 = 17;
+const TAG_BYTES: u64 = 16;
+const CHUNK_BYTES: u64 = 64 * 1024;
+
+/// The largest blob that carries a file of `max_file_bytes`.
+#[must_use]
+pub fn max_blob_bytes(max_file_bytes: u64) -> u64 {
+    let chunks = max_file_bytes.div_ceil(CHUNK_BYTES).max(1);
+    max_file_bytes
+        .saturating_add(HEADER_BYTES)
+        .saturating_add(chunks.saturating_mul(TAG_BYTES))
+}
+
+/// A blob id from its wire form, or `NotFound` for anything that is not one.
+fn blob_id(text: &str) -> Result<[u8; BLOB_ID_BYTES], ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(ApiError::NotFound("blob"))
+}
+
+fn io_error(e: std::io::Error) -> ApiError {
+    ApiError::Internal(StoreError::BlobFile(e))
+}
+
+/// The blob directory and the uploads under way in this process.
+#[derive(Debug)]
+pub(crate) struct BlobFiles {
+    dir: PathBuf,
+    /// Blobs a `PATCH` is writing right now: a second writer is refused, not interleaved.
+    writing: Mutex<HashSet<[u8; BLOB_ID_BYTES]>>,
+}
+
+/// Marks a blob as being written until dropped.
+struct WriteGuard<'a> {
+    files: &'a BlobFiles,
+    id: [u8; BLOB_ID_BYTES],
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.files.lock().remove(&self.id);
+    }
+}
+
+impl BlobFiles {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            writing: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; BLOB_ID_BYTES]>> {
+        self.writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_write(&self, id: [u8; BLOB_ID_BYTES]) -> Option<WriteGuard<'_>> {
+        self.lock()
+            .insert(id)
+            .then_some(WriteGuard { files: self, id })
+    }
+
+    /// The complete blob's path.
+    fn complete(&self, id: &[u8]) -> PathBuf {
+        self.dir.join(URL_SAFE_NO_PAD.encode(id))
+    }
+
+    /// The partial upload's path.
+    fn partial(&self, id: &[u8]) -> PathBuf {
+        self.dir
+            .join(format!("{}.part", URL_SAFE_NO_PAD.encode(id)))
+    }
+
+    /// How many bytes of the blob the server holds: all of them once complete.
+    async fn offset(&self, id: &[u8], size: u64) -> Result<u64, ApiError> {
+        if exists(&self.complete(id)).await? {
+            return Ok(size);
+        }
+        match tokio::fs::metadata(self.partial(id)).await {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// Makes a fully written partial upload the complete blob: fsync the file, rename it,
+    /// fsync the directory.
+    async fn seal(&self, id: &[u8], file: tokio::fs::File) -> Result<(), ApiError> {
+        file.sync_all().await.map_err(io_error)?;
+        drop(file);
+        tokio::fs::rename(self.partial(id), self.complete(id))
+            .await
+            .map_err(io_error)?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+            .await
+            .map_err(|e| io_error(std::io::Error::other(e)))?
+            .map_err(io_error)
+    }
+
+    /// Deletes both files of a blob (whichever exist).
+    async fn remove(&self, id: &[u8]) -> Result<(), std::io::Error> {
+        for path in [self.partial(id), self.complete(id)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn exists(path: &Path) -> Result<bool, ApiError> {
+    tokio::fs::try_exists(path).await.map_err(io_error)
+}
+
+/// An upload's progress, for `HEAD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// Bytes the server holds.
+    pub offset: u64,
+    /// The blob's declared size.
+    pub length: u64,
+}
+
+/// A complete blob opened for reading, positioned at the first byte to send.
+#[derive(Debug)]
+pub struct BlobRead {
+    /// The file, seeked to `start`.
+    pub file: tokio::fs::File,
+    /// The first byte sent.
+    pub start: u64,
+    /// How many bytes to send from `start`.
+    pub len: u64,
+    /// The whole blob's size.
+    pub size: u64,
+}
+
+impl Services {
+    /// The record of an unexpired blob that the caller's account uploaded, or `NotFound`.
+    async fn own_blob(&self, caller: &AuthedDevice, id: &[u8]) -> Result<BlobRecord, ApiError> {
+        self.store
+            .blob(id, now())
+            .await?
+            .filter(|b| b.account == caller.mailbox.account)
+            .ok_or(ApiError::NotFound("blob"))
+    }
+
+    /// Reserve a blob of `req.size` bytes.
+    pub async fn create_blob(
+        &self,
+        caller: &AuthedDevice,
+        req: CreateBlobRequest,
+    ) -> Result<CreateBlobResponse, ApiError> {
+        let limits = &self.config.blobs;
+        let max = max_blob_bytes(limits.max_file_bytes);
+        if req.size == 0 {
+            return Err(ApiError::BadRequest("size: at least 1 byte".into()));
+        }
+        if req.size > max {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "size: a blob may hold at most {max} bytes (files of {} bytes)",
+                limits.max_file_bytes
+            )));
+        }
+        let secret = random_secret()?;
+        let id = &secret[..BLOB_ID_BYTES];
+        let created_at = now();
+        let ttl_ms = i64::try_from(limits.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let expires_at = Timestamp(created_at.0.saturating_add(ttl_ms));
+        tokio::fs::create_dir_all(&self.blobs.dir)
+            .await
+            .map_err(io_error)?;
+        let blob = NewBlob {
+            id: id.to_vec(),
+            owner: caller.mailbox,
+            size: req.size,
+            created_at,
+            expires_at,
+        };
+        match self
+            .store
+            .create_blob(&blob, limits.quota_bytes_per_account)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::QuotaExceeded) => {
+                return Err(ApiError::QuotaExceeded(format!(
+                    "the account's blobs (stored and being uploaded) would exceed its quota of \
+                     {} bytes; delete some or wait for them to expire",
+                    limits.quota_bytes_per_account
+                )));
+            }
+            Err(other) => return Err(other.into()),
+        }
+        debug!(account = caller.mailbox.account, "blob reserved");
+        Ok(CreateBlobResponse {
+            blob_id: URL_SAFE_NO_PAD.encode(id),
+            expires_at,
+        })
+    }
+
+    /// How far the upload of one of the caller's blobs got.
+    pub async fn blob_status(
+        &self,
+        caller: &AuthedDevice,
+        id: &str,
+    ) -> Result<UploadStatus, ApiError> {
+        let id = blob_id(id)?;
+        let record = self.own_blob(caller, &id).await?;
+        Ok(UploadStatus {
+            offset: self.blobs.offset(&id, record.size).await?,
+            length: record.size,
+        })
+    }
+
+    /// Append `body` to one of the caller's blobs at `offset`, which must be where the
+    /// upload is. `declared_len` (the body's `Content-Length`, if any) is checked against
+    /// the blob's size before anything is written; the bytes are checked again as they
+    /// arrive. Returns the new offset. What arrived before an interruption is kept, so the
+    /// client resumes from there.
+    pub async fn upload_blob<S, B, E>(
+        &self,
+        caller: &AuthedDevice,
+        id: &str,
+        offset: u64,
+        declared_len: Option<u64>,
+        mut body: S,
+    ) -> Result<u64, ApiError>
+    where
+        S: Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let id = blob_id(id)?;
+        let record = self.own_blob(caller, &id).await?;
+        let Some(_writing) = self.blobs.try_write(id) else {
+            return Err(ApiError::Conflict(
+                "another request is uploading this blob; ask for its offset and retry",
+            ));
+        };
+        let current = self.blobs.offset(&id, record.size).await?;
+        if offset != current {
+            return Err(ApiError::OffsetMismatch(current));
+        }
+        let room = record.size.saturating_sub(current);
+        if declared_len.is_some_and(|len| len > room) {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body is longer than the {room} bytes the blob has left"
+            )));
+        }
+        if exists(&self.blobs.complete(&id)).await? {
+            return Ok(record.size);
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.blobs.partial(&id))
+            .await
+            .map_err(io_error)?;
+        let mut written = current;
+        let mut outcome = Ok(());
+        while let Some(piece) = body.next().await {
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(e) => {
+                    outcome = Err(ApiError::BadRequest(format!(
+                        "the upload was interrupted ({e}); resume from the offset"
+                    )));
+                    break;
+                }
+            };
+            let piece = piece.as_ref();
+            let len = piece.len() as u64;
+            if len > record.size.saturating_sub(written) {
+                outcome = Err(ApiError::PayloadTooLarge(format!(
+                    "the body is longer than the {room} bytes the blob has left"
+                )));
+                break;
+            }
+            file.write_all(piece).await.map_err(io_error)?;
+            written += len;
+        }
+        file.flush().await.map_err(io_error)?;
+        if written == record.size {
+            self.blobs.seal(&id, file).await?;
+            debug!(account = caller.mailbox.account, "blob complete");
+        }
+        outcome.map(|()| written)
+    }
+
+    /// Open a complete blob for any authenticated device, from byte `start` up to and
+    /// including `end` (the blob's last byte if `None` or past it).
+    pub async fn open_blob(
+        &self,
+        id: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<BlobRead, ApiError> {
+        let id = blob_id(id)?;
+        self.store
+            .blob(&id, now())
+            .await?
+            .ok_or(ApiError::NotFound("blob"))?;
+        let mut file = match tokio::fs::File::open(self.blobs.complete(&id)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApiError::NotFound("blob"));
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        // The file's own length: a blob damaged on disk is served as it is, and the client,
+        // which checks every chunk and the digest, refuses it with the precise reason.
+        let size = file.metadata().await.map_err(io_error)?.len();
+        if start >= size || end.is_some_and(|end| end < start) {
+            return Err(ApiError::RangeNotSatisfiable(size));
+        }
+        let last = end.map_or(size - 1, |end| end.min(size - 1));
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(io_error)?;
+        }
+        Ok(BlobRead {
+            file,
+            start,
+            len: last - start + 1,
+            size,
+        })
+    }
+
+    /// Delete one of the caller's blobs (complete or not).
+    pub async fn delete_blob(&self, caller: &AuthedDevice, id: &str) -> Result<(), ApiError> {
+        let id = blob_id(id)?;
+        // An expired blob is gone for every endpoint; the purge removes it.
+        self.own_blob(caller, &id).await?;
+        if !self.store.delete_blob(&id, caller.mailbox.account).await? {
+            return Err(ApiError::NotFound("blob"));
+        }
+        self.blobs.remove(&id).await.map_err(io_error)?;
+        debug!(account = caller.mailbox.account, "blob deleted");
+        Ok(())
+    }
+
+    /// Delete the blobs expired at `now`, complete or abandoned part-way: files first, then
+    /// the records (so a crash in between leaves records that the next purge finishes).
+    /// Returns how many went.
+    pub async fn purge_expired_blobs(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        loop {
+            let ids = self.store.expired_blobs(now, PURGE_BATCH).await?;
+            for id in &ids {
+                self.blobs.remove(id).await.map_err(StoreError::BlobFile)?;
+            }
+            self.store.delete_blob_records(&ids).await?;
+            purged += ids.len();
+            if ids.len() < PURGE_BATCH as usize {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Delete every blob of a deleted account.
+    pub(crate) async fn delete_account_blobs(&self, account: i64) -> Result<(), ApiError> {
+        let ids = self.store.delete_account_blobs(account).await?;
+        for id in &ids {
+            if let Err(e) = self.blobs.remove(id).await {
+                // The record is gone; the file would linger until someone removes it.
+                warn!(error = %e, "could not delete a blob file of a deleted account");
+            }
+        }
+        if !ids.is_empty() {
+            info!(account, blobs = ids.len(), "deleted the account's blobs");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tacit_api::DeviceId;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::{Mailbox, SqliteStore, Store};
+
+    #[test]
+    fn the_limit_leaves_room_for_the_encryption_overhead() {
+        assert_eq!(max_blob_bytes(0), 17 + 16);
+        assert_eq!(max_blob_bytes(1), 1 + 17 + 16);
+        assert_eq!(max_blob_bytes(CHUNK_BYTES), CHUNK_BYTES + 17 + 16);
+        assert_eq!(max_blob_bytes(CHUNK_BYTES + 1), CHUNK_BYTES + 1 + 17 + 32);
+        assert_eq!(max_blob_bytes(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn ids_are_16_bytes_of_base64url() {
+        assert!(blob_id("AAAAAAAAAAAAAAAAAAAAAA").is_ok());
+        for bad in [
+            "",
+            "AAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAAA",
+            "../../../../etc/passwd",
+            "A/AAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(blob_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Expired blobs lose their files (complete and partial) and their records; others
+    /// stay.
+    #[tokio::test]
+    async fn purge_removes_files_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.unwrap());
+        store.migrate().await.unwrap();
+        let keys = crate::store::tests::keys(0);
+        let device = crate::store::NewDevice {
+            name: None,
+            credential_hash: [1; 32],
+            keys,
+        };
+        let account = store
+            .create_account("alice", None, device, Timestamp(0))
+            .await
+            .unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let svc = Services::new(store.clone(), Arc::new(config));
+        let caller = AuthedDevice {
+            mailbox: Mailbox {
+                account,
+                device: DeviceId(1),
+            },
+            username: "alice".into(),
+        };
+        let mut ids = Vec::new();
+        for size in [4, 8, 8] {
+            let blob = svc
+                .create_blob(&caller, CreateBlobRequest { size })
+                .await
+                .unwrap();
+            ids.push(blob.blob_id);
+        }
+        let pieces = |n: usize| futures_util::stream::iter(vec![Ok::<_, String>(vec![7u8; n])]);
+        assert_eq!(
+            svc.upload_blob(&caller, &ids[0], 0, None, pieces(4))
+                .await
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            svc.upload_blob(&caller, &ids[1], 0, None, pieces(3))
+                .await
+                .unwrap(),
+            3
+        );
+        let blob_dir = dir.path().join("blobs");
+        let files = || std::fs::read_dir(&blob_dir).unwrap().count();
+        assert_eq!(files(), 2);
+        // Nothing has expired yet.
+        assert_eq!(svc.purge_expired_blobs(now()).await.unwrap(), 0);
+        assert_eq!(files(), 2);
+        let later = Timestamp(now().0 + 31 * 24 * 3600 * 1000);
+        assert_eq!(svc.purge_expired_blobs(later).await.unwrap(), 3);
+        assert_eq!(files(), 0);
+        assert!(store.expired_blobs(later, 10).await.unwrap().is_empty());
+    }
+}
