@@ -51,11 +51,16 @@ enum Command {
     /// Send a text message (`-` reads it from standard input).
     Send { username: String, text: String },
     /// Send a file, end-to-end encrypted (streamed; an interrupted upload resumes).
+    #[command(
+        override_usage = "tacit send-file <USERNAME> <PATH>\n       tacit send-file --group <GROUP> <PATH>"
+    )]
     SendFile {
-        /// The recipient.
-        username: String,
-        /// The file to send.
-        path: PathBuf,
+        /// Send to this group instead of a user.
+        #[arg(long)]
+        group: Option<String>,
+        /// The recipient (unless --group) and the file to send.
+        #[arg(required = true, num_args = 1..=2, value_name = "USERNAME> <PATH")]
+        args: Vec<String>,
     },
     /// Fetch, print and acknowledge what arrived; save received files after checking them.
     Recv {
@@ -314,15 +319,29 @@ async fn run(cli: Cli) -> Result<()> {
             let mut client = open(&home).await?;
             client.send(&username, &text).await?;
         }
-        Command::SendFile { username, path } => {
+        Command::SendFile { group, args } => {
+            let (to, path) = match (&group, args.as_slice()) {
+                (Some(group), [path]) => (group.clone(), PathBuf::from(path)),
+                (None, [username, path]) => (username.clone(), PathBuf::from(path)),
+                (Some(_), _) => {
+                    bail!("with --group, give only the file: send-file --group GROUP PATH")
+                }
+                (None, _) => bail!("give the recipient and the file: send-file USERNAME PATH"),
+            };
             let mut client = open(&home).await?;
             let bar = transfer_bar();
-            let sent = client
-                .send_file(&username, &path, &mut |p| show_progress(&bar, p))
-                .await;
+            let sent = if group.is_some() {
+                client
+                    .send_group_file(&to, &path, &mut |p| show_progress(&bar, p))
+                    .await
+            } else {
+                client
+                    .send_file(&to, &path, &mut |p| show_progress(&bar, p))
+                    .await
+            };
             bar.finish_and_clear();
             let sent = sent?;
-            println!("sent {} ({} bytes) to {username}", sent.name, sent.size);
+            println!("sent {} ({} bytes) to {to}", sent.name, sent.size);
         }
         Command::Recv { wait, json, out } => {
             let mut client = open(&home).await?;

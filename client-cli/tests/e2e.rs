@@ -821,8 +821,12 @@ async fn group_chat_with_membership_changes() {
     // Carol is removed; a copy of her store from before keeps her old keys.
     let carol_old = home("carol-old");
     std::fs::create_dir_all(&carol_old).unwrap();
-    for file in ["config.json", "store.db"] {
-        std::fs::copy(carol.join(file), carol_old.join(file)).unwrap();
+    // The whole home: the store's write-ahead log holds its latest writes.
+    for entry in std::fs::read_dir(&carol).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, carol_old.join(path.file_name().unwrap())).unwrap();
+        }
     }
     {
         let (alice, bob, carol) = (alice.clone(), bob.clone(), carol.clone());
@@ -905,6 +909,30 @@ async fn group_chat_with_membership_changes() {
         assert!(group_texts(&recv(&bob)).is_empty());
         let history = ok(&dave, &["history", "team"]);
         assert!(history.contains("[team] alice: just us"), "{history}");
+        // A file to the group: uploaded once, announced in one group message.
+        let file = alice.join("notes.txt");
+        std::fs::write(&file, b"group file contents\n".repeat(1000)).unwrap();
+        ok(
+            &alice,
+            &["send-file", "--group", "team", file.to_str().unwrap()],
+        );
+        let out = dave.join("got");
+        let events = ok(
+            &dave,
+            &[
+                "recv",
+                "--json",
+                "--wait",
+                "5",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(events.contains(r#""kind":"file""#), "{events}");
+        assert_eq!(
+            std::fs::read(out.join("notes.txt")).unwrap(),
+            std::fs::read(&file).unwrap()
+        );
         assert!(ok(&alice, &["group", "list"]).contains("team"));
     }))
     .await

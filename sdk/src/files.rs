@@ -213,7 +213,7 @@ impl FileDescriptor {
 /// [`Client::send_file`], or to a group).
 #[derive(Debug)]
 pub struct OutgoingFile {
-    descriptor: FileDescriptor,
+    pub(crate) descriptor: FileDescriptor,
 }
 
 impl OutgoingFile {

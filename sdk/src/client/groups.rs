@@ -80,12 +80,17 @@ pub enum GroupChange {
 #[derive(Serialize, Deserialize)]
 struct GroupPayload {
     v: u8,
+    /// `"text"` or `"file"`.
     kind: String,
+    #[serde(default)]
     body: String,
     id: String,
     /// The sender, checked against the envelope.
     from: String,
     from_device: u32,
+    /// With `kind = "file"`: the file's descriptor (blob id, key, digest, size, name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<crate::files::FileDescriptor>,
 }
 
 /// `group_update` and `sender_key` pairwise payload bodies.
@@ -391,6 +396,70 @@ impl Client {
     /// Sends a text to a group: encrypted once with our sender key, one multicast to every
     /// member's devices and our own other devices. Returns the local history id.
     pub async fn send_group(&mut self, group: &str, text: &str) -> Result<i64, ClientError> {
+        let uid = random_id()?;
+        let (info, time) = self
+            .send_group_payload(group, "text", text, &uid, None)
+            .await?;
+        let id = self
+            .store
+            .add_group_message(
+                &Self::group_history_key(&info),
+                &self.account.username,
+                true,
+                self.account.device,
+                time,
+                text.as_bytes(),
+                Some(&uid),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// Sends a file to a group: encrypted and uploaded once (see [`Client::upload_file`]),
+    /// then announced in one group message that carries its descriptor.
+    pub async fn send_group_file(
+        &mut self,
+        group: &str,
+        path: &std::path::Path,
+        progress: &mut (dyn FnMut(crate::files::Progress) + Send),
+    ) -> Result<crate::files::SentFile, ClientError> {
+        let info = self.find_group(group).await?;
+        let file = self.upload_file(path, progress).await?;
+        let uid = random_id()?;
+        let (info, time) = self
+            .send_group_payload(&info.id, "file", "", &uid, Some(file.descriptor.clone()))
+            .await?;
+        let kind = self
+            .receive_file(
+                &Self::group_history_key(&info),
+                true,
+                self.account.device,
+                time,
+                Some(uid.clone()),
+                Some(file.descriptor.clone()),
+            )
+            .await?;
+        if let IncomingKind::Failed { error } = kind {
+            return Err(inconsistent(error));
+        }
+        Ok(crate::files::SentFile {
+            blob_id: file.blob_id().to_owned(),
+            name: file.name().to_owned(),
+            size: file.size(),
+            message_id: uid,
+        })
+    }
+
+    /// Encrypts one group payload with our sender key and multicasts it; returns the group
+    /// and the server time.
+    async fn send_group_payload(
+        &mut self,
+        group: &str,
+        kind: &str,
+        text: &str,
+        uid: &str,
+        file: Option<crate::files::FileDescriptor>,
+    ) -> Result<(GroupInfo, i64), ClientError> {
         let info = self.find_group(group).await?;
         let mut state = self
             .load_group(&info.id)
@@ -415,14 +484,14 @@ impl Client {
                 self.save_group(&state).await?;
             }
         }
-        let uid = random_id()?;
         let payload = GroupPayload {
             v: 1,
-            kind: "text".into(),
+            kind: kind.to_owned(),
             body: text.to_owned(),
-            id: uid.clone(),
+            id: uid.to_owned(),
             from: me.clone(),
             from_device: self.account.device,
+            file,
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
         let ciphertext = chain.encrypt(&plaintext).map_err(inconsistent)?;
@@ -464,19 +533,7 @@ impl Client {
             match self.transport.multicast(&request).await {
                 Ok(response) => {
                     self.save_group(&state).await?;
-                    let id = self
-                        .store
-                        .add_group_message(
-                            &Self::group_history_key(&info),
-                            &me,
-                            true,
-                            self.account.device,
-                            response.server_timestamp.0,
-                            text.as_bytes(),
-                            Some(&uid),
-                        )
-                        .await?;
-                    return Ok(id);
+                    return Ok((info, response.server_timestamp.0));
                 }
                 Err(TransportError::DeviceMismatch(mismatch)) => {
                     let mut needs_key = BTreeSet::new();
@@ -688,6 +745,30 @@ impl Client {
                 "a group message from {sender}.{device} claims to be from {}.{}",
                 payload.from, payload.from_device
             )));
+        }
+        if payload.kind == "file" {
+            let history = Self::group_history_key(&state.info);
+            let outgoing = sender == self.account.username;
+            let uid = Some(payload.id.clone());
+            let kind = self
+                .receive_file(&history, outgoing, device, time, uid, payload.file.clone())
+                .await?;
+            return Ok(Ok(match kind {
+                IncomingKind::File {
+                    name,
+                    size,
+                    blob_id,
+                    message_id,
+                    ..
+                } => IncomingKind::File {
+                    peer: format!("group {}", state.info.name),
+                    name,
+                    size,
+                    blob_id,
+                    message_id,
+                },
+                other => other,
+            }));
         }
         if payload.kind != "text" {
             return Ok(Err(format!(
