@@ -201,7 +201,6 @@ fn a_50_mib_file_arrives_intact_while_server_memory_stays_flat() {
     let started = Instant::now();
     let (events, success, stderr) = recv_files(&bob, &out);
     let download = started.elapsed();
-    let peak = server.memory_kib("VmHWM");
     assert!(success, "{stderr}");
     let file = events
         .iter()
@@ -217,6 +216,37 @@ fn a_50_mib_file_arrives_intact_while_server_memory_stays_flat() {
     assert_eq!(entries(&out), ["big file.bin"]);
     // History shows the file on both sides.
     assert!(ok(&bob, &["history", "alice"]).contains("[file] big file.bin (52428800 bytes)"));
+
+    // The same file to a group: uploaded once, announced in one group message, and every
+    // member gets it intact.
+    let carol = register(root.path(), &server, "carol");
+    ok(&alice, &["group", "create", "team", "bob", "carol"]);
+    let started = Instant::now();
+    let sent = ok(
+        &alice,
+        &["send-file", "--group", "team", path.to_str().unwrap()],
+    );
+    let group_upload = started.elapsed();
+    assert!(sent.contains("to team"), "{sent}");
+    for (member, dir) in [(&bob, "bob-group"), (&carol, "carol-group")] {
+        let out = root.path().join(dir);
+        let (events, success, stderr) = recv_files(member, &out);
+        assert!(success, "{stderr}");
+        let file = events
+            .iter()
+            .find(|e| e["kind"] == "file")
+            .unwrap_or_else(|| panic!("no file among {events:?}"));
+        assert_eq!(file["peer"], "group team");
+        assert!(
+            std::fs::read(out.join("big file.bin")).unwrap() == data,
+            "the group file differs"
+        );
+    }
+    let peak = server.memory_kib("VmHWM");
+    println!(
+        "50 MiB file to a group of three: upload {:.1} s",
+        group_upload.as_secs_f64()
+    );
 
     let growth = peak.saturating_sub(idle_rss);
     println!(
