@@ -128,35 +128,14 @@ impl Services {
             envelopes,
             body: None,
         };
-        match self.committer.send(message).await? {
-            SendOutcome::Stored(mailboxes) => {
-                self.metrics.envelopes_accepted.fetch_add(
-                    u64::try_from(mailboxes.len()).unwrap_or(0),
-                    Ordering::Relaxed,
-                );
-                Ok(SendMessageResponse {
-                    server_timestamp: server_ts,
-                    duplicate: false,
-                })
+        self.commit_send(message, |account| {
+            if account == recipient {
+                &req.recipient
+            } else {
+                &caller.username
             }
-            SendOutcome::Duplicate(ts) => Ok(SendMessageResponse {
-                server_timestamp: ts,
-                duplicate: true,
-            }),
-            SendOutcome::Mismatch(accounts) => {
-                let mut mismatch = DeviceMismatch::default();
-                for a in accounts {
-                    let username = if a.account == recipient {
-                        &req.recipient
-                    } else {
-                        &caller.username
-                    };
-                    mismatch.missing.extend(addresses(username, a.missing));
-                    mismatch.stale.extend(addresses(username, a.stale));
-                }
-                Err(ApiError::DeviceMismatch(mismatch))
-            }
-        }
+        })
+        .await
     }
 
     /// Accept a multicast (a group message): one ciphertext for every current device of each
@@ -265,6 +244,22 @@ impl Services {
             envelopes,
             body: Some(req.ciphertext),
         };
+        self.commit_send(message, |account| {
+            accounts
+                .get(&account)
+                .map_or(caller.username.as_str(), String::as_str)
+        })
+        .await
+    }
+
+    /// Commits a send (pairwise or multicast) and answers it: stored, a retried duplicate,
+    /// or the device mismatch with every account named by `username_of`.
+    async fn commit_send<'a>(
+        &self,
+        message: NewMessage,
+        username_of: impl Fn(i64) -> &'a str,
+    ) -> Result<SendMessageResponse, ApiError> {
+        let server_ts = message.server_ts;
         match self.committer.send(message).await? {
             SendOutcome::Stored(mailboxes) => {
                 self.metrics.envelopes_accepted.fetch_add(
@@ -283,9 +278,7 @@ impl Services {
             SendOutcome::Mismatch(list) => {
                 let mut mismatch = DeviceMismatch::default();
                 for a in list {
-                    let username = accounts
-                        .get(&a.account)
-                        .map_or(caller.username.as_str(), String::as_str);
+                    let username = username_of(a.account);
                     mismatch.missing.extend(addresses(username, a.missing));
                     mismatch.stale.extend(addresses(username, a.stale));
                 }
