@@ -750,7 +750,16 @@ pub enum ErrorCode {
     /// 507: the account's blobs (stored and reserved) would exceed its quota; delete some
     /// or wait for them to expire.
     QuotaExceeded,
-    /// 503: the server is shutting down or its database is unreachable.
+    /// 507: the server's disk is full: nothing of the request was stored; retry later.
+    StorageFull,
+    /// 431: the request's headers are too large.
+    HeadersTooLarge,
+    /// 414: the request's URI is too long.
+    UriTooLong,
+    /// 408: the request did not arrive in time (its headers or a body that stalled).
+    RequestTimeout,
+    /// 503: the server is shutting down, its database is unreachable or failing, or it has
+    /// all the connections it takes (then with `Retry-After`).
     Unavailable,
     /// 500: a bug or an outage; the server logged it.
     Internal,
@@ -773,7 +782,10 @@ impl ErrorCode {
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
             Self::RateLimited => 429,
-            Self::MailboxFull | Self::QuotaExceeded => 507,
+            Self::MailboxFull | Self::QuotaExceeded | Self::StorageFull => 507,
+            Self::HeadersTooLarge => 431,
+            Self::UriTooLong => 414,
+            Self::RequestTimeout => 408,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -798,6 +810,10 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::MailboxFull => "mailbox_full",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::StorageFull => "storage_full",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::RequestTimeout => "request_timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -857,6 +873,10 @@ mod tests {
             ErrorCode::MailboxFull,
             ErrorCode::QuotaExceeded,
             ErrorCode::RangeNotSatisfiable,
+            ErrorCode::StorageFull,
+            ErrorCode::HeadersTooLarge,
+            ErrorCode::UriTooLong,
+            ErrorCode::RequestTimeout,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

@@ -99,6 +99,9 @@ impl Options {
     }
 }
 
+/// The scrape token of the benchmark's server (a local throw-away process).
+const BENCH_METRICS_TOKEN: &str = "tacit-bench-metrics-token";
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     let result = if args.peek().map(String::as_str) == Some("__server") {
@@ -143,6 +146,9 @@ fn server_mode(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
     config.limits.max_mailbox_depth = 1_000_000;
     config.rate_limits.claims_per_minute_per_requester = 1_000_000;
     config.rate_limits.claims_per_minute_per_target = 1_000_000;
+    // The load generator opens many connections and reads /metrics with this token.
+    config.http.max_connections = 100_000;
+    config.metrics.token = Some(tacit_server::config::Redacted(BENCH_METRICS_TOKEN.into()));
     config.validate()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -571,6 +577,7 @@ async fn throughput(
     figures.envelopes = total;
     let metrics = http
         .get(format!("{base}/metrics"))
+        .bearer_auth(BENCH_METRICS_TOKEN)
         .send()
         .await?
         .text()

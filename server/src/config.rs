@@ -131,6 +131,10 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The blob store (encrypted attachments).
     pub blobs: BlobConfig,
+    /// Connections: how many, and how long each step may take.
+    pub http: Http,
+    /// Where `/metrics` is served (and who may scrape it).
+    pub metrics: MetricsConfig,
     /// How long shutdown waits for requests and sockets to finish, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -170,6 +174,8 @@ pub struct Limits {
     pub max_devices_per_account: u32,
     /// Most one-time prekeys (of each kind) in one upload.
     pub max_prekeys_per_upload: u32,
+    /// Most one-time prekeys (of each kind) a device may hold on the server.
+    pub max_one_time_prekeys: u32,
     /// Largest public key or signature.
     pub max_key_bytes: u64,
     /// How long an undelivered envelope is kept, in seconds.
@@ -189,6 +195,54 @@ pub struct RateLimits {
     /// Provisioning channels (device links) that may be opened per minute, by everyone
     /// together: opening one needs no credential.
     pub provisioning_channels_per_minute: u32,
+    /// Failed authentications one source address may make per minute; beyond it, its
+    /// requests with a credential are answered `429` until the bucket refills.
+    pub auth_failures_per_minute_per_source: u32,
+}
+
+/// Connection limits and timeouts: every connection is bounded in number and in time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Most connections at once, open WebSockets included (their connection's slot is
+    /// kept); beyond it a connection gets `503` with `Retry-After`. The last tenth is kept
+    /// for devices' WebSockets. Lowered at start to what the open-file limit allows.
+    pub max_connections: u32,
+    /// Seconds a TLS handshake may take.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a request's headers may take to arrive, counted from when the connection is
+    /// ready for a request; an idle keep-alive connection is closed after it too.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a whole request may take (its body read and its answer made), for every
+    /// route but the blob upload and download and the WebSocket.
+    pub request_timeout_secs: u64,
+    /// Seconds a blob upload may wait for the next piece of its body (a stalled upload is
+    /// answered `408` and keeps what arrived, to resume later).
+    pub body_read_timeout_secs: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            body_read_timeout_secs: 30,
+        }
+    }
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate plain-HTTP listener for `/metrics` only (for example `127.0.0.1:9090`);
+    /// when set, the public listener does not serve `/metrics`.
+    pub listen: Option<SocketAddr>,
+    /// A bearer token a scraper must present on the public listener; without `listen` or a
+    /// token, `/metrics` on the public listener answers `404`.
+    pub token: Option<Redacted>,
 }
 
 /// WebSocket heartbeats.
@@ -243,6 +297,8 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             websocket: WebSocketConfig::default(),
             blobs: BlobConfig::default(),
+            http: Http::default(),
+            metrics: MetricsConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -265,6 +321,7 @@ impl Default for Limits {
             max_mailbox_depth: 10_000,
             max_devices_per_account: 10,
             max_prekeys_per_upload: 200,
+            max_one_time_prekeys: 1000,
             max_key_bytes: 4096,
             message_ttl_secs: 30 * 24 * 3600,
             fetch_batch: 100,
@@ -278,6 +335,7 @@ impl Default for RateLimits {
             claims_per_minute_per_requester: 120,
             claims_per_minute_per_target: 60,
             provisioning_channels_per_minute: 60,
+            auth_failures_per_minute_per_source: 600,
         }
     }
 }
@@ -401,6 +459,12 @@ impl Config {
         )?;
         set(
             e,
+            "TACIT_LIMITS_MAX_ONE_TIME_PREKEYS",
+            "limits.max_one_time_prekeys",
+            &mut l.max_one_time_prekeys,
+        )?;
+        set(
+            e,
             "TACIT_LIMITS_MAX_KEY_BYTES",
             "limits.max_key_bytes",
             &mut l.max_key_bytes,
@@ -466,6 +530,57 @@ impl Config {
         set(e, "TACIT_BLOBS_TTL_SECS", "blobs.ttl_secs", &mut b.ttl_secs)?;
         set(
             e,
+            "TACIT_RATE_LIMITS_AUTH_FAILURES_PER_MINUTE_PER_SOURCE",
+            "rate_limits.auth_failures_per_minute_per_source",
+            &mut self.rate_limits.auth_failures_per_minute_per_source,
+        )?;
+        let h = &mut self.http;
+        set(
+            e,
+            "TACIT_HTTP_MAX_CONNECTIONS",
+            "http.max_connections",
+            &mut h.max_connections,
+        )?;
+        set(
+            e,
+            "TACIT_HTTP_HANDSHAKE_TIMEOUT_SECS",
+            "http.handshake_timeout_secs",
+            &mut h.handshake_timeout_secs,
+        )?;
+        set(
+            e,
+            "TACIT_HTTP_HEADER_READ_TIMEOUT_SECS",
+            "http.header_read_timeout_secs",
+            &mut h.header_read_timeout_secs,
+        )?;
+        set(
+            e,
+            "TACIT_HTTP_REQUEST_TIMEOUT_SECS",
+            "http.request_timeout_secs",
+            &mut h.request_timeout_secs,
+        )?;
+        set(
+            e,
+            "TACIT_HTTP_BODY_READ_TIMEOUT_SECS",
+            "http.body_read_timeout_secs",
+            &mut h.body_read_timeout_secs,
+        )?;
+        if let Some(v) = e("TACIT_METRICS_LISTEN") {
+            self.metrics.listen =
+                Some(
+                    v.parse()
+                        .map_err(|err: std::net::AddrParseError| ConfigError::Env {
+                            var: "TACIT_METRICS_LISTEN",
+                            key: "metrics.listen",
+                            message: err.to_string(),
+                        })?,
+                );
+        }
+        if let Some(v) = e("TACIT_METRICS_TOKEN") {
+            self.metrics.token = Some(Redacted(v));
+        }
+        set(
+            e,
             "TACIT_SHUTDOWN_GRACE_SECS",
             "shutdown_grace_secs",
             &mut self.shutdown_grace_secs,
@@ -514,7 +629,7 @@ impl Config {
             return Err(invalid("log.level", "not a valid tracing filter"));
         }
         let l = &self.limits;
-        let positive: [(&'static str, u64); 8] = [
+        let positive: [(&'static str, u64); 9] = [
             ("limits.max_body_bytes", l.max_body_bytes),
             ("limits.max_envelope_bytes", l.max_envelope_bytes),
             ("limits.max_mailbox_depth", l.max_mailbox_depth),
@@ -525,6 +640,10 @@ impl Config {
             (
                 "limits.max_prekeys_per_upload",
                 u64::from(l.max_prekeys_per_upload),
+            ),
+            (
+                "limits.max_one_time_prekeys",
+                u64::from(l.max_one_time_prekeys),
             ),
             ("limits.max_key_bytes", l.max_key_bytes),
             ("limits.message_ttl_secs", l.message_ttl_secs),
@@ -584,6 +703,30 @@ impl Config {
                 "websocket.heartbeat_timeout_secs",
                 "must be greater than `websocket.heartbeat_interval_secs`",
             ));
+        }
+        let h = &self.http;
+        for (key, value) in [
+            ("http.max_connections", u64::from(h.max_connections)),
+            ("http.handshake_timeout_secs", h.handshake_timeout_secs),
+            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
+            ("http.request_timeout_secs", h.request_timeout_secs),
+            ("http.body_read_timeout_secs", h.body_read_timeout_secs),
+            (
+                "rate_limits.auth_failures_per_minute_per_source",
+                u64::from(self.rate_limits.auth_failures_per_minute_per_source),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(invalid("metrics.token", "must be at least 16 characters"));
         }
         let b = &self.blobs;
         for (key, value) in [

@@ -59,7 +59,31 @@ pub enum ApiError {
     /// A blob upload at the wrong offset: the answer carries the current one.
     #[error("upload offset mismatch: the blob is at offset {0}")]
     OffsetMismatch(u64),
-    /// Shutting down, or the database is unreachable.
+    /// The request target is longer than the server reads (the limit in bytes).
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The request's headers are larger than the server reads (the limit in bytes).
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// The connection was admitted into the slots kept for devices' WebSockets, and this
+    /// request is not one.
+    #[error("the server has all the connections it takes; retry later")]
+    Busy,
+    /// The request did not arrive in time.
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
+    /// An error answer produced outside the handlers, by its status (and its text).
+    #[error("{message}")]
+    Status {
+        /// The stable code for the status.
+        code: ErrorCode,
+        /// What went wrong.
+        message: String,
+    },
+    /// The disk under the database or the blob directory is full; nothing was stored.
+    #[error("the server's storage is full: nothing was stored, retry later")]
+    StorageFull,
+    /// Shutting down, or the database is unreachable or failing.
     #[error("service unavailable")]
     Unavailable,
     /// A bug or an outage; logged once where it is answered.
@@ -88,9 +112,44 @@ impl ApiError {
             Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             Self::RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
             Self::OffsetMismatch(_) => ErrorCode::Conflict,
+            Self::StorageFull => ErrorCode::StorageFull,
+            Self::UriTooLong(_) => ErrorCode::UriTooLong,
+            Self::HeadersTooLarge(_) => ErrorCode::HeadersTooLarge,
+            Self::RequestTimeout => ErrorCode::RequestTimeout,
+            Self::Busy => ErrorCode::Unavailable,
+            Self::Status { code, .. } => *code,
             Self::Unavailable => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    /// The error for an answer of `status` that was produced without one (by an
+    /// extractor's rejection or a layer), with its text where it had one.
+    #[must_use]
+    pub fn from_status(status: axum::http::StatusCode, text: Option<String>) -> Self {
+        let code = match status.as_u16() {
+            401 => ErrorCode::Unauthorized,
+            404 => ErrorCode::NotFound,
+            405 => ErrorCode::MethodNotAllowed,
+            408 => ErrorCode::RequestTimeout,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::PayloadTooLarge,
+            414 => ErrorCode::UriTooLong,
+            415 => ErrorCode::UnsupportedMediaType,
+            416 => ErrorCode::RangeNotSatisfiable,
+            429 => ErrorCode::RateLimited,
+            431 => ErrorCode::HeadersTooLarge,
+            503 => ErrorCode::Unavailable,
+            500..=599 => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        };
+        let message = text.unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("request refused")
+                .to_ascii_lowercase()
+        });
+        Self::Status { code, message }
     }
 
     /// The body sent to the client.
@@ -113,12 +172,30 @@ impl From<StoreError> for ApiError {
             StoreError::UsernameTaken => Self::UsernameTaken,
             StoreError::InviteInvalid => Self::InviteRequired,
             StoreError::TooManyDevices => Self::TooManyDevices,
+            // The caller's account was deleted while its request was under way.
+            StoreError::AccountGone => Self::Unauthorized,
+            StoreError::LastDevice => Self::Conflict(
+                "this is the account's last device: delete the account instead (tacit account delete)",
+            ),
             StoreError::MailboxFull => Self::MailboxFull,
             StoreError::QuotaExceeded => {
                 Self::QuotaExceeded("the account's blob quota would be exceeded".into())
             }
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-            | StoreError::BatchFailed => Self::Unavailable,
+            StoreError::StorageFull(reason) => {
+                tracing::debug!(reason, "storage full");
+                Self::StorageFull
+            }
+            StoreError::BlobFile(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                Self::StorageFull
+            }
+            StoreError::BlobFile(e) => Self::Internal(StoreError::BlobFile(e)),
+            // The database is gone or failing (a lost connection, a terminated backend, an
+            // I/O error): logged once per incident where writes are tracked, answered as a
+            // temporary outage.
+            e if e.is_outage() => {
+                tracing::debug!(error = %e, "store outage");
+                Self::Unavailable
+            }
             other => Self::Internal(other),
         }
     }

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod push;
 pub mod service;
@@ -69,6 +70,33 @@ where
         )));
     }
     listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut config = config;
+    // The connection cap, not the process's open-file limit, must decide who is served.
+    match listener::raise_open_file_limit() {
+        Ok(files) => {
+            // Keep room for the database, the blob files and the log.
+            let fits = u32::try_from(files.saturating_sub(64))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            if fits < config.http.max_connections {
+                warn!(
+                    open_files = files,
+                    max_connections = fits,
+                    configured = config.http.max_connections,
+                    "the open-file limit is below http.max_connections: lowering the cap"
+                );
+                Arc::make_mut(&mut config).http.max_connections = fits;
+            } else {
+                info!(
+                    open_files = files,
+                    max_connections = config.http.max_connections,
+                    "connection limits"
+                );
+            }
+        }
+        Err(e) => warn!(error = %e, "could not raise the open-file limit"),
+    }
     let svc = Arc::new(Services::new(store.clone(), config.clone()));
     let (down_tx, down_rx) = watch::channel(false);
     let app = http::router(http::AppState {
@@ -76,26 +104,32 @@ where
         shutdown: down_rx.clone(),
     });
 
-    let handle = axum_server::Handle::new();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            shutdown.await;
-            info!("shutting down: draining requests and sockets");
-            let _ = down_tx.send(true);
-            handle.graceful_shutdown(Some(grace));
-        }
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: draining requests and sockets");
+        let _ = down_tx.send(true);
     });
     tokio::spawn(housekeeping(svc.clone(), down_rx.clone()));
+    if let Some(addr) = config.metrics.listen {
+        let metrics = std::net::TcpListener::bind(addr)?;
+        metrics.set_nonblocking(true)?;
+        let metrics = tokio::net::TcpListener::from_std(metrics)?;
+        info!(local = %metrics.local_addr()?, "metrics listening (plain HTTP)");
+        tokio::spawn(listener::serve(
+            metrics,
+            None,
+            http::metrics_router(svc.clone()),
+            config.http.clone(),
+            Arc::new(metrics::Metrics::default()),
+            down_rx.clone(),
+            grace,
+        ));
+    }
 
-    let make = app.into_make_service();
-    if config.plain_http {
+    let tls = if config.plain_http {
         info!(%local, backend = config.backend_name(), "listening (plain HTTP, loopback only)");
-        axum_server::from_tcp(listener)
-            .handle(handle)
-            .serve(make)
-            .await?;
+        None
     } else {
         let tls = tls::load(&config)?;
         if tls.generated {
@@ -107,12 +141,18 @@ where
             sha256_fingerprint = %tls.fingerprint,
             "listening (TLS)"
         );
-        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
-        axum_server::from_tcp_rustls(listener, rustls)
-            .handle(handle)
-            .serve(make)
-            .await?;
-    }
+        Some(tokio_rustls::TlsAcceptor::from(tls.config))
+    };
+    listener::serve(
+        listener,
+        tls,
+        app,
+        config.http.clone(),
+        svc.metrics.clone(),
+        down_rx.clone(),
+        grace,
+    )
+    .await;
 
     // Upgraded sockets outlive their HTTP connection: wait for them too.
     let deadline = tokio::time::Instant::now() + grace;
@@ -140,6 +180,10 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
                 if let Err(e) = svc.store.maintain().await {
                     warn!(error = %e, "store upkeep failed");
                 }
+                // While writes fail, find out by ourselves when they work again.
+                if svc.writes_failing() {
+                    svc.probe_writes().await;
+                }
             }
             _ = tick.tick() => {
                 match svc.store.purge_expired(service::now()).await {
@@ -157,6 +201,22 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
             () = shutting_down(&mut down) => return,
         }
     }
+}
+
+/// Create `dir` (and its parents) if needed and make it accessible to its owner only
+/// (mode 0700): it holds the database, the blobs and the TLS key.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        info!(dir = %dir.display(), "made the data directory private (mode 0700)");
+    }
+    Ok(())
 }
 
 /// Completes when the shutdown flag becomes `true` (or its sender is gone).

@@ -171,7 +171,7 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    tacit_server::private_dir(&config.data_dir).with_context(|| {
         format!(
             "creating the data directory {} (config key `data_dir`)",
             config.data_dir.display()

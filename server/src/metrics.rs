@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::store::StoreStats;
@@ -42,6 +42,18 @@ pub struct Metrics {
     pub write_batches: AtomicU64,
     /// Sends and acknowledgements in those transactions.
     pub write_batch_ops: AtomicU64,
+    /// Writes that failed with an outage (a full disk, a failing or lost database).
+    pub write_failures: AtomicU64,
+    /// Whether the last write failed with an outage (`/readyz` is not ready meanwhile).
+    pub writes_failing: AtomicBool,
+    /// Requests with a credential that did not authenticate.
+    pub auth_failures: AtomicU64,
+    /// Requests refused because their source failed authentication too often.
+    pub auth_rate_limited: AtomicU64,
+    /// Connections refused because the server had all it takes.
+    pub connections_refused: AtomicU64,
+    /// Open client connections (HTTP and the WebSockets upgraded from them).
+    pub connections_open: AtomicI64,
 }
 
 impl Metrics {
@@ -151,6 +163,48 @@ impl Metrics {
             "counter",
             "Sends and acknowledgements committed by those transactions.",
             self.write_batch_ops.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_write_failures_total",
+            "counter",
+            "Writes that failed with an outage (a full disk, a failing or lost database).",
+            self.write_failures.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_writes_failing",
+            "gauge",
+            "1 while writes fail (the server answers not ready), else 0.",
+            u8::from(self.writes_failing.load(Ordering::Relaxed)).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_auth_failures_total",
+            "counter",
+            "Requests whose credential did not authenticate.",
+            self.auth_failures.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_auth_rate_limited_total",
+            "counter",
+            "Requests refused because their source failed authentication too often.",
+            self.auth_rate_limited.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_connections_open",
+            "gauge",
+            "Open client connections.",
+            self.connections_open.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "tacit_connections_refused_total",
+            "counter",
+            "Connections refused because the server had all it takes.",
+            self.connections_refused.load(Ordering::Relaxed).to_string(),
         );
         if let Some(s) = stats {
             gauge(

@@ -923,6 +923,9 @@ async fn operations(backend: Backend) {
     let server = TestServer::start_with(backend, |c| {
         c.limits.max_body_bytes = 4096;
         c.limits.max_envelope_bytes = 1024;
+        c.metrics.token = Some(tacit_server::config::Redacted(
+            "scrape-token-0123456789".into(),
+        ));
     })
     .await;
     let alice = server.register("alice", 3).await;
@@ -930,7 +933,12 @@ async fn operations(backend: Backend) {
     let text = |path: &'static str| {
         let anon = anon.clone();
         async move {
-            let r = anon.request(Method::GET, path).send().await.unwrap();
+            let r = anon
+                .request(Method::GET, path)
+                .bearer_auth("scrape-token-0123456789")
+                .send()
+                .await
+                .unwrap();
             (r.status(), r.text().await.unwrap())
         }
     };

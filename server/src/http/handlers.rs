@@ -315,20 +315,42 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static 
     if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable);
     }
-    state
-        .svc
-        .store
-        .ping()
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    if !state.svc.ready().await {
+        return Err(ApiError::Unavailable);
+    }
     Ok("ready\n")
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let stats = state.svc.store.stats().await.ok();
+/// `/metrics` on the public listener: only for a scraper with `metrics.token`, else 404
+/// (the public listener shows strangers no figures).
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let Some(token) = &state.svc.config.metrics.token else {
+        return Err(ApiError::NotFound("metrics"));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        presented.as_bytes(),
+        token.expose().as_bytes(),
+    )) {
+        return Err(ApiError::NotFound("metrics"));
+    }
+    Ok(render_metrics(&state.svc).await.into_response())
+}
+
+/// The metrics text; the store's totals are cached for a few seconds, so a scrape costs
+/// no table scan when scrapes come often.
+pub(super) async fn render_metrics(svc: &crate::service::Services) -> impl IntoResponse + use<> {
+    let stats = svc.cached_stats().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.svc.metrics.render(stats),
+        svc.metrics.render(stats),
     )
 }
 

@@ -2,7 +2,7 @@
 //! [`ApiError`] before any service runs, and the answer for errors.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
@@ -78,7 +78,115 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
+}
+
+/// The router of the separate metrics listener (`metrics.listen`): `/metrics` only, no
+/// token needed (bind it where only the scraper reaches it).
+pub fn metrics_router(svc: Arc<Services>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(svc): axum::extract::State<Arc<Services>>| async move {
+                    handlers::render_metrics(&svc).await
+                },
+            ),
+        )
+        .fallback(|| async { ApiError::NotFound("route") })
+        .with_state(svc)
+}
+
+/// Longest request target (path and query) the server reads.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most bytes of request headers (names and values) the server reads.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The checks before any route: a request target or headers over their limits, or a
+/// declared body longer than the route takes, are refused at once (before a body byte is
+/// read); and every error answer, whoever produced it (an extractor's rejection, a
+/// fallback), carries the JSON error body.
+async fn edge(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+    }
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        let limits = &state.svc.config;
+        let upload = request.method() == axum::http::Method::PATCH
+            && request.uri().path().starts_with("/v1/blobs/");
+        let max = if upload {
+            limits.blobs.max_file_bytes
+        } else {
+            limits.limits.max_body_bytes
+        };
+        if len > max {
+            return ApiError::PayloadTooLarge(format!(
+                "the body is over the {max} bytes this route takes"
+            ))
+            .into_response();
+        }
+    }
+    let connection = request.extensions().get::<crate::listener::Connection>();
+    let socket = request.uri().path() == "/v1/ws";
+    if connection.is_some_and(|c| c.reserved) && !socket {
+        // Admitted into the slots kept for devices' sockets: nothing else is served.
+        return ApiError::Busy.into_response();
+    }
+    // Every route but the streamed ones (uploads, downloads, sockets) must be done in
+    // bounded time, its body read included: a client that trickles a body is cut off.
+    let streamed = socket || request.uri().path().starts_with("/v1/blobs/");
+    let response = if streamed {
+        next.run(request).await
+    } else {
+        let limit = Duration::from_secs(state.svc.config.http.request_timeout_secs);
+        match tokio::time::timeout(limit, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::RequestTimeout.into_response(),
+        }
+    };
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (mut parts, body) = response.into_parts();
+        // The rejection's own text (axum's extractors say what was wrong) becomes the
+        // message; it quotes no header or body.
+        let text = axum::body::to_bytes(body, 1024)
+            .await
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .filter(|t| !t.trim().is_empty());
+        let error = ApiError::from_status(status, text);
+        let fresh = error.into_response();
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        parts.headers.remove(axum::http::header::CONTENT_TYPE);
+        let (fresh_parts, fresh_body) = fresh.into_parts();
+        for (name, value) in &fresh_parts.headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        return Response::from_parts(parts, fresh_body);
+    }
+    response
 }
 
 /// Count and time every request by route template; log it at debug level without any
@@ -119,6 +227,12 @@ impl IntoResponse for ApiError {
             ApiError::RangeNotSatisfiable(size) => {
                 Some((axum::http::header::CONTENT_RANGE, format!("bytes */{size}")))
             }
+            // A temporary condition: say when to come back.
+            ApiError::Busy
+            | ApiError::Unavailable
+            | ApiError::StorageFull
+            | ApiError::RateLimited
+            | ApiError::MailboxFull => Some((axum::http::header::RETRY_AFTER, "5".to_owned())),
             _ => None,
         };
         if let Some((name, value)) = extra
@@ -138,7 +252,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::UnsupportedMediaType("application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge("request body too large".into())
+                }
+                _ => ApiError::BadRequest("unreadable body".into()),
+            })?;
+        // Every request body of the API is a JSON object; serde would also take a
+        // positional array for a struct, which the API does not speak.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
@@ -167,8 +305,25 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let credential = credential(parts).ok_or(ApiError::Unauthorized)?;
-        state.svc.authenticate(&credential).await.map(Self)
+        // Failed authentications are counted per source address: past the limit, the
+        // source's credentials are not even checked until its bucket refills.
+        let source = parts
+            .extensions
+            .get::<crate::listener::Connection>()
+            .map(|c| c.peer.ip());
+        if let Some(ip) = source
+            && state.svc.auth_blocked(ip)
+        {
+            return Err(ApiError::RateLimited);
+        }
+        let result = match credential(parts) {
+            Some(credential) => state.svc.authenticate(&credential).await,
+            None => Err(ApiError::Unauthorized),
+        };
+        if let (Err(ApiError::Unauthorized), Some(ip)) = (&result, source) {
+            state.svc.auth_failed(ip);
+        }
+        result.map(Self)
     }
 }
 

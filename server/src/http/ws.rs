@@ -34,8 +34,12 @@ const MAX_CLIENT_FRAME: usize = 64 * 1024;
 pub(super) async fn upgrade(
     State(state): State<AppState>,
     Authed(device): Authed,
+    connection: Option<axum::Extension<crate::listener::Connection>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // The socket keeps its connection's slot until it closes: open sockets count toward
+    // the connection cap.
+    let slot = connection.and_then(|c| c.0.slot);
     let upgrade =
         upgrade.map_err(|_| ApiError::BadRequest("expected a WebSocket upgrade request".into()))?;
     if *state.shutdown.borrow() {
@@ -48,7 +52,10 @@ pub(super) async fn upgrade(
         // 128 KiB each). Larger frames still work; the buffers grow on demand.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .on_upgrade(move |socket| session(socket, state, device)))
+        .on_upgrade(move |socket| async move {
+            session(socket, state, device).await;
+            drop(slot);
+        }))
 }
 
 /// Why a session ended without a close frame of ours.
@@ -69,7 +76,13 @@ async fn session(mut socket: WebSocket, state: AppState, device: AuthedDevice) {
         "socket open"
     );
     let id = registration.id;
-    let outcome = run(&mut socket, &state, &device, registration).await;
+    // A removal between authentication and registration found no socket to close: check
+    // again now that this one is registered (a later removal closes it through the hub).
+    let outcome = if svc.is_revoked(device.mailbox) {
+        close(&mut socket, tacit_api::CLOSE_CODE_REVOKED, "revoked").await
+    } else {
+        run(&mut socket, &state, &device, registration).await
+    };
     if let Err(End::Store) = outcome {
         let _ = close(&mut socket, 1011, "internal error").await;
     }
@@ -145,7 +158,19 @@ async fn run(
                 socket.send(Message::Ping(Default::default())).await.map_err(|_| End::Gone)?;
             }
             message = socket.recv() => {
-                let Some(Ok(message)) = message else { return Err(End::Gone) };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    None => return Err(End::Gone),
+                    // A protocol violation (a frame over the limit, text that is not
+                    // UTF-8, a bad opcode): say so with a close code where the socket
+                    // still takes one.
+                    Some(Err(e)) => {
+                        let (code, why) = violation(&e);
+                        debug!(error = %e, code, "socket protocol violation");
+                        let _ = close(socket, code, why).await;
+                        return Err(End::Gone);
+                    }
+                };
                 last_seen = Instant::now();
                 match message {
                     Message::Text(text) => handle_frame(socket, state, device, text.as_str()).await?,
@@ -248,6 +273,19 @@ async fn send_error(socket: &mut WebSocket, error: ApiError) -> Result<(), End> 
         body.message = "internal error".into();
     }
     send(socket, &ServerFrame::Error(body)).await
+}
+
+/// The close code and reason for a socket error: 1009 for a message over the limit, 1007
+/// for text that is not UTF-8, 1002 for any other protocol error.
+fn violation(e: &axum::Error) -> (u16, &'static str) {
+    use std::error::Error as _;
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = e.source().and_then(|s| s.downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => (1009, "message too big"),
+        Some(WsError::Utf8(_)) => (1007, "text frame is not UTF-8"),
+        _ => (1002, "protocol error"),
+    }
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), End> {

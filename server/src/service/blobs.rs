@@ -57,7 +57,11 @@ fn blob_id(text: &str) -> Result<[u8; BLOB_ID_BYTES], ApiError> {
 }
 
 fn io_error(e: std::io::Error) -> ApiError {
-    ApiError::Internal(StoreError::BlobFile(e))
+    match e.kind() {
+        // The bytes written so far stay in the partial upload; the client resumes later.
+        std::io::ErrorKind::StorageFull => ApiError::StorageFull,
+        _ => ApiError::Internal(StoreError::BlobFile(e)),
+    }
 }
 
 /// The blob directory and the uploads under way in this process.
@@ -94,10 +98,13 @@ impl BlobFiles {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Mark `id` as being written, unless another request writes it already.
+    ///
+    /// The set's lock is released before a guard can exist: a guard dropped while the lock
+    /// is held would take it again on the same thread (a deadlock of the whole server).
     fn try_write(&self, id: [u8; BLOB_ID_BYTES]) -> Option<WriteGuard<'_>> {
-        self.lock()
-            .insert(id)
-            .then_some(WriteGuard { files: self, id })
+        let inserted = self.lock().insert(id);
+        inserted.then(|| WriteGuard { files: self, id })
     }
 
     /// The complete blob's path.
@@ -128,9 +135,14 @@ impl BlobFiles {
     async fn seal(&self, id: &[u8], file: tokio::fs::File) -> Result<(), ApiError> {
         file.sync_all().await.map_err(io_error)?;
         drop(file);
-        tokio::fs::rename(self.partial(id), self.complete(id))
-            .await
-            .map_err(io_error)?;
+        match tokio::fs::rename(self.partial(id), self.complete(id)).await {
+            Ok(()) => {}
+            // Purged (expired) while it was being written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApiError::NotFound("blob"));
+            }
+            Err(e) => return Err(io_error(e)),
+        }
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
             .await
@@ -209,7 +221,10 @@ impl Services {
         let created_at = now();
         let ttl_ms = i64::try_from(limits.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let expires_at = Timestamp(created_at.0.saturating_add(ttl_ms));
-        tokio::fs::create_dir_all(&self.blobs.dir)
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.blobs.dir)
             .await
             .map_err(io_error)?;
         let blob = NewBlob {
@@ -274,12 +289,14 @@ impl Services {
         E: std::fmt::Display,
     {
         let id = blob_id(id)?;
-        let record = self.own_blob(caller, &id).await?;
+        // The guard first, then the record: a `DELETE` (which takes the guard too) cannot
+        // slip in between and leave a partial file behind with no record.
         let Some(_writing) = self.blobs.try_write(id) else {
             return Err(ApiError::Conflict(
                 "another request is uploading this blob; ask for its offset and retry",
             ));
         };
+        let record = self.own_blob(caller, &id).await?;
         let current = self.blobs.offset(&id, record.size).await?;
         if offset != current {
             return Err(ApiError::OffsetMismatch(current));
@@ -296,12 +313,20 @@ impl Services {
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.blobs.partial(&id))
             .await
             .map_err(io_error)?;
         let mut written = current;
         let mut outcome = Ok(());
-        while let Some(piece) = body.next().await {
+        let stall = std::time::Duration::from_secs(self.config.http.body_read_timeout_secs);
+        loop {
+            // A client that stops sending is cut off; what arrived stays for a resume.
+            let Ok(next) = tokio::time::timeout(stall, body.next()).await else {
+                outcome = Err(ApiError::RequestTimeout);
+                break;
+            };
+            let Some(piece) = next else { break };
             let piece = match piece {
                 Ok(piece) => piece,
                 Err(e) => {
@@ -373,6 +398,11 @@ impl Services {
     /// Delete one of the caller's blobs (complete or not).
     pub async fn delete_blob(&self, caller: &AuthedDevice, id: &str) -> Result<(), ApiError> {
         let id = blob_id(id)?;
+        let Some(_writing) = self.blobs.try_write(id) else {
+            return Err(ApiError::Conflict(
+                "an upload of this blob is under way; delete it once that request ends",
+            ));
+        };
         // An expired blob is gone for every endpoint; the purge removes it.
         self.own_blob(caller, &id).await?;
         if !self.store.delete_blob(&id, caller.mailbox.account).await? {

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, warn};
 
+use super::health::WriteHealth;
 use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::store::{Mailbox, NewMessage, SendOutcome, Store, StoreError};
@@ -36,7 +37,12 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Start the writer task (needs a Tokio runtime).
-    pub(crate) fn start(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        health: Arc<WriteHealth>,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         // The writer gets a thread of its own: its many short waits on the database should
         // not queue behind request handling on the shared workers.
@@ -47,7 +53,7 @@ impl Committer {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(writer(store, hub, metrics, rx)),
+                    Ok(rt) => rt.block_on(writer(store, hub, metrics, health, rx)),
                     Err(e) => error!(error = %e, "cannot start the writer runtime"),
                 }
             });
@@ -82,6 +88,7 @@ async fn writer(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    health: Arc<WriteHealth>,
     mut rx: mpsc::Receiver<Op>,
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
@@ -90,44 +97,140 @@ async fn writer(
         metrics
             .write_batch_ops
             .fetch_add(ops.len() as u64, Ordering::Relaxed);
-        let mut messages = Vec::new();
-        let mut send_replies = Vec::new();
-        let mut acks = Vec::new();
-        let mut ack_replies = Vec::new();
-        for op in ops.drain(..) {
-            match op {
-                Op::Send(m, reply) => {
-                    messages.push(m);
-                    send_replies.push(reply);
-                }
-                Op::Ack(mailbox, ids, reply) => {
-                    acks.push((mailbox, ids));
-                    ack_replies.push(reply);
-                }
-            }
-        }
-        match store.write_batch(&messages, &acks).await {
-            Ok(mut outcome) => {
-                // Push before answering, in id order: batches are committed one after the
-                // other, so each socket sees its envelopes in order.
-                outcome.stored.sort_unstable_by_key(|(_, e)| e.id);
-                hub.deliver(std::mem::take(&mut outcome.stored));
-                for (reply, result) in send_replies.into_iter().zip(outcome.sent) {
-                    let _ = reply.send(result);
-                }
-                for (reply, n) in ack_replies.into_iter().zip(outcome.acked) {
-                    let _ = reply.send(Ok(n));
+        let batch = Batch::from_ops(ops.drain(..));
+        match batch.commit(store.as_ref(), &hub).await {
+            Ok(()) => health.succeeded(),
+            Err((e, batch)) if batch.len() > 1 && isolates(&e) => {
+                // One operation's failure must not fail its batch-mates: commit each on
+                // its own, so that only the bad one is refused.
+                warn!(
+                    error = %e,
+                    operations = batch.len(),
+                    "write batch failed; committing its operations one by one"
+                );
+                for single in batch.split() {
+                    match single.commit(store.as_ref(), &hub).await {
+                        Ok(()) => health.succeeded(),
+                        Err((e, single)) => {
+                            if !e.is_outage() || !health.is_failing() {
+                                error!(error = %e, "a write failed");
+                            }
+                            health.failed(&e);
+                            single.refuse(&e);
+                        }
+                    }
                 }
             }
-            Err(e) => {
-                error!(error = %e, operations = messages.len() + acks.len(), "write batch failed");
-                for reply in send_replies {
-                    let _ = reply.send(Err(StoreError::BatchFailed));
+            Err((e, batch)) => {
+                // Logged once per incident by the health tracker; other failures here.
+                if !e.is_outage() {
+                    error!(error = %e, operations = batch.len(), "write batch failed");
                 }
-                for reply in ack_replies {
-                    let _ = reply.send(Err(StoreError::BatchFailed));
-                }
+                health.failed(&e);
+                batch.refuse(&e);
             }
         }
     }
+}
+
+type SendReply = oneshot::Sender<Result<SendOutcome, StoreError>>;
+type AckReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// Operations to commit together, with the callers waiting for their answers.
+struct Batch {
+    messages: Vec<NewMessage>,
+    send_replies: Vec<SendReply>,
+    acks: Vec<(Mailbox, Vec<u64>)>,
+    ack_replies: Vec<AckReply>,
+}
+
+impl Batch {
+    fn from_ops(ops: impl Iterator<Item = Op>) -> Self {
+        let mut batch = Self {
+            messages: Vec::new(),
+            send_replies: Vec::new(),
+            acks: Vec::new(),
+            ack_replies: Vec::new(),
+        };
+        for op in ops {
+            match op {
+                Op::Send(m, reply) => {
+                    batch.messages.push(m);
+                    batch.send_replies.push(reply);
+                }
+                Op::Ack(mailbox, ids, reply) => {
+                    batch.acks.push((mailbox, ids));
+                    batch.ack_replies.push(reply);
+                }
+            }
+        }
+        batch
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len() + self.acks.len()
+    }
+
+    /// One batch per operation.
+    fn split(self) -> Vec<Self> {
+        let sends = self
+            .messages
+            .into_iter()
+            .zip(self.send_replies)
+            .map(|(m, reply)| Op::Send(m, reply));
+        let acks = self
+            .acks
+            .into_iter()
+            .zip(self.ack_replies)
+            .map(|((mailbox, ids), reply)| Op::Ack(mailbox, ids, reply));
+        sends
+            .chain(acks)
+            .map(|op| Self::from_ops(std::iter::once(op)))
+            .collect()
+    }
+
+    /// Commit in one transaction and answer each caller; on failure nothing of it was
+    /// stored and the batch comes back unanswered.
+    async fn commit(self, store: &dyn Store, hub: &Hub) -> Result<(), (StoreError, Self)> {
+        let mut outcome = match store.write_batch(&self.messages, &self.acks).await {
+            Ok(outcome) => outcome,
+            Err(e) => return Err((e, self)),
+        };
+        // Push before answering, in id order: batches are committed one after the other,
+        // so each socket sees its envelopes in order.
+        outcome.stored.sort_unstable_by_key(|(_, e)| e.id);
+        hub.deliver(std::mem::take(&mut outcome.stored));
+        for (reply, result) in self.send_replies.into_iter().zip(outcome.sent) {
+            let _ = reply.send(result);
+        }
+        for (reply, n) in self.ack_replies.into_iter().zip(outcome.acked) {
+            let _ = reply.send(Ok(n));
+        }
+        Ok(())
+    }
+
+    /// Answer every operation with the failure: `StorageFull` stays itself (the client is
+    /// told the disk is full); anything else is a failed batch (answered 503).
+    fn refuse(self, e: &StoreError) {
+        let error = || match e {
+            StoreError::StorageFull(reason) => StoreError::StorageFull(reason.clone()),
+            _ => StoreError::BatchFailed,
+        };
+        for reply in self.send_replies {
+            let _ = reply.send(Err(error()));
+        }
+        for reply in self.ack_replies {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}
+
+/// Whether retrying the operations of a failed batch one by one can help: not when the
+/// disk is full or the database is gone (each would fail the same way, slowly), but when a
+/// statement failed for a reason one operation may have caused.
+fn isolates(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Database(sqlx::Error::Database(_)) | StoreError::Corrupt(_)
+    )
 }

@@ -2,12 +2,13 @@
 //! database read.
 //!
 //! Correctness rests on device numbers never being reused: a removed device is recorded as
-//! revoked for good, and that record is checked after every lookup, so a removal on this
+//! revoked (for ten minutes, longer than any racing lookup), and that record is checked
+//! after every lookup, so a removal on this
 //! node takes effect at once even if a lookup raced with it. Entries expire after
 //! [`TTL`], which bounds how long a removal made through *another* node could go unnoticed
 //! if several nodes share one PostgreSQL database.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,11 @@ use crate::store::{DeviceAuth, Mailbox};
 pub(crate) const TTL: Duration = Duration::from_secs(30);
 /// Most cached entries; the cache is emptied when it is full.
 const MAX_ENTRIES: usize = 100_000;
+/// How long a revocation is remembered: far longer than any lookup that could race with it
+/// takes (a lookup gives up after the pool's 10 s acquire timeout), and than [`TTL`], so
+/// that no entry cached before the revocation outlives its record. After that, the
+/// database (where the device is gone) answers alone.
+const REVOKED_KEEP: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Default)]
 pub(crate) struct CredentialCache {
@@ -26,7 +32,8 @@ pub(crate) struct CredentialCache {
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<Mailbox, (DeviceAuth, Instant)>,
-    revoked: HashSet<Mailbox>,
+    /// Revoked devices, with when: pruned after [`REVOKED_KEEP`].
+    revoked: HashMap<Mailbox, Instant>,
 }
 
 impl CredentialCache {
@@ -50,11 +57,19 @@ impl CredentialCache {
     pub(crate) fn revoke(&self, mailbox: Mailbox) {
         let mut inner = self.lock();
         inner.entries.remove(&mailbox);
-        inner.revoked.insert(mailbox);
+        inner.revoked.insert(mailbox, Instant::now());
     }
 
     pub(crate) fn is_revoked(&self, mailbox: Mailbox) -> bool {
-        self.lock().revoked.contains(&mailbox)
+        self.lock().revoked.contains_key(&mailbox)
+    }
+
+    /// Forget revocations older than [`REVOKED_KEEP`] and expired entries; called
+    /// periodically, so the cache's memory stays bounded however many devices go.
+    pub(crate) fn prune(&self) {
+        let mut inner = self.lock();
+        inner.revoked.retain(|_, at| at.elapsed() < REVOKED_KEEP);
+        inner.entries.retain(|_, (_, at)| at.elapsed() < TTL);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -48,6 +48,7 @@ impl Services {
         let mut ids = HashSet::new();
         for k in x25519 {
             self.validate_key("one_time_prekeys.public_key", k.public_key.len())?;
+            self.validate_key("one_time_prekeys.signature", k.signature.len())?;
             if !ids.insert(k.id) {
                 return Err(ApiError::BadRequest(format!(
                     "one_time_prekeys: id {} given twice",
@@ -84,6 +85,29 @@ impl Services {
             self.validate_signed("kem_last_resort_prekey", k)?;
         }
         self.validate_one_time(&req.one_time_prekeys, &req.one_time_kem_prekeys)?;
+        if !req.one_time_prekeys.is_empty() || !req.one_time_kem_prekeys.is_empty() {
+            // A device keeps a bounded stock: uploads beyond it are refused, not stored.
+            let stock = self.store.prekey_count(caller.mailbox).await?;
+            let cap = u64::from(self.config.limits.max_one_time_prekeys);
+            for (field, have, adding) in [
+                (
+                    "one_time_prekeys",
+                    stock.one_time_prekeys,
+                    req.one_time_prekeys.len(),
+                ),
+                (
+                    "one_time_kem_prekeys",
+                    stock.one_time_kem_prekeys,
+                    req.one_time_kem_prekeys.len(),
+                ),
+            ] {
+                if have.saturating_add(adding as u64) > cap {
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "{field}: the device would hold more than {cap} one-time prekeys (it has {have})"
+                    )));
+                }
+            }
+        }
         self.store.upload_keys(caller.mailbox, &req).await?;
         Ok(())
     }

@@ -161,10 +161,12 @@ impl Services {
         if req.recipients.is_empty() {
             return Err(ApiError::BadRequest("recipients: at least one user".into()));
         }
+        // Every recipient counts, with at least one device: each costs a lookup even when
+        // it lists none.
         let total: usize = req
             .recipients
             .iter()
-            .map(|r| r.device_ids.len())
+            .map(|r| r.device_ids.len().max(1))
             .sum::<usize>()
             .saturating_add(req.own_devices.len());
         if total > MAX_MULTICAST_DEVICES {
@@ -216,6 +218,11 @@ impl Services {
         }
         if !unknown.stale.is_empty() {
             return Err(ApiError::DeviceMismatch(unknown));
+        }
+        if accounts.is_empty() && req.own_devices.is_empty() {
+            // Only users that do not exist, none of them with a device: nothing would be
+            // delivered, so nothing is stored.
+            return Err(ApiError::NotFound("user"));
         }
         let own: BTreeSet<DeviceId> = req.own_devices.iter().copied().collect();
         envelopes.extend(own.into_iter().map(|device| {
@@ -314,6 +321,17 @@ impl Services {
         if ids.len() > MAX_ACK_IDS {
             return Err(ApiError::BadRequest(format!(
                 "ids: at most {MAX_ACK_IDS} per acknowledgement"
+            )));
+        }
+        // Envelope ids are positive 63-bit numbers: anything else is refused here, at the
+        // edge, so that it never reaches (and never fails) a write batch shared with others.
+        if let Some(bad) = ids
+            .iter()
+            .find(|id| **id == 0 || i64::try_from(**id).is_err())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "ids: {bad} is not an envelope id (1 to {})",
+                i64::MAX
             )));
         }
         if ids.is_empty() {

@@ -17,6 +17,7 @@ mod accounts;
 mod blobs;
 mod commit;
 mod credentials;
+mod health;
 mod keys;
 mod messages;
 mod provisioning;
@@ -40,10 +41,16 @@ pub struct Services {
     claims_by_requester: RateLimiter,
     /// Claims per target.
     claims_by_target: RateLimiter,
+    /// Failed authentications per source address.
+    auth_failures: RateLimiter<std::net::IpAddr>,
     /// Provisioning channels opened, by everyone together (one key).
     channels_opened: RateLimiter,
     /// The group-commit writer for sends and acknowledgements.
     committer: commit::Committer,
+    /// The store's totals for `/metrics`, with when they were read.
+    stats: tokio::sync::Mutex<Option<(std::time::Instant, crate::store::StoreStats)>>,
+    /// Whether writes succeed (for `/readyz`).
+    health: Arc<health::WriteHealth>,
     /// Recently checked credential hashes.
     credentials: credentials::CredentialCache,
     /// The blob directory and the uploads under way.
@@ -53,6 +60,9 @@ pub struct Services {
     /// name (another node may have deleted the account and the name been registered again).
     account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
+
+/// How long the store's totals for `/metrics` are reused.
+pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A device whose credential was checked.
 #[derive(Debug, Clone)]
@@ -71,14 +81,23 @@ impl Services {
         let r = &config.rate_limits;
         let hub = Arc::new(Hub::default());
         let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(health::WriteHealth::new(metrics.clone()));
         Self {
-            committer: commit::Committer::start(store.clone(), hub.clone(), metrics.clone()),
+            committer: commit::Committer::start(
+                store.clone(),
+                hub.clone(),
+                metrics.clone(),
+                health.clone(),
+            ),
+            health,
+            stats: tokio::sync::Mutex::new(None),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             credentials: credentials::CredentialCache::default(),
             blobs: blobs::BlobFiles::new(config.blob_dir()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),
+            auth_failures: RateLimiter::per_minute(r.auth_failures_per_minute_per_source),
             store,
             config,
             hub,
@@ -120,6 +139,45 @@ impl Services {
         }
     }
 
+    /// The store's totals, read at most every [`STATS_MAX_AGE`] (they cost table scans).
+    pub async fn cached_stats(&self) -> Option<crate::store::StoreStats> {
+        let mut cached = self.stats.lock().await;
+        if let Some((at, stats)) = *cached
+            && at.elapsed() < STATS_MAX_AGE
+        {
+            return Some(stats);
+        }
+        let stats = self.store.stats().await.ok()?;
+        *cached = Some((std::time::Instant::now(), stats));
+        Some(stats)
+    }
+
+    /// Whether `source` has used up its failed authentications: its requests with a
+    /// credential are refused (counted in `/metrics`).
+    pub fn auth_blocked(&self, source: std::net::IpAddr) -> bool {
+        let blocked = !self.auth_failures.has(source, 1);
+        if blocked {
+            self.metrics
+                .auth_rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        blocked
+    }
+
+    /// Count a failed authentication from `source`.
+    pub fn auth_failed(&self, source: std::net::IpAddr) {
+        self.metrics
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.auth_failures.try_take(source, 1);
+    }
+
+    /// Whether the device was removed (or its account deleted) on this node lately.
+    #[must_use]
+    pub fn is_revoked(&self, mailbox: Mailbox) -> bool {
+        self.credentials.is_revoked(mailbox)
+    }
+
     /// The account id of a username, or `NotFound`.
     pub(crate) async fn account_id(&self, username: &str) -> Result<i64, ApiError> {
         const MAX_CACHED: usize = 100_000;
@@ -153,11 +211,52 @@ impl Services {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether the server can take requests: the database answers, and writes succeed. While
+    /// writes are failing, each call tries a small write, so that readiness comes back by
+    /// itself once the disk has room again (or the database is back).
+    pub async fn ready(&self) -> bool {
+        if self.store.ping().await.is_err() {
+            return false;
+        }
+        if !self.health.is_failing() {
+            return true;
+        }
+        self.probe_writes().await
+    }
+
+    /// Try a small write; records the outcome. Returns whether it succeeded.
+    pub async fn probe_writes(&self) -> bool {
+        match self.store.probe_write(now()).await {
+            Ok(()) => {
+                self.health.succeeded();
+                true
+            }
+            Err(e) => {
+                self.health.failed(&e);
+                false
+            }
+        }
+    }
+
+    /// Whether the last write failed with an outage (a full disk, a failing database).
+    #[must_use]
+    pub fn writes_failing(&self) -> bool {
+        self.health.is_failing()
+    }
+
+    /// Writes that failed with an outage since the start.
+    #[must_use]
+    pub fn write_failures(&self) -> u64 {
+        self.health.failures()
+    }
+
     /// Forget rate-limiter entries that have refilled; called periodically.
     pub fn prune(&self) {
         self.claims_by_requester.prune();
         self.claims_by_target.prune();
         self.channels_opened.prune();
+        self.auth_failures.prune();
+        self.credentials.prune();
     }
 }
 

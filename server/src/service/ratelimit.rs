@@ -12,13 +12,13 @@ struct Bucket {
 
 /// Allows `capacity` events per key at once, refilled at `capacity` per minute.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = i64> {
     capacity: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<i64, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
     /// A limiter of `n` events per minute per key.
     #[must_use]
     pub fn per_minute(n: u32) -> Self {
@@ -30,11 +30,21 @@ impl RateLimiter {
     }
 
     /// Take `cost` tokens for `key` if they are there.
-    pub fn try_take(&self, key: i64, cost: u32) -> bool {
+    pub fn try_take(&self, key: K, cost: u32) -> bool {
         self.try_take_at(key, cost, Instant::now())
     }
 
-    fn try_take_at(&self, key: i64, cost: u32, now: Instant) -> bool {
+    /// Whether `cost` tokens are there for `key`, without taking them.
+    pub fn has(&self, key: K, cost: u32) -> bool {
+        let now = Instant::now();
+        let buckets = self.lock();
+        buckets.get(&key).is_none_or(|b| {
+            let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+            (b.tokens + elapsed * self.per_second).min(self.capacity) >= f64::from(cost)
+        })
+    }
+
+    fn try_take_at(&self, key: K, cost: u32, now: Instant) -> bool {
         let mut buckets = self.lock();
         let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: self.capacity,
@@ -60,7 +70,7 @@ impl RateLimiter {
             .retain(|_, b| now.saturating_duration_since(b.updated) < full_after);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Bucket>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
         self.buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -81,5 +91,10 @@ mod tests {
         assert!(l.try_take_at(2, 2, t), "keys are independent");
         assert!(l.try_take_at(1, 1, t + Duration::from_secs(30)));
         assert!(!l.try_take_at(1, 3, t + Duration::from_secs(600)), "capped");
+        let ip = RateLimiter::<std::net::IpAddr>::per_minute(1);
+        let a: std::net::IpAddr = [127, 0, 0, 1].into();
+        assert!(ip.has(a, 1));
+        assert!(ip.try_take(a, 1));
+        assert!(!ip.has(a, 1), "used up, not taken again by asking");
     }
 }

@@ -44,21 +44,90 @@ pub enum StoreError {
     /// The account's blobs would exceed its quota.
     #[error("blob quota exceeded")]
     QuotaExceeded,
+    /// The device is its account's last: only deleting the account removes it.
+    #[error("last device")]
+    LastDevice,
+    /// The account was deleted (it is a tombstone): it takes no device and no blob.
+    #[error("account deleted")]
+    AccountGone,
     /// A value from the database is out of the range the code expects.
     #[error("corrupt value in column {0}")]
     Corrupt(&'static str),
     /// The database failed or is unreachable.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The disk under the database (or the blob directory) is full: nothing of the
+    /// operation was stored.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// The write batch this operation was part of failed as a whole (logged once).
     #[error("write batch failed")]
     BatchFailed,
     /// Applying the migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database file's permissions could not be made private (mode 0600).
+    #[error("setting the database file's permissions: {0}")]
+    Permissions(#[source] std::io::Error),
     /// Reading or writing a file of the blob directory failed.
     #[error("blob file: {0}")]
     BlobFile(#[source] std::io::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A full disk is told apart from other database failures: SQLite's `SQLITE_FULL`
+    /// (primary code 13) and PostgreSQL's `disk_full` (SQLSTATE 53100).
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && let Some(code) = db.code()
+        {
+            let full = match code.as_ref() {
+                "53100" => true,
+                // SQLite reports extended codes too; the primary code is the low byte.
+                sqlite => sqlite.parse::<u32>().is_ok_and(|c| c & 0xff == 13),
+            };
+            if full {
+                return Self::StorageFull(db.message().to_owned());
+            }
+        }
+        if let sqlx::Error::Io(io) = &e
+            && io.kind() == std::io::ErrorKind::StorageFull
+        {
+            return Self::StorageFull(io.to_string());
+        }
+        Self::Database(e)
+    }
+}
+
+impl StoreError {
+    /// Whether the failure is an outage of the database or the disk (not an expected
+    /// outcome such as a full mailbox, nor one bad statement): `/readyz` reports not ready
+    /// while writes fail this way.
+    #[must_use]
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::StorageFull(_) | Self::BatchFailed | Self::BlobFile(_) => true,
+            Self::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                // PostgreSQL: connection exception, insufficient resources, operator
+                // intervention. SQLite (primary codes): BUSY, IOERR, CORRUPT, CANTOPEN.
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code
+                        .parse::<u32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 5 | 10 | 11 | 14))
+            }),
+            Self::Database(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A device to create.
@@ -269,7 +338,8 @@ pub trait Store: Send + Sync + 'static {
         max_devices: u32,
         now: Timestamp,
     ) -> Result<DeviceId, StoreError>;
-    /// Remove a device with its keys and its mailbox. Returns whether it existed.
+    /// Remove a device with its keys and its mailbox. Returns whether it existed; refuses
+    /// ([`StoreError::LastDevice`]) to remove an account's last device.
     async fn remove_device(&self, mailbox: Mailbox) -> Result<bool, StoreError>;
     /// Delete an account's devices, keys, mailboxes and idempotency records and free its
     /// username; the account number stays taken (a tombstone), so it is never reused.
@@ -363,6 +433,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_blob_records(&self, ids: &[Vec<u8>]) -> Result<(), StoreError>;
     /// Delete every blob record of an account; returns their ids (to delete the files).
     async fn delete_account_blobs(&self, account: i64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Rewrite one small row and commit: succeeds only when writes do (room on the disk,
+    /// a database that takes writes).
+    async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError>;
     /// Totals for metrics.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Periodic upkeep off the write path (for SQLite: the WAL checkpoint). Called about

@@ -233,13 +233,19 @@ macro_rules! impl_store {
             ) -> Result<tacit_api::DeviceId, $crate::store::StoreError> {
                 // Taking the next number first locks the account row, so that two concurrent
                 // additions cannot both pass the count check.
-                let next: i64 = sqlx::query_scalar(
-                    "UPDATE accounts SET next_device_id = next_device_id + 1 WHERE id = $1 \
+                // A deleted account (its tombstone) takes no device: this waits for a
+                // deletion under way and then finds the tombstone.
+                let next: Option<i64> = sqlx::query_scalar(
+                    "UPDATE accounts SET next_device_id = next_device_id + 1 \
+                     WHERE id = $1 AND username NOT LIKE '#deleted-%' \
                      RETURNING next_device_id - 1",
                 )
                 .bind(account)
-                .fetch_one(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?;
+                let Some(next) = next else {
+                    return Err($crate::store::StoreError::AccountGone);
+                };
                 let count: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
                         .bind(account)
@@ -548,97 +554,76 @@ macro_rules! impl_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 acks: &[($crate::store::Mailbox, Vec<u64>)],
             ) -> Result<Vec<u64>, $crate::store::StoreError> {
-                // Group the ids by mailbox; each id counts for the first acknowledgement
-                // that names it.
-                let mut owner = std::collections::HashMap::new();
+                // Each (mailbox, id) counts for the first acknowledgement of that mailbox
+                // that names it: an id named by another account's acknowledgement is that
+                // account's business and changes nothing here. An id beyond the column's
+                // range names no envelope; it is skipped, never an error for the batch.
+                let mut owner: std::collections::HashMap<($crate::store::Mailbox, i64), usize> =
+                    std::collections::HashMap::new();
                 let mut by_mailbox: std::collections::BTreeMap<$crate::store::Mailbox, Vec<i64>> =
                     std::collections::BTreeMap::new();
                 for (op, (mailbox, ids)) in acks.iter().enumerate() {
                     for id in ids {
-                        if owner.insert(*id, op).is_none() {
-                            by_mailbox
-                                .entry(*mailbox)
-                                .or_default()
-                                .push(super::sql::to_i64(*id, "id")?);
+                        let Ok(id) = i64::try_from(*id) else { continue };
+                        if owner.insert((*mailbox, id), op).is_none() {
+                            by_mailbox.entry(*mailbox).or_default().push(id);
                         }
                     }
                 }
+                let rows: Vec<($crate::store::Mailbox, i64)> = by_mailbox
+                    .iter()
+                    .flat_map(|(mb, ids)| ids.iter().map(move |id| (*mb, *id)))
+                    .collect();
                 let mut acked = vec![0u64; acks.len()];
-                if !$positional {
-                    // PostgreSQL plans a long OR slowly: join a VALUES list instead.
-                    let rows: Vec<($crate::store::Mailbox, i64)> = by_mailbox
-                        .iter()
-                        .flat_map(|(mb, ids)| ids.iter().map(move |id| (*mb, *id)))
-                        .collect();
-                    for chunk in rows.chunks(super::sql::ROWS_PER_STATEMENT) {
-                        let sql = format!(
+                // Bounded statements: at most ROWS_PER_STATEMENT ids (3 parameters each),
+                // far under both backends' parameter limits whatever the batch holds.
+                for chunk in rows.chunks(super::sql::ROWS_PER_STATEMENT) {
+                    let sql = if $positional {
+                        // SQLite: one OR-group per mailbox, so each uses the primary key.
+                        let mut sql = String::from("DELETE FROM envelopes WHERE ");
+                        let mut previous: Option<$crate::store::Mailbox> = None;
+                        for (mailbox, _) in chunk {
+                            if previous == Some(*mailbox) {
+                                sql.push_str(", ?");
+                                continue;
+                            }
+                            if previous.is_some() {
+                                sql.push_str(")) OR ");
+                            }
+                            sql.push_str("(account_id = ? AND device_id = ? AND id IN (?");
+                            previous = Some(*mailbox);
+                        }
+                        sql.push_str(")) RETURNING account_id, device_id, id");
+                        sql
+                    } else {
+                        // PostgreSQL plans a long OR slowly: join a VALUES list instead.
+                        format!(
                             "DELETE FROM envelopes e USING (VALUES {}) AS a(account_id, device_id, id) \
                              WHERE e.account_id = a.account_id AND e.device_id = a.device_id \
-                             AND e.id = a.id RETURNING e.id",
+                             AND e.id = a.id RETURNING e.account_id, e.device_id, e.id",
                             super::sql::placeholders(chunk.len(), 3, false)
-                        );
-                        let mut query = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
-                        for (mailbox, id) in chunk {
+                        )
+                    };
+                    let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql).persistent(false);
+                    let mut previous: Option<$crate::store::Mailbox> = None;
+                    for (mailbox, id) in chunk {
+                        if !$positional || previous != Some(*mailbox) {
                             query = query
                                 .bind(mailbox.account)
-                                .bind(i64::from(mailbox.device.0))
-                                .bind(*id);
+                                .bind(i64::from(mailbox.device.0));
+                            previous = Some(*mailbox);
                         }
-                        for id in query.fetch_all(&mut *conn).await? {
-                            let id = super::sql::to_u64(id, "id")?;
-                            if let Some(op) = owner.get(&id) {
-                                acked[*op] += 1;
-                            }
-                        }
+                        query = query.bind(*id);
                     }
-                    return Ok(acked);
-                }
-                let groups: Vec<_> = by_mailbox.into_iter().collect();
-                let mut start = 0;
-                while start < groups.len() {
-                    // One statement for as many mailboxes as fit in about ACK_CHUNK ids.
-                    let mut end = start;
-                    let mut ids_in = 0;
-                    while end < groups.len() && (end == start || ids_in + groups[end].1.len() <= super::sql::ACK_CHUNK) {
-                        ids_in += groups[end].1.len();
-                        end += 1;
-                    }
-                    let mut sql = String::from("DELETE FROM envelopes WHERE ");
-                    let mut n = 0;
-                    for (g, (_, ids)) in groups[start..end].iter().enumerate() {
-                        if g > 0 {
-                            sql.push_str(" OR ");
-                        }
-                        sql.push_str(&format!(
-                            "(account_id = {} AND device_id = {} AND id IN (",
-                            super::sql::param(n + 1, $positional),
-                            super::sql::param(n + 2, $positional)
-                        ));
-                        n += 2;
-                        for i in 0..ids.len() {
-                            if i > 0 {
-                                sql.push_str(", ");
-                            }
-                            n += 1;
-                            sql.push_str(&super::sql::param(n, $positional));
-                        }
-                        sql.push_str("))");
-                    }
-                    sql.push_str(" RETURNING id");
-                    let mut query = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
-                    for (mailbox, ids) in &groups[start..end] {
-                        query = query.bind(mailbox.account).bind(i64::from(mailbox.device.0));
-                        for id in ids {
-                            query = query.bind(*id);
-                        }
-                    }
-                    for id in query.fetch_all(&mut *conn).await? {
-                        let id = super::sql::to_u64(id, "id")?;
-                        if let Some(op) = owner.get(&id) {
+                    for (account, device, id) in query.fetch_all(&mut *conn).await? {
+                        let mailbox = $crate::store::Mailbox {
+                            account,
+                            device: super::sql::to_device(device)?,
+                        };
+                        if let Some(op) = owner.get(&(mailbox, id)) {
                             acked[*op] += 1;
                         }
                     }
-                    start = end;
                 }
                 Ok(acked)
             }
@@ -649,6 +634,8 @@ macro_rules! impl_store {
                 ids: &[u64],
             ) -> Result<u64, $crate::store::StoreError> {
                 let mut deleted = 0;
+                // An id beyond the column's range names no envelope.
+                let ids: Vec<i64> = ids.iter().filter_map(|id| i64::try_from(*id).ok()).collect();
                 for chunk in ids.chunks(super::sql::ACK_CHUNK) {
                     // Generated parameters throughout: sqlx cannot mix `$n` and `?`.
                     let mut sql = format!(
@@ -668,7 +655,7 @@ macro_rules! impl_store {
                         .bind(mailbox.account)
                         .bind(i64::from(mailbox.device.0));
                     for id in chunk {
-                        query = query.bind(super::sql::to_i64(*id, "id")?);
+                        query = query.bind(*id);
                     }
                     deleted += query.execute(&mut *conn).await?.rows_affected();
                 }
@@ -783,13 +770,30 @@ macro_rules! impl_store {
                 &self,
                 mailbox: $crate::store::Mailbox,
             ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.write.begin().await?;
+                // Lock the account row, so that two devices removing each other at once
+                // cannot leave the account with none.
+                sqlx::query("UPDATE accounts SET next_device_id = next_device_id WHERE id = $1")
+                    .bind(mailbox.account)
+                    .execute(&mut *tx)
+                    .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
+                        .bind(mailbox.account)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 // Keys and envelopes go with the device (ON DELETE CASCADE).
                 let done =
                     sqlx::query("DELETE FROM devices WHERE account_id = $1 AND device_id = $2")
                         .bind(mailbox.account)
                         .bind(i64::from(mailbox.device.0))
-                        .execute(&self.write)
+                        .execute(&mut *tx)
                         .await?;
+                if done.rows_affected() == 1 && count <= 1 {
+                    // Dropping the transaction rolls the deletion back.
+                    return Err($crate::store::StoreError::LastDevice);
+                }
+                tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -798,6 +802,19 @@ macro_rules! impl_store {
                 account: i64,
             ) -> Result<Vec<tacit_api::DeviceId>, $crate::store::StoreError> {
                 let mut tx = self.write.begin().await?;
+                // The row stays as a tombstone under a name no user can pick (`#` is not
+                // allowed in usernames), so that the account number is never reused: a
+                // number names mailboxes and credentials, in caches too.
+                // The tombstone first: it locks the account row, so that a device or blob
+                // being added at the same time either committed before (and is deleted
+                // here or by the blob deletion that follows) or waits and then finds the
+                // account gone.
+                sqlx::query(
+                    "UPDATE accounts SET username = '#deleted-' || id WHERE id = $1",
+                )
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
                 let devices: Vec<i64> = sqlx::query_scalar(
                     "SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id",
                 )
@@ -809,10 +826,6 @@ macro_rules! impl_store {
                     "DELETE FROM devices WHERE account_id = $1",
                     "DELETE FROM sent_messages WHERE account_id = $1",
                     "DELETE FROM provisioning_channels WHERE account_id = $1",
-                    // The row stays as a tombstone under a name no user can pick (`#` is
-                    // not allowed in usernames), so that the account number is never
-                    // reused: a number names mailboxes and credentials, in caches too.
-                    "UPDATE accounts SET username = '#deleted-' || id WHERE id = $1",
                 ] {
                     sqlx::query(sql).bind(account).execute(&mut *tx).await?;
                 }
@@ -1133,19 +1146,35 @@ macro_rules! impl_store {
                 messages: &[$crate::store::NewMessage],
                 acks: &[($crate::store::Mailbox, Vec<u64>)],
             ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
-                let mut tx = self.write.begin().await?;
-                let (sent, stored) = if messages.is_empty() {
-                    (Vec::new(), Vec::new())
-                } else {
-                    Self::insert_batch(&mut tx, messages).await?
-                };
-                let acked = Self::delete_acked_bulk(&mut tx, acks).await?;
-                tx.commit().await?;
-                Ok($crate::store::BatchOutcome {
-                    sent,
-                    acked,
-                    stored,
-                })
+                use sqlx::Connection as _;
+                let mut conn = self.write.acquire().await?;
+                let result = async {
+                    let mut tx = conn.begin().await?;
+                    let (sent, stored) = if messages.is_empty() {
+                        (Vec::new(), Vec::new())
+                    } else {
+                        Self::insert_batch(&mut tx, messages).await?
+                    };
+                    let acked = Self::delete_acked_bulk(&mut tx, acks).await?;
+                    tx.commit().await?;
+                    Ok($crate::store::BatchOutcome {
+                        sent,
+                        acked,
+                        stored,
+                    })
+                }
+                .await;
+                if matches!(
+                    result,
+                    Err($crate::store::StoreError::Database(_) | $crate::store::StoreError::StorageFull(_))
+                ) {
+                    // A failed statement or COMMIT (a full disk, a lost server) can leave
+                    // the connection inside a transaction that its driver no longer
+                    // tracks, where every later write would vanish with it: never reuse
+                    // it. The pool opens a fresh one for the next write.
+                    conn.close_on_drop();
+                }
+                result
             }
 
             async fn mailbox(
@@ -1233,10 +1262,17 @@ macro_rules! impl_store {
                 let mut tx = self.write.begin().await?;
                 // Lock the account row (a no-op update), so that two concurrent
                 // reservations of one account cannot both pass the quota check.
-                sqlx::query("UPDATE accounts SET next_device_id = next_device_id WHERE id = $1")
-                    .bind(blob.owner.account)
-                    .execute(&mut *tx)
-                    .await?;
+                // A deleted account (its tombstone) reserves nothing.
+                let live = sqlx::query(
+                    "UPDATE accounts SET next_device_id = next_device_id \
+                     WHERE id = $1 AND username NOT LIKE '#deleted-%'",
+                )
+                .bind(blob.owner.account)
+                .execute(&mut *tx)
+                .await?;
+                if live.rows_affected() != 1 {
+                    return Err($crate::store::StoreError::AccountGone);
+                }
                 let used: i64 = sqlx::query_scalar(
                     "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs \
                      WHERE account_id = $1 AND expires_at > $2",
@@ -1337,6 +1373,20 @@ macro_rules! impl_store {
                     .bind(account)
                     .fetch_all(&self.write)
                     .await?)
+            }
+
+            async fn probe_write(
+                &self,
+                now: tacit_api::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO write_probe (id, probed_at) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+                )
+                .bind(now.0)
+                .execute(&self.write)
+                .await?;
+                Ok(())
             }
 
             async fn maintain(&self) -> Result<(), $crate::store::StoreError> {

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Pool, Sqlite};
+use sqlx::{Connection as _, Pool, Sqlite, TransactionManager as _};
 
 use super::StoreError;
 use super::sql::impl_store;
@@ -41,17 +41,54 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // A connection handed back inside a transaction (a rollback that failed after
+            // SQLite had already rolled back on its own, as it may on a full disk) would
+            // turn the next `BEGIN` into a savepoint of a transaction nobody commits: close
+            // it instead, and let the pool open a fresh one.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // The ping queues behind a pending rollback, so the depth read after
+                    // it is settled.
+                    conn.ping().await?;
+                    Ok(
+                        <Sqlite as sqlx::Database>::TransactionManager::get_transaction_depth(conn)
+                            == 0,
+                    )
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        // Only the server's user reads the database; SQLite gives its WAL and shared-memory
+        // files the database file's mode.
+        restrict(options.get_filename()).map_err(StoreError::Permissions)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut name = options.get_filename().as_os_str().to_owned();
+            name.push(suffix);
+            restrict(std::path::Path::new(&name)).map_err(StoreError::Permissions)?;
+        }
         Ok(Self { write, read })
     }
 }
 
 impl_store!(SqliteStore, Sqlite, "", true);
+
+/// Make a file readable and writable by its owner only (a file that is not there, such as
+/// an in-memory database's, is left alone).
+fn restrict(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 impl SqliteStore {
     /// Copy committed WAL frames into the database file without blocking the writer

@@ -127,6 +127,16 @@ async fn suite(store: Arc<dyn Store>) {
     ));
     assert!(store.remove_device(mb(alice, d3.0)).await.unwrap());
     assert!(!store.remove_device(mb(alice, d3.0)).await.unwrap());
+    // The last device of an account stays: only deleting the account removes it.
+    let solo = store
+        .create_account("solo", None, device(0), now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_device(mb(solo, 1)).await,
+        Err(StoreError::LastDevice)
+    ));
+    assert!(store.device_auth(mb(solo, 1)).await.unwrap().is_some());
     let d4 = store.add_device(alice, device(0), 3, now).await.unwrap();
     assert_eq!(d4, DeviceId(4));
     let devices = store.devices(alice).await.unwrap();
@@ -270,7 +280,7 @@ async fn suite(store: Arc<dyn Store>) {
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.envelopes, 10);
     assert_eq!(stats.max_mailbox_depth, 3);
-    assert_eq!(stats.devices, 5);
+    assert_eq!(stats.devices, 6, "alice's, bob's and solo's");
     // Expiry: m1..m3 expire at 2_000..2_200.
     assert!(
         store
@@ -512,4 +522,91 @@ async fn postgres_store() {
         .await
         .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
     suite(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
+
+/// Acknowledgements in one batch: each counts only for its own mailbox (another account
+/// naming the same ids changes nothing), ids beyond the column's range fail nothing, and a
+/// batch of many ids for one mailbox stays under the backend's parameter limit.
+async fn acks_in_a_batch(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    let now = Timestamp(1_000);
+    let bob = store
+        .create_account("bob", None, device(0), now)
+        .await
+        .unwrap();
+    let mallory = store
+        .create_account("mallory", None, device(0), now)
+        .await
+        .unwrap();
+    let alice = store
+        .create_account("alice", None, device(0), now)
+        .await
+        .unwrap();
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        let mut m = message(mb(alice, 1), &format!("a{i}"), &[mb(bob, 1)], now.0);
+        m.max_mailbox_depth = 100_000;
+        batch.push(m);
+    }
+    let out = store.write_batch(&batch, &[]).await.unwrap();
+    assert!(
+        out.sent
+            .iter()
+            .all(|r| matches!(r, Ok(SendOutcome::Stored(_))))
+    );
+    let inbox = store.mailbox(mb(bob, 1), 0, 100, now).await.unwrap();
+    assert_eq!(inbox.len(), 40);
+    let ids: Vec<u64> = inbox.iter().map(|e| e.id).collect();
+
+    // Mallory acks Bob's ids first in the batch, then Bob acks the first half: every one of
+    // Bob's is deleted and counted for Bob; none for Mallory. A huge id fails nothing, and
+    // a send in the same batch is stored.
+    let mut fresh = message(mb(alice, 1), "after", &[mb(bob, 1)], now.0);
+    fresh.max_mailbox_depth = 100_000;
+    let out = store
+        .write_batch(
+            &[fresh],
+            &[
+                (mb(mallory, 1), ids.clone()),
+                (mb(bob, 1), ids[..20].to_vec()),
+                (mb(bob, 1), vec![u64::MAX, (i64::MAX as u64) + 1]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.acked, vec![0, 20, 0]);
+    assert!(matches!(out.sent[0], Ok(SendOutcome::Stored(_))));
+    let left = store.mailbox(mb(bob, 1), 0, 100, now).await.unwrap();
+    assert_eq!(left.len(), 21, "20 unacked plus the new one");
+    assert_eq!(store.ack(mb(bob, 1), &[u64::MAX]).await.unwrap(), 0);
+
+    // Many ids for one mailbox in one batch (more than SQLite's 32,766 parameters).
+    let many: Vec<(Mailbox, Vec<u64>)> = (0..40)
+        .map(|op| (mb(bob, 1), (1..=1000).map(|i| op * 1000 + i).collect()))
+        .collect();
+    let out = store.write_batch(&[], &many).await.unwrap();
+    assert_eq!(out.acked.iter().sum::<u64>(), 21);
+    assert!(
+        store
+            .mailbox(mb(bob, 1), 0, 100, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_acks_in_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    acks_in_a_batch(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_acks_in_a_batch() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    acks_in_a_batch(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
 }

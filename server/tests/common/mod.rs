@@ -52,6 +52,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub data_dir: tempfile::TempDir,
     pub db: Option<TestDatabase>,
+    /// The store's URL (SQLite file or PostgreSQL database), for tests that look inside.
+    pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tacit_server::ServeError>>>,
 }
@@ -82,9 +84,8 @@ impl TestServer {
         };
         tweak(&mut config);
         config.validate().unwrap();
-        let store = tacit_server::store::open(&config.effective_database_url())
-            .await
-            .unwrap();
+        let database_url = config.effective_database_url();
+        let store = tacit_server::store::open(&database_url).await.unwrap();
         store.migrate().await.unwrap();
         let listener = std::net::TcpListener::bind(config.listen).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -105,6 +106,7 @@ impl TestServer {
             http: reqwest::Client::new(),
             data_dir,
             db,
+            database_url,
             stop: Some(stop),
             task: Some(task),
         };
@@ -112,6 +114,26 @@ impl TestServer {
             server.wait_ready().await;
         }
         server
+    }
+
+    /// One number from the server's database: `sql` must select a single BIGINT.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use sqlx::Connection as _;
+        if self.database_url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+            c.close().await.unwrap();
+            n
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+            c.close().await.unwrap();
+            n
+        }
     }
 
     pub async fn wait_ready(&self) {
