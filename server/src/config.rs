@@ -180,6 +180,9 @@ pub struct Limits {
     pub max_key_bytes: u64,
     /// How long an undelivered envelope is kept, in seconds.
     pub message_ttl_secs: u64,
+    /// How long a send's client message id is remembered, so that a retry is answered as
+    /// a duplicate (at most `message_ttl_secs`), in seconds.
+    pub idempotency_ttl_secs: u64,
     /// Most envelopes returned by one `GET /v1/messages`.
     pub fetch_batch: u32,
 }
@@ -324,6 +327,7 @@ impl Default for Limits {
             max_one_time_prekeys: 1000,
             max_key_bytes: 4096,
             message_ttl_secs: 30 * 24 * 3600,
+            idempotency_ttl_secs: 7 * 24 * 3600,
             fetch_batch: 100,
         }
     }
@@ -474,6 +478,12 @@ impl Config {
             "TACIT_LIMITS_MESSAGE_TTL_SECS",
             "limits.message_ttl_secs",
             &mut l.message_ttl_secs,
+        )?;
+        set(
+            e,
+            "TACIT_LIMITS_IDEMPOTENCY_TTL_SECS",
+            "limits.idempotency_ttl_secs",
+            &mut l.idempotency_ttl_secs,
         )?;
         set(
             e,
@@ -629,7 +639,7 @@ impl Config {
             return Err(invalid("log.level", "not a valid tracing filter"));
         }
         let l = &self.limits;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
             ("limits.max_body_bytes", l.max_body_bytes),
             ("limits.max_envelope_bytes", l.max_envelope_bytes),
             ("limits.max_mailbox_depth", l.max_mailbox_depth),
@@ -647,6 +657,7 @@ impl Config {
             ),
             ("limits.max_key_bytes", l.max_key_bytes),
             ("limits.message_ttl_secs", l.message_ttl_secs),
+            ("limits.idempotency_ttl_secs", l.idempotency_ttl_secs),
             ("limits.fetch_batch", u64::from(l.fetch_batch)),
         ];
         for (key, value) in positive {

@@ -553,3 +553,36 @@ async fn socket_violations_get_a_close_code() {
     assert_eq!(code, Some(1009));
     server.stop().await;
 }
+
+/// An empty provisioning answer is malformed (400), not too large.
+async fn an_empty_provisioning_answer_is_a_bad_request(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", 0).await;
+    let (_, channel): (_, OpenChannelResponse) = server
+        .client(None)
+        .call(
+            Method::POST,
+            "/v1/provisioning",
+            Some(&OpenChannelRequest {
+                public_key: vec![5; 32].into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_code(
+        alice
+            .call_empty(
+                Method::PUT,
+                &format!("/v1/provisioning/{}", channel.channel),
+                Some(&AnswerChannelRequest {
+                    message: Vec::new().into(),
+                    link_token: "t".repeat(32),
+                }),
+            )
+            .await,
+        400,
+        ErrorCode::BadRequest,
+    );
+    server.stop().await;
+}
+both!(an_empty_provisioning_answer_is_a_bad_request);

@@ -82,6 +82,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Mark `response` as the connection's last.
+fn close_after(response: &mut Response) {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+}
+
 /// The router of the separate metrics listener (`metrics.listen`): `/metrics` only, no
 /// token needed (bind it where only the scraper reaches it).
 pub fn metrics_router(svc: Arc<Services>) -> Router {
@@ -112,7 +120,8 @@ async fn edge(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().to_string().len() > MAX_URI_BYTES {
+    let uri = request.uri();
+    if uri.path().len() + uri.query().map_or(0, str::len) > MAX_URI_BYTES {
         return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
     }
     let header_bytes: usize = request
@@ -138,12 +147,20 @@ async fn edge(
             limits.limits.max_body_bytes
         };
         if len > max {
-            return ApiError::PayloadTooLarge(format!(
+            let mut response = ApiError::PayloadTooLarge(format!(
                 "the body is over the {max} bytes this route takes"
             ))
             .into_response();
+            close_after(&mut response);
+            return response;
         }
     }
+    // An error answered before the body was read leaves the rest of it on the connection:
+    // such a connection is closed after the answer, and the client told so.
+    let has_body = declared.is_some_and(|len| len > 0)
+        || request
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
     let connection = request.extensions().get::<crate::listener::Connection>();
     let socket = request.uri().path() == "/v1/ws";
     if connection.is_some_and(|c| c.reserved) && !socket {
@@ -162,7 +179,11 @@ async fn edge(
             Err(_) => ApiError::RequestTimeout.into_response(),
         }
     };
+    let mut response = response;
     let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        close_after(&mut response);
+    }
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

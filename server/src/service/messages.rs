@@ -124,6 +124,7 @@ impl Services {
             client_message_id: req.client_message_id,
             server_ts,
             expires_at,
+            remember_until: self.remember_until(server_ts, expires_at),
             max_mailbox_depth: self.config.limits.max_mailbox_depth,
             envelopes,
             body: None,
@@ -236,17 +237,19 @@ impl Services {
         }));
         let server_ts = now();
         let ttl_ms = self.config.limits.message_ttl_secs.saturating_mul(1000);
+        let expires_at = Timestamp(
+            server_ts
+                .0
+                .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+        );
         let message = NewMessage {
             sender: caller.mailbox,
             recipients: accounts.keys().copied().collect(),
             sender_username: caller.username.clone(),
             client_message_id: req.client_message_id,
             server_ts,
-            expires_at: Timestamp(
-                server_ts
-                    .0
-                    .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
-            ),
+            expires_at,
+            remember_until: self.remember_until(server_ts, expires_at),
             max_mailbox_depth: self.config.limits.max_mailbox_depth,
             envelopes,
             body: Some(req.ciphertext),
@@ -257,6 +260,16 @@ impl Services {
                 .map_or(caller.username.as_str(), String::as_str)
         })
         .await
+    }
+
+    /// Until when a send's client message id is remembered (to answer a retry as a
+    /// duplicate): `limits.idempotency_ttl_secs`, and never past the envelopes' expiry.
+    fn remember_until(&self, server_ts: Timestamp, expires_at: Timestamp) -> Timestamp {
+        let ttl_ms = self.config.limits.idempotency_ttl_secs.saturating_mul(1000);
+        let until = server_ts
+            .0
+            .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        Timestamp(until.min(expires_at.0))
     }
 
     /// Commits a send (pairwise or multicast) and answers it: stored, a retried duplicate,

@@ -87,7 +87,10 @@ impl Services {
     ) -> Result<(), ApiError> {
         let id = channel_id(channel)?;
         validate_token(&req.link_token)?;
-        if req.message.is_empty() || req.message.len() > MAX_MESSAGE_BYTES {
+        if req.message.is_empty() {
+            return Err(ApiError::BadRequest("message: empty".into()));
+        }
+        if req.message.len() > MAX_MESSAGE_BYTES {
             return Err(ApiError::PayloadTooLarge(format!(
                 "message: 1 to {MAX_MESSAGE_BYTES} bytes"
             )));

@@ -217,8 +217,11 @@ pub struct NewMessage {
     pub client_message_id: String,
     /// Server time of the send (ms).
     pub server_ts: Timestamp,
-    /// When undelivered envelopes (and the idempotency record) expire (ms).
+    /// When undelivered envelopes expire (ms).
     pub expires_at: Timestamp,
+    /// When the idempotency record (the client message id) is forgotten (ms): at most
+    /// `expires_at`, so the records of one device stay bounded in time.
+    pub remember_until: Timestamp,
     /// Most envelopes a destination mailbox may hold.
     pub max_mailbox_depth: u64,
     /// One ciphertext per destination (empty ones when `body` is given).

@@ -451,7 +451,7 @@ macro_rules! impl_store {
                             .bind(i64::from(m.sender.device.0))
                             .bind(&m.client_message_id)
                             .bind(m.server_ts.0)
-                            .bind(m.expires_at.0);
+                            .bind(m.remember_until.0);
                     }
                     for (account, device, id) in query.fetch_all(&mut *conn).await? {
                         fresh.insert((account, to_device(device)?.0, id));

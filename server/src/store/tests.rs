@@ -54,6 +54,7 @@ fn message(sender: Mailbox, id: &str, to: &[Mailbox], now: i64) -> NewMessage {
         client_message_id: id.into(),
         server_ts: Timestamp(now),
         expires_at: Timestamp(now + 1000),
+        remember_until: Timestamp(now + 1000),
         max_mailbox_depth: 3,
         envelopes: to
             .iter()
