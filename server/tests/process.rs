@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use tacit_api::*;
 use tacit_server::testing::TestDatabase;
 
@@ -213,7 +213,13 @@ async fn nothing_in_clear(backend: Backend) {
         .await
         .unwrap();
     // Scrape /metrics too, so that its code path is in the logs.
-    anon.request(Method::GET, "/metrics").send().await.unwrap();
+    let scraped = anon
+        .request(Method::GET, "/metrics")
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
     assert!(server.terminate().success());
 
     // What is at rest: every file in the data directory, and for PostgreSQL every row.
@@ -252,6 +258,7 @@ async fn nothing_in_clear(backend: Backend) {
         secrets.push(text.rsplit('.').next().unwrap().as_bytes().to_vec());
         secrets.push(text.into_bytes());
     }
+    secrets.push(METRICS_TOKEN.as_bytes().to_vec());
     for token in &invites {
         secrets.push(token.as_bytes().to_vec());
         secrets.push(hex(token.as_bytes()).into_bytes());

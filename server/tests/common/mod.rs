@@ -446,6 +446,10 @@ pub struct Process {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tacit-server");
 
+/// The `/metrics` scrape token the real binary is started with (a secret: it must never
+/// reach the logs).
+pub const METRICS_TOKEN: &str = "test-scrape-token-2f1c9a";
+
 impl Process {
     pub fn spawn(data_dir: &Path, database_url: &str, log: &Path) -> Self {
         Self::spawn_with(data_dir, database_url, log, &["--open-registration"])
@@ -468,6 +472,7 @@ impl Process {
             .arg(database_url)
             .env("TACIT_LOG_FORMAT", "json")
             .env("TACIT_LOG_LEVEL", "debug")
+            .env("TACIT_METRICS_TOKEN", METRICS_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
