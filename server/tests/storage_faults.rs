@@ -108,6 +108,18 @@ fn ciphertext(n: u32) -> Vec<u8> {
     ct
 }
 
+/// Ten sends that must be confirmed, numbered from `*n`.
+async fn send_ten(alice: &Client, n: &mut u32, confirmed: &mut BTreeSet<u32>) {
+    for _ in 0..10 {
+        alice
+            .send(&format!("m{n}"), "bob", &[(1, &ciphertext(*n))], &[])
+            .await
+            .unwrap();
+        confirmed.insert(*n);
+        *n += 1;
+    }
+}
+
 async fn start_on(dir: &Path) -> TestServer {
     let dir = dir.to_owned();
     TestServer::start_with(Backend::Sqlite, move |c| {
@@ -127,14 +139,7 @@ async fn a_full_disk_loses_nothing_confirmed_and_recovers_by_itself() {
 
     let mut confirmed = BTreeSet::new();
     let mut n = 0u32;
-    for _ in 0..10 {
-        alice
-            .send(&format!("m{n}"), "bob", &[(1, &ciphertext(n))], &[])
-            .await
-            .unwrap();
-        confirmed.insert(n);
-        n += 1;
-    }
+    send_ten(&alice, &mut n, &mut confirmed).await;
     // A blob half uploaded before the disk fills.
     let (_, blob): (_, CreateBlobResponse) = alice
         .call(
@@ -239,14 +244,7 @@ async fn a_full_disk_loses_nothing_confirmed_and_recovers_by_itself() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for _ in 0..10 {
-        alice
-            .send(&format!("m{n}"), "bob", &[(1, &ciphertext(n))], &[])
-            .await
-            .unwrap();
-        confirmed.insert(n);
-        n += 1;
-    }
+    send_ten(&alice, &mut n, &mut confirmed).await;
     // The upload resumes at the offset the server kept, and completes intact.
     let head = alice
         .request(Method::HEAD, &format!("/v1/blobs/{}", blob.blob_id))
