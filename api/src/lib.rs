@@ -763,6 +763,10 @@ pub enum ErrorCode {
     Unavailable,
     /// 500: a bug or an outage; the server logged it.
     Internal,
+    /// A code this version does not know (from a newer server); the HTTP status says how
+    /// to treat it. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -787,7 +791,7 @@ impl ErrorCode {
             Self::UriTooLong => 414,
             Self::RequestTimeout => 408,
             Self::Unavailable => 503,
-            Self::Internal => 500,
+            Self::Internal | Self::Unknown => 500,
         }
     }
 
@@ -816,6 +820,7 @@ impl ErrorCode {
             Self::RequestTimeout => "request_timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -864,6 +869,13 @@ mod tests {
         );
         let f: ServerFrame = serde_json::from_str(r#"{"type":"queue_empty"}"#).unwrap();
         assert_eq!(f, ServerFrame::QueueEmpty);
+    }
+
+    #[test]
+    fn an_unknown_error_code_still_parses() {
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"code":"from_the_future","message":"m"}"#).unwrap();
+        assert_eq!(body.code, ErrorCode::Unknown);
     }
 
     #[test]

@@ -222,6 +222,9 @@ pub struct Http {
     /// Seconds a blob upload may wait for the next piece of its body (a stalled upload is
     /// answered `408` and keeps what arrived, to resume later).
     pub body_read_timeout_secs: u64,
+    /// Seconds a write to a client may make no progress (a client that stops reading a
+    /// download, an answer or its socket's pushes) before the connection is closed.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for Http {
@@ -232,6 +235,7 @@ impl Default for Http {
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
             body_read_timeout_secs: 30,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -575,6 +579,12 @@ impl Config {
             "http.body_read_timeout_secs",
             &mut h.body_read_timeout_secs,
         )?;
+        set(
+            e,
+            "TACIT_HTTP_WRITE_TIMEOUT_SECS",
+            "http.write_timeout_secs",
+            &mut h.write_timeout_secs,
+        )?;
         if let Some(v) = e("TACIT_METRICS_LISTEN") {
             self.metrics.listen =
                 Some(
@@ -722,6 +732,7 @@ impl Config {
             ("http.header_read_timeout_secs", h.header_read_timeout_secs),
             ("http.request_timeout_secs", h.request_timeout_secs),
             ("http.body_read_timeout_secs", h.body_read_timeout_secs),
+            ("http.write_timeout_secs", h.write_timeout_secs),
             (
                 "rate_limits.auth_failures_per_minute_per_source",
                 u64::from(self.rate_limits.auth_failures_per_minute_per_source),
@@ -729,6 +740,9 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
+            }
+            if key.ends_with("_secs") && value > 24 * 3600 {
+                return Err(invalid(key, "must be at most one day (86400)"));
             }
         }
         if self

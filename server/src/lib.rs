@@ -75,8 +75,9 @@ where
     // The connection cap, not the process's open-file limit, must decide who is served.
     match listener::raise_open_file_limit() {
         Ok(files) => {
-            // Keep room for the database, the blob files and the log.
-            let fits = u32::try_from(files.saturating_sub(64))
+            // A connection may hold two descriptors (its socket and a blob file); keep 256
+            // more for the database, the log and the connections being refused.
+            let fits = u32::try_from(files.saturating_sub(256) / 2)
                 .unwrap_or(u32::MAX)
                 .max(1);
             if fits < config.http.max_connections {
@@ -116,11 +117,16 @@ where
         metrics.set_nonblocking(true)?;
         let metrics = tokio::net::TcpListener::from_std(metrics)?;
         info!(local = %metrics.local_addr()?, "metrics listening (plain HTTP)");
+        // A few connections are enough for scrapers.
+        let limits = config::Http {
+            max_connections: 16,
+            ..config.http.clone()
+        };
         tokio::spawn(listener::serve(
             metrics,
             None,
             http::metrics_router(svc.clone()),
-            config.http.clone(),
+            limits,
             Arc::new(metrics::Metrics::default()),
             down_rx.clone(),
             grace,

@@ -59,6 +59,13 @@ impl Drop for Slot {
     }
 }
 
+/// Below this cap, no slots are kept for sockets.
+const MIN_CAP_WITH_RESERVE: usize = 20;
+/// Most connections beyond the cap being answered at once.
+const MAX_REFUSALS: usize = 64;
+/// Seconds a refused connection gets for its handshake and its request.
+const REFUSAL_SECS: u64 = 2;
+
 /// The answer to a connection beyond the cap.
 const BUSY_BODY: &str = r#"{"code":"unavailable","message":"the server has all the connections it takes; retry later"}"#;
 /// Seconds a refused client is told to wait.
@@ -76,8 +83,16 @@ pub(crate) async fn serve(
 ) {
     let max = limits.max_connections as usize;
     let slots = Arc::new(Semaphore::new(max));
-    // Below this many free slots, new connections are for devices' sockets only.
-    let reserve = (max / 10).max(1);
+    // Below this many free slots, new connections are for devices' sockets only (none for a
+    // cap too small to share).
+    let reserve = if max >= MIN_CAP_WITH_RESERVE {
+        max / 10
+    } else {
+        0
+    };
+    // Connections beyond the cap are answered by a few tasks at most; past that they are
+    // closed unanswered, so a flood of them costs neither descriptors nor handshakes.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -104,8 +119,16 @@ pub(crate) async fn serve(
                 metrics: metrics.clone(),
             })
         });
+        let mut refusal = None;
         if slot.is_none() {
             metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            match Arc::clone(&refusals).try_acquire_owned() {
+                Ok(permit) => refusal = Some(permit),
+                Err(_) => {
+                    drop(stream);
+                    continue;
+                }
+            }
         }
         let info = Connection {
             peer,
@@ -118,6 +141,7 @@ pub(crate) async fn serve(
         let down = shutdown.clone();
         tasks.spawn(async move {
             connection(stream, tls, app, info, &limits, down).await;
+            drop(refusal);
         });
     }
     drop(listener);
@@ -137,7 +161,16 @@ async fn connection(
     limits: &Http,
     down: watch::Receiver<bool>,
 ) {
-    let handshake = Duration::from_secs(limits.handshake_timeout_secs);
+    // A refused connection gets a short time for everything: it is only told to go.
+    let quick = |secs: u64| {
+        if info.slot.is_none() {
+            Duration::from_secs(secs.min(REFUSAL_SECS))
+        } else {
+            Duration::from_secs(secs)
+        }
+    };
+    let handshake = quick(limits.handshake_timeout_secs);
+    let stream = StallTimeout::new(stream, Duration::from_secs(limits.write_timeout_secs));
     match tls {
         Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => http(TokioIo::new(stream), app, info, limits, down).await,
@@ -157,10 +190,15 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let header_secs = if info.slot.is_none() {
+        limits.header_read_timeout_secs.min(REFUSAL_SECS)
+    } else {
+        limits.header_read_timeout_secs
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        .header_read_timeout(Duration::from_secs(header_secs))
         // Headers beyond this are refused by hyper itself (431 without a body); the
         // edge checks a lower limit first and answers it with the JSON error body.
         .max_buf_size(64 * 1024);
@@ -214,4 +252,101 @@ fn busy() -> axum::response::Response {
 /// not the process's file limit decides who is served; returns the limit now in force.
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// A stream whose writes fail once one has made no progress for `limit`: a client that
+/// stops reading (a download, a pipelined burst, a socket's pushes) is cut off instead of
+/// holding its slot for ever. Reads are bounded elsewhere (header and body timeouts, the
+/// socket heartbeat).
+#[derive(Debug)]
+pub(crate) struct StallTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed while a write is pending.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallTimeout<S> {
+    pub(crate) fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// After a write attempt: disarm on progress, arm (or check) while pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future as _;
+        if polled.is_ready() {
+            self.deadline = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.deadline = None;
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

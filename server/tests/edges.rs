@@ -378,3 +378,73 @@ async fn files_are_private() {
     assert_eq!(mode(&data.join("tacit.db")), 0o600);
     process.kill9();
 }
+
+/// A blob of the largest size the server takes (the largest file plus the attachment
+/// format's overhead) uploads in one request: the early size check allows for the overhead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_of_the_largest_size_uploads_in_one_request() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.blobs.max_file_bytes = 300_000;
+    })
+    .await;
+    let alice = server.register("alice", 0).await;
+    let size = tacit_server::service::max_blob_bytes(300_000);
+    assert!(size > 300_000);
+    let (_, blob): (_, CreateBlobResponse) = alice
+        .call(Method::POST, "/v1/blobs", Some(&CreateBlobRequest { size }))
+        .await
+        .unwrap();
+    let r = alice
+        .request(Method::PATCH, &format!("/v1/blobs/{}", blob.blob_id))
+        .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
+        .header(UPLOAD_OFFSET, 0)
+        .body(vec![7u8; usize::try_from(size).unwrap()])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    server.stop().await;
+}
+
+/// A client that stops reading a download is cut off after the write timeout, so it
+/// cannot hold its connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.http.write_timeout_secs = 2;
+    })
+    .await;
+    let alice = server.register("alice", 0).await;
+    let size: u64 = 48 << 20;
+    let (_, blob): (_, CreateBlobResponse) = alice
+        .call(Method::POST, "/v1/blobs", Some(&CreateBlobRequest { size }))
+        .await
+        .unwrap();
+    let r = alice
+        .request(Method::PATCH, &format!("/v1/blobs/{}", blob.blob_id))
+        .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
+        .header(UPLOAD_OFFSET, 0)
+        .body(vec![7u8; usize::try_from(size).unwrap()])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let credential = alice.credential.as_ref().unwrap().to_string();
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/blobs/{} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {credential}\r\n\r\n",
+        blob.blob_id
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read nothing while the server's writes stall, then see how much it had sent.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server kept the stalled connection open");
+    assert!(
+        (got.len() as u64) < size,
+        "the whole blob arrived ({} bytes): the write never stalled",
+        got.len()
+    );
+    server.stop().await;
+}

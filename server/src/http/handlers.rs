@@ -35,7 +35,12 @@ pub(super) async fn delete_account(
     State(state): State<AppState>,
     Authed(caller): Authed,
 ) -> ApiResult<StatusCode> {
-    state.svc.delete_account(&caller).await?;
+    // Its own task: a client that goes away (or a request timeout) must not cut a
+    // deletion off between its steps.
+    let svc = state.svc.clone();
+    tokio::spawn(async move { svc.delete_account(&caller).await })
+        .await
+        .map_err(|_| ApiError::Unavailable)??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -142,7 +142,8 @@ async fn edge(
         let upload = request.method() == axum::http::Method::PATCH
             && request.uri().path().starts_with("/v1/blobs/");
         let max = if upload {
-            limits.blobs.max_file_bytes
+            // The largest blob: the largest file plus the attachment format's overhead.
+            crate::service::max_blob_bytes(limits.blobs.max_file_bytes)
         } else {
             limits.limits.max_body_bytes
         };
@@ -164,9 +165,13 @@ async fn edge(
     let connection = request.extensions().get::<crate::listener::Connection>();
     let socket = request.uri().path() == "/v1/ws";
     if connection.is_some_and(|c| c.reserved) && !socket {
-        // Admitted into the slots kept for devices' sockets: nothing else is served.
-        return ApiError::Busy.into_response();
+        // Admitted into the slots kept for devices' sockets: nothing else is served, and
+        // the connection is not kept.
+        let mut response = ApiError::Busy.into_response();
+        close_after(&mut response);
+        return response;
     }
+    let reserved = connection.is_some_and(|c| c.reserved);
     // Every route but the streamed ones (uploads, downloads, sockets) must be done in
     // bounded time, its body read included: a client that trickles a body is cut off.
     let streamed = socket || request.uri().path().starts_with("/v1/blobs/");
@@ -176,12 +181,21 @@ async fn edge(
         let limit = Duration::from_secs(state.svc.config.http.request_timeout_secs);
         match tokio::time::timeout(limit, next.run(request)).await {
             Ok(response) => response,
-            Err(_) => ApiError::RequestTimeout.into_response(),
+            // Too slow, the client's body or the server's work: a temporary failure that
+            // is safe to retry (a send with the same client message id is a duplicate at
+            // worst), so 503 with Retry-After rather than 408.
+            Err(_) => {
+                let mut response = ApiError::Unavailable.into_response();
+                close_after(&mut response);
+                response
+            }
         }
     };
     let mut response = response;
     let status = response.status();
-    if has_body && (status.is_client_error() || status.is_server_error()) {
+    // A reserved slot is only for a socket: one that did not become one is not kept.
+    let failed_upgrade = reserved && status != axum::http::StatusCode::SWITCHING_PROTOCOLS;
+    if failed_upgrade || (has_body && (status.is_client_error() || status.is_server_error())) {
         close_after(&mut response);
     }
     let is_json = response

@@ -229,8 +229,9 @@ impl Batch {
 /// disk is full or the database is gone (each would fail the same way, slowly), but when a
 /// statement failed for a reason one operation may have caused.
 fn isolates(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Database(sqlx::Error::Database(_)) | StoreError::Corrupt(_)
-    )
+    !e.is_outage()
+        && matches!(
+            e,
+            StoreError::Database(sqlx::Error::Database(_)) | StoreError::Corrupt(_)
+        )
 }

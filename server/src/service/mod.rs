@@ -211,17 +211,12 @@ impl Services {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the server can take requests: the database answers, and writes succeed. While
-    /// writes are failing, each call tries a small write, so that readiness comes back by
-    /// itself once the disk has room again (or the database is back).
+    /// Whether the server can take requests: the database answers, and writes succeed.
+    /// While writes are failing, the housekeeping task tries a small write every second
+    /// (never a request: `/readyz` is public), so readiness comes back by itself once the
+    /// disk has room again (or the database is back).
     pub async fn ready(&self) -> bool {
-        if self.store.ping().await.is_err() {
-            return false;
-        }
-        if !self.health.is_failing() {
-            return true;
-        }
-        self.probe_writes().await
+        !self.health.is_failing() && self.store.ping().await.is_ok()
     }
 
     /// Try a small write; records the outcome. Returns whether it succeeded.
