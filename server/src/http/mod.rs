@@ -345,9 +345,11 @@ impl FromRequestParts<AppState> for Authed {
         let source = parts
             .extensions
             .get::<crate::listener::Connection>()
-            .map(|c| c.peer.ip());
-        if let Some(ip) = source
-            && state.svc.auth_blocked(ip)
+            .map(|c| crate::service::source_key(c.peer.ip()));
+        // A token is taken before the check (so that concurrent guesses cannot all pass a
+        // bucket with one token left) and given back when the credential is good.
+        if let Some(key) = source
+            && !state.svc.auth_attempt(key)
         {
             return Err(ApiError::RateLimited);
         }
@@ -355,8 +357,10 @@ impl FromRequestParts<AppState> for Authed {
             Some(credential) => state.svc.authenticate(&credential).await,
             None => Err(ApiError::Unauthorized),
         };
-        if let (Err(ApiError::Unauthorized), Some(ip)) = (&result, source) {
-            state.svc.auth_failed(ip);
+        if let Some(key) = source {
+            state
+                .svc
+                .auth_outcome(key, !matches!(result, Err(ApiError::Unauthorized)));
         }
         result.map(Self)
     }

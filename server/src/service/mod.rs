@@ -61,6 +61,22 @@ pub struct Services {
     account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
+/// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber's network: rotating addresses inside it gains nothing).
+#[must_use]
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 @ std::net::IpAddr::V4(_) => v4,
+    }
+}
+
 /// How long the store's totals for `/metrics` are reused.
 pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -152,24 +168,27 @@ impl Services {
         Some(stats)
     }
 
-    /// Whether `source` has used up its failed authentications: its requests with a
-    /// credential are refused (counted in `/metrics`).
-    pub fn auth_blocked(&self, source: std::net::IpAddr) -> bool {
-        let blocked = !self.auth_failures.has(source, 1);
-        if blocked {
+    /// Take a failed-authentication token for `source` before checking its credential;
+    /// `false` (counted in `/metrics`) when it has used them all up.
+    pub fn auth_attempt(&self, source: std::net::IpAddr) -> bool {
+        let allowed = self.auth_failures.try_take(source, 1);
+        if !allowed {
             self.metrics
                 .auth_rate_limited
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        blocked
+        allowed
     }
 
-    /// Count a failed authentication from `source`.
-    pub fn auth_failed(&self, source: std::net::IpAddr) {
-        self.metrics
-            .auth_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.auth_failures.try_take(source, 1);
+    /// After the check: a good credential gets its token back, a failure is counted.
+    pub fn auth_outcome(&self, source: std::net::IpAddr, authenticated: bool) {
+        if authenticated {
+            self.auth_failures.refund(source, 1);
+        } else {
+            self.metrics
+                .auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Whether the device was removed (or its account deleted) on this node lately.
@@ -280,4 +299,22 @@ pub fn now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_limited_by_address_or_ipv6_network() {
+        let v4: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(source_key(v4), v4);
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b), "one /64");
+        assert_ne!(source_key(a), source_key(other));
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(source_key(mapped), v4);
+    }
 }

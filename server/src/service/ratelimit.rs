@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Most keys tracked at once.
+const MAX_KEYS: usize = 100_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
@@ -34,6 +37,13 @@ impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
         self.try_take_at(key, cost, Instant::now())
     }
 
+    /// Give back `cost` tokens taken for `key` (up to the capacity).
+    pub fn refund(&self, key: K, cost: u32) {
+        if let Some(bucket) = self.lock().get_mut(&key) {
+            bucket.tokens = (bucket.tokens + f64::from(cost)).min(self.capacity);
+        }
+    }
+
     /// Whether `cost` tokens are there for `key`, without taking them.
     pub fn has(&self, key: K, cost: u32) -> bool {
         let now = Instant::now();
@@ -46,6 +56,15 @@ impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
 
     fn try_take_at(&self, key: K, cost: u32, now: Instant) -> bool {
         let mut buckets = self.lock();
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(&key) {
+            // Bounded memory under a flood of fresh keys: forget the buckets that have
+            // refilled, and if that is not enough, refuse new keys until the next prune.
+            let full_after = Duration::from_secs(60);
+            buckets.retain(|_, b| now.saturating_duration_since(b.updated) < full_after);
+            if buckets.len() >= MAX_KEYS {
+                return false;
+            }
+        }
         let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: self.capacity,
             updated: now,
