@@ -106,10 +106,16 @@ where
     });
 
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::spawn(async move {
-        shutdown.await;
-        info!("shutting down: draining requests and sockets");
-        let _ = down_tx.send(true);
+    // One deadline for the whole drain (connections, then sockets), from the signal on.
+    let deadline = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn({
+        let deadline = deadline.clone();
+        async move {
+            shutdown.await;
+            info!("shutting down: draining requests and sockets");
+            let _ = deadline.set(tokio::time::Instant::now() + grace);
+            let _ = down_tx.send(true);
+        }
     });
     tokio::spawn(housekeeping(svc.clone(), down_rx.clone()));
     if let Some(addr) = config.metrics.listen {
@@ -160,8 +166,12 @@ where
     )
     .await;
 
-    // Upgraded sockets outlive their HTTP connection: wait for them too.
-    let deadline = tokio::time::Instant::now() + grace;
+    // Upgraded sockets outlive their HTTP connection: wait for them too, within what is
+    // left of the grace period.
+    let deadline = deadline
+        .get()
+        .copied()
+        .unwrap_or_else(|| tokio::time::Instant::now() + grace);
     while svc.metrics.sockets.load(Ordering::Relaxed) > 0 {
         if tokio::time::Instant::now() >= deadline {
             warn!("shutdown grace period over with sockets still open");

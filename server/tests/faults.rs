@@ -586,3 +586,52 @@ async fn an_empty_provisioning_answer_is_a_bad_request(backend: Backend) {
     server.stop().await;
 }
 both!(an_empty_provisioning_answer_is_a_bad_request);
+
+/// A blob whose record goes (expired and purged, or its account deleted) while an upload
+/// still writes it leaves no file behind: the upload is answered 404 and its files deleted.
+async fn an_upload_outliving_its_record_leaves_no_file(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", 0).await;
+    let (_, blob): (_, CreateBlobResponse) = alice
+        .call(
+            Method::POST,
+            "/v1/blobs",
+            Some(&CreateBlobRequest { size: 1000 }),
+        )
+        .await
+        .unwrap();
+    let id = blob.blob_id.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let upload = tokio::spawn({
+        let request = alice
+            .request(Method::PATCH, &format!("/v1/blobs/{id}"))
+            .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
+            .header(UPLOAD_OFFSET, 0)
+            .header("content-length", 1000)
+            .body(reqwest::Body::wrap_stream(stream));
+        async move { request.send().await.unwrap() }
+    });
+    tx.send(Ok(vec![1; 500])).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while head_offset(&alice, &id).await != Some(500) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "upload never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The record goes, as the purge would take it.
+    assert_eq!(server.count("DELETE FROM blobs RETURNING CAST(1 AS BIGINT)").await, 1);
+    tx.send(Ok(vec![2; 500])).await.unwrap();
+    drop(tx);
+    let response = upload.await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let dir = server.data_dir.path().join("blobs");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    server.stop().await;
+}
+both!(an_upload_outliving_its_record_leaves_no_file);

@@ -352,6 +352,13 @@ impl Services {
             self.blobs.seal(&id, file).await?;
             debug!(account = caller.mailbox.account, "blob complete");
         }
+        // The expiry purge or the account's deletion (which work from the records) may
+        // have removed the record while this upload wrote: then its files go too, or
+        // nothing would ever delete them.
+        if self.store.blob(&id, now()).await?.is_none() {
+            self.blobs.remove(&id).await.map_err(io_error)?;
+            return Err(ApiError::NotFound("blob"));
+        }
         outcome.map(|()| written)
     }
 
