@@ -74,7 +74,14 @@ impl TransportError {
             Self::Api { code, .. } => {
                 matches!(
                     code.as_str(),
-                    "conflict" | "unavailable" | "rate_limited" | "internal"
+                    // `storage_full`: nothing was stored, the server recovers by itself;
+                    // `request_timeout`: a stalled upload, kept for a resume.
+                    "conflict"
+                        | "unavailable"
+                        | "rate_limited"
+                        | "internal"
+                        | "storage_full"
+                        | "request_timeout"
                 )
             }
             _ => false,
@@ -184,6 +191,10 @@ impl Transport {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(config.clone())
             .timeout(std::time::Duration::from_secs(30))
+            // Below the server's idle keep-alive time (its header read timeout, 10 s by
+            // default), so a request is never written on a connection the server is
+            // closing as idle.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| TransportError::Tls(e.to_string()))?;
         Ok(Self {
