@@ -104,6 +104,11 @@ pub enum ClientError {
     /// A group operation was refused.
     #[error("{0}")]
     Group(String),
+    /// The server claimed something that our own state contradicts (a device of someone
+    /// who is not in the conversation, a device list or bundle of another user, ...). The
+    /// claim was not acted on; the sentence says what was refused.
+    #[error("refused what the server claimed: {0}")]
+    ServerClaimRefused(String),
     /// Sending or saving a file failed.
     #[error(transparent)]
     File(#[from] crate::files::FileError),
@@ -607,6 +612,12 @@ impl Client {
         } else {
             self.transport.user_devices(username).await?
         };
+        if list.username != username {
+            return Err(ClientError::ServerClaimRefused(format!(
+                "asked for {username}'s devices, the server answered with {}'s",
+                list.username
+            )));
+        }
         let mut devices = BTreeSet::new();
         for device in list.devices {
             let id = device.device_id.0;
@@ -662,13 +673,27 @@ impl Client {
             .claim_bundles(
                 username,
                 &api::ClaimBundlesRequest {
-                    device_ids: missing,
+                    device_ids: missing.clone(),
                 },
             )
             .await?;
+        if bundles.username != username {
+            return Err(ClientError::ServerClaimRefused(format!(
+                "asked for {username}'s bundles, the server answered with {}'s",
+                bundles.username
+            )));
+        }
         let local = Self::address(&self.account.username, self.account.device)?;
         let mut rng = rng();
+        let mut claimed = BTreeSet::new();
         for bundle in &bundles.bundles {
+            let device = bundle.device_id.0;
+            if !missing.contains(&api::DeviceId(device)) || !claimed.insert(device) {
+                return Err(ClientError::ServerClaimRefused(format!(
+                    "the server answered with a bundle for {username}.{device}, which was not \
+                     asked for"
+                )));
+            }
             let parsed = parse_bundle(username, bundle)?;
             self.check_identity(username, bundle.device_id.0, &parsed.identity)
                 .await?;
@@ -777,6 +802,25 @@ impl Client {
             match self.transport.send(&request).await {
                 Ok(response) => return Ok(response.server_timestamp.0),
                 Err(TransportError::DeviceMismatch(mismatch)) => {
+                    // Only the recipient's devices and our own may be named; anything else
+                    // is refused before any of the answer is used.
+                    for address in mismatch.missing.iter().chain(&mismatch.stale) {
+                        let named = &address.username;
+                        let device = address.device_id.0;
+                        if *named != me && named != username {
+                            return Err(ClientError::ServerClaimRefused(format!(
+                                "the server named {named}.{device} as a device of a message to \
+                                 {username}; nothing was sent to {named}"
+                            )));
+                        }
+                        if *named == me && device == self.account.device {
+                            return Err(ClientError::ServerClaimRefused(
+                                "the server named this device as one to send to; nothing was \
+                                 sent"
+                                    .into(),
+                            ));
+                        }
+                    }
                     for address in mismatch.stale {
                         let set = if address.username == me {
                             &mut ours
@@ -785,6 +829,8 @@ impl Client {
                         };
                         set.remove(&address.device_id.0);
                     }
+                    // A new device gets a session from a claimed bundle, whose identity is
+                    // checked against the pin (or the account identity) in `sessions_for`.
                     for address in mismatch.missing {
                         let set = if address.username == me {
                             &mut ours

@@ -452,6 +452,11 @@ impl Client {
 
     /// Encrypts one group payload with our sender key and multicasts it; returns the group
     /// and the server time.
+    ///
+    /// The server's device-mismatch answers are claims, checked against our own roster
+    /// before anything is acted on (see [`Self::check_group_mismatch`]): a device of anyone
+    /// but a member (or our own account) is refused and gets nothing, and a member device
+    /// that is gone makes us start a new chain before the message is encrypted again.
     async fn send_group_payload(
         &mut self,
         group: &str,
@@ -476,14 +481,6 @@ impl Client {
         if others.is_empty() {
             return Err(ClientError::Group("the group has no other member".into()));
         }
-        let mut chain = self.own_chain(&mut state).await?;
-        for user in &others {
-            if !state.have_our_key.contains(user) {
-                self.distribute(&chain, &info.id, user).await?;
-                state.have_our_key.insert(user.clone());
-                self.save_group(&state).await?;
-            }
-        }
         let payload = GroupPayload {
             v: 1,
             kind: kind.to_owned(),
@@ -494,12 +491,6 @@ impl Client {
             file,
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
-        let ciphertext = chain.encrypt(&plaintext).map_err(inconsistent)?;
-        // The advanced chain is stored before the send, so a key is never used twice.
-        self.store
-            .put_secret(&own_key_name(&info.id), &chain.to_bytes())
-            .await?;
-
         for user in others.iter().chain([&me]) {
             if !state.devices.contains_key(user) {
                 let devices = self.checked_devices(user).await?;
@@ -507,7 +498,30 @@ impl Client {
             }
         }
         let client_message_id = random_id()?;
+        // The ciphertext under the current chain; made again after a rotation.
+        let mut ciphertext: Option<Vec<u8>> = None;
         for _ in 0..GROUP_SEND_ATTEMPTS {
+            let mut chain = self.own_chain(&mut state).await?;
+            for user in &others {
+                if !state.have_our_key.contains(user) {
+                    self.distribute(&chain, &info.id, user).await?;
+                    state.have_our_key.insert(user.clone());
+                    self.save_group(&state).await?;
+                }
+            }
+            let body = match &ciphertext {
+                Some(body) => body.clone(),
+                None => {
+                    let body = chain.encrypt(&plaintext).map_err(inconsistent)?;
+                    // The advanced chain is stored before the send, so a key is never used
+                    // twice.
+                    self.store
+                        .put_secret(&own_key_name(&info.id), &chain.to_bytes())
+                        .await?;
+                    ciphertext = Some(body.clone());
+                    body
+                }
+            };
             let request = api::MulticastRequest {
                 client_message_id: client_message_id.clone(),
                 recipients: others
@@ -525,7 +539,7 @@ impl Client {
                     .get(&me)
                     .map(|d| d.iter().copied().map(api::DeviceId).collect())
                     .unwrap_or_default(),
-                ciphertext: api::Ciphertext(ciphertext.clone().into()),
+                ciphertext: api::Ciphertext(body.into()),
             };
             if request.recipients.is_empty() {
                 return Err(ClientError::Group("no member has a device".into()));
@@ -536,22 +550,29 @@ impl Client {
                     return Ok((info, response.server_timestamp.0));
                 }
                 Err(TransportError::DeviceMismatch(mismatch)) => {
-                    let mut needs_key = BTreeSet::new();
-                    for address in mismatch.stale {
-                        if let Some(set) = state.devices.get_mut(&address.username) {
-                            set.remove(&address.device_id.0);
-                        }
-                    }
-                    for address in mismatch.missing {
-                        // A new device: it needs our chain before it can read the message.
-                        state
-                            .devices
-                            .entry(address.username.clone())
-                            .or_default()
-                            .insert(address.device_id.0);
-                        needs_key.insert(address.username);
-                    }
+                    let (rotate, needs_key) = self.check_group_mismatch(&mut state, &mismatch)?;
                     for user in needs_key {
+                        // Re-read the member's devices: each must carry the pinned identity.
+                        let devices = self.checked_devices(&user).await?;
+                        let claimed = mismatch
+                            .missing
+                            .iter()
+                            .filter(|a| a.username == user)
+                            .map(|a| a.device_id.0);
+                        for device in claimed {
+                            if !devices.contains(&device) {
+                                return Err(ClientError::ServerClaimRefused(format!(
+                                    "the server named {user}.{device} as missing from {}, but \
+                                     does not list it among {user}'s devices; nothing was sent",
+                                    info.name
+                                )));
+                            }
+                        }
+                        state.devices.insert(user.clone(), devices);
+                        if rotate {
+                            // The new chain goes to everyone at the next attempt.
+                            continue;
+                        }
                         if user != me {
                             self.distribute(&chain, &info.id, &user).await?;
                         } else if let Some(other) = others.first() {
@@ -560,11 +581,60 @@ impl Client {
                             self.distribute(&chain, &info.id, &other).await?;
                         }
                     }
+                    if rotate {
+                        // A device that held our chain is gone: it must read nothing more.
+                        self.store.delete_secret(&own_key_name(&info.id)).await?;
+                        state.have_our_key.clear();
+                        ciphertext = None;
+                    }
+                    self.save_group(&state).await?;
                 }
                 Err(other) => return Err(other.into()),
             }
         }
         Err(ClientError::DevicesUnstable)
+    }
+
+    /// Checks a multicast's device-mismatch answer against our own view of the group before
+    /// any of it is used. Every named user must be a member or ourselves, otherwise the
+    /// whole answer is refused (a server that names an outsider's device is asking us to
+    /// hand it our chain). Stale devices that we had are dropped; returns whether any was
+    /// dropped (our chain must then be replaced) and the users with new devices.
+    fn check_group_mismatch(
+        &self,
+        state: &mut GroupState,
+        mismatch: &api::DeviceMismatch,
+    ) -> Result<(bool, BTreeSet<String>), ClientError> {
+        let me = &self.account.username;
+        for address in mismatch.missing.iter().chain(&mismatch.stale) {
+            let user = &address.username;
+            if user != me && !state.info.members.contains(user) {
+                return Err(ClientError::ServerClaimRefused(format!(
+                    "the server named {user}.{} as a device of group {}, but {user} is not a \
+                     member; nothing was sent to {user}",
+                    address.device_id.0, state.info.name
+                )));
+            }
+            if *user == *me && address.device_id.0 == self.account.device {
+                return Err(ClientError::ServerClaimRefused(
+                    "the server named this device as one to send to; nothing was sent".into(),
+                ));
+            }
+        }
+        let mut rotate = false;
+        for address in &mismatch.stale {
+            if let Some(set) = state.devices.get_mut(&address.username)
+                && set.remove(&address.device_id.0)
+            {
+                rotate = true;
+            }
+        }
+        let needs_key = mismatch
+            .missing
+            .iter()
+            .map(|a| a.username.clone())
+            .collect();
+        Ok((rotate, needs_key))
     }
 
     /// Handles a pairwise `group_update` from `sender`. Returns the event to report, if the
