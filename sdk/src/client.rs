@@ -1685,3 +1685,25 @@ fn parse_bundle(username: &str, bundle: &api::PrekeyBundle) -> Result<PreKeyBund
     parsed.verify().map_err(|e| bad_bundle(username, e))?;
     Ok(parsed)
 }
+
+/// A client that never reaches a server, for unit tests of what a client does with what it
+/// receives (nothing they call sends anything).
+#[cfg(test)]
+pub(crate) async fn offline_client(dir: &Path, username: &str) -> Client {
+    let store = Store::open(
+        &dir.join("store.db"),
+        KeySource::Key(crate::store::StoreKey::from_bytes([7; 32])),
+    )
+    .await
+    .unwrap();
+    let transport =
+        Transport::new("http://127.0.0.1:9", &crate::transport::Trust::SystemRoots).unwrap();
+    let mut account = AccountRecord::new(transport.base_url(), username);
+    account.device = 1;
+    Client {
+        store,
+        transport,
+        identity: IdentityKeyPair::generate(&mut rng()),
+        account,
+    }
+}

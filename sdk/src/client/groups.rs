@@ -661,12 +661,12 @@ impl Client {
         let accepted = match (&current, update.change) {
             // From ourselves (another of our devices): our own view is the authority.
             _ if sender == me => true,
-            (None, _) => new.admins.contains(sender) && new.members.contains(&me),
-            (Some(state), GroupChange::Leave) => {
-                let mut expected = state.info.members.clone();
-                expected.remove(sender);
-                state.info.members.contains(sender) && new.members == expected
+            // An unknown group is learnt only from its creation or from being added to it.
+            (None, GroupChange::Create | GroupChange::Add) => {
+                new.admins.contains(sender) && new.members.contains(&me)
             }
+            (None, _) => false,
+            (Some(state), GroupChange::Leave) => state.info.members.contains(sender),
             (Some(state), _) => state.info.admins.contains(sender),
         };
         if !accepted {
@@ -678,6 +678,17 @@ impl Client {
             }));
         }
         let change = update.change;
+        // A leave removes the leaver from our own view and changes nothing else: whatever
+        // else the leaver's update says (name, admins, members) is not theirs to change.
+        let new = match (&current, change) {
+            (Some(state), GroupChange::Leave) if sender != me => {
+                let mut info = state.info.clone();
+                info.members.remove(sender);
+                info.admins.remove(sender);
+                info
+            }
+            _ => new,
+        };
         let describe = |what: String| {
             make(IncomingKind::GroupUpdate {
                 group: new.name.clone(),
@@ -879,4 +890,106 @@ fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
         .try_into()
         .map_err(|_| ClientError::Group("malformed group id".into()))?;
     Ok(GroupId(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::offline_client;
+
+    const GROUP: &str = "00112233445566778899aabbccddeeff";
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn update(change: GroupChange, name: &str, members: &[&str], admins: &[&str]) -> String {
+        serde_json::to_string(&GroupUpdate {
+            change,
+            group: GroupInfo {
+                id: GROUP.into(),
+                name: name.into(),
+                members: set(members),
+                admins: set(admins),
+            },
+        })
+        .unwrap()
+    }
+
+    fn from(sender: &str) -> impl FnOnce(IncomingKind) -> Incoming {
+        let sender = sender.to_owned();
+        move |kind| Incoming {
+            sender,
+            sender_device: 1,
+            time: 0,
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leave_removes_the_leaver_and_changes_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        let info = GroupInfo {
+            id: GROUP.into(),
+            name: "team".into(),
+            members: set(&["alice", "bob", "carol"]),
+            admins: set(&["alice"]),
+        };
+        alice
+            .save_group(&GroupState {
+                info: info.clone(),
+                have_our_key: set(&["bob", "carol"]),
+                devices: BTreeMap::new(),
+            })
+            .await
+            .unwrap();
+        // Bob leaves, and his update also renames the group and makes Carol an admin.
+        let forged = update(
+            GroupChange::Leave,
+            "taken over",
+            &["alice", "carol"],
+            &["carol"],
+        );
+        let event = alice
+            .on_group_update("bob", &forged, from("bob"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                event.kind,
+                IncomingKind::GroupUpdate {
+                    change: GroupChange::Leave,
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+        let after = alice.find_group(GROUP).await.unwrap();
+        assert_eq!(after.members, set(&["alice", "carol"]), "only Bob went");
+        assert_eq!(after.admins, set(&["alice"]), "the admins are unchanged");
+        assert_eq!(after.name, "team", "the name is unchanged");
+    }
+
+    #[tokio::test]
+    async fn a_leave_for_an_unknown_group_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        // Mallory names herself admin of a group Alice has never heard of.
+        let forged = update(
+            GroupChange::Leave,
+            "ghost",
+            &["alice", "mallory"],
+            &["mallory"],
+        );
+        let event = alice
+            .on_group_update("mallory", &forged, from("mallory"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(event.kind, IncomingKind::Failed { .. }),
+            "{event:?}"
+        );
+        assert!(alice.groups().await.unwrap().is_empty());
+    }
 }
