@@ -1124,7 +1124,15 @@ impl Client {
             ("file", _) => {
                 let time = envelope.server_timestamp.0;
                 let kind = self
-                    .receive_file(&peer, outgoing, device, time, payload.id, payload.file)
+                    .receive_file(
+                        &sender,
+                        &peer,
+                        outgoing,
+                        device,
+                        time,
+                        payload.id,
+                        payload.file,
+                    )
                     .await?;
                 Ok(Some(incoming(kind)))
             }

@@ -11,7 +11,8 @@
 //! Sealed: the identity and account secrets, every prekey secret, every session state, every
 //! message body, every file descriptor (name, size, attachment key and digest). In clear
 //! (needed for lookups): contact usernames and their public identity keys, session
-//! addresses, message and file peers, directions and times, and the blob ids of files.
+//! addresses, message and file peers, directions and times, the blob ids of files and the
+//! sender and message id that announced each.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -53,6 +54,33 @@ pub enum StoreError {
     /// SQLite failed (disk full, permissions, locked file, ...).
     #[error("store database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another process (or another open in this one) is using the store.
+    #[error(
+        "the store is in use by {} (another tacit, such as `listen`?); stop it or use `chat` \
+         to send while listening",
+        match .pid { Some(pid) => format!("process {pid}"), None => "another process".into() }
+    )]
+    InUse {
+        /// The process that holds the store, as its lock file says.
+        pid: Option<u32>,
+    },
+    /// The store's lock file could not be opened or locked.
+    #[error("could not lock the store: {0}")]
+    Lock(String),
+    /// A message named a blob id that another message (of another sender, or with another
+    /// key) already announced; the first record is kept and this one refused.
+    #[error(
+        "blob {blob_id} was already announced by {first}; the same blob id from {second} is \
+         refused (a server may be substituting blob ids)"
+    )]
+    BlobConflict {
+        /// The blob id both named.
+        blob_id: String,
+        /// Who announced it first.
+        first: String,
+        /// Who named it again.
+        second: String,
+    },
     /// The schema could not be brought up to date.
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -181,11 +209,36 @@ impl MessageStatus {
     }
 }
 
+/// A file announced by a message, to record with [`Store::put_file`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewFile<'a> {
+    /// The blob's id on the server (as the message named it).
+    pub blob_id: &'a str,
+    /// Who sent the message (ourselves for our own files).
+    pub sender: &'a str,
+    /// The conversation: the other party, or `group:<id>`.
+    pub peer: &'a str,
+    /// The sender's id of the message.
+    pub message_id: &'a str,
+    /// Whether we sent it.
+    pub outgoing: bool,
+    /// The device that sent it.
+    pub sender_device: u32,
+    /// Server time in milliseconds since the Unix epoch.
+    pub sent_at: i64,
+    /// The descriptor the message carried (serialized; it is sealed before it is stored).
+    pub descriptor: &'a [u8],
+}
+
 /// A file received or sent, as stored.
 #[derive(Debug)]
 pub struct StoredFile {
     /// The blob's id on the server.
     pub blob_id: String,
+    /// Who announced it (`None` for a record made before senders were recorded).
+    pub sender: Option<String>,
+    /// The sender's id of the message that announced it (`None` as for `sender`).
+    pub message_id: Option<String>,
     /// The other party.
     pub peer: String,
     /// Whether we sent it.
@@ -716,59 +769,122 @@ impl Store {
         Ok(uids.into_iter().flatten().collect())
     }
 
-    /// Records a file (its descriptor sealed). Recording the same blob again keeps the
-    /// first record.
-    pub async fn put_file(
-        &self,
-        blob_id: &str,
-        peer: &str,
-        outgoing: bool,
-        sender_device: u32,
-        sent_at: i64,
-        descriptor: &[u8],
-    ) -> Result<(), StoreError> {
-        let sealed = self.seal(&format!("files:{blob_id}"), descriptor)?;
-        sqlx::query(
-            "INSERT INTO files (blob_id, peer, outgoing, sender_device, sent_at, descriptor_sealed) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(blob_id) DO NOTHING",
+    /// Records a file announced by a message (its descriptor sealed), keyed by the message:
+    /// sender, conversation and message id. The same message recorded again (a duplicate
+    /// delivery) changes nothing and returns `false`. A blob id already announced by another
+    /// sender, or by the same sender with another descriptor, is refused with
+    /// [`StoreError::BlobConflict`]: the first record is kept and nothing is merged.
+    pub async fn put_file(&self, file: &NewFile<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT sender, peer, message_id, descriptor_sealed FROM files WHERE blob_id = ?",
         )
-        .bind(blob_id)
-        .bind(peer)
-        .bind(i64::from(outgoing))
-        .bind(i64::from(sender_device))
-        .bind(sent_at)
-        .bind(sealed)
-        .execute(&self.pool)
+        .bind(file.blob_id)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(())
+        let conflict = |first: Option<String>| StoreError::BlobConflict {
+            blob_id: file.blob_id.to_owned(),
+            first: first.unwrap_or_else(|| "an earlier message".into()),
+            second: file.sender.to_owned(),
+        };
+        for row in rows {
+            let sender: Option<String> = row.try_get(0)?;
+            let peer: String = row.try_get(1)?;
+            let message_id: Option<String> = row.try_get(2)?;
+            let sealed: Vec<u8> = row.try_get(3)?;
+            if sender.as_deref() != Some(file.sender) {
+                return Err(conflict(sender));
+            }
+            let context = file_context(
+                file.blob_id,
+                sender.as_deref(),
+                &peer,
+                message_id.as_deref(),
+            );
+            let descriptor = self.open_sealed(&context, &sealed)?;
+            if descriptor.as_slice() != file.descriptor {
+                return Err(conflict(sender));
+            }
+            if peer == file.peer && message_id.as_deref() == Some(file.message_id) {
+                return Ok(false);
+            }
+        }
+        let context = file_context(
+            file.blob_id,
+            Some(file.sender),
+            file.peer,
+            Some(file.message_id),
+        );
+        let sealed = self.seal(&context, file.descriptor)?;
+        sqlx::query(
+            "INSERT INTO files (blob_id, sender, peer, message_id, outgoing, sender_device, \
+             sent_at, descriptor_sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(file.blob_id)
+        .bind(file.sender)
+        .bind(file.peer)
+        .bind(file.message_id)
+        .bind(i64::from(file.outgoing))
+        .bind(i64::from(file.sender_device))
+        .bind(file.sent_at)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    /// The file record of a blob, if any.
+    /// The file record of a blob, if any (every record of one blob id has the same sender
+    /// and descriptor: [`Self::put_file`] refuses anything else).
     pub async fn file(&self, blob_id: &str) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(
-            "SELECT peer, outgoing, sender_device, sent_at, descriptor_sealed FROM files \
-             WHERE blob_id = ?",
+            "SELECT peer, outgoing, sender_device, sent_at, descriptor_sealed, sender, \
+             message_id FROM files WHERE blob_id = ? ORDER BY id LIMIT 1",
         )
         .bind(blob_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let peer: String = row.try_get(0)?;
         let outgoing: i64 = row.try_get(1)?;
         let device: i64 = row.try_get(2)?;
         let sealed: Vec<u8> = row.try_get(4)?;
+        let sender: Option<String> = row.try_get(5)?;
+        let message_id: Option<String> = row.try_get(6)?;
+        let context = file_context(blob_id, sender.as_deref(), &peer, message_id.as_deref());
         Ok(Some(StoredFile {
             blob_id: blob_id.to_owned(),
-            peer: row.try_get(0)?,
+            descriptor: self.open_sealed(&context, &sealed)?,
+            peer,
+            sender,
+            message_id,
             outgoing: outgoing != 0,
             sender_device: u32::try_from(device).unwrap_or_default(),
             sent_at: row.try_get(3)?,
-            descriptor: self.open_sealed(&format!("files:{blob_id}"), &sealed)?,
         }))
     }
 
     /// Closes the database cleanly.
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// The sealing context of a file record: the blob id and the message that announced it
+/// (records from before message keys existed used the blob id alone).
+fn file_context(
+    blob_id: &str,
+    sender: Option<&str>,
+    peer: &str,
+    message_id: Option<&str>,
+) -> String {
+    match (sender, message_id) {
+        (Some(sender), Some(message_id)) => format!(
+            "files:{blob_id}|{}:{sender}|{}:{peer}|{message_id}",
+            sender.len(),
+            peer.len()
+        ),
+        _ => format!("files:{blob_id}"),
     }
 }
 
@@ -849,7 +965,16 @@ mod tests {
             .await
             .unwrap();
         store
-            .put_file("blob1", "bob", false, 1, 1000, marker)
+            .put_file(&NewFile {
+                blob_id: "blob1",
+                sender: "bob",
+                peer: "bob",
+                message_id: "m1",
+                outgoing: false,
+                sender_device: 1,
+                sent_at: 1000,
+                descriptor: marker,
+            })
             .await
             .unwrap();
         let file = store.file("blob1").await.unwrap().unwrap();
@@ -988,5 +1113,47 @@ mod tests {
         assert_eq!(store.mark_incoming_read("bob").await.unwrap(), ["u3"]);
         assert!(store.mark_incoming_read("bob").await.unwrap().is_empty());
         assert_eq!(store.mark_incoming_read("carol").await.unwrap(), ["u2"]);
+    }
+
+    #[tokio::test]
+    async fn a_blob_id_from_a_second_sender_is_refused_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db"), key(9))
+            .await
+            .unwrap();
+        let file = |sender, peer, message_id, descriptor| NewFile {
+            blob_id: "blob1",
+            sender,
+            peer,
+            message_id,
+            outgoing: false,
+            sender_device: 1,
+            sent_at: 1000,
+            descriptor,
+        };
+        let first = file("mallory", "mallory", "m1", b"mallory's key".as_slice());
+        assert!(store.put_file(&first).await.unwrap());
+        // The same message again (a duplicate delivery) is no change.
+        assert!(!store.put_file(&first).await.unwrap());
+        // Alice's message names the same blob id: refused, and the record stays Mallory's.
+        let err = store
+            .put_file(&file("alice", "alice", "a1", b"alice's key"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::BlobConflict { first, second, .. }
+                if first == "mallory" && second == "alice"),
+            "{err}"
+        );
+        // So is the same sender naming it with another descriptor.
+        let err = store
+            .put_file(&file("mallory", "group:00", "m2", b"another key"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BlobConflict { .. }), "{err}");
+        let stored = store.file("blob1").await.unwrap().unwrap();
+        assert_eq!(stored.sender.as_deref(), Some("mallory"));
+        assert_eq!(stored.message_id.as_deref(), Some("m1"));
+        assert_eq!(stored.descriptor.as_slice(), b"mallory's key");
     }
 }

@@ -431,6 +431,7 @@ impl Client {
             .await?;
         let kind = self
             .receive_file(
+                &self.account.username.clone(),
                 &Self::group_history_key(&info),
                 true,
                 self.account.device,
@@ -832,7 +833,15 @@ impl Client {
             let outgoing = sender == self.account.username;
             let uid = Some(payload.id.clone());
             let kind = self
-                .receive_file(&history, outgoing, device, time, uid, payload.file.clone())
+                .receive_file(
+                    sender,
+                    &history,
+                    outgoing,
+                    device,
+                    time,
+                    uid,
+                    payload.file.clone(),
+                )
                 .await?;
             return Ok(Ok(match kind {
                 IncomingKind::File {
