@@ -939,3 +939,39 @@ async fn group_chat_with_membership_changes() {
     .unwrap();
     drop(server);
 }
+
+/// Two `tacit` processes on one home at once: the second is refused at once with the first
+/// one's process id, so two processes never load, encrypt and save the same session (which
+/// would put two ciphertexts under one message key). Once the first ends, the home works.
+#[test]
+fn a_second_process_on_a_home_is_refused_while_the_first_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let server = sqlite_server(root.path());
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    let mut listener = Command::new(TACIT)
+        .arg("--home")
+        .arg(&bob)
+        .args(["listen", "--json"])
+        .env("TACIT_PASSPHRASE", "correct horse battery staple")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(listener.stdout.take().unwrap());
+    // Once a message comes through, the listener surely holds the store.
+    ok(&alice, &["send", "bob", "are you there"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("are you there"), "{line}");
+    let error = fails(&bob, &["send", "alice", "from a second process"]);
+    assert!(
+        error.contains(&format!("in use by process {}", listener.id())),
+        "{error}"
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+    ok(&bob, &["send", "alice", "now alone"]);
+    assert_eq!(texts(&recv(&alice)), ["now alone"]);
+}

@@ -578,20 +578,33 @@ impl Client {
         device: u32,
         identity: &IdentityKey,
     ) -> Result<(), ClientError> {
+        if self.identity_unpinned(username, device, identity).await? {
+            self.store
+                .pin_contact(username, &identity.to_bytes())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// As [`Self::check_identity`], but pins nothing: returns whether `username` has no pin
+    /// yet (the caller pins once what carried the key has authenticated).
+    async fn identity_unpinned(
+        &self,
+        username: &str,
+        device: u32,
+        identity: &IdentityKey,
+    ) -> Result<bool, ClientError> {
         let encoded = identity.to_bytes();
         if username == self.account.username {
             return if encoded == self.identity.public().to_bytes() {
-                Ok(())
+                Ok(false)
             } else {
                 Err(ClientError::ForeignDevice(device))
             };
         }
         match self.store.contact(username).await? {
-            None => {
-                self.store.pin_contact(username, &encoded).await?;
-                Ok(())
-            }
-            Some(contact) if contact.identity_key == encoded => Ok(()),
+            None => Ok(true),
+            Some(contact) if contact.identity_key == encoded => Ok(false),
             Some(contact) => {
                 self.store
                     .record_changed_identity(username, &encoded)
@@ -1217,14 +1230,18 @@ impl Client {
                 last_error.map_or_else(|| "duplicate".into(), |e| e.to_string())
             )));
         }
-        if let Err(error) = self.check_identity(sender, device, first.identity()).await {
-            return Err(match error {
-                ClientError::IdentityChanged { .. } | ClientError::ForeignDevice(_) => {
-                    Failure::Message(error.to_string())
-                }
-                other => Failure::Local(other),
-            });
-        }
+        // A first contact is pinned only once the message has authenticated (below), so a
+        // forged prekey message under some identity pins nothing.
+        let unpinned = match self
+            .identity_unpinned(sender, device, first.identity())
+            .await
+        {
+            Ok(unpinned) => unpinned,
+            Err(error @ (ClientError::IdentityChanged { .. } | ClientError::ForeignDevice(_))) => {
+                return Err(Failure::Message(error.to_string()));
+            }
+            Err(other) => return Err(Failure::Local(other)),
+        };
         let load = |e: StoreError| Failure::Local(e.into());
         let signed = self
             .store
@@ -1276,6 +1293,12 @@ impl Client {
         let remote = Self::address(sender, device).map_err(Failure::Local)?;
         let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
             .map_err(|e| Failure::Message(format!("could not set up the session: {e}")))?;
+        if unpinned {
+            self.store
+                .pin_contact(sender, &first.identity().to_bytes())
+                .await
+                .map_err(load)?;
+        }
         self.store
             .save_session(
                 sender,

@@ -267,12 +267,56 @@ pub struct StoredSession {
 pub struct Store {
     pool: SqlitePool,
     key: StoreKey,
+    /// The open lock file (`<store>.lock`), exclusively locked while the store is open: one
+    /// process at a time, so that no two load-encrypt-save cycles can use one key.
+    _lock: std::fs::File,
+}
+
+/// Takes the store's exclusive lock, or says which process holds it.
+fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Lock(format!("{}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StoreError::InUse {
+                pid: holder.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(StoreError::Lock(format!("{}: {e}", lock_path.display())));
+        }
+    }
+    // Ours now: say who holds it, for the next process that tries.
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    written.map_err(|e| StoreError::Lock(format!("{}: {e}", lock_path.display())))?;
+    Ok(file)
 }
 
 impl Store {
     /// Opens (or creates) the store at `path`. A store created with a passphrase must be
     /// opened with the same one: anything else fails with [`StoreError::WrongPassphrase`].
+    ///
+    /// The store is exclusive: while it is open, another open of it (by another process, or
+    /// in this one) fails at once with [`StoreError::InUse`], naming the process that holds
+    /// it. (It does not wait: a `listen` holds its store for as long as it runs.)
     pub async fn open(path: &Path, key: KeySource<'_>) -> Result<Self, StoreError> {
+        let lock = lock_store(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -296,7 +340,11 @@ impl Store {
             KeySource::Passphrase(passphrase) => StoreKey::derive(passphrase, &salt)?,
             KeySource::Key(key) => key,
         };
-        let store = Self { pool, key };
+        let store = Self {
+            pool,
+            key,
+            _lock: lock,
+        };
         match meta(&store.pool, "key_check").await? {
             Some(check) => {
                 let opened = store
@@ -1155,5 +1203,24 @@ mod tests {
         assert_eq!(stored.sender.as_deref(), Some("mallory"));
         assert_eq!(stored.message_id.as_deref(), Some("m1"));
         assert_eq!(stored.descriptor.as_slice(), b"mallory's key");
+    }
+
+    #[tokio::test]
+    async fn a_store_is_open_in_one_place_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(3)).await.unwrap();
+        let err = Store::open(&path, key(3)).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InUse { pid: Some(pid) } if pid == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("in use by process {}", std::process::id()))
+        );
+        store.close().await;
+        let again = Store::open(&path, key(3)).await.unwrap();
+        again.close().await;
     }
 }
