@@ -474,6 +474,7 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
             "laptop",
             "--timeout",
             "60",
+            "--yes",
         ])
         .env("TACIT_PASSPHRASE", "another passphrase")
         .stdout(Stdio::piped())
@@ -484,7 +485,7 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
     let code = first.trim().strip_prefix("link code: ").unwrap().to_owned();
-    assert_eq!(code.len(), 64);
+    assert_eq!(code.len(), tacit_sdk::LINK_CODE_CHARS);
     // A mangled code is refused without touching the channel.
     let mut wrong = code.clone().into_bytes();
     wrong[40] = if wrong[40] == b'A' { b'B' } else { b'A' };
@@ -493,12 +494,26 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
         &["device", "add", std::str::from_utf8(&wrong).unwrap()],
     );
     assert!(error.contains("does not match"), "{error}");
-    ok(&phone, &["device", "add", &code]);
+    let approved = ok(&phone, &["device", "add", &code]);
     let status = link.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(status.success(), "device link failed: {rest}");
     assert!(rest.contains("device 2 of alice"), "{rest}");
+    // Before joining, it showed the account and the identity fingerprint that the phone
+    // showed when it approved.
+    let fingerprint = approved
+        .split("fingerprint ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap()
+        .to_owned();
+    assert!(
+        rest.contains(&format!(
+            "joining account alice (identity fingerprint {fingerprint})"
+        )),
+        "{rest}"
+    );
     // The code is single-use.
     assert!(fails(&phone, &["device", "add", &code]).contains("link code"));
 

@@ -19,7 +19,9 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 use tacit_api as api;
-use tacit_crypto::provision::{self, ProvisioningKeyPair, ProvisioningPublicKey};
+use tacit_crypto::provision::{
+    self, LinkSecret, ProvisionError, ProvisioningKeyPair, ProvisioningPublicKey,
+};
 use tacit_crypto::{
     Address, DecryptError, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair,
     Message, OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, ResponderKeys, SafetyNumber,
@@ -481,6 +483,12 @@ impl Client {
     /// This device's id.
     pub fn device_id(&self) -> u32 {
         self.account.device
+    }
+
+    /// The account identity's fingerprint ([`identity_fingerprint`]): what a device being
+    /// linked shows before it joins.
+    pub fn fingerprint(&self) -> String {
+        identity_fingerprint(self.identity.public())
     }
 
     /// The local store (history, contacts).
@@ -1402,26 +1410,34 @@ impl Client {
             .ok()
             .filter(|c| c.len() == LINK_CHANNEL_LEN)
             .ok_or_else(|| ClientError::Link("the server sent a malformed channel id".into()))?;
-        let mut code_bytes = channel;
+        // channel id || digest of our key || the link secret, which only the code carries.
+        let secret = LinkSecret::generate(&mut rng());
+        let mut code_bytes = Zeroizing::new(channel);
         code_bytes.extend_from_slice(&keys.public().digest());
+        code_bytes.extend_from_slice(secret.as_bytes());
         Ok(PendingLink {
-            code: URL_SAFE_NO_PAD.encode(code_bytes),
+            code: Zeroizing::new(URL_SAFE_NO_PAD.encode(code_bytes.as_slice())),
             channel: opened.channel,
             expires_at: opened.expires_at.0,
             transport,
             keys,
+            secret,
         })
     }
 
     /// Finishes linking this device: waits (up to `timeout`) for an existing device to
-    /// answer, opens the sealed account identity, adds this device to the account and keeps
-    /// it in a new store at `store_path`.
+    /// answer, checks that the answer was made under the link code's secret (so only a
+    /// device that was shown the code can answer), opens the sealed account identity,
+    /// shows `confirm` the account it names (username and identity fingerprint) and, if
+    /// `confirm` says yes, adds this device to the account and keeps it in a new store at
+    /// `store_path`. Any failure before that leaves the store without an account.
     pub async fn finish_link(
         pending: PendingLink,
         store_path: &Path,
         key: KeySource<'_>,
         device_name: Option<&str>,
         timeout: std::time::Duration,
+        confirm: impl FnOnce(&LinkPreview) -> bool,
     ) -> Result<Self, ClientError> {
         let store = Store::open(store_path, key).await?;
         if let Some(record) = store.secret("account").await? {
@@ -1452,12 +1468,34 @@ impl Client {
         };
         let plaintext = pending
             .keys
-            .open(&link_context(&pending.channel), sealed.as_slice())
-            .map_err(|e| ClientError::Link(format!("the answer does not open: {e}")))?;
+            .open_answer(
+                &pending.secret,
+                &link_context(&pending.channel),
+                sealed.as_slice(),
+            )
+            .map_err(|e| match e {
+                ProvisionError::NotFromLinkCode => ClientError::Link(
+                    "the answer was not made by a device that saw the link code (the server \
+                     or another account answered it); nothing was linked: start again with a \
+                     new code"
+                        .into(),
+                ),
+                other => ClientError::Link(format!("the answer does not open: {other}")),
+            })?;
         let payload: LinkPayload = serde_json::from_slice(&plaintext)
             .map_err(|_| ClientError::Link("the answer is not a link payload".into()))?;
         let identity = IdentityKeyPair::from_secret_bytes(&payload.identity)
             .map_err(|e| ClientError::Link(format!("the account identity is malformed: {e}")))?;
+        let preview = LinkPreview {
+            username: payload.username.clone(),
+            fingerprint: identity_fingerprint(identity.public()),
+        };
+        if !confirm(&preview) {
+            return Err(ClientError::Link(format!(
+                "declined to join {}; nothing was linked",
+                preview.username
+            )));
+        }
         let mut account = AccountRecord::new(pending.transport.base_url(), &payload.username);
         let keys = Self::prepare_device(&store, &identity, &mut account).await?;
         let added = pending
@@ -1499,11 +1537,20 @@ impl Client {
         let raw = URL_SAFE_NO_PAD
             .decode(code.trim())
             .ok()
-            .filter(|raw| raw.len() == LINK_CHANNEL_LEN + 32)
+            .map(Zeroizing::new)
+            .filter(|raw| raw.len() == LINK_CODE_LEN)
             .ok_or_else(|| {
-                ClientError::Link("malformed link code (copy all 64 characters)".into())
+                ClientError::Link(format!(
+                    "malformed link code (copy all {LINK_CODE_CHARS} characters)"
+                ))
             })?;
-        let (channel, digest) = raw.split_at(LINK_CHANNEL_LEN);
+        let (channel, rest) = raw.split_at(LINK_CHANNEL_LEN);
+        let (digest, secret) = rest.split_at(32);
+        let secret = LinkSecret::from_bytes(
+            secret
+                .try_into()
+                .map_err(|_| ClientError::Link("malformed link code".into()))?,
+        );
         let channel = URL_SAFE_NO_PAD.encode(channel);
         let state = match self.transport.channel_state(&channel).await {
             Ok(state) => state,
@@ -1548,8 +1595,14 @@ impl Client {
         let plaintext = Zeroizing::new(
             serde_json::to_vec(&payload).map_err(|e| ClientError::Inconsistent(e.to_string()))?,
         );
-        let sealed = provision::seal(&mut rng(), &public, &link_context(&channel), &plaintext)
-            .map_err(|e| ClientError::Link(e.to_string()))?;
+        let sealed = provision::seal_answer(
+            &mut rng(),
+            &public,
+            &secret,
+            &link_context(&channel),
+            &plaintext,
+        )
+        .map_err(|e| ClientError::Link(e.to_string()))?;
         self.transport
             .answer_channel(
                 &channel,
@@ -1565,6 +1618,38 @@ impl Client {
 
 /// Length of a provisioning channel id in bytes.
 const LINK_CHANNEL_LEN: usize = 16;
+/// Length of a link code in bytes: channel id, SHA-256 of the new device's key, secret.
+const LINK_CODE_LEN: usize = LINK_CHANNEL_LEN + 32 + LinkSecret::LEN;
+/// Length of a link code as shown (unpadded base64url).
+pub const LINK_CODE_CHARS: usize = (LINK_CODE_LEN * 8).div_ceil(6);
+
+/// What a new device is about to join, shown to its user before the link completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkPreview {
+    /// The account's username.
+    pub username: String,
+    /// The account identity's fingerprint ([`identity_fingerprint`]), to compare with the
+    /// one `tacit device add` shows on the approving device.
+    pub fingerprint: String,
+}
+
+/// A short fingerprint of an identity key, for a person to compare: the first 16 bytes of
+/// SHA-256 over the identity key bytes (Ed25519 key || X25519 key), in groups of four hex
+/// digits.
+pub fn identity_fingerprint(key: &IdentityKey) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.key_bytes());
+    digest
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| pair.concat())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 /// How often a new device asks whether its link was approved.
 const LINK_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -1579,13 +1664,16 @@ fn link_context(channel: &str) -> Vec<u8> {
 pub struct PendingLink {
     transport: Transport,
     keys: ProvisioningKeyPair,
+    /// The secret of the code: an answer must be authenticated under it.
+    secret: LinkSecret,
     channel: String,
-    code: String,
+    code: Zeroizing<String>,
     expires_at: i64,
 }
 
 impl PendingLink {
-    /// The link code to type into the existing device (64 characters).
+    /// The link code to type into the existing device ([`LINK_CODE_CHARS`] characters). It
+    /// holds a secret: show it only to the user.
     pub fn code(&self) -> &str {
         &self.code
     }
