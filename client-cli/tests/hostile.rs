@@ -121,6 +121,20 @@ async fn a_group_send_gives_an_outsider_the_server_names_nothing() {
         !relay.recipients().contains("mallory"),
         "a message was addressed to Mallory"
     );
+    // Mallory's store holds no sender key of anyone: she can decrypt nothing of the group.
+    let mallory = tacit_sdk::Client::open(
+        &mallory.join("store.db"),
+        tacit_sdk::KeySource::Passphrase("correct horse battery staple"),
+        |server| tacit_sdk::Transport::new(server, &tacit_sdk::Trust::SystemRoots),
+    )
+    .await
+    .unwrap();
+    let keys = mallory
+        .store()
+        .secrets_with_prefix("group-record:")
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "Mallory holds {} sender keys", keys.len());
 }
 
 /// Proof (b): a link channel answered by anyone but a device that saw the code fails with

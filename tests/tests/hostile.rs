@@ -139,6 +139,13 @@ async fn a_group_mismatch_naming_an_outsider_gives_the_outsider_nothing() {
     assert_eq!(texts(&bob.receive().await.unwrap()), ["after"]);
     assert!(mallory.receive().await.unwrap().is_empty());
     assert!(!w.relay.recipients().contains("mallory"));
+    // Mallory holds no sender key: she can decrypt nothing of the group.
+    let keys = mallory
+        .store()
+        .secrets_with_prefix("group-record:")
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "Mallory holds {} sender keys", keys.len());
 }
 
 /// The lie: a one-to-one send's mismatch answer names a device of a third user.
