@@ -382,8 +382,11 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", client.safety_number(&username).await?.grouped());
         }
         Command::Verify { username } => {
-            open(&home).await?.verify(&username).await?;
-            println!("{username} marked verified");
+            if open(&home).await?.verify(&username).await? {
+                println!("accepted {username}'s new identity key and marked it verified");
+            } else {
+                println!("{username} marked verified");
+            }
         }
         Command::Trust { username } => {
             if open(&home).await?.trust(&username).await? {

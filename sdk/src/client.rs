@@ -1353,10 +1353,20 @@ impl Client {
         ))
     }
 
-    /// Marks a contact verified after comparing safety numbers.
-    pub async fn verify(&self, username: &str) -> Result<(), ClientError> {
+    /// Marks a contact verified after comparing safety numbers: the key verified is the one
+    /// [`Self::safety_number`] shows. If the contact's identity changed and the change is not
+    /// accepted yet, the safety number shown is the new key's, so verifying accepts the new
+    /// key (dropping the old sessions, as [`Self::trust`]) and marks it verified. Returns
+    /// whether it accepted a changed key.
+    pub async fn verify(&self, username: &str) -> Result<bool, ClientError> {
+        let contact = self
+            .store
+            .contact(username)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(username.to_owned()))?;
+        let accepted = contact.changed_identity_key.is_some() && self.trust(username).await?;
         if self.store.mark_verified(username).await? {
-            Ok(())
+            Ok(accepted)
         } else {
             Err(ClientError::UnknownContact(username.to_owned()))
         }
@@ -1824,5 +1834,42 @@ pub(crate) async fn offline_client(dir: &Path, username: &str) -> Client {
         transport,
         identity: IdentityKeyPair::generate(&mut rng()),
         account,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `safety-number` shows the changed key when there is one; `verify` must apply to that
+    /// key, not mark the old one verified.
+    #[tokio::test]
+    async fn verify_applies_to_the_key_the_safety_number_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = offline_client(dir.path(), "bob").await;
+        let old = IdentityKeyPair::generate(&mut rng());
+        let new = IdentityKeyPair::generate(&mut rng());
+        bob.store
+            .pin_contact("alice", &old.public().to_bytes())
+            .await
+            .unwrap();
+        bob.store
+            .record_changed_identity("alice", &new.public().to_bytes())
+            .await
+            .unwrap();
+        let shown = bob.safety_number("alice").await.unwrap();
+        bob.verify("alice").await.unwrap();
+        let contact = bob.store.contact("alice").await.unwrap().unwrap();
+        assert_eq!(
+            contact.identity_key,
+            new.public().to_bytes(),
+            "the verified key is the one that was shown"
+        );
+        assert!(contact.verified);
+        assert!(contact.changed_identity_key.is_none());
+        assert_eq!(
+            bob.safety_number("alice").await.unwrap().displayable(),
+            shown.displayable()
+        );
     }
 }
