@@ -100,11 +100,18 @@ pub(super) struct GroupUpdate {
     group: GroupInfo,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize)]
 pub(super) struct SenderKeyBody {
     group_id: String,
-    /// [`SenderKeyDistribution::to_bytes`], base64.
+    /// [`SenderKeyDistribution::to_bytes`], base64: it holds the chain key.
     distribution: String,
+}
+
+impl Drop for SenderKeyBody {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.distribution.zeroize();
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -886,7 +893,16 @@ impl Client {
     }
 }
 
+/// Parses a group id: exactly 32 lowercase hex digits, its one spelling (so that one group
+/// can never be kept under two names).
 fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
+    if id.len() != 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ClientError::Group("malformed group id".into()));
+    }
     let bytes = (0..id.len())
         .step_by(2)
         .map(|i| {
@@ -978,6 +994,21 @@ mod tests {
         assert_eq!(after.members, set(&["alice", "carol"]), "only Bob went");
         assert_eq!(after.admins, set(&["alice"]), "the admins are unchanged");
         assert_eq!(after.name, "team", "the name is unchanged");
+    }
+
+    #[test]
+    fn a_group_id_has_one_spelling() {
+        let id = group_id_bytes(GROUP).unwrap();
+        assert_eq!(hex(&id.0), GROUP);
+        for other in [
+            GROUP.to_uppercase(),
+            "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f".to_owned(),
+            format!("{GROUP}00"),
+            GROUP[..30].to_owned(),
+            format!(" {}", &GROUP[1..]),
+        ] {
+            assert!(group_id_bytes(&other).is_err(), "{other:?} was accepted");
+        }
     }
 
     #[tokio::test]
