@@ -46,6 +46,14 @@ pub struct GroupInfo {
     pub members: BTreeSet<String>,
     /// The admins' usernames (always members).
     pub admins: BTreeSet<String>,
+    /// Who created the group. The id is bound to the creator and `salt` (SECURITY.md,
+    /// "The client's rules"), so no one else can pass off a `Create` for it. Empty for a
+    /// group made before ids were bound.
+    #[serde(default)]
+    pub creator: String,
+    /// The random salt of the id (32 hex digits).
+    #[serde(default)]
+    pub salt: String,
 }
 
 /// The state kept per group (sealed in the store).
@@ -206,11 +214,15 @@ impl Client {
             return Err(ClientError::Group("a group needs another member".into()));
         }
         all.insert(me.clone());
+        let salt = GroupId::generate(&mut rng()).0;
         let info = GroupInfo {
-            id: hex(&GroupId::generate(&mut rng()).0),
+            id: bound_group_id(&me, &salt)
+                .ok_or_else(|| ClientError::Group("username too long".into()))?,
             name: name.to_owned(),
             members: all,
-            admins: BTreeSet::from([me]),
+            admins: BTreeSet::from([me.clone()]),
+            creator: me,
+            salt: hex(&salt),
         };
         let state = GroupState {
             info: info.clone(),
@@ -669,9 +681,16 @@ impl Client {
         let accepted = match (&current, update.change) {
             // From ourselves (another of our devices): our own view is the authority.
             _ if sender == me => true,
-            // An unknown group is learnt only from its creation or from being added to it.
-            (None, GroupChange::Create | GroupChange::Add) => {
-                new.admins.contains(sender) && new.members.contains(&me)
+            // An unknown group is learnt only from its creation (by the creator its id is
+            // bound to) or from being added to it (by an admin, with a bound id).
+            (None, GroupChange::Create) => {
+                new.creator == sender
+                    && id_is_bound(&new)
+                    && new.admins.contains(sender)
+                    && new.members.contains(&me)
+            }
+            (None, GroupChange::Add) => {
+                id_is_bound(&new) && new.admins.contains(sender) && new.members.contains(&me)
             }
             (None, _) => false,
             (Some(state), GroupChange::Leave) => state.info.members.contains(sender),
@@ -696,6 +715,15 @@ impl Client {
                 info
             }
             _ => new,
+        };
+        // Who created the group and the id's salt never change.
+        let new = match &current {
+            Some(state) => GroupInfo {
+                creator: state.info.creator.clone(),
+                salt: state.info.salt.clone(),
+                ..new
+            },
+            None => new,
         };
         let describe = |what: String| {
             make(IncomingKind::GroupUpdate {
@@ -893,6 +921,28 @@ impl Client {
     }
 }
 
+/// A group id bound to its creator: the first 16 bytes of
+/// `SHA-256("Tacit_GroupId_v1" || len(creator) (1) || creator || salt (16))`, in hex.
+/// `None` for a creator name longer than 255 bytes.
+fn bound_group_id(creator: &str, salt: &[u8; 16]) -> Option<String> {
+    use sha2::Digest as _;
+    let len = u8::try_from(creator.len()).ok()?;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"Tacit_GroupId_v1");
+    hash.update([len]);
+    hash.update(creator.as_bytes());
+    hash.update(salt);
+    Some(hex(&hash.finalize()[..16]))
+}
+
+/// Whether a group's id is the one bound to its creator and salt.
+fn id_is_bound(info: &GroupInfo) -> bool {
+    let Ok(salt) = group_id_bytes(&info.salt) else {
+        return false;
+    };
+    !info.creator.is_empty() && bound_group_id(&info.creator, &salt.0).as_deref() == Some(&info.id)
+}
+
 /// Parses a group id: exactly 32 lowercase hex digits, its one spelling (so that one group
 /// can never be kept under two names).
 fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
@@ -936,6 +986,8 @@ mod tests {
                 name: name.into(),
                 members: set(members),
                 admins: set(admins),
+                creator: String::new(),
+                salt: String::new(),
             },
         })
         .unwrap()
@@ -960,6 +1012,8 @@ mod tests {
             name: "team".into(),
             members: set(&["alice", "bob", "carol"]),
             admins: set(&["alice"]),
+            creator: "alice".into(),
+            salt: String::new(),
         };
         alice
             .save_group(&GroupState {
@@ -1009,6 +1063,62 @@ mod tests {
         ] {
             assert!(group_id_bytes(&other).is_err(), "{other:?} was accepted");
         }
+    }
+
+    /// A `Create` as JSON (so that the test reads the same against a client that has no
+    /// creator or salt fields).
+    fn create(id: &str, sender: &str, creator: &str, salt: &str) -> String {
+        serde_json::json!({
+            "change": "create",
+            "group": {
+                "id": id, "name": "team",
+                "members": ["alice", sender], "admins": [sender],
+                "creator": creator, "salt": salt,
+            }
+        })
+        .to_string()
+    }
+
+    /// The first `Create` for an unknown group id used to win, from anyone (a member who
+    /// saw the id, or an account of the server's, could pre-empt the real creator). A group
+    /// id is now bound to its creator.
+    #[tokio::test]
+    async fn a_create_is_accepted_only_from_the_creator_its_id_is_bound_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        let salt = [9u8; 16];
+        let carols = bound_group_id("carol", &salt).unwrap();
+        // An id bound to no one; an id bound to Carol, sent by Mallory as hers or as Carol's.
+        for (id, creator) in [
+            (GROUP.to_owned(), "mallory"),
+            (carols.clone(), "mallory"),
+            (carols.clone(), "carol"),
+        ] {
+            let forged = create(&id, "mallory", creator, &hex(&salt));
+            let event = alice
+                .on_group_update("mallory", &forged, from("mallory"))
+                .await
+                .unwrap();
+            assert!(
+                matches!(event.kind, IncomingKind::Failed { .. }),
+                "{id} from mallory as {creator}: {event:?}"
+            );
+        }
+        assert!(alice.groups().await.unwrap().is_empty());
+        // Carol's own Create opens it.
+        let real = create(&carols, "carol", "carol", &hex(&salt));
+        let event = alice
+            .on_group_update("carol", &real, from("carol"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(event.kind, IncomingKind::GroupUpdate { .. }),
+            "{event:?}"
+        );
+        assert_eq!(
+            alice.find_group(&carols).await.unwrap().admins,
+            set(&["carol"])
+        );
     }
 
     #[tokio::test]
