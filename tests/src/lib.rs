@@ -9,6 +9,8 @@
 //!   ([`Lies::device_lists`], [`Lies::bundles`]),
 //! - duplicate, reorder, replay and corrupt envelopes ([`Lies::duplicate_envelopes`],
 //!   [`Lies::reverse_envelopes`], [`Lies::replay`], [`Lies::corrupt_envelopes`]),
+//! - answer a blob creation with another sender's blob id and substitute that id's bytes
+//!   ([`Lies::steal_blob_id`]),
 //! - see every provisioning channel opened through it ([`HostileRelay::channels`]), which is
 //!   what a server stores and all it needs to answer a link channel itself.
 //!
@@ -124,6 +126,11 @@ pub struct Lies {
     /// Envelopes added to the next fetched batch (replays of envelopes already delivered,
     /// as [`HostileRelay::fetched`] shows them).
     pub replay: Vec<api::Envelope>,
+    /// The next blob created (`POST /v1/blobs`) is answered with the id of the last blob
+    /// created before it, and from then on every request for that id (uploads, offsets,
+    /// downloads, by anyone) goes to the new blob instead: the uploader's file announced
+    /// under another sender's blob id, and that id's bytes substituted.
+    pub steal_blob_id: bool,
 }
 
 /// One request through the relay and what its client got back.
@@ -148,6 +155,8 @@ struct Shared {
     http: reqwest::Client,
     lies: Mutex<Lies>,
     log: Mutex<Vec<Exchange>>,
+    /// Blob ids the relay redirects (stolen id -> the blob that really holds the bytes).
+    blob_redirects: Mutex<BTreeMap<String, String>>,
 }
 
 /// The relay: clients use [`HostileRelay::url`] as their server.
@@ -167,6 +176,7 @@ impl HostileRelay {
             http: reqwest::Client::new(),
             lies: Mutex::new(Lies::default()),
             log: Mutex::new(Vec::new()),
+            blob_redirects: Mutex::new(BTreeMap::new()),
         });
         let app = axum::Router::new()
             .fallback(relay)
@@ -345,6 +355,12 @@ async fn relay(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
     }
 
+    if let ["v1", "blobs", id] = segments.as_slice()
+        && let Some(real) = shared.blob_redirects.lock().unwrap().get(*id)
+    {
+        target = format!("/v1/blobs/{real}{query}");
+    }
+
     let mut forward = shared
         .http
         .request(parts.method.clone(), format!("{}{target}", shared.upstream))
@@ -372,6 +388,9 @@ async fn relay(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
         if parts.method == Method::GET && path == "/v1/messages" {
             bytes = shared.tamper_with_batch(bytes);
+        }
+        if parts.method == Method::POST && path == "/v1/blobs" {
+            bytes = shared.maybe_steal_blob_id(bytes);
         }
     }
     shared.record(&parts.method, &path, &body, status, &bytes, false);
@@ -410,6 +429,35 @@ impl Shared {
             response: response.clone(),
             forged,
         });
+    }
+
+    /// With [`Lies::steal_blob_id`]: answers a blob creation with the previous blob's id
+    /// and redirects that id to the new blob.
+    fn maybe_steal_blob_id(&self, bytes: Bytes) -> Bytes {
+        let mut lies = self.lies.lock().unwrap();
+        let created: api::CreateBlobResponse = serde_json::from_slice(&bytes).unwrap();
+        let earlier = self
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter(|e| e.method == Method::POST && e.path == "/v1/blobs" && e.status.is_success())
+            .map(|e| serde_json::from_slice::<api::CreateBlobResponse>(&e.response).unwrap())
+            .next();
+        let (true, Some(earlier)) = (lies.steal_blob_id, earlier) else {
+            return bytes;
+        };
+        lies.steal_blob_id = false;
+        self.blob_redirects
+            .lock()
+            .unwrap()
+            .insert(earlier.blob_id.clone(), created.blob_id);
+        let answer = api::CreateBlobResponse {
+            blob_id: earlier.blob_id,
+            expires_at: created.expires_at,
+        };
+        Bytes::from(serde_json::to_vec(&answer).unwrap())
     }
 
     /// Applies the envelope lies to a fetched batch.

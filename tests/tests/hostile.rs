@@ -419,3 +419,49 @@ async fn a_first_contact_is_pinned_only_once_its_message_authenticates() {
     assert_eq!(texts(&bob.receive().await.unwrap()), ["again"]);
     assert!(bob.store().contact("alice").await.unwrap().is_some());
 }
+
+/// The lie: the server saw Alice reserve a blob; it answers Mallory's next reservation
+/// with Alice's blob id (and keeps Mallory's bytes under it), so Mallory's file message
+/// names Alice's blob id with Mallory's key, and it is delivered first. Alice's own
+/// announcement of her file must not silently lose to it: it is refused as a conflict,
+/// and the record of the blob says it came from Mallory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_id_announced_first_by_another_sender_is_not_merged() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut mallory = w.register("mallory").await;
+    let (real, fake) = (
+        w.dir.path().join("report.txt"),
+        w.dir.path().join("fake.txt"),
+    );
+    std::fs::write(&real, b"alice's real report").unwrap();
+    std::fs::write(&fake, b"mallory's forgery").unwrap();
+    let sent = alice.send_file("bob", &real, &mut |_| {}).await.unwrap();
+    w.relay.lie(|lies| lies.steal_blob_id = true);
+    let forged = mallory.send_file("bob", &fake, &mut |_| {}).await.unwrap();
+    assert_eq!(forged.blob_id, sent.blob_id, "the lie did not take");
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let events = bob.receive().await.unwrap();
+    let from_alice: Vec<_> = events.iter().filter(|e| e.sender == "alice").collect();
+    assert_eq!(from_alice.len(), 1, "{events:?}");
+    match &from_alice[0].kind {
+        IncomingKind::Failed { error } => {
+            assert!(error.contains("already announced by mallory"), "{error}");
+        }
+        other => panic!("Alice's announcement was accepted under Mallory's record: {other:?}"),
+    }
+    let stored = bob.store().file(&sent.blob_id).await.unwrap().unwrap();
+    assert_eq!(stored.sender.as_deref(), Some("mallory"));
+    assert_eq!(stored.peer, "mallory");
+    assert!(
+        bob.store().history("alice").await.unwrap().is_empty(),
+        "Alice's conversation shows a file"
+    );
+    // What Bob can save under that id is Mallory's file, in Mallory's conversation.
+    let saved = bob
+        .download_file(&sent.blob_id, &w.dir.path().join("bob-files"), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(saved).unwrap(), b"mallory's forgery");
+}
