@@ -9,7 +9,9 @@
 //! apart from a damaged store.
 //!
 //! Sealed: the identity and account secrets, every prekey secret, every session state, every
-//! message body, every file descriptor (name, size, attachment key and digest). In clear
+//! message body, every file descriptor (name, size, attachment key and digest). Each
+//! contact row also carries a seal over its pinned identity, verified flag and pending
+//! change, checked on every read, so an edit of the file is detected. In clear
 //! (needed for lookups): contact usernames and their public identity keys, session
 //! addresses, message and file peers, directions and times, the blob ids of files and the
 //! sender and message id that announced each.
@@ -29,7 +31,11 @@ const SEAL_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const SALT_LEN: usize = 16;
 const AAD_PREFIX: &str = "tacit-store-v1|";
+/// The key check of a store made before contact rows were sealed.
 const KEY_CHECK: &[u8] = b"tacit store key check";
+/// The key check of a store whose contact rows are all sealed. (The upgrade is recorded in
+/// a sealed value, so deleting a marker cannot make a tampered row be sealed again.)
+const KEY_CHECK_SEALED_CONTACTS: &[u8] = b"tacit store key check v2: contacts sealed";
 /// Argon2id memory cost in KiB (64 MiB), passes and lanes.
 const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
 const ARGON2_PASSES: u32 = 3;
@@ -350,12 +356,14 @@ impl Store {
                 let opened = store
                     .open_sealed("meta:key_check", &check)
                     .map_err(|_| StoreError::WrongPassphrase)?;
-                if opened.as_slice() != KEY_CHECK {
+                if opened.as_slice() == KEY_CHECK {
+                    store.seal_old_contacts().await?;
+                } else if opened.as_slice() != KEY_CHECK_SEALED_CONTACTS {
                     return Err(StoreError::WrongPassphrase);
                 }
             }
             None => {
-                let check = store.seal("meta:key_check", KEY_CHECK)?;
+                let check = store.seal("meta:key_check", KEY_CHECK_SEALED_CONTACTS)?;
                 let mut tx = store.pool.begin().await?;
                 for (name, value) in [("salt", salt.as_slice()), ("key_check", &check)] {
                     sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
@@ -607,32 +615,39 @@ impl Store {
     /// The contact record for `username`, if any.
     pub async fn contact(&self, username: &str) -> Result<Option<Contact>, StoreError> {
         let row = sqlx::query(
-            "SELECT username, identity_key, verified, changed_identity_key FROM contacts WHERE username = ?",
+            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
+             FROM contacts WHERE username = ?",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(contact_from_row).transpose()
+        row.map(|row| self.contact_from_row(&row)).transpose()
     }
 
     /// Every contact, by username.
     pub async fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         let rows = sqlx::query(
-            "SELECT username, identity_key, verified, changed_identity_key FROM contacts ORDER BY username",
+            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
+             FROM contacts ORDER BY username",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(contact_from_row).collect()
+        rows.iter().map(|row| self.contact_from_row(row)).collect()
     }
 
     /// Pins an identity for a new contact (trust on first use).
     pub async fn pin_contact(&self, username: &str, identity_key: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO contacts (username, identity_key, verified) VALUES (?, ?, 0) ON CONFLICT(username) DO NOTHING")
-            .bind(username)
-            .bind(identity_key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.change_contact(username, |contact| match contact {
+            Some(_) => None,
+            None => Some(Contact {
+                username: username.to_owned(),
+                identity_key: identity_key.to_vec(),
+                verified: false,
+                changed_identity_key: None,
+            }),
+        })
+        .await
+        .map(drop)
     }
 
     /// Records a changed identity for a contact; sending stops until it is accepted.
@@ -641,34 +656,136 @@ impl Store {
         username: &str,
         identity_key: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE contacts SET changed_identity_key = ? WHERE username = ?")
-            .bind(identity_key)
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.change_contact(username, |contact| {
+            contact.map(|c| Contact {
+                changed_identity_key: Some(identity_key.to_vec()),
+                ..c
+            })
+        })
+        .await
+        .map(drop)
     }
 
     /// Accepts a contact's changed identity: it becomes the pinned one, no longer verified.
     /// Returns whether there was a change to accept.
     pub async fn accept_changed_identity(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE contacts SET identity_key = changed_identity_key, changed_identity_key = NULL, verified = 0
-             WHERE username = ? AND changed_identity_key IS NOT NULL",
-        )
-        .bind(username)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        self.change_contact(username, |contact| {
+            let contact = contact?;
+            let changed = contact.changed_identity_key?;
+            Some(Contact {
+                identity_key: changed,
+                verified: false,
+                changed_identity_key: None,
+                ..contact
+            })
+        })
+        .await
     }
 
     /// Marks a contact verified (the user compared safety numbers).
     pub async fn mark_verified(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE contacts SET verified = 1 WHERE username = ?")
-            .bind(username)
-            .execute(&self.pool)
+        self.change_contact(username, |contact| {
+            contact.map(|c| Contact {
+                verified: true,
+                ..c
+            })
+        })
+        .await
+    }
+
+    /// Reads a contact (checking its seal), lets `change` decide its new state (`None`: no
+    /// change) and writes it back with a new seal, in one transaction. Returns whether it
+    /// wrote. A row whose seal does not match is [`StoreError::Corrupt`] and is not
+    /// rewritten, so a tampered row never gets sealed by a later change.
+    async fn change_contact(
+        &self,
+        username: &str,
+        change: impl FnOnce(Option<Contact>) -> Option<Contact>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
+             FROM contacts WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = row.map(|row| self.contact_from_row(&row)).transpose()?;
+        let Some(new) = change(current) else {
+            return Ok(false);
+        };
+        let seal = self.seal(&contact_context(username), &contact_check(&new))?;
+        sqlx::query(
+            "INSERT INTO contacts (username, identity_key, verified, changed_identity_key, \
+             check_sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO UPDATE SET \
+             identity_key = excluded.identity_key, verified = excluded.verified, \
+             changed_identity_key = excluded.changed_identity_key, \
+             check_sealed = excluded.check_sealed",
+        )
+        .bind(username)
+        .bind(&new.identity_key)
+        .bind(i64::from(new.verified))
+        .bind(&new.changed_identity_key)
+        .bind(seal)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A contact row, checked against its seal.
+    fn contact_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
+        let verified: i64 = row.try_get(2)?;
+        let contact = Contact {
+            username: row.try_get(0)?,
+            identity_key: row.try_get(1)?,
+            verified: verified != 0,
+            changed_identity_key: row.try_get(3)?,
+        };
+        let sealed: Option<Vec<u8>> = row.try_get(4)?;
+        let context = contact_context(&contact.username);
+        let corrupt = || StoreError::Corrupt(format!("contact {}", contact.username));
+        let opened = self.open_sealed(&context, &sealed.ok_or_else(corrupt)?)?;
+        if opened.as_slice() != contact_check(&contact).as_slice() {
+            return Err(corrupt());
+        }
+        Ok(contact)
+    }
+
+    /// Seals the contact rows of a store made before contacts were sealed, and records in
+    /// the sealed key check that they are (once per store).
+    async fn seal_old_contacts(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT username, identity_key, verified, changed_identity_key FROM contacts \
+             WHERE check_sealed IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let verified: i64 = row.try_get(2)?;
+            let contact = Contact {
+                username: row.try_get(0)?,
+                identity_key: row.try_get(1)?,
+                verified: verified != 0,
+                changed_identity_key: row.try_get(3)?,
+            };
+            let seal = self.seal(
+                &contact_context(&contact.username),
+                &contact_check(&contact),
+            )?;
+            sqlx::query("UPDATE contacts SET check_sealed = ? WHERE username = ?")
+                .bind(seal)
+                .bind(&contact.username)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE meta SET value = ? WHERE key = 'key_check'")
+            .bind(self.seal("meta:key_check", KEY_CHECK_SEALED_CONTACTS)?)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Appends a message to a group conversation (`peer` is the group's history key),
@@ -949,14 +1066,29 @@ async fn meta(pool: &SqlitePool, key: &str) -> Result<Option<Vec<u8>>, StoreErro
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-fn contact_from_row(row: sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
-    let verified: i64 = row.try_get(2)?;
-    Ok(Contact {
-        username: row.try_get(0)?,
-        identity_key: row.try_get(1)?,
-        verified: verified != 0,
-        changed_identity_key: row.try_get(3)?,
-    })
+fn contact_context(username: &str) -> String {
+    format!("contacts:{}:{username}", username.len())
+}
+
+/// What a contact's seal covers: pinned key length (2) || key || verified (1)
+/// || changed flag (1) [|| changed key length (2) || changed key].
+fn contact_check(contact: &Contact) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(2 * (2 + 129) + 2);
+    put(&mut out, &contact.identity_key);
+    out.push(u8::from(contact.verified));
+    match &contact.changed_identity_key {
+        Some(changed) => {
+            out.push(1);
+            put(&mut out, changed);
+        }
+        None => out.push(0),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1222,5 +1354,120 @@ mod tests {
         store.close().await;
         let again = Store::open(&path, key(3)).await.unwrap();
         again.close().await;
+    }
+
+    /// A contact row as SQLite holds it: username, identity key, verified, changed key.
+    type ContactRow = (String, Vec<u8>, i64, Option<Vec<u8>>);
+
+    /// Pinned identities and the verified flag are sealed: an edit of the file (another
+    /// identity key, a verified flag set, a pending change removed) is detected.
+    #[tokio::test]
+    async fn a_tampered_contact_row_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(4)).await.unwrap();
+        store.pin_contact("alice", b"alice's key").await.unwrap();
+        store.pin_contact("carol", b"carol's key").await.unwrap();
+        store
+            .record_changed_identity("carol", b"carol's new key")
+            .await
+            .unwrap();
+        store.close().await;
+        let db = format!("sqlite://{}", path.display());
+        for edit in [
+            "UPDATE contacts SET identity_key = x'6d616c6c6f7279' WHERE username = 'alice'",
+            "UPDATE contacts SET verified = 1 WHERE username = 'alice'",
+            "UPDATE contacts SET changed_identity_key = NULL WHERE username = 'carol'",
+        ] {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+                .await
+                .unwrap();
+            let before: Vec<ContactRow> = sqlx::query_as(
+                "SELECT username, identity_key, verified, changed_identity_key FROM contacts",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query(edit).execute(&mut conn).await.unwrap();
+            drop(conn);
+            let store = Store::open(&path, key(4)).await.unwrap();
+            let user = if edit.contains("carol") {
+                "carol"
+            } else {
+                "alice"
+            };
+            let read = store.contact(user).await;
+            assert!(
+                matches!(read, Err(StoreError::Corrupt(_))),
+                "{edit}: {read:?}"
+            );
+            assert!(store.contacts().await.is_err(), "{edit}");
+            // A later change does not seal the edit in.
+            assert!(store.mark_verified(user).await.is_err(), "{edit}");
+            store.close().await;
+            // Put the row back for the next edit.
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+                .await
+                .unwrap();
+            for (username, identity, verified, changed) in before {
+                sqlx::query(
+                    "UPDATE contacts SET identity_key = ?, verified = ?, changed_identity_key = ? \
+                     WHERE username = ?",
+                )
+                .bind(identity)
+                .bind(verified)
+                .bind(changed)
+                .bind(username)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path, key(4)).await.unwrap();
+        assert_eq!(store.contacts().await.unwrap().len(), 2);
+    }
+
+    /// A store made before contacts were sealed: its rows are sealed at the next open, once;
+    /// after that, a row without a seal is damage, not an old row.
+    #[tokio::test]
+    async fn contacts_of_an_older_store_are_sealed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(6)).await.unwrap();
+        store.pin_contact("alice", b"alice's key").await.unwrap();
+        let old_check = store.seal("meta:key_check", KEY_CHECK).unwrap();
+        store.close().await;
+        let db = format!("sqlite://{}", path.display());
+        let unseal = |check: Option<Vec<u8>>| {
+            let db = db.clone();
+            async move {
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE contacts SET check_sealed = NULL")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                if let Some(check) = check {
+                    sqlx::query("UPDATE meta SET value = ? WHERE key = 'key_check'")
+                        .bind(check)
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        // As an older store left it: no seals, the old key check.
+        unseal(Some(old_check)).await;
+        let store = Store::open(&path, key(6)).await.unwrap();
+        assert_eq!(store.contacts().await.unwrap().len(), 1);
+        store.close().await;
+        // Seals removed later are damage.
+        unseal(None).await;
+        let store = Store::open(&path, key(6)).await.unwrap();
+        assert!(matches!(
+            store.contact("alice").await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }
