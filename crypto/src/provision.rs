@@ -318,6 +318,15 @@ impl ProvisioningKeyPair {
     }
 }
 
+#[cfg(test)]
+impl ProvisioningKeyPair {
+    /// The ML-KEM shared secret of `ciphertext`, for the known-answer vectors (which give
+    /// it to implementations that have no ML-KEM of their own).
+    pub(crate) fn kem_shared_secret(&self, ciphertext: &[u8; KEM_CIPHERTEXT_LEN]) -> [u8; 32] {
+        self.kem.decapsulate(&Ciphertext::from(*ciphertext)).into()
+    }
+}
+
 impl fmt::Debug for ProvisioningKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProvisioningKeyPair")

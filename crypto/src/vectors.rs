@@ -493,6 +493,140 @@ fn safety_number_vectors() {
     check("safety_number.json", fresh, build_safety_number);
 }
 
+// -------------------------------------------------------------------------------------
+// Provisioning: the sealed message and the link answer
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct ProvisioningVector {
+    description: String,
+    /// What the new device draws: its X25519 secret (32), then its ML-KEM seed d || z (64).
+    recipient_random: String,
+    /// What the sealing device draws: the ephemeral X25519 secret (32), then ML-KEM's m (32).
+    seal_random: String,
+    /// The link secret of the code (16).
+    link_secret: String,
+    /// The associated data (for a link: "Tacit link " || channel id).
+    context: String,
+    plaintext: String,
+    /// The new device's public key encoding.
+    recipient_public: String,
+    kem_ciphertext: String,
+    /// ML-KEM-768's shared secret, given for implementations without ML-KEM.
+    kem_shared_secret: String,
+    /// 0x01 || EK (32) || CT (1088) || ChaCha20-Poly1305 ciphertext || tag.
+    sealed: String,
+    /// 0x01 || HMAC-SHA256 tag (32) || sealed.
+    answer: String,
+    /// Answers that must be refused under `link_secret` and `context`.
+    must_fail: Vec<ProvisioningFailure>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct ProvisioningFailure {
+    description: String,
+    answer: String,
+}
+
+fn build_provisioning(v: &ProvisioningVector) -> ProvisioningVector {
+    use crate::provision::{LinkSecret, ProvisioningKeyPair, seal, seal_answer};
+    let recipient = ProvisioningKeyPair::generate(&mut FixedRng::new(&unhex(&v.recipient_random)));
+    let (context, plaintext) = (unhex(&v.context), unhex(&v.plaintext));
+    let sealed = seal(
+        &mut FixedRng::new(&unhex(&v.seal_random)),
+        recipient.public(),
+        &context,
+        &plaintext,
+    )
+    .unwrap();
+    let secret = LinkSecret::from_bytes(unhex(&v.link_secret).try_into().unwrap());
+    let answer = seal_answer(
+        &mut FixedRng::new(&unhex(&v.seal_random)),
+        recipient.public(),
+        &secret,
+        &context,
+        &plaintext,
+    )
+    .unwrap();
+    assert_eq!(&answer[33..], sealed.as_slice());
+    assert_eq!(
+        recipient
+            .open_answer(&secret, &context, &answer)
+            .unwrap()
+            .as_slice(),
+        plaintext.as_slice()
+    );
+    let ciphertext: [u8; 1088] = sealed[33..33 + 1088].try_into().unwrap();
+    let wrong_secret = seal_answer(
+        &mut FixedRng::new(&unhex(&v.seal_random)),
+        recipient.public(),
+        &LinkSecret::from_bytes([0; LinkSecret::LEN]),
+        &context,
+        &plaintext,
+    )
+    .unwrap();
+    let flip = |i: usize| {
+        let mut bad = answer.clone();
+        bad[i] ^= 0x01;
+        bad
+    };
+    let must_fail = vec![
+        ("made under another link secret (all zeros)", wrong_secret),
+        ("tag altered", flip(1)),
+        ("sealed message altered", flip(answer.len() - 1)),
+        ("unknown version 0x02", {
+            let mut bad = answer.clone();
+            bad[0] = 0x02;
+            bad
+        }),
+        ("truncated by one byte", answer[..answer.len() - 1].to_vec()),
+        ("the bare sealed message, no tag", sealed.clone()),
+    ];
+    for (what, bad) in &must_fail {
+        assert!(
+            recipient.open_answer(&secret, &context, bad).is_err(),
+            "{what}"
+        );
+    }
+    ProvisioningVector {
+        recipient_public: hex::encode(recipient.public().to_bytes()),
+        kem_ciphertext: hex::encode(ciphertext),
+        kem_shared_secret: hex::encode(recipient.kem_shared_secret(&ciphertext)),
+        sealed: hex::encode(&sealed),
+        answer: hex::encode(&answer),
+        must_fail: must_fail
+            .into_iter()
+            .map(|(what, bad)| ProvisioningFailure {
+                description: what.into(),
+                answer: hex::encode(bad),
+            })
+            .collect(),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn provisioning_vectors() {
+    let fresh = [
+        (
+            "a link answer",
+            b"Tacit link AAAAAAAAAAAAAAAAAAAAAA".as_slice(),
+        ),
+        ("an empty context", b"".as_slice()),
+    ]
+    .into_iter()
+    .map(|(description, context)| ProvisioningVector {
+        description: description.into(),
+        recipient_random: seeded(&format!("provisioning recipient {description}"), 96),
+        seal_random: seeded(&format!("provisioning seal {description}"), 64),
+        link_secret: seeded(&format!("provisioning secret {description}"), 16),
+        context: hex::encode(context),
+        plaintext: hex::encode(br#"{"v":1,"username":"alice"}"#),
+        ..Default::default()
+    })
+    .collect();
+    check("provisioning.json", fresh, build_provisioning);
+}
+
 #[test]
 fn kem_key_export_matches_bundle_bytes() {
     // The KEM public key in bundles is FIPS 203's encapsulation key encoding.

@@ -6,7 +6,9 @@ package (X25519, Ed25519, HKDF, ChaCha20-Poly1305) and the standard library (HMA
 SHA-512), following SECURITY.md alone: identity and prekey signatures, the PQXDH session
 key and associated data (taking the ML-KEM shared secret from the vector), the first
 prekey message, a whole Double Ratchet conversation (producing every message byte for
-byte), the KDF vectors and the safety numbers. Exit status 0 means every value matched.
+byte), the KDF vectors, the safety numbers, and the provisioning seal and link answer
+(taking the ML-KEM ciphertext and shared secret from the vector; must-fail answers must be
+refused). Exit status 0 means every value matched.
 
     python3 -m pip install cryptography && python3 crypto/tests/vectors/check.py
 """
@@ -226,7 +228,64 @@ def check_safety(v):
     same("bob scannable", b"\x01" + hb[:32] + ha[:32], h(v["bob_scannable"]))
 
 
-for name, fn in [("kdf.json", check_kdf), ("pqxdh.json", check_pqxdh), ("safety_number.json", check_safety)]:
+def link_answer_key(recipient_public, secret):
+    return hkdf(hashlib.sha256(recipient_public).digest(), secret, b"Tacit_LinkAnswer_v1", 32)
+
+
+def link_answer_tag(key, context, sealed):
+    return hmac.new(key, struct.pack(">H", len(context)) + context + sealed, hashlib.sha256).digest()
+
+
+def open_link_answer(answer, secret, context, recipient_public, x_secret, kem_shares):
+    """Opens a link answer as SECURITY.md says; None when it must be refused. `kem_shares`
+    maps an ML-KEM ciphertext to its shared secret (this file has no ML-KEM)."""
+    if len(answer) < 1 + 32 + 1 + 32 + 1088 + 16 or answer[0] != 1:
+        return None
+    tag, sealed = answer[1:33], answer[33:]
+    if not hmac.compare_digest(tag, link_answer_tag(link_answer_key(recipient_public, secret), context, sealed)):
+        return None
+    if sealed[0] != 1:
+        return None
+    ek, ct, body = sealed[1:33], sealed[33:1121], sealed[1121:]
+    dh = x_dh(x_secret, ek)
+    if dh == b"\0" * 32 or ct not in kem_shares:
+        return None
+    okm = hkdf(b"\0" * 32, b"\xff" * 32 + dh + kem_shares[ct] + ek + ct + hashlib.sha256(recipient_public).digest(),
+               b"Tacit_Provisioning_v1", 44)
+    try:
+        return ChaCha20Poly1305(okm[:32]).decrypt(okm[32:], body, context)
+    except Exception:
+        return None
+
+
+def check_provisioning(v):
+    h = bytes.fromhex
+    rr, sr = h(v["recipient_random"]), h(v["seal_random"])
+    x_secret, ephemeral = rr[:32], sr[:32]
+    public = h(v["recipient_public"])
+    # 0x01 || X25519 (32) || ML-KEM-768 encapsulation key (1184); the KEM half is taken as given.
+    same("recipient key version", public[0], 1)
+    same("recipient X25519 key", public[1:33], x_pub(x_secret))
+    same("recipient key length", len(public), 1 + 32 + 1184)
+    ct, ss = h(v["kem_ciphertext"]), h(v["kem_shared_secret"])
+    context, plaintext, secret = h(v["context"]), h(v["plaintext"]), h(v["link_secret"])
+    dh = x_dh(ephemeral, public[1:33])
+    ek = x_pub(ephemeral)
+    okm = hkdf(b"\0" * 32, b"\xff" * 32 + dh + ss + ek + ct + hashlib.sha256(public).digest(),
+               b"Tacit_Provisioning_v1", 44)
+    sealed = b"\x01" + ek + ct + ChaCha20Poly1305(okm[:32]).encrypt(okm[32:], plaintext, context)
+    same("sealed", sealed, h(v["sealed"]))
+    answer = b"\x01" + link_answer_tag(link_answer_key(public, secret), context, sealed) + sealed
+    same("link answer", answer, h(v["answer"]))
+    shares = {ct: ss}
+    same("answer opens", open_link_answer(answer, secret, context, public, x_secret, shares), plaintext)
+    for case in v["must_fail"]:
+        got = open_link_answer(h(case["answer"]), secret, context, public, x_secret, shares)
+        same(f"refused: {case['description']}", got, None)
+
+
+for name, fn in [("kdf.json", check_kdf), ("pqxdh.json", check_pqxdh), ("safety_number.json", check_safety),
+                 ("provisioning.json", check_provisioning)]:
     for case in json.loads((HERE / name).read_text()):
         fn(case)
 print(f"check.py: {checked} values matched an independent implementation")
