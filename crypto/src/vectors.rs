@@ -627,6 +627,95 @@ fn provisioning_vectors() {
     check("provisioning.json", fresh, build_provisioning);
 }
 
+// -------------------------------------------------------------------------------------
+// Sender keys
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct SenderKeyVector {
+    description: String,
+    group_id: String,
+    /// What starting the chain draws: chain id (16), CK_0 (32), Ed25519 seed (32).
+    chain_random: String,
+    plaintexts: Vec<String>,
+    /// The distribution at iteration 0.
+    distribution: String,
+    /// message_i for each plaintext, i = 0, 1, ...
+    messages: Vec<String>,
+    /// Messages a member holding the distribution must refuse.
+    must_fail: Vec<SenderKeyFailure>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct SenderKeyFailure {
+    description: String,
+    message: String,
+}
+
+fn build_sender_keys(v: &SenderKeyVector) -> SenderKeyVector {
+    use crate::{SenderKeyMessage, SenderKeyRecord, SenderKeyState};
+    let group = crate::GroupId(unhex(&v.group_id).try_into().unwrap());
+    let mut chain = SenderKeyState::generate(&mut FixedRng::new(&unhex(&v.chain_random)), group);
+    let distribution = chain.distribution();
+    let messages: Vec<Vec<u8>> = v
+        .plaintexts
+        .iter()
+        .map(|p| chain.encrypt(&unhex(p)).unwrap())
+        .collect();
+    let first = &messages[0];
+    let flip = |i: usize| {
+        let mut bad = first.clone();
+        bad[i] ^= 0x01;
+        bad
+    };
+    let must_fail = vec![
+        ("signature altered", flip(first.len() - 1)),
+        ("ciphertext altered (and so not what was signed)", flip(38)),
+        ("iteration altered", flip(37)),
+        ("chain id altered", flip(20)),
+        ("type altered", flip(1)),
+        ("truncated by one byte", first[..first.len() - 1].to_vec()),
+    ];
+    let mut record = SenderKeyRecord::new(group);
+    record.process(&distribution).unwrap();
+    for (what, bad) in &must_fail {
+        let refused = SenderKeyMessage::from_bytes(bad)
+            .map(|m| record.decrypt(&m).is_err())
+            .unwrap_or(true);
+        assert!(refused, "{what}");
+    }
+    for (message, plaintext) in messages.iter().zip(&v.plaintexts) {
+        let message = SenderKeyMessage::from_bytes(message).unwrap();
+        assert_eq!(record.decrypt(&message).unwrap(), unhex(plaintext));
+    }
+    SenderKeyVector {
+        distribution: hex::encode(distribution.to_bytes().as_slice()),
+        messages: messages.iter().map(hex::encode).collect(),
+        must_fail: must_fail
+            .into_iter()
+            .map(|(what, bad)| SenderKeyFailure {
+                description: what.into(),
+                message: hex::encode(bad),
+            })
+            .collect(),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn sender_key_vectors() {
+    let fresh = vec![SenderKeyVector {
+        description: "three messages on one chain".into(),
+        group_id: seeded("sender key group", 16),
+        chain_random: seeded("sender key chain", 80),
+        plaintexts: ["hello group", "", "the third"]
+            .iter()
+            .map(|p| hex::encode(p.as_bytes()))
+            .collect(),
+        ..Default::default()
+    }];
+    check("sender_keys.json", fresh, build_sender_keys);
+}
+
 #[test]
 fn kem_key_export_matches_bundle_bytes() {
     // The KEM public key in bundles is FIPS 203's encapsulation key encoding.

@@ -6,7 +6,8 @@ package (X25519, Ed25519, HKDF, ChaCha20-Poly1305) and the standard library (HMA
 SHA-512), following SECURITY.md alone: identity and prekey signatures, the PQXDH session
 key and associated data (taking the ML-KEM shared secret from the vector), the first
 prekey message, a whole Double Ratchet conversation (producing every message byte for
-byte), the KDF vectors, the safety numbers, and the provisioning seal and link answer
+byte), the KDF vectors, the safety numbers, sender-key distributions and messages, and
+the provisioning seal and link answer
 (taking the ML-KEM ciphertext and shared secret from the vector; must-fail answers must be
 refused). Exit status 0 means every value matched.
 
@@ -228,6 +229,57 @@ def check_safety(v):
     same("bob scannable", b"\x01" + hb[:32] + ha[:32], h(v["bob_scannable"]))
 
 
+def sender_key_seal(ck, header, plaintext, signer):
+    seed, _ = kdf_ck(ck)
+    okm = hkdf(b"\0" * 32, seed, b"Tacit_SenderKey_MessageKeys_v1", 44)
+    body = ChaCha20Poly1305(okm[:32]).encrypt(okm[32:], plaintext, header)
+    return header + body + signer.sign(header + body)
+
+
+def open_sender_key(message, distribution):
+    """Opens a message as a member holding `distribution` (iteration 0) does; None when it
+    must be refused."""
+    group, chain_id, ck, pub = distribution[2:18], distribution[18:34], distribution[38:70], distribution[70:102]
+    if len(message) < 38 + 16 + 64 or message[:2] != b"\x01\x03":
+        return None
+    if message[2:18] != group or message[18:34] != chain_id:
+        return None
+    signed, sig = message[:-64], message[-64:]
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, signed)
+    except Exception:
+        return None
+    (iteration,) = struct.unpack(">I", message[34:38])
+    if iteration > 2000:
+        return None
+    for _ in range(iteration):
+        _, ck = kdf_ck(ck)
+    seed, _ = kdf_ck(ck)
+    okm = hkdf(b"\0" * 32, seed, b"Tacit_SenderKey_MessageKeys_v1", 44)
+    try:
+        return ChaCha20Poly1305(okm[:32]).decrypt(okm[32:], signed[38:], signed[:38])
+    except Exception:
+        return None
+
+
+def check_sender_keys(v):
+    h = bytes.fromhex
+    group, r = h(v["group_id"]), h(v["chain_random"])
+    chain_id, ck, seed = r[:16], r[16:48], r[48:80]
+    signer = Ed25519PrivateKey.from_private_bytes(seed)
+    public = signer.public_key().public_bytes(*RAW)
+    distribution = b"\x01\x04" + group + chain_id + struct.pack(">I", 0) + ck + public
+    same("distribution", distribution, h(v["distribution"]))
+    for i, (plaintext, want) in enumerate(zip(v["plaintexts"], v["messages"])):
+        header = b"\x01\x03" + group + chain_id + struct.pack(">I", i)
+        message = sender_key_seal(ck, header, h(plaintext), signer)
+        same(f"sender-key message {i}", message, h(want))
+        same(f"sender-key message {i} opens", open_sender_key(message, distribution), h(plaintext))
+        _, ck = kdf_ck(ck)
+    for case in v["must_fail"]:
+        same(f"refused: {case['description']}", open_sender_key(h(case["message"]), distribution), None)
+
+
 def link_answer_key(recipient_public, secret):
     return hkdf(hashlib.sha256(recipient_public).digest(), secret, b"Tacit_LinkAnswer_v1", 32)
 
@@ -285,7 +337,7 @@ def check_provisioning(v):
 
 
 for name, fn in [("kdf.json", check_kdf), ("pqxdh.json", check_pqxdh), ("safety_number.json", check_safety),
-                 ("provisioning.json", check_provisioning)]:
+                 ("provisioning.json", check_provisioning), ("sender_keys.json", check_sender_keys)]:
     for case in json.loads((HERE / name).read_text()):
         fn(case)
 print(f"check.py: {checked} values matched an independent implementation")
