@@ -716,6 +716,150 @@ fn sender_key_vectors() {
     check("sender_keys.json", fresh, build_sender_keys);
 }
 
+// -------------------------------------------------------------------------------------
+// Attachments
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct AttachmentVector {
+    description: String,
+    key: String,
+    /// What encrypting draws: the blob's nonce (16).
+    nonce_random: String,
+    /// The plaintext is `length` bytes, byte j = j mod 251.
+    length: usize,
+    /// The whole blob when it is short (else only its digest is given).
+    blob: Option<String>,
+    blob_length: usize,
+    digest: String,
+    /// Edits of the blob (or the digest) that a decryptor must refuse.
+    must_fail: Vec<AttachmentFailure>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct AttachmentFailure {
+    description: String,
+    /// Flip the low bit of this byte of the blob.
+    flip: Option<usize>,
+    /// Keep only this many bytes of the blob.
+    truncate_to: Option<usize>,
+    /// Append these bytes (hex).
+    append: Option<String>,
+    /// Flip the low bit of the digest's first byte.
+    #[serde(default)]
+    flip_digest: bool,
+}
+
+fn attachment_plaintext(length: usize) -> Vec<u8> {
+    (0..length)
+        .map(|j| u8::try_from(j % 251).unwrap())
+        .collect()
+}
+
+fn open_attachment(key: &crate::AttachmentKey, digest: [u8; 32], blob: &[u8]) -> bool {
+    use crate::attachment::Decryptor;
+    let mut decryptor = Decryptor::new(key, crate::AttachmentDigest(digest));
+    let mut out = Vec::new();
+    // In two pieces, to exercise the streaming decoder.
+    let (a, b) = blob.split_at(blob.len() / 2);
+    decryptor.push(a, &mut out).is_ok()
+        && decryptor.push(b, &mut out).is_ok()
+        && decryptor.finish(&mut out).is_ok()
+}
+
+fn build_attachment(v: &AttachmentVector) -> AttachmentVector {
+    use crate::attachment::Encryptor;
+    let key = crate::AttachmentKey::from_bytes(arr32(&v.key));
+    let plaintext = attachment_plaintext(v.length);
+    let mut blob = Vec::new();
+    let mut encryptor = Encryptor::new(&mut FixedRng::new(&unhex(&v.nonce_random)), &key);
+    encryptor.push(&plaintext, &mut blob).unwrap();
+    let digest = encryptor.finish(&mut blob).unwrap();
+    assert!(open_attachment(&key, digest.0, &blob));
+    for case in &v.must_fail {
+        let mut bad = blob.clone();
+        let mut bad_digest = digest.0;
+        if let Some(i) = case.flip {
+            bad[i] ^= 0x01;
+        }
+        if let Some(n) = case.truncate_to {
+            bad.truncate(n);
+        }
+        if let Some(extra) = &case.append {
+            bad.extend_from_slice(&unhex(extra));
+        }
+        if case.flip_digest {
+            bad_digest[0] ^= 0x01;
+        }
+        assert!(
+            !open_attachment(&key, bad_digest, &bad),
+            "{}",
+            case.description
+        );
+    }
+    AttachmentVector {
+        blob: (blob.len() <= 256).then(|| hex::encode(&blob)),
+        blob_length: blob.len(),
+        digest: hex::encode(digest.0),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn attachment_vectors() {
+    let two_chunks = 65_536 + 10;
+    let blob_len = 17 + two_chunks + 2 * 16;
+    let failure = |description: &str| AttachmentFailure {
+        description: description.into(),
+        ..Default::default()
+    };
+    let must_fail = vec![
+        AttachmentFailure {
+            flip: Some(0),
+            ..failure("unknown version")
+        },
+        AttachmentFailure {
+            flip: Some(17 + 5),
+            ..failure("first chunk altered")
+        },
+        AttachmentFailure {
+            flip: Some(blob_len - 1),
+            ..failure("last chunk's tag altered")
+        },
+        AttachmentFailure {
+            truncate_to: Some(17 + 65_536 + 16),
+            ..failure("cut at a chunk boundary (the last chunk dropped)")
+        },
+        AttachmentFailure {
+            truncate_to: Some(blob_len - 1),
+            ..failure("truncated by one byte")
+        },
+        AttachmentFailure {
+            append: Some("00".into()),
+            ..failure("a byte appended")
+        },
+        AttachmentFailure {
+            flip_digest: true,
+            ..failure("another digest")
+        },
+    ];
+    let fresh = [0, 100, 65_536, two_chunks]
+        .into_iter()
+        .map(|length| AttachmentVector {
+            description: format!("{length} bytes"),
+            key: seeded(&format!("attachment key {length}"), 32),
+            nonce_random: seeded(&format!("attachment nonce {length}"), 16),
+            length,
+            must_fail: if length == two_chunks {
+                must_fail.clone()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })
+        .collect();
+    check("attachments.json", fresh, build_attachment);
+}
+
 #[test]
 fn kem_key_export_matches_bundle_bytes() {
     // The KEM public key in bundles is FIPS 203's encapsulation key encoding.

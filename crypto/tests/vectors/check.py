@@ -6,10 +6,11 @@ package (X25519, Ed25519, HKDF, ChaCha20-Poly1305) and the standard library (HMA
 SHA-512), following SECURITY.md alone: identity and prekey signatures, the PQXDH session
 key and associated data (taking the ML-KEM shared secret from the vector), the first
 prekey message, a whole Double Ratchet conversation (producing every message byte for
-byte), the KDF vectors, the safety numbers, sender-key distributions and messages, and
-the provisioning seal and link answer
+byte), the KDF vectors, the safety numbers, sender-key distributions and messages,
+attachments (STREAM), and the provisioning seal and link answer
 (taking the ML-KEM ciphertext and shared secret from the vector; must-fail answers must be
-refused). Exit status 0 means every value matched.
+refused, as must every must-fail case of the other files). Exit status 0 means every
+value matched.
 
     python3 -m pip install cryptography && python3 crypto/tests/vectors/check.py
 """
@@ -280,6 +281,66 @@ def check_sender_keys(v):
         same(f"refused: {case['description']}", open_sender_key(h(case["message"]), distribution), None)
 
 
+def attachment_plaintext(length):
+    return bytes(j % 251 for j in range(length))
+
+
+def attachment_seal(key, nonce, plaintext):
+    payload = ChaCha20Poly1305(hkdf(nonce, key, b"Tacit_Attachment_Payload_v1", 32))
+    chunks = [plaintext[i:i + 65536] for i in range(0, len(plaintext), 65536)] or [b""]
+    out = b"\x01" + nonce
+    for i, chunk in enumerate(chunks):
+        last = b"\x01" if i == len(chunks) - 1 else b"\x00"
+        out += payload.encrypt(i.to_bytes(11, "big") + last, chunk, b"")
+    return out
+
+
+def attachment_open(key, digest, blob):
+    """The plaintext, or None when the blob must be refused (SECURITY.md, Attachments)."""
+    if len(blob) < 17 + 16 or blob[0] != 1:
+        return None
+    payload = ChaCha20Poly1305(hkdf(blob[1:17], key, b"Tacit_Attachment_Payload_v1", 32))
+    rest, out, i = blob[17:], b"", 0
+    while True:
+        last = len(rest) <= 65536 + 16
+        chunk, rest = (rest, b"") if last else (rest[:65536 + 16], rest[65536 + 16:])
+        try:
+            out += payload.decrypt(i.to_bytes(11, "big") + (b"\x01" if last else b"\x00"), chunk, b"")
+        except Exception:
+            return None
+        i += 1
+        if last:
+            break
+    if not hmac.compare_digest(hashlib.sha256(blob).digest(), digest):
+        return None
+    return out
+
+
+def check_attachment(v):
+    h = bytes.fromhex
+    key, nonce, plaintext = h(v["key"]), h(v["nonce_random"]), attachment_plaintext(v["length"])
+    blob = attachment_seal(key, nonce, plaintext)
+    same(f"attachment {v['description']} length", len(blob), v["blob_length"])
+    same(f"attachment {v['description']} length formula", len(blob),
+         17 + len(plaintext) + 16 * max(1, -(-len(plaintext) // 65536)))
+    if v["blob"] is not None:
+        same(f"attachment {v['description']} blob", blob, h(v["blob"]))
+    digest = h(v["digest"])
+    same(f"attachment {v['description']} digest", hashlib.sha256(blob).digest(), digest)
+    same(f"attachment {v['description']} opens", attachment_open(key, digest, blob), plaintext)
+    for case in v["must_fail"]:
+        bad, bad_digest = bytearray(blob), bytearray(digest)
+        if case.get("flip") is not None:
+            bad[case["flip"]] ^= 1
+        if case.get("truncate_to") is not None:
+            del bad[case["truncate_to"]:]
+        if case.get("append") is not None:
+            bad += h(case["append"])
+        if case.get("flip_digest"):
+            bad_digest[0] ^= 1
+        same(f"refused: {case['description']}", attachment_open(key, bytes(bad_digest), bytes(bad)), None)
+
+
 def link_answer_key(recipient_public, secret):
     return hkdf(hashlib.sha256(recipient_public).digest(), secret, b"Tacit_LinkAnswer_v1", 32)
 
@@ -337,7 +398,8 @@ def check_provisioning(v):
 
 
 for name, fn in [("kdf.json", check_kdf), ("pqxdh.json", check_pqxdh), ("safety_number.json", check_safety),
-                 ("provisioning.json", check_provisioning), ("sender_keys.json", check_sender_keys)]:
+                 ("provisioning.json", check_provisioning), ("sender_keys.json", check_sender_keys),
+                 ("attachments.json", check_attachment)]:
     for case in json.loads((HERE / name).read_text()):
         fn(case)
 print(f"check.py: {checked} values matched an independent implementation")
