@@ -229,7 +229,10 @@ struct PqxdhVector {
     bob_one_time_prekey_id: Option<u32>,
     bob_one_time_prekey_secret: Option<String>,
     bob_kem_prekey_id: u32,
-    /// FIPS 203 seed d || z (64 bytes); the KEM prekey is a last-resort key.
+    /// Which kind of KEM prekey the bundle carries: `"last_resort"` (kind byte 0x02, the
+    /// key a bundle falls back to) or `"one_time"` (0x01).
+    bob_kem_prekey_kind: String,
+    /// FIPS 203 seed d || z (64 bytes).
     bob_kem_prekey_seed: String,
     /// EK_A (32) || ML-KEM encapsulation message m (32) || Alice's first ratchet key (32).
     alice_random: String,
@@ -280,7 +283,11 @@ fn build_pqxdh(v: &PqxdhVector) -> PqxdhVector {
     let kem = bob.generate_kem_prekey(
         &mut FixedRng::new(&unhex(&v.bob_kem_prekey_seed)),
         PreKeyId(v.bob_kem_prekey_id),
-        KemPreKeyKind::LastResort,
+        match v.bob_kem_prekey_kind.as_str() {
+            "last_resort" => KemPreKeyKind::LastResort,
+            "one_time" => KemPreKeyKind::OneTime,
+            other => panic!("unknown KEM prekey kind {other:?}"),
+        },
     );
     let bundle = PreKeyBundle {
         identity: bob.public().clone(),
@@ -388,15 +395,24 @@ fn pqxdh_and_ratchet_vectors() {
         ("bob", 1),
         ("alice", 64),
     ];
-    let fresh = [true, false]
+    let fresh = [(true, false), (false, false), (true, true)]
         .into_iter()
-        .map(|with_one_time| {
-            let tag = if with_one_time { "otk" } else { "no-otk" };
+        .map(|(with_one_time, one_time_kem)| {
+            let tag = match (with_one_time, one_time_kem) {
+                (true, false) => "otk",
+                (false, _) => "no-otk",
+                (true, true) => "otk one-time-kem",
+            };
             let s = |label: &str, len| seeded(&format!("pqxdh {tag} {label}"), len);
             PqxdhVector {
                 description: format!(
-                    "PQXDH {} a one-time prekey, then a conversation",
-                    if with_one_time { "with" } else { "without" }
+                    "PQXDH {} a one-time prekey and with a {} KEM prekey, then a conversation",
+                    if with_one_time { "with" } else { "without" },
+                    if one_time_kem {
+                        "one-time"
+                    } else {
+                        "last-resort"
+                    }
                 ),
                 alice_address: AddressJson {
                     user: "alice".into(),
@@ -413,6 +429,12 @@ fn pqxdh_and_ratchet_vectors() {
                 bob_one_time_prekey_id: with_one_time.then_some(1001),
                 bob_one_time_prekey_secret: with_one_time.then(|| s("bob otk", 32)),
                 bob_kem_prekey_id: 3,
+                bob_kem_prekey_kind: if one_time_kem {
+                    "one_time"
+                } else {
+                    "last_resort"
+                }
+                .into(),
                 bob_kem_prekey_seed: s("bob kem", 64),
                 alice_random: s("alice random", 96),
                 bob_random: s("bob random", 32),

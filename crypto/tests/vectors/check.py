@@ -149,7 +149,7 @@ def check_pqxdh(v):
         otk = x_prekey(b"Tacit_Sign_OneTimePreKey_v1", h(v["bob_one_time_prekey_secret"]), v["bob_one_time_prekey_id"])
     kem_id, kind, ek, sig = b[pos:pos + 4], b[pos + 4:pos + 5], b[pos + 5:pos + 1189], b[pos + 1189:pos + 1253]
     same("KEM id", struct.unpack(">I", kem_id)[0], v["bob_kem_prekey_id"])
-    same("KEM kind (last resort)", kind, b"\x02")
+    same("KEM kind", kind, {"last_resort": b"\x02", "one_time": b"\x01"}[v["bob_kem_prekey_kind"]])
     verify(ed_b, sig, b"Tacit_Sign_KemPreKey_v1" + kem_id + kind + ek, "KEM prekey")
     same("bundle length", len(b), pos + 1253)
 
