@@ -14,9 +14,10 @@
 //! - see every provisioning channel opened through it ([`HostileRelay::channels`]), which is
 //!   what a server stores and all it needs to answer a link channel itself.
 //!
+//! - deliver every envelope pushed over the WebSocket twice ([`Lies::duplicate_pushes`]).
+//!
 //! Everything that went through is kept ([`HostileRelay::exchanges`]), so a test can check
-//! what a client sent to whom. Only plain HTTP is relayed (the WebSocket is not: tests
-//! drive clients through `fetch`).
+//! what a client sent to whom. The WebSocket (`GET /v1/ws`) is relayed frame by frame.
 //!
 //! [`TestServer`] runs the real server in-process on port 0 with a fresh SQLite database.
 
@@ -131,6 +132,8 @@ pub struct Lies {
     /// downloads, by anyone) goes to the new blob instead: the uploader's file announced
     /// under another sender's blob id, and that id's bytes substituted.
     pub steal_blob_id: bool,
+    /// Every envelope pushed over the WebSocket is pushed twice.
+    pub duplicate_pushes: bool,
 }
 
 /// One request through the relay and what its client got back.
@@ -179,6 +182,7 @@ impl HostileRelay {
             blob_redirects: Mutex::new(BTreeMap::new()),
         });
         let app = axum::Router::new()
+            .route("/v1/ws", axum::routing::get(websocket))
             .fallback(relay)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -401,6 +405,74 @@ async fn relay(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
     }
     response.body(Body::from(bytes)).unwrap()
+}
+
+/// `GET /v1/ws`: accepts the client's WebSocket, opens one to the server with the same
+/// credential, and relays text frames both ways (lying on the server's side).
+async fn websocket(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).cloned();
+    upgrade.on_upgrade(move |client| pump(shared, client, auth))
+}
+
+async fn pump(
+    shared: Arc<Shared>,
+    client: axum::extract::ws::WebSocket,
+    auth: Option<axum::http::HeaderValue>,
+) {
+    use axum::extract::ws::Message as ClientMessage;
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as ServerMessage;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let url = format!("{}/v1/ws", shared.upstream.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    if let Some(auth) = auth {
+        request.headers_mut().insert(header::AUTHORIZATION, auth);
+    }
+    let Ok((server, _)) = tokio_tungstenite::connect_async(request).await else {
+        return;
+    };
+    let (mut to_server, mut from_server) = server.split();
+    let (mut to_client, mut from_client) = client.split();
+    loop {
+        tokio::select! {
+            message = from_client.next() => match message {
+                Some(Ok(ClientMessage::Text(text))) => {
+                    if to_server.send(ServerMessage::Text(text.as_str().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(ClientMessage::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+            message = from_server.next() => match message {
+                Some(Ok(ServerMessage::Text(text))) => {
+                    let is_envelope = matches!(
+                        serde_json::from_str::<api::ServerFrame>(text.as_str()),
+                        Ok(api::ServerFrame::Envelope(_))
+                    );
+                    let copies = if is_envelope && shared.lies.lock().unwrap().duplicate_pushes {
+                        2
+                    } else {
+                        1
+                    };
+                    for _ in 0..copies {
+                        if to_client.send(ClientMessage::Text(text.as_str().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(ServerMessage::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = to_client.close().await;
+    let _ = to_server.close().await;
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response {

@@ -465,3 +465,35 @@ async fn a_blob_id_announced_first_by_another_sender_is_not_merged() {
         .unwrap();
     assert_eq!(std::fs::read(saved).unwrap(), b"mallory's forgery");
 }
+
+/// The lie, over the WebSocket: every pushed envelope arrives twice. The message is shown
+/// once; the copy is reported as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_push_over_the_websocket_opens_once() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    w.relay.lie(|lies| lies.duplicate_pushes = true);
+    let mut socket = bob.connect().await.unwrap();
+    alice.send("bob", "live").await.unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < 2 {
+        let frame = tokio::time::timeout_at(deadline, socket.next_frame())
+            .await
+            .expect("the pushes did not come")
+            .unwrap()
+            .unwrap();
+        if let tacit_sdk::SocketEvent::Incoming(event) =
+            bob.on_frame(&mut socket, frame).await.unwrap()
+        {
+            events.push(event);
+        }
+    }
+    socket.close().await;
+    assert_eq!(texts(&events), ["live"]);
+    let failed = failures(&events);
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert!(failed[0].contains("duplicate"), "{failed:?}");
+    assert_eq!(bob.store().history("alice").await.unwrap().len(), 1);
+}
