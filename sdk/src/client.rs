@@ -5,7 +5,9 @@
 //! active one. A send goes to every device of the recipient and to the sender's other
 //! devices in one request; when the server answers that the device set is out of date, the
 //! client drops stale devices, sets up sessions with missing ones and retries with the same
-//! client message id, so a retried send is never delivered twice.
+//! client message id, so a retried send is never delivered twice. Those answers, device
+//! lists and bundles are claims checked against what the client knows: one naming anyone
+//! but the recipient or our own account fails with [`ClientError::ServerClaimRefused`].
 //!
 //! Contacts are pinned on first use. When a contact's identity key changes, sends to them
 //! fail with [`ClientError::IdentityChanged`] until [`Client::trust`] accepts the new key.

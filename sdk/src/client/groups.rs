@@ -3,8 +3,13 @@
 //! A group's state (id, name, members, admins) lives only in the members' stores and
 //! travels only inside pairwise end-to-end encrypted messages (`group_update`), which the
 //! pairwise sessions authenticate. A member applies an update only from someone its own
-//! view lists as an admin (or, for leaving, from the member who leaves), so a member the
-//! server invents is never accepted.
+//! view lists as an admin (or, for leaving, from the member who leaves, and then only the
+//! leaver's removal), so a member the server invents is never accepted. A group id is bound
+//! to its creator, so only the creator's `Create` introduces a group.
+//!
+//! The server's answers are claims: a multicast's device-mismatch answer that names anyone
+//! but a member (or our own account) is refused whole, so our chain goes only to the
+//! members in our own roster; a member device reported stale makes us start a new chain.
 //!
 //! Each member encrypts its group messages with its own sender-key chain
 //! ([`tacit_crypto::SenderKeyState`]) and hands the chain to the other members over the
