@@ -169,6 +169,10 @@ enum DeviceCommand {
         /// Trust the CA certificate(s) in this PEM file.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Join the account the answer names without asking (when standard input is a
+        /// terminal, `tacit` otherwise asks before joining).
+        #[arg(long)]
+        yes: bool,
     },
     /// On an EXISTING device: approve the new device that shows this link code.
     Add { code: String },
@@ -378,8 +382,11 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", client.safety_number(&username).await?.grouped());
         }
         Command::Verify { username } => {
-            open(&home).await?.verify(&username).await?;
-            println!("{username} marked verified");
+            if open(&home).await?.verify(&username).await? {
+                println!("accepted {username}'s new identity key and marked it verified");
+            } else {
+                println!("{username} marked verified");
+            }
         }
         Command::Trust { username } => {
             if open(&home).await?.trust(&username).await? {
@@ -796,6 +803,20 @@ async fn chat(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     }
 }
 
+/// Whether to join the account a link answer names: yes with `--yes` or when standard
+/// input is not a terminal (a script), otherwise the user is asked after seeing the account
+/// name and identity fingerprint.
+fn confirm_link(yes: bool) -> bool {
+    use std::io::IsTerminal as _;
+    if yes || !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("Join this account? Compare the fingerprint with the approving device [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok()
+        && matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+}
+
 async fn device(home: &Path, command: DeviceCommand) -> Result<()> {
     match command {
         DeviceCommand::Link {
@@ -804,6 +825,7 @@ async fn device(home: &Path, command: DeviceCommand) -> Result<()> {
             timeout,
             pin,
             ca_file,
+            yes,
         } => {
             let config = HomeConfig {
                 server: server.clone(),
@@ -830,6 +852,13 @@ async fn device(home: &Path, command: DeviceCommand) -> Result<()> {
                 KeySource::Passphrase(&passphrase),
                 name.as_deref(),
                 Duration::from_secs(timeout),
+                |preview| {
+                    println!(
+                        "joining account {} (identity fingerprint {})",
+                        preview.username, preview.fingerprint
+                    );
+                    confirm_link(yes)
+                },
             )
             .await?;
             let json = serde_json::to_string_pretty(&config)?;
@@ -844,7 +873,11 @@ async fn device(home: &Path, command: DeviceCommand) -> Result<()> {
         DeviceCommand::Add { code } => {
             let client = open(home).await?;
             client.approve_link(&code).await?;
-            println!("approved: the new device is joining {}", client.username());
+            println!(
+                "approved: the new device is joining {}; it must show identity fingerprint {}",
+                client.username(),
+                client.fingerprint()
+            );
         }
         DeviceCommand::List { json } => {
             let client = open(home).await?;

@@ -474,6 +474,7 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
             "laptop",
             "--timeout",
             "60",
+            "--yes",
         ])
         .env("TACIT_PASSPHRASE", "another passphrase")
         .stdout(Stdio::piped())
@@ -484,7 +485,7 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
     let code = first.trim().strip_prefix("link code: ").unwrap().to_owned();
-    assert_eq!(code.len(), 64);
+    assert_eq!(code.len(), tacit_sdk::LINK_CODE_CHARS);
     // A mangled code is refused without touching the channel.
     let mut wrong = code.clone().into_bytes();
     wrong[40] = if wrong[40] == b'A' { b'B' } else { b'A' };
@@ -493,12 +494,26 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
         &["device", "add", std::str::from_utf8(&wrong).unwrap()],
     );
     assert!(error.contains("does not match"), "{error}");
-    ok(&phone, &["device", "add", &code]);
+    let approved = ok(&phone, &["device", "add", &code]);
     let status = link.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(status.success(), "device link failed: {rest}");
     assert!(rest.contains("device 2 of alice"), "{rest}");
+    // Before joining, it showed the account and the identity fingerprint that the phone
+    // showed when it approved.
+    let fingerprint = approved
+        .split("fingerprint ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap()
+        .to_owned();
+    assert!(
+        rest.contains(&format!(
+            "joining account alice (identity fingerprint {fingerprint})"
+        )),
+        "{rest}"
+    );
     // The code is single-use.
     assert!(fails(&phone, &["device", "add", &code]).contains("link code"));
 
@@ -938,4 +953,40 @@ async fn group_chat_with_membership_changes() {
     .await
     .unwrap();
     drop(server);
+}
+
+/// Two `tacit` processes on one home at once: the second is refused at once with the first
+/// one's process id, so two processes never load, encrypt and save the same session (which
+/// would put two ciphertexts under one message key). Once the first ends, the home works.
+#[test]
+fn a_second_process_on_a_home_is_refused_while_the_first_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let server = sqlite_server(root.path());
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    ok(&alice, &["register", &server.url, "alice"]);
+    ok(&bob, &["register", &server.url, "bob"]);
+    let mut listener = Command::new(TACIT)
+        .arg("--home")
+        .arg(&bob)
+        .args(["listen", "--json"])
+        .env("TACIT_PASSPHRASE", "correct horse battery staple")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(listener.stdout.take().unwrap());
+    // Once a message comes through, the listener surely holds the store.
+    ok(&alice, &["send", "bob", "are you there"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("are you there"), "{line}");
+    let error = fails(&bob, &["send", "alice", "from a second process"]);
+    assert!(
+        error.contains(&format!("in use by process {}", listener.id())),
+        "{error}"
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+    ok(&bob, &["send", "alice", "now alone"]);
+    assert_eq!(texts(&recv(&alice)), ["now alone"]);
 }

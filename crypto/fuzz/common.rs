@@ -161,20 +161,34 @@ pub fn attachment_decrypt(data: &[u8]) {
 }
 
 /// Provisioning (device linking), chosen by the first byte: a public key decodes strictly
-/// and canonically; any bytes opened with the fixture's key never panic, and only the
-/// fixture's own sealed message opens.
+/// and canonically; any bytes opened with the fixture's key (as a sealed message, or as a
+/// link answer under the fixture's link secret) never panic, and only the fixture's own
+/// sealed message and answer open.
 pub fn provision_open(data: &[u8]) {
     let Some((which, bytes)) = data.split_first() else {
         return;
     };
     let fixture = fixture();
-    if which % 2 == 0 {
-        if let Ok(key) = ProvisioningPublicKey::from_bytes(bytes) {
-            assert_eq!(key.to_bytes().as_slice(), bytes, "key encoding is not canonical");
+    match which % 3 {
+        0 => {
+            if let Ok(key) = ProvisioningPublicKey::from_bytes(bytes) {
+                assert_eq!(key.to_bytes().as_slice(), bytes, "key encoding is not canonical");
+            }
         }
-    } else if let Ok(plaintext) = fixture.provisioning.open(PROVISIONING_CONTEXT, bytes) {
-        assert_eq!(bytes, fixture.provisioning_sealed.as_slice(), "a foreign message opened");
-        assert_eq!(plaintext.as_slice(), PROVISIONING_PLAINTEXT, "opened wrongly");
+        1 => {
+            if let Ok(plaintext) = fixture.provisioning.open(PROVISIONING_CONTEXT, bytes) {
+                assert_eq!(bytes, fixture.provisioning_sealed.as_slice(), "a foreign message opened");
+                assert_eq!(plaintext.as_slice(), PROVISIONING_PLAINTEXT, "opened wrongly");
+            }
+        }
+        _ => {
+            let secret = provision::LinkSecret::from_bytes(fixture.provisioning_secret);
+            let opened = fixture.provisioning.open_answer(&secret, PROVISIONING_CONTEXT, bytes);
+            if let Ok(plaintext) = opened {
+                assert_eq!(bytes, fixture.provisioning_answer.as_slice(), "a foreign answer opened");
+                assert_eq!(plaintext.as_slice(), PROVISIONING_PLAINTEXT, "opened wrongly");
+            }
+        }
     }
 }
 
@@ -200,6 +214,9 @@ pub struct Fixture {
     /// A new device's provisioning key and a message sealed to it.
     pub provisioning: ProvisioningKeyPair,
     pub provisioning_sealed: Vec<u8>,
+    /// A link secret and a link answer authenticated under it.
+    pub provisioning_secret: [u8; provision::LinkSecret::LEN],
+    pub provisioning_answer: Vec<u8>,
     /// Valid encodings of every kind, for seeding the corpora.
     pub samples: Vec<(&'static str, Vec<u8>)>,
 }
@@ -288,6 +305,15 @@ fn build_fixture() -> Fixture {
         PROVISIONING_PLAINTEXT,
     )
     .unwrap_or_else(|_| fail("provisioning"));
+    let link_secret = provision::LinkSecret::generate(&mut rng);
+    let provisioning_answer = provision::seal_answer(
+        &mut rng,
+        provisioning.public(),
+        &link_secret,
+        PROVISIONING_CONTEXT,
+        PROVISIONING_PLAINTEXT,
+    )
+    .unwrap_or_else(|_| fail("link answer"));
     let samples = vec![
         ("decode_message", first.clone()),
         ("decode_message", reply.clone()),
@@ -317,6 +343,7 @@ fn build_fixture() -> Fixture {
         ("attachment_decrypt", [&[255u8][..], &empty_blob[..]].concat()),
         ("provision_open", [&[0u8][..], &provisioning.public().to_bytes()].concat()),
         ("provision_open", [&[1u8][..], &provisioning_sealed[..]].concat()),
+        ("provision_open", [&[2u8][..], &provisioning_answer[..]].concat()),
     ];
     Fixture {
         alice_address,
@@ -334,6 +361,8 @@ fn build_fixture() -> Fixture {
         attachment_plaintext,
         provisioning,
         provisioning_sealed,
+        provisioning_secret: *link_secret.as_bytes(),
+        provisioning_answer,
         samples,
     }
 }

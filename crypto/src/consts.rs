@@ -13,6 +13,13 @@ pub const SESSION_FORMAT_VERSION: u8 = 1;
 pub const SECRET_FORMAT_VERSION: u8 = 1;
 /// Version byte that starts a sealed provisioning message (device linking).
 pub const PROVISIONING_VERSION: u8 = 1;
+/// Version byte that starts a link answer (a sealed provisioning message authenticated
+/// under the link secret).
+pub const LINK_ANSWER_VERSION: u8 = 1;
+/// Length of the link secret: shown only in the link code, never sent to the server.
+pub const LINK_SECRET_LEN: usize = 16;
+/// Length of a link answer's HMAC-SHA256 tag.
+pub const LINK_ANSWER_TAG_LEN: usize = 32;
 /// Version byte that starts a serialized sender-key state ([`crate::SenderKeyState`]) or
 /// receiver record ([`crate::SenderKeyRecord`]).
 pub const GROUP_STATE_FORMAT_VERSION: u8 = 1;
@@ -40,6 +47,8 @@ pub const LABEL_ROOT: &[u8] = b"Tacit_Ratchet_Root_v1";
 pub const LABEL_MESSAGE_KEYS: &[u8] = b"Tacit_Ratchet_MessageKeys_v1";
 /// HKDF info of the one-use key that seals a provisioning message (device linking).
 pub const LABEL_PROVISIONING: &[u8] = b"Tacit_Provisioning_v1";
+/// HKDF info of the key that authenticates a link answer under the link secret.
+pub const LABEL_LINK_ANSWER: &[u8] = b"Tacit_LinkAnswer_v1";
 /// HKDF info that expands a sender-key message key into an AEAD key and nonce.
 pub const LABEL_SENDER_KEY_MESSAGE_KEYS: &[u8] = b"Tacit_SenderKey_MessageKeys_v1";
 /// HKDF info that derives an attachment's payload key from its key and header nonce.

@@ -14,6 +14,15 @@
 //! the recipient key's digest; `okm` is a 32-byte ChaCha20-Poly1305 key and a 12-byte nonce
 //! (the key is used once). The associated data is the caller's context (the channel id).
 //!
+//! The existing device must also prove that it saw the link code, or the server (which
+//! stores the channel and the public key, and so can compute the key's digest) could answer
+//! from an account of its choosing. The code therefore carries a [`LinkSecret`] that the
+//! server never sees, and the answer is [`seal_answer`]ed: the sealed message followed by
+//! an HMAC-SHA256 tag under a key derived from the secret with HKDF (encrypt-then-MAC, with
+//! a MAC key the answerer can know only from the code).
+//! [`ProvisioningKeyPair::open_answer`] checks the tag, in constant time, before anything
+//! else, and fails with [`ProvisionError::NotFromLinkCode`].
+//!
 //! ```
 //! use tacit_crypto::provision::{ProvisioningKeyPair, seal};
 //! # let mut rng = rand::rng();
@@ -24,12 +33,32 @@
 //! assert!(new_device.open(b"channel-2", &sealed).is_err());
 //! # Ok::<(), tacit_crypto::provision::ProvisionError>(())
 //! ```
+//!
+//! The link answer:
+//!
+//! ```
+//! use tacit_crypto::provision::{LinkSecret, ProvisioningKeyPair, ProvisionError, seal_answer};
+//! # let mut rng = rand::rng();
+//! let new_device = ProvisioningKeyPair::generate(&mut rng);
+//! let secret = LinkSecret::generate(&mut rng); // shown in the link code only
+//! let answer = seal_answer(&mut rng, new_device.public(), &secret, b"channel-1", b"identity")?;
+//! assert_eq!(&new_device.open_answer(&secret, b"channel-1", &answer)?[..], b"identity");
+//! // Anyone without the secret (the server, another account) cannot answer.
+//! let guess = LinkSecret::generate(&mut rng);
+//! let forged = seal_answer(&mut rng, new_device.public(), &guess, b"channel-1", b"identity")?;
+//! assert_eq!(
+//!     new_device.open_answer(&secret, b"channel-1", &forged),
+//!     Err(ProvisionError::NotFromLinkCode)
+//! );
+//! # Ok::<(), tacit_crypto::provision::ProvisionError>(())
+//! ```
 
 use std::fmt;
 
 use chacha20poly1305::aead::{AeadInOut, Nonce, Tag};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use ml_kem::{
     Decapsulate, EncapsulationKey768, KeyExport, Seed,
     ml_kem_768::{Ciphertext, DecapsulationKey},
@@ -41,9 +70,12 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::consts::{
-    KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KEM_SEED_LEN, KEY_FORMAT_VERSION, LABEL_PROVISIONING,
+    KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KEM_SEED_LEN, KEY_FORMAT_VERSION, LABEL_LINK_ANSWER,
+    LABEL_PROVISIONING, LINK_ANSWER_TAG_LEN, LINK_ANSWER_VERSION, LINK_SECRET_LEN,
     PROVISIONING_VERSION, TAG_LEN, X25519_LEN,
 };
+
+type HmacSha256 = Hmac<Sha256>;
 use crate::wire::{DecodeError, Reader, decode_versioned, encode_versioned};
 
 /// Why a provisioning message could not be sealed or opened.
@@ -59,6 +91,93 @@ pub enum ProvisionError {
     /// The message was not sealed to this key with this context, or was altered.
     #[error("provisioning message does not authenticate")]
     Authentication,
+    /// A link answer's tag does not verify under the link secret: it was made by someone
+    /// who did not see the link code (or it was altered).
+    #[error("the answer was not made by a device that saw the link code")]
+    NotFromLinkCode,
+}
+
+/// The secret half of a link code: random bytes shown to the user only, never sent to the
+/// server. Zeroized on drop; never printed.
+pub struct LinkSecret(Zeroizing<[u8; LINK_SECRET_LEN]>);
+
+impl LinkSecret {
+    /// Length in bytes.
+    pub const LEN: usize = LINK_SECRET_LEN;
+
+    /// A fresh secret.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = Zeroizing::new([0u8; LINK_SECRET_LEN]);
+        rng.fill_bytes(bytes.as_mut());
+        Self(bytes)
+    }
+
+    /// The secret as read back from a link code.
+    pub fn from_bytes(bytes: [u8; LINK_SECRET_LEN]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The bytes, to put into the link code.
+    pub fn as_bytes(&self) -> &[u8; LINK_SECRET_LEN] {
+        &self.0
+    }
+
+    /// The answer-authentication key:
+    /// `HKDF-SHA256(salt = SHA-256(recipient encoding), IKM = secret, info = "Tacit_LinkAnswer_v1")`.
+    fn mac(&self, recipient: &ProvisioningPublicKey) -> Result<HmacSha256, ProvisionError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit, so expand cannot fail.
+        let _ = Hkdf::<Sha256>::new(Some(&recipient.digest()), self.0.as_slice())
+            .expand(LABEL_LINK_ANSWER, key.as_mut());
+        // HMAC takes a key of any length: this never fails.
+        <HmacSha256 as KeyInit>::new_from_slice(key.as_slice())
+            .map_err(|_| ProvisionError::Authentication)
+    }
+}
+
+impl fmt::Debug for LinkSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkSecret(..)")
+    }
+}
+
+/// The tagged bytes of a link answer: context length (2) || context || sealed message.
+fn answer_mac(
+    secret: &LinkSecret,
+    recipient: &ProvisioningPublicKey,
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<HmacSha256, ProvisionError> {
+    let len = u16::try_from(context.len()).map_err(|_| {
+        ProvisionError::Decode(DecodeError::Truncated {
+            what: "link context (too long)",
+        })
+    })?;
+    let mut mac = secret.mac(recipient)?;
+    mac.update(&len.to_be_bytes());
+    mac.update(context);
+    mac.update(sealed);
+    Ok(mac)
+}
+
+/// Seals `plaintext` to `recipient` ([`seal`]) and authenticates the result under the link
+/// secret: `version (0x01) || HMAC-SHA256 tag (32) || sealed message`.
+pub fn seal_answer<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    recipient: &ProvisioningPublicKey,
+    secret: &LinkSecret,
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, ProvisionError> {
+    let sealed = seal(rng, recipient, context, plaintext)?;
+    let tag = answer_mac(secret, recipient, context, &sealed)?
+        .finalize()
+        .into_bytes();
+    let mut out = Vec::with_capacity(1 + LINK_ANSWER_TAG_LEN + sealed.len());
+    out.push(LINK_ANSWER_VERSION);
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&sealed);
+    Ok(out)
 }
 
 /// A new device's provisioning public key.
@@ -180,6 +299,34 @@ impl ProvisioningKeyPair {
     }
 }
 
+impl ProvisioningKeyPair {
+    /// Opens a link answer ([`seal_answer`]): checks its version, then its tag under
+    /// `secret` (in constant time) before anything else, then opens the sealed message.
+    pub fn open_answer(
+        &self,
+        secret: &LinkSecret,
+        context: &[u8],
+        answer: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ProvisionError> {
+        let mut r = Reader::with_version("link answer", answer, LINK_ANSWER_VERSION)?;
+        let tag: [u8; LINK_ANSWER_TAG_LEN] = r.array()?;
+        let sealed = r.remaining();
+        answer_mac(secret, &self.public, context, sealed)?
+            .verify_slice(&tag)
+            .map_err(|_| ProvisionError::NotFromLinkCode)?;
+        self.open(context, sealed)
+    }
+}
+
+#[cfg(test)]
+impl ProvisioningKeyPair {
+    /// The ML-KEM shared secret of `ciphertext`, for the known-answer vectors (which give
+    /// it to implementations that have no ML-KEM of their own).
+    pub(crate) fn kem_shared_secret(&self, ciphertext: &[u8; KEM_CIPHERTEXT_LEN]) -> [u8; 32] {
+        self.kem.decapsulate(&Ciphertext::from(*ciphertext)).into()
+    }
+}
+
 impl fmt::Debug for ProvisioningKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProvisioningKeyPair")
@@ -296,6 +443,52 @@ mod tests {
             sealed,
             seal(&mut rng, &public, b"ctx", b"secret identity").unwrap()
         );
+    }
+
+    #[test]
+    fn a_link_answer_opens_only_under_the_secret_of_the_code() {
+        let mut rng = rand::rng();
+        let device = ProvisioningKeyPair::generate(&mut rng);
+        let secret = LinkSecret::generate(&mut rng);
+        let answer = seal_answer(&mut rng, device.public(), &secret, b"ctx", b"identity").unwrap();
+        assert_eq!(
+            &device.open_answer(&secret, b"ctx", &answer).unwrap()[..],
+            b"identity"
+        );
+        // Sealed correctly to the device's key, but under another secret (what a server
+        // that knows the channel and the key's digest, but not the code, can make).
+        let other = LinkSecret::from_bytes([0; LinkSecret::LEN]);
+        let forged = seal_answer(&mut rng, device.public(), &other, b"ctx", b"identity").unwrap();
+        assert_eq!(
+            device.open_answer(&secret, b"ctx", &forged),
+            Err(ProvisionError::NotFromLinkCode)
+        );
+        // A bare sealed message (the old answer) is no answer.
+        let bare = seal(&mut rng, device.public(), b"ctx", b"identity").unwrap();
+        assert!(device.open_answer(&secret, b"ctx", &bare).is_err());
+        // Another context, any flipped byte, truncation, another version: refused.
+        assert_eq!(
+            device.open_answer(&secret, b"other", &answer),
+            Err(ProvisionError::NotFromLinkCode)
+        );
+        for i in [1, 20, 33, 40, answer.len() - 1] {
+            let mut bad = answer.clone();
+            bad[i] ^= 1;
+            assert_eq!(
+                device.open_answer(&secret, b"ctx", &bad),
+                Err(ProvisionError::NotFromLinkCode),
+                "flip at {i}"
+            );
+        }
+        let mut version = answer.clone();
+        version[0] = 2;
+        assert!(matches!(
+            device.open_answer(&secret, b"ctx", &version),
+            Err(ProvisionError::Decode(_))
+        ));
+        assert!(device.open_answer(&secret, b"ctx", &answer[..20]).is_err());
+        assert!(device.open_answer(&secret, b"ctx", &[]).is_err());
+        assert_eq!(format!("{secret:?}"), "LinkSecret(..)");
     }
 
     #[test]

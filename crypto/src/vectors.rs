@@ -229,7 +229,10 @@ struct PqxdhVector {
     bob_one_time_prekey_id: Option<u32>,
     bob_one_time_prekey_secret: Option<String>,
     bob_kem_prekey_id: u32,
-    /// FIPS 203 seed d || z (64 bytes); the KEM prekey is a last-resort key.
+    /// Which kind of KEM prekey the bundle carries: `"last_resort"` (kind byte 0x02, the
+    /// key a bundle falls back to) or `"one_time"` (0x01).
+    bob_kem_prekey_kind: String,
+    /// FIPS 203 seed d || z (64 bytes).
     bob_kem_prekey_seed: String,
     /// EK_A (32) || ML-KEM encapsulation message m (32) || Alice's first ratchet key (32).
     alice_random: String,
@@ -280,7 +283,11 @@ fn build_pqxdh(v: &PqxdhVector) -> PqxdhVector {
     let kem = bob.generate_kem_prekey(
         &mut FixedRng::new(&unhex(&v.bob_kem_prekey_seed)),
         PreKeyId(v.bob_kem_prekey_id),
-        KemPreKeyKind::LastResort,
+        match v.bob_kem_prekey_kind.as_str() {
+            "last_resort" => KemPreKeyKind::LastResort,
+            "one_time" => KemPreKeyKind::OneTime,
+            other => panic!("unknown KEM prekey kind {other:?}"),
+        },
     );
     let bundle = PreKeyBundle {
         identity: bob.public().clone(),
@@ -388,15 +395,24 @@ fn pqxdh_and_ratchet_vectors() {
         ("bob", 1),
         ("alice", 64),
     ];
-    let fresh = [true, false]
+    let fresh = [(true, false), (false, false), (true, true)]
         .into_iter()
-        .map(|with_one_time| {
-            let tag = if with_one_time { "otk" } else { "no-otk" };
+        .map(|(with_one_time, one_time_kem)| {
+            let tag = match (with_one_time, one_time_kem) {
+                (true, false) => "otk",
+                (false, _) => "no-otk",
+                (true, true) => "otk one-time-kem",
+            };
             let s = |label: &str, len| seeded(&format!("pqxdh {tag} {label}"), len);
             PqxdhVector {
                 description: format!(
-                    "PQXDH {} a one-time prekey, then a conversation",
-                    if with_one_time { "with" } else { "without" }
+                    "PQXDH {} a one-time prekey and with a {} KEM prekey, then a conversation",
+                    if with_one_time { "with" } else { "without" },
+                    if one_time_kem {
+                        "one-time"
+                    } else {
+                        "last-resort"
+                    }
                 ),
                 alice_address: AddressJson {
                     user: "alice".into(),
@@ -413,6 +429,12 @@ fn pqxdh_and_ratchet_vectors() {
                 bob_one_time_prekey_id: with_one_time.then_some(1001),
                 bob_one_time_prekey_secret: with_one_time.then(|| s("bob otk", 32)),
                 bob_kem_prekey_id: 3,
+                bob_kem_prekey_kind: if one_time_kem {
+                    "one_time"
+                } else {
+                    "last_resort"
+                }
+                .into(),
                 bob_kem_prekey_seed: s("bob kem", 64),
                 alice_random: s("alice random", 96),
                 bob_random: s("bob random", 32),
@@ -491,6 +513,373 @@ fn safety_number_vectors() {
         })
         .collect();
     check("safety_number.json", fresh, build_safety_number);
+}
+
+// -------------------------------------------------------------------------------------
+// Provisioning: the sealed message and the link answer
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct ProvisioningVector {
+    description: String,
+    /// What the new device draws: its X25519 secret (32), then its ML-KEM seed d || z (64).
+    recipient_random: String,
+    /// What the sealing device draws: the ephemeral X25519 secret (32), then ML-KEM's m (32).
+    seal_random: String,
+    /// The link secret of the code (16).
+    link_secret: String,
+    /// The associated data (for a link: "Tacit link " || channel id).
+    context: String,
+    plaintext: String,
+    /// The new device's public key encoding.
+    recipient_public: String,
+    kem_ciphertext: String,
+    /// ML-KEM-768's shared secret, given for implementations without ML-KEM.
+    kem_shared_secret: String,
+    /// 0x01 || EK (32) || CT (1088) || ChaCha20-Poly1305 ciphertext || tag.
+    sealed: String,
+    /// 0x01 || HMAC-SHA256 tag (32) || sealed.
+    answer: String,
+    /// Answers that must be refused under `link_secret` and `context`.
+    must_fail: Vec<ProvisioningFailure>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct ProvisioningFailure {
+    description: String,
+    answer: String,
+}
+
+fn build_provisioning(v: &ProvisioningVector) -> ProvisioningVector {
+    use crate::provision::{LinkSecret, ProvisioningKeyPair, seal, seal_answer};
+    let recipient = ProvisioningKeyPair::generate(&mut FixedRng::new(&unhex(&v.recipient_random)));
+    let (context, plaintext) = (unhex(&v.context), unhex(&v.plaintext));
+    let sealed = seal(
+        &mut FixedRng::new(&unhex(&v.seal_random)),
+        recipient.public(),
+        &context,
+        &plaintext,
+    )
+    .unwrap();
+    let secret = LinkSecret::from_bytes(unhex(&v.link_secret).try_into().unwrap());
+    let answer = seal_answer(
+        &mut FixedRng::new(&unhex(&v.seal_random)),
+        recipient.public(),
+        &secret,
+        &context,
+        &plaintext,
+    )
+    .unwrap();
+    assert_eq!(&answer[33..], sealed.as_slice());
+    assert_eq!(
+        recipient
+            .open_answer(&secret, &context, &answer)
+            .unwrap()
+            .as_slice(),
+        plaintext.as_slice()
+    );
+    let ciphertext: [u8; 1088] = sealed[33..33 + 1088].try_into().unwrap();
+    let wrong_secret = seal_answer(
+        &mut FixedRng::new(&unhex(&v.seal_random)),
+        recipient.public(),
+        &LinkSecret::from_bytes([0; LinkSecret::LEN]),
+        &context,
+        &plaintext,
+    )
+    .unwrap();
+    let flip = |i: usize| {
+        let mut bad = answer.clone();
+        bad[i] ^= 0x01;
+        bad
+    };
+    let must_fail = vec![
+        ("made under another link secret (all zeros)", wrong_secret),
+        ("tag altered", flip(1)),
+        ("sealed message altered", flip(answer.len() - 1)),
+        ("unknown version 0x02", {
+            let mut bad = answer.clone();
+            bad[0] = 0x02;
+            bad
+        }),
+        ("truncated by one byte", answer[..answer.len() - 1].to_vec()),
+        ("the bare sealed message, no tag", sealed.clone()),
+    ];
+    for (what, bad) in &must_fail {
+        assert!(
+            recipient.open_answer(&secret, &context, bad).is_err(),
+            "{what}"
+        );
+    }
+    ProvisioningVector {
+        recipient_public: hex::encode(recipient.public().to_bytes()),
+        kem_ciphertext: hex::encode(ciphertext),
+        kem_shared_secret: hex::encode(recipient.kem_shared_secret(&ciphertext)),
+        sealed: hex::encode(&sealed),
+        answer: hex::encode(&answer),
+        must_fail: must_fail
+            .into_iter()
+            .map(|(what, bad)| ProvisioningFailure {
+                description: what.into(),
+                answer: hex::encode(bad),
+            })
+            .collect(),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn provisioning_vectors() {
+    let fresh = [
+        (
+            "a link answer",
+            b"Tacit link AAAAAAAAAAAAAAAAAAAAAA".as_slice(),
+        ),
+        ("an empty context", b"".as_slice()),
+    ]
+    .into_iter()
+    .map(|(description, context)| ProvisioningVector {
+        description: description.into(),
+        recipient_random: seeded(&format!("provisioning recipient {description}"), 96),
+        seal_random: seeded(&format!("provisioning seal {description}"), 64),
+        link_secret: seeded(&format!("provisioning secret {description}"), 16),
+        context: hex::encode(context),
+        plaintext: hex::encode(br#"{"v":1,"username":"alice"}"#),
+        ..Default::default()
+    })
+    .collect();
+    check("provisioning.json", fresh, build_provisioning);
+}
+
+// -------------------------------------------------------------------------------------
+// Sender keys
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct SenderKeyVector {
+    description: String,
+    group_id: String,
+    /// What starting the chain draws: chain id (16), CK_0 (32), Ed25519 seed (32).
+    chain_random: String,
+    plaintexts: Vec<String>,
+    /// The distribution at iteration 0.
+    distribution: String,
+    /// message_i for each plaintext, i = 0, 1, ...
+    messages: Vec<String>,
+    /// Messages a member holding the distribution must refuse.
+    must_fail: Vec<SenderKeyFailure>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct SenderKeyFailure {
+    description: String,
+    message: String,
+}
+
+fn build_sender_keys(v: &SenderKeyVector) -> SenderKeyVector {
+    use crate::{SenderKeyMessage, SenderKeyRecord, SenderKeyState};
+    let group = crate::GroupId(unhex(&v.group_id).try_into().unwrap());
+    let mut chain = SenderKeyState::generate(&mut FixedRng::new(&unhex(&v.chain_random)), group);
+    let distribution = chain.distribution();
+    let messages: Vec<Vec<u8>> = v
+        .plaintexts
+        .iter()
+        .map(|p| chain.encrypt(&unhex(p)).unwrap())
+        .collect();
+    let first = &messages[0];
+    let flip = |i: usize| {
+        let mut bad = first.clone();
+        bad[i] ^= 0x01;
+        bad
+    };
+    let must_fail = vec![
+        ("signature altered", flip(first.len() - 1)),
+        ("ciphertext altered (and so not what was signed)", flip(38)),
+        ("iteration altered", flip(37)),
+        ("chain id altered", flip(20)),
+        ("type altered", flip(1)),
+        ("truncated by one byte", first[..first.len() - 1].to_vec()),
+    ];
+    let mut record = SenderKeyRecord::new(group);
+    record.process(&distribution).unwrap();
+    for (what, bad) in &must_fail {
+        let refused = SenderKeyMessage::from_bytes(bad)
+            .map(|m| record.decrypt(&m).is_err())
+            .unwrap_or(true);
+        assert!(refused, "{what}");
+    }
+    for (message, plaintext) in messages.iter().zip(&v.plaintexts) {
+        let message = SenderKeyMessage::from_bytes(message).unwrap();
+        assert_eq!(record.decrypt(&message).unwrap(), unhex(plaintext));
+    }
+    SenderKeyVector {
+        distribution: hex::encode(distribution.to_bytes().as_slice()),
+        messages: messages.iter().map(hex::encode).collect(),
+        must_fail: must_fail
+            .into_iter()
+            .map(|(what, bad)| SenderKeyFailure {
+                description: what.into(),
+                message: hex::encode(bad),
+            })
+            .collect(),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn sender_key_vectors() {
+    let fresh = vec![SenderKeyVector {
+        description: "three messages on one chain".into(),
+        group_id: seeded("sender key group", 16),
+        chain_random: seeded("sender key chain", 80),
+        plaintexts: ["hello group", "", "the third"]
+            .iter()
+            .map(|p| hex::encode(p.as_bytes()))
+            .collect(),
+        ..Default::default()
+    }];
+    check("sender_keys.json", fresh, build_sender_keys);
+}
+
+// -------------------------------------------------------------------------------------
+// Attachments
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct AttachmentVector {
+    description: String,
+    key: String,
+    /// What encrypting draws: the blob's nonce (16).
+    nonce_random: String,
+    /// The plaintext is `length` bytes, byte j = j mod 251.
+    length: usize,
+    /// The whole blob when it is short (else only its digest is given).
+    blob: Option<String>,
+    blob_length: usize,
+    digest: String,
+    /// Edits of the blob (or the digest) that a decryptor must refuse.
+    must_fail: Vec<AttachmentFailure>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Default)]
+struct AttachmentFailure {
+    description: String,
+    /// Flip the low bit of this byte of the blob.
+    flip: Option<usize>,
+    /// Keep only this many bytes of the blob.
+    truncate_to: Option<usize>,
+    /// Append these bytes (hex).
+    append: Option<String>,
+    /// Flip the low bit of the digest's first byte.
+    #[serde(default)]
+    flip_digest: bool,
+}
+
+fn attachment_plaintext(length: usize) -> Vec<u8> {
+    (0..length)
+        .map(|j| u8::try_from(j % 251).unwrap())
+        .collect()
+}
+
+fn open_attachment(key: &crate::AttachmentKey, digest: [u8; 32], blob: &[u8]) -> bool {
+    use crate::attachment::Decryptor;
+    let mut decryptor = Decryptor::new(key, crate::AttachmentDigest(digest));
+    let mut out = Vec::new();
+    // In two pieces, to exercise the streaming decoder.
+    let (a, b) = blob.split_at(blob.len() / 2);
+    decryptor.push(a, &mut out).is_ok()
+        && decryptor.push(b, &mut out).is_ok()
+        && decryptor.finish(&mut out).is_ok()
+}
+
+fn build_attachment(v: &AttachmentVector) -> AttachmentVector {
+    use crate::attachment::Encryptor;
+    let key = crate::AttachmentKey::from_bytes(arr32(&v.key));
+    let plaintext = attachment_plaintext(v.length);
+    let mut blob = Vec::new();
+    let mut encryptor = Encryptor::new(&mut FixedRng::new(&unhex(&v.nonce_random)), &key);
+    encryptor.push(&plaintext, &mut blob).unwrap();
+    let digest = encryptor.finish(&mut blob).unwrap();
+    assert!(open_attachment(&key, digest.0, &blob));
+    for case in &v.must_fail {
+        let mut bad = blob.clone();
+        let mut bad_digest = digest.0;
+        if let Some(i) = case.flip {
+            bad[i] ^= 0x01;
+        }
+        if let Some(n) = case.truncate_to {
+            bad.truncate(n);
+        }
+        if let Some(extra) = &case.append {
+            bad.extend_from_slice(&unhex(extra));
+        }
+        if case.flip_digest {
+            bad_digest[0] ^= 0x01;
+        }
+        assert!(
+            !open_attachment(&key, bad_digest, &bad),
+            "{}",
+            case.description
+        );
+    }
+    AttachmentVector {
+        blob: (blob.len() <= 256).then(|| hex::encode(&blob)),
+        blob_length: blob.len(),
+        digest: hex::encode(digest.0),
+        ..v.clone()
+    }
+}
+
+#[test]
+fn attachment_vectors() {
+    let two_chunks = 65_536 + 10;
+    let blob_len = 17 + two_chunks + 2 * 16;
+    let failure = |description: &str| AttachmentFailure {
+        description: description.into(),
+        ..Default::default()
+    };
+    let must_fail = vec![
+        AttachmentFailure {
+            flip: Some(0),
+            ..failure("unknown version")
+        },
+        AttachmentFailure {
+            flip: Some(17 + 5),
+            ..failure("first chunk altered")
+        },
+        AttachmentFailure {
+            flip: Some(blob_len - 1),
+            ..failure("last chunk's tag altered")
+        },
+        AttachmentFailure {
+            truncate_to: Some(17 + 65_536 + 16),
+            ..failure("cut at a chunk boundary (the last chunk dropped)")
+        },
+        AttachmentFailure {
+            truncate_to: Some(blob_len - 1),
+            ..failure("truncated by one byte")
+        },
+        AttachmentFailure {
+            append: Some("00".into()),
+            ..failure("a byte appended")
+        },
+        AttachmentFailure {
+            flip_digest: true,
+            ..failure("another digest")
+        },
+    ];
+    let fresh = [0, 100, 65_536, two_chunks]
+        .into_iter()
+        .map(|length| AttachmentVector {
+            description: format!("{length} bytes"),
+            key: seeded(&format!("attachment key {length}"), 32),
+            nonce_random: seeded(&format!("attachment nonce {length}"), 16),
+            length,
+            must_fail: if length == two_chunks {
+                must_fail.clone()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })
+        .collect();
+    check("attachments.json", fresh, build_attachment);
 }
 
 #[test]

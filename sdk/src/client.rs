@@ -5,7 +5,9 @@
 //! active one. A send goes to every device of the recipient and to the sender's other
 //! devices in one request; when the server answers that the device set is out of date, the
 //! client drops stale devices, sets up sessions with missing ones and retries with the same
-//! client message id, so a retried send is never delivered twice.
+//! client message id, so a retried send is never delivered twice. Those answers, device
+//! lists and bundles are claims checked against what the client knows: one naming anyone
+//! but the recipient or our own account fails with [`ClientError::ServerClaimRefused`].
 //!
 //! Contacts are pinned on first use. When a contact's identity key changes, sends to them
 //! fail with [`ClientError::IdentityChanged`] until [`Client::trust`] accepts the new key.
@@ -19,7 +21,9 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 use tacit_api as api;
-use tacit_crypto::provision::{self, ProvisioningKeyPair, ProvisioningPublicKey};
+use tacit_crypto::provision::{
+    self, LinkSecret, ProvisionError, ProvisioningKeyPair, ProvisioningPublicKey,
+};
 use tacit_crypto::{
     Address, DecryptError, IdentityKey, IdentityKeyPair, KemPreKey, KemPreKeyKind, KemPreKeyPair,
     Message, OneTimePreKey, OneTimePreKeyPair, PreKeyBundle, PreKeyId, ResponderKeys, SafetyNumber,
@@ -104,6 +108,11 @@ pub enum ClientError {
     /// A group operation was refused.
     #[error("{0}")]
     Group(String),
+    /// The server claimed something that our own state contradicts (a device of someone
+    /// who is not in the conversation, a device list or bundle of another user, ...). The
+    /// claim was not acted on; the sentence says what was refused.
+    #[error("refused what the server claimed: {0}")]
+    ServerClaimRefused(String),
     /// Sending or saving a file failed.
     #[error(transparent)]
     File(#[from] crate::files::FileError),
@@ -478,6 +487,12 @@ impl Client {
         self.account.device
     }
 
+    /// The account identity's fingerprint ([`identity_fingerprint`]): what a device being
+    /// linked shows before it joins.
+    pub fn fingerprint(&self) -> String {
+        identity_fingerprint(self.identity.public())
+    }
+
     /// The local store (history, contacts).
     pub fn store(&self) -> &Store {
         &self.store
@@ -573,20 +588,33 @@ impl Client {
         device: u32,
         identity: &IdentityKey,
     ) -> Result<(), ClientError> {
+        if self.identity_unpinned(username, device, identity).await? {
+            self.store
+                .pin_contact(username, &identity.to_bytes())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// As [`Self::check_identity`], but pins nothing: returns whether `username` has no pin
+    /// yet (the caller pins once what carried the key has authenticated).
+    async fn identity_unpinned(
+        &self,
+        username: &str,
+        device: u32,
+        identity: &IdentityKey,
+    ) -> Result<bool, ClientError> {
         let encoded = identity.to_bytes();
         if username == self.account.username {
             return if encoded == self.identity.public().to_bytes() {
-                Ok(())
+                Ok(false)
             } else {
                 Err(ClientError::ForeignDevice(device))
             };
         }
         match self.store.contact(username).await? {
-            None => {
-                self.store.pin_contact(username, &encoded).await?;
-                Ok(())
-            }
-            Some(contact) if contact.identity_key == encoded => Ok(()),
+            None => Ok(true),
+            Some(contact) if contact.identity_key == encoded => Ok(false),
             Some(contact) => {
                 self.store
                     .record_changed_identity(username, &encoded)
@@ -607,6 +635,12 @@ impl Client {
         } else {
             self.transport.user_devices(username).await?
         };
+        if list.username != username {
+            return Err(ClientError::ServerClaimRefused(format!(
+                "asked for {username}'s devices, the server answered with {}'s",
+                list.username
+            )));
+        }
         let mut devices = BTreeSet::new();
         for device in list.devices {
             let id = device.device_id.0;
@@ -662,13 +696,27 @@ impl Client {
             .claim_bundles(
                 username,
                 &api::ClaimBundlesRequest {
-                    device_ids: missing,
+                    device_ids: missing.clone(),
                 },
             )
             .await?;
+        if bundles.username != username {
+            return Err(ClientError::ServerClaimRefused(format!(
+                "asked for {username}'s bundles, the server answered with {}'s",
+                bundles.username
+            )));
+        }
         let local = Self::address(&self.account.username, self.account.device)?;
         let mut rng = rng();
+        let mut claimed = BTreeSet::new();
         for bundle in &bundles.bundles {
+            let device = bundle.device_id.0;
+            if !missing.contains(&api::DeviceId(device)) || !claimed.insert(device) {
+                return Err(ClientError::ServerClaimRefused(format!(
+                    "the server answered with a bundle for {username}.{device}, which was not \
+                     asked for"
+                )));
+            }
             let parsed = parse_bundle(username, bundle)?;
             self.check_identity(username, bundle.device_id.0, &parsed.identity)
                 .await?;
@@ -777,6 +825,25 @@ impl Client {
             match self.transport.send(&request).await {
                 Ok(response) => return Ok(response.server_timestamp.0),
                 Err(TransportError::DeviceMismatch(mismatch)) => {
+                    // Only the recipient's devices and our own may be named; anything else
+                    // is refused before any of the answer is used.
+                    for address in mismatch.missing.iter().chain(&mismatch.stale) {
+                        let named = &address.username;
+                        let device = address.device_id.0;
+                        if *named != me && named != username {
+                            return Err(ClientError::ServerClaimRefused(format!(
+                                "the server named {named}.{device} as a device of a message to \
+                                 {username}; nothing was sent to {named}"
+                            )));
+                        }
+                        if *named == me && device == self.account.device {
+                            return Err(ClientError::ServerClaimRefused(
+                                "the server named this device as one to send to; nothing was \
+                                 sent"
+                                    .into(),
+                            ));
+                        }
+                    }
                     for address in mismatch.stale {
                         let set = if address.username == me {
                             &mut ours
@@ -785,6 +852,8 @@ impl Client {
                         };
                         set.remove(&address.device_id.0);
                     }
+                    // A new device gets a session from a claimed bundle, whose identity is
+                    // checked against the pin (or the account identity) in `sessions_for`.
                     for address in mismatch.missing {
                         let set = if address.username == me {
                             &mut ours
@@ -1078,7 +1147,15 @@ impl Client {
             ("file", _) => {
                 let time = envelope.server_timestamp.0;
                 let kind = self
-                    .receive_file(&peer, outgoing, device, time, payload.id, payload.file)
+                    .receive_file(
+                        &sender,
+                        &peer,
+                        outgoing,
+                        device,
+                        time,
+                        payload.id,
+                        payload.file,
+                    )
                     .await?;
                 Ok(Some(incoming(kind)))
             }
@@ -1163,14 +1240,18 @@ impl Client {
                 last_error.map_or_else(|| "duplicate".into(), |e| e.to_string())
             )));
         }
-        if let Err(error) = self.check_identity(sender, device, first.identity()).await {
-            return Err(match error {
-                ClientError::IdentityChanged { .. } | ClientError::ForeignDevice(_) => {
-                    Failure::Message(error.to_string())
-                }
-                other => Failure::Local(other),
-            });
-        }
+        // A first contact is pinned only once the message has authenticated (below), so a
+        // forged prekey message under some identity pins nothing.
+        let unpinned = match self
+            .identity_unpinned(sender, device, first.identity())
+            .await
+        {
+            Ok(unpinned) => unpinned,
+            Err(error @ (ClientError::IdentityChanged { .. } | ClientError::ForeignDevice(_))) => {
+                return Err(Failure::Message(error.to_string()));
+            }
+            Err(other) => return Err(Failure::Local(other)),
+        };
         let load = |e: StoreError| Failure::Local(e.into());
         let signed = self
             .store
@@ -1222,6 +1303,12 @@ impl Client {
         let remote = Self::address(sender, device).map_err(Failure::Local)?;
         let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
             .map_err(|e| Failure::Message(format!("could not set up the session: {e}")))?;
+        if unpinned {
+            self.store
+                .pin_contact(sender, &first.identity().to_bytes())
+                .await
+                .map_err(load)?;
+        }
         self.store
             .save_session(
                 sender,
@@ -1268,10 +1355,20 @@ impl Client {
         ))
     }
 
-    /// Marks a contact verified after comparing safety numbers.
-    pub async fn verify(&self, username: &str) -> Result<(), ClientError> {
+    /// Marks a contact verified after comparing safety numbers: the key verified is the one
+    /// [`Self::safety_number`] shows. If the contact's identity changed and the change is not
+    /// accepted yet, the safety number shown is the new key's, so verifying accepts the new
+    /// key (dropping the old sessions, as [`Self::trust`]) and marks it verified. Returns
+    /// whether it accepted a changed key.
+    pub async fn verify(&self, username: &str) -> Result<bool, ClientError> {
+        let contact = self
+            .store
+            .contact(username)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(username.to_owned()))?;
+        let accepted = contact.changed_identity_key.is_some() && self.trust(username).await?;
         if self.store.mark_verified(username).await? {
-            Ok(())
+            Ok(accepted)
         } else {
             Err(ClientError::UnknownContact(username.to_owned()))
         }
@@ -1325,26 +1422,34 @@ impl Client {
             .ok()
             .filter(|c| c.len() == LINK_CHANNEL_LEN)
             .ok_or_else(|| ClientError::Link("the server sent a malformed channel id".into()))?;
-        let mut code_bytes = channel;
+        // channel id || digest of our key || the link secret, which only the code carries.
+        let secret = LinkSecret::generate(&mut rng());
+        let mut code_bytes = Zeroizing::new(channel);
         code_bytes.extend_from_slice(&keys.public().digest());
+        code_bytes.extend_from_slice(secret.as_bytes());
         Ok(PendingLink {
-            code: URL_SAFE_NO_PAD.encode(code_bytes),
+            code: Zeroizing::new(URL_SAFE_NO_PAD.encode(code_bytes.as_slice())),
             channel: opened.channel,
             expires_at: opened.expires_at.0,
             transport,
             keys,
+            secret,
         })
     }
 
     /// Finishes linking this device: waits (up to `timeout`) for an existing device to
-    /// answer, opens the sealed account identity, adds this device to the account and keeps
-    /// it in a new store at `store_path`.
+    /// answer, checks that the answer was made under the link code's secret (so only a
+    /// device that was shown the code can answer), opens the sealed account identity,
+    /// shows `confirm` the account it names (username and identity fingerprint) and, if
+    /// `confirm` says yes, adds this device to the account and keeps it in a new store at
+    /// `store_path`. Any failure before that leaves the store without an account.
     pub async fn finish_link(
         pending: PendingLink,
         store_path: &Path,
         key: KeySource<'_>,
         device_name: Option<&str>,
         timeout: std::time::Duration,
+        confirm: impl FnOnce(&LinkPreview) -> bool,
     ) -> Result<Self, ClientError> {
         let store = Store::open(store_path, key).await?;
         if let Some(record) = store.secret("account").await? {
@@ -1375,12 +1480,34 @@ impl Client {
         };
         let plaintext = pending
             .keys
-            .open(&link_context(&pending.channel), sealed.as_slice())
-            .map_err(|e| ClientError::Link(format!("the answer does not open: {e}")))?;
+            .open_answer(
+                &pending.secret,
+                &link_context(&pending.channel),
+                sealed.as_slice(),
+            )
+            .map_err(|e| match e {
+                ProvisionError::NotFromLinkCode => ClientError::Link(
+                    "the answer was not made by a device that saw the link code (the server \
+                     or another account answered it); nothing was linked: start again with a \
+                     new code"
+                        .into(),
+                ),
+                other => ClientError::Link(format!("the answer does not open: {other}")),
+            })?;
         let payload: LinkPayload = serde_json::from_slice(&plaintext)
             .map_err(|_| ClientError::Link("the answer is not a link payload".into()))?;
         let identity = IdentityKeyPair::from_secret_bytes(&payload.identity)
             .map_err(|e| ClientError::Link(format!("the account identity is malformed: {e}")))?;
+        let preview = LinkPreview {
+            username: payload.username.clone(),
+            fingerprint: identity_fingerprint(identity.public()),
+        };
+        if !confirm(&preview) {
+            return Err(ClientError::Link(format!(
+                "declined to join {}; nothing was linked",
+                preview.username
+            )));
+        }
         let mut account = AccountRecord::new(pending.transport.base_url(), &payload.username);
         let keys = Self::prepare_device(&store, &identity, &mut account).await?;
         let added = pending
@@ -1422,11 +1549,20 @@ impl Client {
         let raw = URL_SAFE_NO_PAD
             .decode(code.trim())
             .ok()
-            .filter(|raw| raw.len() == LINK_CHANNEL_LEN + 32)
+            .map(Zeroizing::new)
+            .filter(|raw| raw.len() == LINK_CODE_LEN)
             .ok_or_else(|| {
-                ClientError::Link("malformed link code (copy all 64 characters)".into())
+                ClientError::Link(format!(
+                    "malformed link code (copy all {LINK_CODE_CHARS} characters)"
+                ))
             })?;
-        let (channel, digest) = raw.split_at(LINK_CHANNEL_LEN);
+        let (channel, rest) = raw.split_at(LINK_CHANNEL_LEN);
+        let (digest, secret) = rest.split_at(32);
+        let secret = LinkSecret::from_bytes(
+            secret
+                .try_into()
+                .map_err(|_| ClientError::Link("malformed link code".into()))?,
+        );
         let channel = URL_SAFE_NO_PAD.encode(channel);
         let state = match self.transport.channel_state(&channel).await {
             Ok(state) => state,
@@ -1471,8 +1607,14 @@ impl Client {
         let plaintext = Zeroizing::new(
             serde_json::to_vec(&payload).map_err(|e| ClientError::Inconsistent(e.to_string()))?,
         );
-        let sealed = provision::seal(&mut rng(), &public, &link_context(&channel), &plaintext)
-            .map_err(|e| ClientError::Link(e.to_string()))?;
+        let sealed = provision::seal_answer(
+            &mut rng(),
+            &public,
+            &secret,
+            &link_context(&channel),
+            &plaintext,
+        )
+        .map_err(|e| ClientError::Link(e.to_string()))?;
         self.transport
             .answer_channel(
                 &channel,
@@ -1488,6 +1630,38 @@ impl Client {
 
 /// Length of a provisioning channel id in bytes.
 const LINK_CHANNEL_LEN: usize = 16;
+/// Length of a link code in bytes: channel id, SHA-256 of the new device's key, secret.
+const LINK_CODE_LEN: usize = LINK_CHANNEL_LEN + 32 + LinkSecret::LEN;
+/// Length of a link code as shown (unpadded base64url).
+pub const LINK_CODE_CHARS: usize = (LINK_CODE_LEN * 8).div_ceil(6);
+
+/// What a new device is about to join, shown to its user before the link completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkPreview {
+    /// The account's username.
+    pub username: String,
+    /// The account identity's fingerprint ([`identity_fingerprint`]), to compare with the
+    /// one `tacit device add` shows on the approving device.
+    pub fingerprint: String,
+}
+
+/// A short fingerprint of an identity key, for a person to compare: the first 16 bytes of
+/// SHA-256 over the identity key bytes (Ed25519 key || X25519 key), in groups of four hex
+/// digits.
+pub fn identity_fingerprint(key: &IdentityKey) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.key_bytes());
+    digest
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| pair.concat())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 /// How often a new device asks whether its link was approved.
 const LINK_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -1502,13 +1676,16 @@ fn link_context(channel: &str) -> Vec<u8> {
 pub struct PendingLink {
     transport: Transport,
     keys: ProvisioningKeyPair,
+    /// The secret of the code: an answer must be authenticated under it.
+    secret: LinkSecret,
     channel: String,
-    code: String,
+    code: Zeroizing<String>,
     expires_at: i64,
 }
 
 impl PendingLink {
-    /// The link code to type into the existing device (64 characters).
+    /// The link code to type into the existing device ([`LINK_CODE_CHARS`] characters). It
+    /// holds a secret: show it only to the user.
     pub fn code(&self) -> &str {
         &self.code
     }
@@ -1638,4 +1815,63 @@ fn parse_bundle(username: &str, bundle: &api::PrekeyBundle) -> Result<PreKeyBund
     };
     parsed.verify().map_err(|e| bad_bundle(username, e))?;
     Ok(parsed)
+}
+
+/// A client that never reaches a server, for unit tests of what a client does with what it
+/// receives (nothing they call sends anything).
+#[cfg(test)]
+pub(crate) async fn offline_client(dir: &Path, username: &str) -> Client {
+    let store = Store::open(
+        &dir.join("store.db"),
+        KeySource::Key(crate::store::StoreKey::from_bytes([7; 32])),
+    )
+    .await
+    .unwrap();
+    let transport =
+        Transport::new("http://127.0.0.1:9", &crate::transport::Trust::SystemRoots).unwrap();
+    let mut account = AccountRecord::new(transport.base_url(), username);
+    account.device = 1;
+    Client {
+        store,
+        transport,
+        identity: IdentityKeyPair::generate(&mut rng()),
+        account,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `safety-number` shows the changed key when there is one; `verify` must apply to that
+    /// key, not mark the old one verified.
+    #[tokio::test]
+    async fn verify_applies_to_the_key_the_safety_number_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = offline_client(dir.path(), "bob").await;
+        let old = IdentityKeyPair::generate(&mut rng());
+        let new = IdentityKeyPair::generate(&mut rng());
+        bob.store
+            .pin_contact("alice", &old.public().to_bytes())
+            .await
+            .unwrap();
+        bob.store
+            .record_changed_identity("alice", &new.public().to_bytes())
+            .await
+            .unwrap();
+        let shown = bob.safety_number("alice").await.unwrap();
+        bob.verify("alice").await.unwrap();
+        let contact = bob.store.contact("alice").await.unwrap().unwrap();
+        assert_eq!(
+            contact.identity_key,
+            new.public().to_bytes(),
+            "the verified key is the one that was shown"
+        );
+        assert!(contact.verified);
+        assert!(contact.changed_identity_key.is_none());
+        assert_eq!(
+            bob.safety_number("alice").await.unwrap().displayable(),
+            shown.displayable()
+        );
+    }
 }

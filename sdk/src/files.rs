@@ -32,6 +32,7 @@ use tokio::io::AsyncWriteExt as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::client::{Client, ClientError, IncomingKind, Payload, random_id, rng};
+use crate::store::{NewFile, StoreError};
 use crate::transport::TransportError;
 
 /// Plaintext read (and encrypted) at a time while sending.
@@ -445,7 +446,8 @@ impl Client {
         let to_them = Zeroizing::new(to_them);
         let time = self.send_payload(username, &to_them, &to_us).await?;
         let device = self.device_id();
-        self.record_file(&file.descriptor, username, true, device, time, Some(&uid))
+        let me = self.username().to_owned();
+        self.record_file(&file.descriptor, &me, username, true, device, time, &uid)
             .await?;
         Ok(SentFile {
             blob_id: file.descriptor.blob_id.clone(),
@@ -455,22 +457,41 @@ impl Client {
         })
     }
 
-    /// Stores a file's descriptor (sealed) and a line in the conversation's history.
+    /// Stores a file's descriptor (sealed), keyed by the message that announced it, and a
+    /// line in the conversation's history. A blob id that another sender already announced
+    /// fails with [`StoreError::BlobConflict`] and nothing is stored.
+    #[allow(clippy::too_many_arguments)] // each names a part of the message's key
     async fn record_file(
         &self,
         descriptor: &FileDescriptor,
+        sender: &str,
         peer: &str,
         outgoing: bool,
         device: u32,
         time: i64,
-        uid: Option<&str>,
+        uid: &str,
     ) -> Result<(), ClientError> {
         let sealed = Zeroizing::new(
             serde_json::to_vec(descriptor).map_err(|e| ClientError::Inconsistent(e.to_string()))?,
         );
-        self.store
-            .put_file(&descriptor.blob_id, peer, outgoing, device, time, &sealed)
+        let new = self
+            .store
+            .put_file(&NewFile {
+                blob_id: &descriptor.blob_id,
+                sender,
+                peer,
+                message_id: uid,
+                outgoing,
+                sender_device: device,
+                sent_at: time,
+                descriptor: &sealed,
+            })
             .await?;
+        if !new {
+            // A duplicate of a message already recorded: its history line is there.
+            return Ok(());
+        }
+        let uid = Some(uid);
         let line = format!(
             "[file] {} ({} bytes)",
             sanitize_file_name(&descriptor.name),
@@ -482,9 +503,13 @@ impl Client {
         Ok(())
     }
 
-    /// Handles a received file message: checks and stores the descriptor.
+    /// Handles a file message from `sender`'s `device` in the conversation `peer`: checks
+    /// the descriptor and stores it, keyed by the message. A blob id that another sender
+    /// already announced is reported as a failed message (nothing is stored).
+    #[allow(clippy::too_many_arguments)] // each names a part of the message's key
     pub(crate) async fn receive_file(
         &self,
+        sender: &str,
         peer: &str,
         outgoing: bool,
         device: u32,
@@ -494,17 +519,39 @@ impl Client {
     ) -> Result<IncomingKind, ClientError> {
         let checked = descriptor
             .ok_or_else(|| FileError::BadDescriptor("no descriptor".into()))
-            .and_then(|d| d.validate().map(|()| d));
-        let descriptor = match checked {
-            Ok(descriptor) => descriptor,
+            .and_then(|d| d.validate().map(|()| d))
+            .and_then(|d| match &uid {
+                Some(uid) => Ok((d, uid.clone())),
+                None => Err(FileError::BadDescriptor("no message id".into())),
+            });
+        let (descriptor, message_id) = match checked {
+            Ok(checked) => checked,
             Err(error) => {
                 return Ok(IncomingKind::Failed {
                     error: error.to_string(),
                 });
             }
         };
-        self.record_file(&descriptor, peer, outgoing, device, time, uid.as_deref())
-            .await?;
+        let recorded = self
+            .record_file(
+                &descriptor,
+                sender,
+                peer,
+                outgoing,
+                device,
+                time,
+                &message_id,
+            )
+            .await;
+        match recorded {
+            Ok(()) => {}
+            Err(ClientError::Store(error @ StoreError::BlobConflict { .. })) => {
+                return Ok(IncomingKind::Failed {
+                    error: error.to_string(),
+                });
+            }
+            Err(other) => return Err(other),
+        }
         Ok(IncomingKind::File {
             peer: peer.to_owned(),
             name: sanitize_file_name(&descriptor.name),
@@ -632,6 +679,64 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::offline_client;
+
+    fn descriptor(blob_id: &str, key: u8, name: &str) -> FileDescriptor {
+        FileDescriptor::new(
+            blob_id.into(),
+            &AttachmentKey::from_bytes([key; 32]),
+            AttachmentDigest([key; 32]),
+            5,
+            name.into(),
+        )
+    }
+
+    /// The server sees a blob id when it is reserved; a message from another account
+    /// naming that blob id with its own key and digest, delivered first, must not become
+    /// the record of the real sender's file.
+    #[tokio::test]
+    async fn a_blob_id_already_announced_by_another_sender_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = offline_client(dir.path(), "bob").await;
+        let blob = "AAAAAAAAAAAAAAAAAAAAAA";
+        let mallory = bob
+            .receive_file(
+                "mallory",
+                "mallory",
+                false,
+                1,
+                1,
+                Some("m1".into()),
+                Some(descriptor(blob, 1, "evil.pdf")),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(mallory, IncomingKind::File { .. }), "{mallory:?}");
+        let alice = bob
+            .receive_file(
+                "alice",
+                "alice",
+                false,
+                1,
+                2,
+                Some("a1".into()),
+                Some(descriptor(blob, 2, "report.pdf")),
+            )
+            .await
+            .unwrap();
+        let IncomingKind::Failed { error } = alice else {
+            panic!(
+                "Alice's announcement of a blob id Mallory already named was accepted: {alice:?}"
+            );
+        };
+        assert!(error.contains("already announced by mallory"), "{error}");
+        // The one record of the blob is Mallory's, and says so.
+        let stored = bob.store.file(blob).await.unwrap().unwrap();
+        assert_eq!(stored.sender.as_deref(), Some("mallory"));
+        assert_eq!(stored.peer, "mallory");
+        // Alice's conversation shows no file that is really Mallory's.
+        assert!(bob.store.history("alice").await.unwrap().is_empty());
+    }
 
     #[test]
     fn file_names_are_made_safe() {

@@ -20,12 +20,12 @@ pub mod store;
 pub mod transport;
 
 pub use client::{
-    Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, PendingLink, ReceiptKind,
-    SocketEvent,
+    Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, LINK_CODE_CHARS,
+    LinkPreview, PendingLink, ReceiptKind, SocketEvent, identity_fingerprint,
 };
 pub use files::{FileError, OutgoingFile, Progress, SentFile, Stage};
 pub use store::{
-    Contact, KeySource, MessageStatus, PrekeyKind, Store, StoreError, StoreKey, StoredFile,
-    StoredMessage, StoredSession,
+    Contact, KeySource, MessageStatus, NewFile, PrekeyKind, Store, StoreError, StoreKey,
+    StoredFile, StoredMessage, StoredSession,
 };
 pub use transport::{BlobDownload, Socket, Transport, TransportError, Trust};

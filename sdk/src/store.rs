@@ -9,9 +9,12 @@
 //! apart from a damaged store.
 //!
 //! Sealed: the identity and account secrets, every prekey secret, every session state, every
-//! message body, every file descriptor (name, size, attachment key and digest). In clear
+//! message body, every file descriptor (name, size, attachment key and digest). Each
+//! contact row also carries a seal over its pinned identity, verified flag and pending
+//! change, checked on every read, so an edit of the file is detected. In clear
 //! (needed for lookups): contact usernames and their public identity keys, session
-//! addresses, message and file peers, directions and times, and the blob ids of files.
+//! addresses, message and file peers, directions and times, the blob ids of files and the
+//! sender and message id that announced each.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,7 +31,11 @@ const SEAL_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const SALT_LEN: usize = 16;
 const AAD_PREFIX: &str = "tacit-store-v1|";
+/// The key check of a store made before contact rows were sealed.
 const KEY_CHECK: &[u8] = b"tacit store key check";
+/// The key check of a store whose contact rows are all sealed. (The upgrade is recorded in
+/// a sealed value, so deleting a marker cannot make a tampered row be sealed again.)
+const KEY_CHECK_SEALED_CONTACTS: &[u8] = b"tacit store key check v2: contacts sealed";
 /// Argon2id memory cost in KiB (64 MiB), passes and lanes.
 const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
 const ARGON2_PASSES: u32 = 3;
@@ -53,6 +60,33 @@ pub enum StoreError {
     /// SQLite failed (disk full, permissions, locked file, ...).
     #[error("store database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another process (or another open in this one) is using the store.
+    #[error(
+        "the store is in use by {} (another tacit, such as `listen`?); stop it or use `chat` \
+         to send while listening",
+        match .pid { Some(pid) => format!("process {pid}"), None => "another process".into() }
+    )]
+    InUse {
+        /// The process that holds the store, as its lock file says.
+        pid: Option<u32>,
+    },
+    /// The store's lock file could not be opened or locked.
+    #[error("could not lock the store: {0}")]
+    Lock(String),
+    /// A message named a blob id that another message (of another sender, or with another
+    /// key) already announced; the first record is kept and this one refused.
+    #[error(
+        "blob {blob_id} was already announced by {first}; the same blob id from {second} is \
+         refused (a server may be substituting blob ids)"
+    )]
+    BlobConflict {
+        /// The blob id both named.
+        blob_id: String,
+        /// Who announced it first.
+        first: String,
+        /// Who named it again.
+        second: String,
+    },
     /// The schema could not be brought up to date.
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -181,11 +215,36 @@ impl MessageStatus {
     }
 }
 
+/// A file announced by a message, to record with [`Store::put_file`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewFile<'a> {
+    /// The blob's id on the server (as the message named it).
+    pub blob_id: &'a str,
+    /// Who sent the message (ourselves for our own files).
+    pub sender: &'a str,
+    /// The conversation: the other party, or `group:<id>`.
+    pub peer: &'a str,
+    /// The sender's id of the message.
+    pub message_id: &'a str,
+    /// Whether we sent it.
+    pub outgoing: bool,
+    /// The device that sent it.
+    pub sender_device: u32,
+    /// Server time in milliseconds since the Unix epoch.
+    pub sent_at: i64,
+    /// The descriptor the message carried (serialized; it is sealed before it is stored).
+    pub descriptor: &'a [u8],
+}
+
 /// A file received or sent, as stored.
 #[derive(Debug)]
 pub struct StoredFile {
     /// The blob's id on the server.
     pub blob_id: String,
+    /// Who announced it (`None` for a record made before senders were recorded).
+    pub sender: Option<String>,
+    /// The sender's id of the message that announced it (`None` as for `sender`).
+    pub message_id: Option<String>,
     /// The other party.
     pub peer: String,
     /// Whether we sent it.
@@ -214,12 +273,56 @@ pub struct StoredSession {
 pub struct Store {
     pool: SqlitePool,
     key: StoreKey,
+    /// The open lock file (`<store>.lock`), exclusively locked while the store is open: one
+    /// process at a time, so that no two load-encrypt-save cycles can use one key.
+    _lock: std::fs::File,
+}
+
+/// Takes the store's exclusive lock, or says which process holds it.
+fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Lock(format!("{}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StoreError::InUse {
+                pid: holder.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(StoreError::Lock(format!("{}: {e}", lock_path.display())));
+        }
+    }
+    // Ours now: say who holds it, for the next process that tries.
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    written.map_err(|e| StoreError::Lock(format!("{}: {e}", lock_path.display())))?;
+    Ok(file)
 }
 
 impl Store {
     /// Opens (or creates) the store at `path`. A store created with a passphrase must be
     /// opened with the same one: anything else fails with [`StoreError::WrongPassphrase`].
+    ///
+    /// The store is exclusive: while it is open, another open of it (by another process, or
+    /// in this one) fails at once with [`StoreError::InUse`], naming the process that holds
+    /// it. (It does not wait: a `listen` holds its store for as long as it runs.)
     pub async fn open(path: &Path, key: KeySource<'_>) -> Result<Self, StoreError> {
+        let lock = lock_store(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -243,18 +346,24 @@ impl Store {
             KeySource::Passphrase(passphrase) => StoreKey::derive(passphrase, &salt)?,
             KeySource::Key(key) => key,
         };
-        let store = Self { pool, key };
+        let store = Self {
+            pool,
+            key,
+            _lock: lock,
+        };
         match meta(&store.pool, "key_check").await? {
             Some(check) => {
                 let opened = store
                     .open_sealed("meta:key_check", &check)
                     .map_err(|_| StoreError::WrongPassphrase)?;
-                if opened.as_slice() != KEY_CHECK {
+                if opened.as_slice() == KEY_CHECK {
+                    store.seal_old_contacts().await?;
+                } else if opened.as_slice() != KEY_CHECK_SEALED_CONTACTS {
                     return Err(StoreError::WrongPassphrase);
                 }
             }
             None => {
-                let check = store.seal("meta:key_check", KEY_CHECK)?;
+                let check = store.seal("meta:key_check", KEY_CHECK_SEALED_CONTACTS)?;
                 let mut tx = store.pool.begin().await?;
                 for (name, value) in [("salt", salt.as_slice()), ("key_check", &check)] {
                     sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
@@ -506,32 +615,39 @@ impl Store {
     /// The contact record for `username`, if any.
     pub async fn contact(&self, username: &str) -> Result<Option<Contact>, StoreError> {
         let row = sqlx::query(
-            "SELECT username, identity_key, verified, changed_identity_key FROM contacts WHERE username = ?",
+            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
+             FROM contacts WHERE username = ?",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(contact_from_row).transpose()
+        row.map(|row| self.contact_from_row(&row)).transpose()
     }
 
     /// Every contact, by username.
     pub async fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         let rows = sqlx::query(
-            "SELECT username, identity_key, verified, changed_identity_key FROM contacts ORDER BY username",
+            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
+             FROM contacts ORDER BY username",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(contact_from_row).collect()
+        rows.iter().map(|row| self.contact_from_row(row)).collect()
     }
 
     /// Pins an identity for a new contact (trust on first use).
     pub async fn pin_contact(&self, username: &str, identity_key: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO contacts (username, identity_key, verified) VALUES (?, ?, 0) ON CONFLICT(username) DO NOTHING")
-            .bind(username)
-            .bind(identity_key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.change_contact(username, |contact| match contact {
+            Some(_) => None,
+            None => Some(Contact {
+                username: username.to_owned(),
+                identity_key: identity_key.to_vec(),
+                verified: false,
+                changed_identity_key: None,
+            }),
+        })
+        .await
+        .map(drop)
     }
 
     /// Records a changed identity for a contact; sending stops until it is accepted.
@@ -540,34 +656,136 @@ impl Store {
         username: &str,
         identity_key: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE contacts SET changed_identity_key = ? WHERE username = ?")
-            .bind(identity_key)
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.change_contact(username, |contact| {
+            contact.map(|c| Contact {
+                changed_identity_key: Some(identity_key.to_vec()),
+                ..c
+            })
+        })
+        .await
+        .map(drop)
     }
 
     /// Accepts a contact's changed identity: it becomes the pinned one, no longer verified.
     /// Returns whether there was a change to accept.
     pub async fn accept_changed_identity(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE contacts SET identity_key = changed_identity_key, changed_identity_key = NULL, verified = 0
-             WHERE username = ? AND changed_identity_key IS NOT NULL",
-        )
-        .bind(username)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        self.change_contact(username, |contact| {
+            let contact = contact?;
+            let changed = contact.changed_identity_key?;
+            Some(Contact {
+                identity_key: changed,
+                verified: false,
+                changed_identity_key: None,
+                ..contact
+            })
+        })
+        .await
     }
 
     /// Marks a contact verified (the user compared safety numbers).
     pub async fn mark_verified(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE contacts SET verified = 1 WHERE username = ?")
-            .bind(username)
-            .execute(&self.pool)
+        self.change_contact(username, |contact| {
+            contact.map(|c| Contact {
+                verified: true,
+                ..c
+            })
+        })
+        .await
+    }
+
+    /// Reads a contact (checking its seal), lets `change` decide its new state (`None`: no
+    /// change) and writes it back with a new seal, in one transaction. Returns whether it
+    /// wrote. A row whose seal does not match is [`StoreError::Corrupt`] and is not
+    /// rewritten, so a tampered row never gets sealed by a later change.
+    async fn change_contact(
+        &self,
+        username: &str,
+        change: impl FnOnce(Option<Contact>) -> Option<Contact>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
+             FROM contacts WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = row.map(|row| self.contact_from_row(&row)).transpose()?;
+        let Some(new) = change(current) else {
+            return Ok(false);
+        };
+        let seal = self.seal(&contact_context(username), &contact_check(&new))?;
+        sqlx::query(
+            "INSERT INTO contacts (username, identity_key, verified, changed_identity_key, \
+             check_sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO UPDATE SET \
+             identity_key = excluded.identity_key, verified = excluded.verified, \
+             changed_identity_key = excluded.changed_identity_key, \
+             check_sealed = excluded.check_sealed",
+        )
+        .bind(username)
+        .bind(&new.identity_key)
+        .bind(i64::from(new.verified))
+        .bind(&new.changed_identity_key)
+        .bind(seal)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A contact row, checked against its seal.
+    fn contact_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
+        let verified: i64 = row.try_get(2)?;
+        let contact = Contact {
+            username: row.try_get(0)?,
+            identity_key: row.try_get(1)?,
+            verified: verified != 0,
+            changed_identity_key: row.try_get(3)?,
+        };
+        let sealed: Option<Vec<u8>> = row.try_get(4)?;
+        let context = contact_context(&contact.username);
+        let corrupt = || StoreError::Corrupt(format!("contact {}", contact.username));
+        let opened = self.open_sealed(&context, &sealed.ok_or_else(corrupt)?)?;
+        if opened.as_slice() != contact_check(&contact).as_slice() {
+            return Err(corrupt());
+        }
+        Ok(contact)
+    }
+
+    /// Seals the contact rows of a store made before contacts were sealed, and records in
+    /// the sealed key check that they are (once per store).
+    async fn seal_old_contacts(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT username, identity_key, verified, changed_identity_key FROM contacts \
+             WHERE check_sealed IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let verified: i64 = row.try_get(2)?;
+            let contact = Contact {
+                username: row.try_get(0)?,
+                identity_key: row.try_get(1)?,
+                verified: verified != 0,
+                changed_identity_key: row.try_get(3)?,
+            };
+            let seal = self.seal(
+                &contact_context(&contact.username),
+                &contact_check(&contact),
+            )?;
+            sqlx::query("UPDATE contacts SET check_sealed = ? WHERE username = ?")
+                .bind(seal)
+                .bind(&contact.username)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE meta SET value = ? WHERE key = 'key_check'")
+            .bind(self.seal("meta:key_check", KEY_CHECK_SEALED_CONTACTS)?)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Appends a message to a group conversation (`peer` is the group's history key),
@@ -716,59 +934,122 @@ impl Store {
         Ok(uids.into_iter().flatten().collect())
     }
 
-    /// Records a file (its descriptor sealed). Recording the same blob again keeps the
-    /// first record.
-    pub async fn put_file(
-        &self,
-        blob_id: &str,
-        peer: &str,
-        outgoing: bool,
-        sender_device: u32,
-        sent_at: i64,
-        descriptor: &[u8],
-    ) -> Result<(), StoreError> {
-        let sealed = self.seal(&format!("files:{blob_id}"), descriptor)?;
-        sqlx::query(
-            "INSERT INTO files (blob_id, peer, outgoing, sender_device, sent_at, descriptor_sealed) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(blob_id) DO NOTHING",
+    /// Records a file announced by a message (its descriptor sealed), keyed by the message:
+    /// sender, conversation and message id. The same message recorded again (a duplicate
+    /// delivery) changes nothing and returns `false`. A blob id already announced by another
+    /// sender, or by the same sender with another descriptor, is refused with
+    /// [`StoreError::BlobConflict`]: the first record is kept and nothing is merged.
+    pub async fn put_file(&self, file: &NewFile<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT sender, peer, message_id, descriptor_sealed FROM files WHERE blob_id = ?",
         )
-        .bind(blob_id)
-        .bind(peer)
-        .bind(i64::from(outgoing))
-        .bind(i64::from(sender_device))
-        .bind(sent_at)
-        .bind(sealed)
-        .execute(&self.pool)
+        .bind(file.blob_id)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(())
+        let conflict = |first: Option<String>| StoreError::BlobConflict {
+            blob_id: file.blob_id.to_owned(),
+            first: first.unwrap_or_else(|| "an earlier message".into()),
+            second: file.sender.to_owned(),
+        };
+        for row in rows {
+            let sender: Option<String> = row.try_get(0)?;
+            let peer: String = row.try_get(1)?;
+            let message_id: Option<String> = row.try_get(2)?;
+            let sealed: Vec<u8> = row.try_get(3)?;
+            if sender.as_deref() != Some(file.sender) {
+                return Err(conflict(sender));
+            }
+            let context = file_context(
+                file.blob_id,
+                sender.as_deref(),
+                &peer,
+                message_id.as_deref(),
+            );
+            let descriptor = self.open_sealed(&context, &sealed)?;
+            if descriptor.as_slice() != file.descriptor {
+                return Err(conflict(sender));
+            }
+            if peer == file.peer && message_id.as_deref() == Some(file.message_id) {
+                return Ok(false);
+            }
+        }
+        let context = file_context(
+            file.blob_id,
+            Some(file.sender),
+            file.peer,
+            Some(file.message_id),
+        );
+        let sealed = self.seal(&context, file.descriptor)?;
+        sqlx::query(
+            "INSERT INTO files (blob_id, sender, peer, message_id, outgoing, sender_device, \
+             sent_at, descriptor_sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(file.blob_id)
+        .bind(file.sender)
+        .bind(file.peer)
+        .bind(file.message_id)
+        .bind(i64::from(file.outgoing))
+        .bind(i64::from(file.sender_device))
+        .bind(file.sent_at)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    /// The file record of a blob, if any.
+    /// The file record of a blob, if any (every record of one blob id has the same sender
+    /// and descriptor: [`Self::put_file`] refuses anything else).
     pub async fn file(&self, blob_id: &str) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(
-            "SELECT peer, outgoing, sender_device, sent_at, descriptor_sealed FROM files \
-             WHERE blob_id = ?",
+            "SELECT peer, outgoing, sender_device, sent_at, descriptor_sealed, sender, \
+             message_id FROM files WHERE blob_id = ? ORDER BY id LIMIT 1",
         )
         .bind(blob_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let peer: String = row.try_get(0)?;
         let outgoing: i64 = row.try_get(1)?;
         let device: i64 = row.try_get(2)?;
         let sealed: Vec<u8> = row.try_get(4)?;
+        let sender: Option<String> = row.try_get(5)?;
+        let message_id: Option<String> = row.try_get(6)?;
+        let context = file_context(blob_id, sender.as_deref(), &peer, message_id.as_deref());
         Ok(Some(StoredFile {
             blob_id: blob_id.to_owned(),
-            peer: row.try_get(0)?,
+            descriptor: self.open_sealed(&context, &sealed)?,
+            peer,
+            sender,
+            message_id,
             outgoing: outgoing != 0,
             sender_device: u32::try_from(device).unwrap_or_default(),
             sent_at: row.try_get(3)?,
-            descriptor: self.open_sealed(&format!("files:{blob_id}"), &sealed)?,
         }))
     }
 
     /// Closes the database cleanly.
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// The sealing context of a file record: the blob id and the message that announced it
+/// (records from before message keys existed used the blob id alone).
+fn file_context(
+    blob_id: &str,
+    sender: Option<&str>,
+    peer: &str,
+    message_id: Option<&str>,
+) -> String {
+    match (sender, message_id) {
+        (Some(sender), Some(message_id)) => format!(
+            "files:{blob_id}|{}:{sender}|{}:{peer}|{message_id}",
+            sender.len(),
+            peer.len()
+        ),
+        _ => format!("files:{blob_id}"),
     }
 }
 
@@ -785,14 +1066,29 @@ async fn meta(pool: &SqlitePool, key: &str) -> Result<Option<Vec<u8>>, StoreErro
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-fn contact_from_row(row: sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
-    let verified: i64 = row.try_get(2)?;
-    Ok(Contact {
-        username: row.try_get(0)?,
-        identity_key: row.try_get(1)?,
-        verified: verified != 0,
-        changed_identity_key: row.try_get(3)?,
-    })
+fn contact_context(username: &str) -> String {
+    format!("contacts:{}:{username}", username.len())
+}
+
+/// What a contact's seal covers: pinned key length (2) || key || verified (1)
+/// || changed flag (1) [|| changed key length (2) || changed key].
+fn contact_check(contact: &Contact) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(2 * (2 + 129) + 2);
+    put(&mut out, &contact.identity_key);
+    out.push(u8::from(contact.verified));
+    match &contact.changed_identity_key {
+        Some(changed) => {
+            out.push(1);
+            put(&mut out, changed);
+        }
+        None => out.push(0),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -849,7 +1145,16 @@ mod tests {
             .await
             .unwrap();
         store
-            .put_file("blob1", "bob", false, 1, 1000, marker)
+            .put_file(&NewFile {
+                blob_id: "blob1",
+                sender: "bob",
+                peer: "bob",
+                message_id: "m1",
+                outgoing: false,
+                sender_device: 1,
+                sent_at: 1000,
+                descriptor: marker,
+            })
             .await
             .unwrap();
         let file = store.file("blob1").await.unwrap().unwrap();
@@ -988,5 +1293,181 @@ mod tests {
         assert_eq!(store.mark_incoming_read("bob").await.unwrap(), ["u3"]);
         assert!(store.mark_incoming_read("bob").await.unwrap().is_empty());
         assert_eq!(store.mark_incoming_read("carol").await.unwrap(), ["u2"]);
+    }
+
+    #[tokio::test]
+    async fn a_blob_id_from_a_second_sender_is_refused_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db"), key(9))
+            .await
+            .unwrap();
+        let file = |sender, peer, message_id, descriptor| NewFile {
+            blob_id: "blob1",
+            sender,
+            peer,
+            message_id,
+            outgoing: false,
+            sender_device: 1,
+            sent_at: 1000,
+            descriptor,
+        };
+        let first = file("mallory", "mallory", "m1", b"mallory's key".as_slice());
+        assert!(store.put_file(&first).await.unwrap());
+        // The same message again (a duplicate delivery) is no change.
+        assert!(!store.put_file(&first).await.unwrap());
+        // Alice's message names the same blob id: refused, and the record stays Mallory's.
+        let err = store
+            .put_file(&file("alice", "alice", "a1", b"alice's key"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::BlobConflict { first, second, .. }
+                if first == "mallory" && second == "alice"),
+            "{err}"
+        );
+        // So is the same sender naming it with another descriptor.
+        let err = store
+            .put_file(&file("mallory", "group:00", "m2", b"another key"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BlobConflict { .. }), "{err}");
+        let stored = store.file("blob1").await.unwrap().unwrap();
+        assert_eq!(stored.sender.as_deref(), Some("mallory"));
+        assert_eq!(stored.message_id.as_deref(), Some("m1"));
+        assert_eq!(stored.descriptor.as_slice(), b"mallory's key");
+    }
+
+    #[tokio::test]
+    async fn a_store_is_open_in_one_place_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(3)).await.unwrap();
+        let err = Store::open(&path, key(3)).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InUse { pid: Some(pid) } if pid == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("in use by process {}", std::process::id()))
+        );
+        store.close().await;
+        let again = Store::open(&path, key(3)).await.unwrap();
+        again.close().await;
+    }
+
+    /// A contact row as SQLite holds it: username, identity key, verified, changed key.
+    type ContactRow = (String, Vec<u8>, i64, Option<Vec<u8>>);
+
+    /// Pinned identities and the verified flag are sealed: an edit of the file (another
+    /// identity key, a verified flag set, a pending change removed) is detected.
+    #[tokio::test]
+    async fn a_tampered_contact_row_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(4)).await.unwrap();
+        store.pin_contact("alice", b"alice's key").await.unwrap();
+        store.pin_contact("carol", b"carol's key").await.unwrap();
+        store
+            .record_changed_identity("carol", b"carol's new key")
+            .await
+            .unwrap();
+        store.close().await;
+        let db = format!("sqlite://{}", path.display());
+        for edit in [
+            "UPDATE contacts SET identity_key = x'6d616c6c6f7279' WHERE username = 'alice'",
+            "UPDATE contacts SET verified = 1 WHERE username = 'alice'",
+            "UPDATE contacts SET changed_identity_key = NULL WHERE username = 'carol'",
+        ] {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+                .await
+                .unwrap();
+            let before: Vec<ContactRow> = sqlx::query_as(
+                "SELECT username, identity_key, verified, changed_identity_key FROM contacts",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query(edit).execute(&mut conn).await.unwrap();
+            drop(conn);
+            let store = Store::open(&path, key(4)).await.unwrap();
+            let user = if edit.contains("carol") {
+                "carol"
+            } else {
+                "alice"
+            };
+            let read = store.contact(user).await;
+            assert!(
+                matches!(read, Err(StoreError::Corrupt(_))),
+                "{edit}: {read:?}"
+            );
+            assert!(store.contacts().await.is_err(), "{edit}");
+            // A later change does not seal the edit in.
+            assert!(store.mark_verified(user).await.is_err(), "{edit}");
+            store.close().await;
+            // Put the row back for the next edit.
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+                .await
+                .unwrap();
+            for (username, identity, verified, changed) in before {
+                sqlx::query(
+                    "UPDATE contacts SET identity_key = ?, verified = ?, changed_identity_key = ? \
+                     WHERE username = ?",
+                )
+                .bind(identity)
+                .bind(verified)
+                .bind(changed)
+                .bind(username)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path, key(4)).await.unwrap();
+        assert_eq!(store.contacts().await.unwrap().len(), 2);
+    }
+
+    /// A store made before contacts were sealed: its rows are sealed at the next open, once;
+    /// after that, a row without a seal is damage, not an old row.
+    #[tokio::test]
+    async fn contacts_of_an_older_store_are_sealed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(6)).await.unwrap();
+        store.pin_contact("alice", b"alice's key").await.unwrap();
+        let old_check = store.seal("meta:key_check", KEY_CHECK).unwrap();
+        store.close().await;
+        let db = format!("sqlite://{}", path.display());
+        let unseal = |check: Option<Vec<u8>>| {
+            let db = db.clone();
+            async move {
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE contacts SET check_sealed = NULL")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                if let Some(check) = check {
+                    sqlx::query("UPDATE meta SET value = ? WHERE key = 'key_check'")
+                        .bind(check)
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        // As an older store left it: no seals, the old key check.
+        unseal(Some(old_check)).await;
+        let store = Store::open(&path, key(6)).await.unwrap();
+        assert_eq!(store.contacts().await.unwrap().len(), 1);
+        store.close().await;
+        // Seals removed later are damage.
+        unseal(None).await;
+        let store = Store::open(&path, key(6)).await.unwrap();
+        assert!(matches!(
+            store.contact("alice").await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

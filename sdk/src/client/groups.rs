@@ -3,8 +3,13 @@
 //! A group's state (id, name, members, admins) lives only in the members' stores and
 //! travels only inside pairwise end-to-end encrypted messages (`group_update`), which the
 //! pairwise sessions authenticate. A member applies an update only from someone its own
-//! view lists as an admin (or, for leaving, from the member who leaves), so a member the
-//! server invents is never accepted.
+//! view lists as an admin (or, for leaving, from the member who leaves, and then only the
+//! leaver's removal), so a member the server invents is never accepted. A group id is bound
+//! to its creator, so only the creator's `Create` introduces a group.
+//!
+//! The server's answers are claims: a multicast's device-mismatch answer that names anyone
+//! but a member (or our own account) is refused whole, so our chain goes only to the
+//! members in our own roster; a member device reported stale makes us start a new chain.
 //!
 //! Each member encrypts its group messages with its own sender-key chain
 //! ([`tacit_crypto::SenderKeyState`]) and hands the chain to the other members over the
@@ -46,6 +51,14 @@ pub struct GroupInfo {
     pub members: BTreeSet<String>,
     /// The admins' usernames (always members).
     pub admins: BTreeSet<String>,
+    /// Who created the group. The id is bound to the creator and `salt` (SECURITY.md,
+    /// "The client's rules"), so no one else can pass off a `Create` for it. Empty for a
+    /// group made before ids were bound.
+    #[serde(default)]
+    pub creator: String,
+    /// The random salt of the id (32 hex digits).
+    #[serde(default)]
+    pub salt: String,
 }
 
 /// The state kept per group (sealed in the store).
@@ -100,11 +113,18 @@ pub(super) struct GroupUpdate {
     group: GroupInfo,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize)]
 pub(super) struct SenderKeyBody {
     group_id: String,
-    /// [`SenderKeyDistribution::to_bytes`], base64.
+    /// [`SenderKeyDistribution::to_bytes`], base64: it holds the chain key.
     distribution: String,
+}
+
+impl Drop for SenderKeyBody {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.distribution.zeroize();
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -199,11 +219,15 @@ impl Client {
             return Err(ClientError::Group("a group needs another member".into()));
         }
         all.insert(me.clone());
+        let salt = GroupId::generate(&mut rng()).0;
         let info = GroupInfo {
-            id: hex(&GroupId::generate(&mut rng()).0),
+            id: bound_group_id(&me, &salt)
+                .ok_or_else(|| ClientError::Group("username too long".into()))?,
             name: name.to_owned(),
             members: all,
-            admins: BTreeSet::from([me]),
+            admins: BTreeSet::from([me.clone()]),
+            creator: me,
+            salt: hex(&salt),
         };
         let state = GroupState {
             info: info.clone(),
@@ -431,6 +455,7 @@ impl Client {
             .await?;
         let kind = self
             .receive_file(
+                &self.account.username.clone(),
                 &Self::group_history_key(&info),
                 true,
                 self.account.device,
@@ -452,6 +477,11 @@ impl Client {
 
     /// Encrypts one group payload with our sender key and multicasts it; returns the group
     /// and the server time.
+    ///
+    /// The server's device-mismatch answers are claims, checked against our own roster
+    /// before anything is acted on (see [`Self::check_group_mismatch`]): a device of anyone
+    /// but a member (or our own account) is refused and gets nothing, and a member device
+    /// that is gone makes us start a new chain before the message is encrypted again.
     async fn send_group_payload(
         &mut self,
         group: &str,
@@ -476,14 +506,6 @@ impl Client {
         if others.is_empty() {
             return Err(ClientError::Group("the group has no other member".into()));
         }
-        let mut chain = self.own_chain(&mut state).await?;
-        for user in &others {
-            if !state.have_our_key.contains(user) {
-                self.distribute(&chain, &info.id, user).await?;
-                state.have_our_key.insert(user.clone());
-                self.save_group(&state).await?;
-            }
-        }
         let payload = GroupPayload {
             v: 1,
             kind: kind.to_owned(),
@@ -494,12 +516,6 @@ impl Client {
             file,
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
-        let ciphertext = chain.encrypt(&plaintext).map_err(inconsistent)?;
-        // The advanced chain is stored before the send, so a key is never used twice.
-        self.store
-            .put_secret(&own_key_name(&info.id), &chain.to_bytes())
-            .await?;
-
         for user in others.iter().chain([&me]) {
             if !state.devices.contains_key(user) {
                 let devices = self.checked_devices(user).await?;
@@ -507,7 +523,30 @@ impl Client {
             }
         }
         let client_message_id = random_id()?;
+        // The ciphertext under the current chain; made again after a rotation.
+        let mut ciphertext: Option<Vec<u8>> = None;
         for _ in 0..GROUP_SEND_ATTEMPTS {
+            let mut chain = self.own_chain(&mut state).await?;
+            for user in &others {
+                if !state.have_our_key.contains(user) {
+                    self.distribute(&chain, &info.id, user).await?;
+                    state.have_our_key.insert(user.clone());
+                    self.save_group(&state).await?;
+                }
+            }
+            let body = match &ciphertext {
+                Some(body) => body.clone(),
+                None => {
+                    let body = chain.encrypt(&plaintext).map_err(inconsistent)?;
+                    // The advanced chain is stored before the send, so a key is never used
+                    // twice.
+                    self.store
+                        .put_secret(&own_key_name(&info.id), &chain.to_bytes())
+                        .await?;
+                    ciphertext = Some(body.clone());
+                    body
+                }
+            };
             let request = api::MulticastRequest {
                 client_message_id: client_message_id.clone(),
                 recipients: others
@@ -525,7 +564,7 @@ impl Client {
                     .get(&me)
                     .map(|d| d.iter().copied().map(api::DeviceId).collect())
                     .unwrap_or_default(),
-                ciphertext: api::Ciphertext(ciphertext.clone().into()),
+                ciphertext: api::Ciphertext(body.into()),
             };
             if request.recipients.is_empty() {
                 return Err(ClientError::Group("no member has a device".into()));
@@ -536,22 +575,29 @@ impl Client {
                     return Ok((info, response.server_timestamp.0));
                 }
                 Err(TransportError::DeviceMismatch(mismatch)) => {
-                    let mut needs_key = BTreeSet::new();
-                    for address in mismatch.stale {
-                        if let Some(set) = state.devices.get_mut(&address.username) {
-                            set.remove(&address.device_id.0);
-                        }
-                    }
-                    for address in mismatch.missing {
-                        // A new device: it needs our chain before it can read the message.
-                        state
-                            .devices
-                            .entry(address.username.clone())
-                            .or_default()
-                            .insert(address.device_id.0);
-                        needs_key.insert(address.username);
-                    }
+                    let (rotate, needs_key) = self.check_group_mismatch(&mut state, &mismatch)?;
                     for user in needs_key {
+                        // Re-read the member's devices: each must carry the pinned identity.
+                        let devices = self.checked_devices(&user).await?;
+                        let claimed = mismatch
+                            .missing
+                            .iter()
+                            .filter(|a| a.username == user)
+                            .map(|a| a.device_id.0);
+                        for device in claimed {
+                            if !devices.contains(&device) {
+                                return Err(ClientError::ServerClaimRefused(format!(
+                                    "the server named {user}.{device} as missing from {}, but \
+                                     does not list it among {user}'s devices; nothing was sent",
+                                    info.name
+                                )));
+                            }
+                        }
+                        state.devices.insert(user.clone(), devices);
+                        if rotate {
+                            // The new chain goes to everyone at the next attempt.
+                            continue;
+                        }
                         if user != me {
                             self.distribute(&chain, &info.id, &user).await?;
                         } else if let Some(other) = others.first() {
@@ -560,11 +606,60 @@ impl Client {
                             self.distribute(&chain, &info.id, &other).await?;
                         }
                     }
+                    if rotate {
+                        // A device that held our chain is gone: it must read nothing more.
+                        self.store.delete_secret(&own_key_name(&info.id)).await?;
+                        state.have_our_key.clear();
+                        ciphertext = None;
+                    }
+                    self.save_group(&state).await?;
                 }
                 Err(other) => return Err(other.into()),
             }
         }
         Err(ClientError::DevicesUnstable)
+    }
+
+    /// Checks a multicast's device-mismatch answer against our own view of the group before
+    /// any of it is used. Every named user must be a member or ourselves, otherwise the
+    /// whole answer is refused (a server that names an outsider's device is asking us to
+    /// hand it our chain). Stale devices that we had are dropped; returns whether any was
+    /// dropped (our chain must then be replaced) and the users with new devices.
+    fn check_group_mismatch(
+        &self,
+        state: &mut GroupState,
+        mismatch: &api::DeviceMismatch,
+    ) -> Result<(bool, BTreeSet<String>), ClientError> {
+        let me = &self.account.username;
+        for address in mismatch.missing.iter().chain(&mismatch.stale) {
+            let user = &address.username;
+            if user != me && !state.info.members.contains(user) {
+                return Err(ClientError::ServerClaimRefused(format!(
+                    "the server named {user}.{} as a device of group {}, but {user} is not a \
+                     member; nothing was sent to {user}",
+                    address.device_id.0, state.info.name
+                )));
+            }
+            if *user == *me && address.device_id.0 == self.account.device {
+                return Err(ClientError::ServerClaimRefused(
+                    "the server named this device as one to send to; nothing was sent".into(),
+                ));
+            }
+        }
+        let mut rotate = false;
+        for address in &mismatch.stale {
+            if let Some(set) = state.devices.get_mut(&address.username)
+                && set.remove(&address.device_id.0)
+            {
+                rotate = true;
+            }
+        }
+        let needs_key = mismatch
+            .missing
+            .iter()
+            .map(|a| a.username.clone())
+            .collect();
+        Ok((rotate, needs_key))
     }
 
     /// Handles a pairwise `group_update` from `sender`. Returns the event to report, if the
@@ -591,12 +686,19 @@ impl Client {
         let accepted = match (&current, update.change) {
             // From ourselves (another of our devices): our own view is the authority.
             _ if sender == me => true,
-            (None, _) => new.admins.contains(sender) && new.members.contains(&me),
-            (Some(state), GroupChange::Leave) => {
-                let mut expected = state.info.members.clone();
-                expected.remove(sender);
-                state.info.members.contains(sender) && new.members == expected
+            // An unknown group is learnt only from its creation (by the creator its id is
+            // bound to) or from being added to it (by an admin, with a bound id).
+            (None, GroupChange::Create) => {
+                new.creator == sender
+                    && id_is_bound(&new)
+                    && new.admins.contains(sender)
+                    && new.members.contains(&me)
             }
+            (None, GroupChange::Add) => {
+                id_is_bound(&new) && new.admins.contains(sender) && new.members.contains(&me)
+            }
+            (None, _) => false,
+            (Some(state), GroupChange::Leave) => state.info.members.contains(sender),
             (Some(state), _) => state.info.admins.contains(sender),
         };
         if !accepted {
@@ -608,6 +710,26 @@ impl Client {
             }));
         }
         let change = update.change;
+        // A leave removes the leaver from our own view and changes nothing else: whatever
+        // else the leaver's update says (name, admins, members) is not theirs to change.
+        let new = match (&current, change) {
+            (Some(state), GroupChange::Leave) if sender != me => {
+                let mut info = state.info.clone();
+                info.members.remove(sender);
+                info.admins.remove(sender);
+                info
+            }
+            _ => new,
+        };
+        // Who created the group and the id's salt never change.
+        let new = match &current {
+            Some(state) => GroupInfo {
+                creator: state.info.creator.clone(),
+                salt: state.info.salt.clone(),
+                ..new
+            },
+            None => new,
+        };
         let describe = |what: String| {
             make(IncomingKind::GroupUpdate {
                 group: new.name.clone(),
@@ -751,7 +873,15 @@ impl Client {
             let outgoing = sender == self.account.username;
             let uid = Some(payload.id.clone());
             let kind = self
-                .receive_file(&history, outgoing, device, time, uid, payload.file.clone())
+                .receive_file(
+                    sender,
+                    &history,
+                    outgoing,
+                    device,
+                    time,
+                    uid,
+                    payload.file.clone(),
+                )
                 .await?;
             return Ok(Ok(match kind {
                 IncomingKind::File {
@@ -796,7 +926,38 @@ impl Client {
     }
 }
 
+/// A group id bound to its creator: the first 16 bytes of
+/// `SHA-256("Tacit_GroupId_v1" || len(creator) (1) || creator || salt (16))`, in hex.
+/// `None` for a creator name longer than 255 bytes.
+fn bound_group_id(creator: &str, salt: &[u8; 16]) -> Option<String> {
+    use sha2::Digest as _;
+    let len = u8::try_from(creator.len()).ok()?;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"Tacit_GroupId_v1");
+    hash.update([len]);
+    hash.update(creator.as_bytes());
+    hash.update(salt);
+    Some(hex(&hash.finalize()[..16]))
+}
+
+/// Whether a group's id is the one bound to its creator and salt.
+fn id_is_bound(info: &GroupInfo) -> bool {
+    let Ok(salt) = group_id_bytes(&info.salt) else {
+        return false;
+    };
+    !info.creator.is_empty() && bound_group_id(&info.creator, &salt.0).as_deref() == Some(&info.id)
+}
+
+/// Parses a group id: exactly 32 lowercase hex digits, its one spelling (so that one group
+/// can never be kept under two names).
 fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
+    if id.len() != 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ClientError::Group("malformed group id".into()));
+    }
     let bytes = (0..id.len())
         .step_by(2)
         .map(|i| {
@@ -809,4 +970,181 @@ fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
         .try_into()
         .map_err(|_| ClientError::Group("malformed group id".into()))?;
     Ok(GroupId(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::offline_client;
+
+    const GROUP: &str = "00112233445566778899aabbccddeeff";
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn update(change: GroupChange, name: &str, members: &[&str], admins: &[&str]) -> String {
+        serde_json::to_string(&GroupUpdate {
+            change,
+            group: GroupInfo {
+                id: GROUP.into(),
+                name: name.into(),
+                members: set(members),
+                admins: set(admins),
+                creator: String::new(),
+                salt: String::new(),
+            },
+        })
+        .unwrap()
+    }
+
+    fn from(sender: &str) -> impl FnOnce(IncomingKind) -> Incoming {
+        let sender = sender.to_owned();
+        move |kind| Incoming {
+            sender,
+            sender_device: 1,
+            time: 0,
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leave_removes_the_leaver_and_changes_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        let info = GroupInfo {
+            id: GROUP.into(),
+            name: "team".into(),
+            members: set(&["alice", "bob", "carol"]),
+            admins: set(&["alice"]),
+            creator: "alice".into(),
+            salt: String::new(),
+        };
+        alice
+            .save_group(&GroupState {
+                info: info.clone(),
+                have_our_key: set(&["bob", "carol"]),
+                devices: BTreeMap::new(),
+            })
+            .await
+            .unwrap();
+        // Bob leaves, and his update also renames the group and makes Carol an admin.
+        let forged = update(
+            GroupChange::Leave,
+            "taken over",
+            &["alice", "carol"],
+            &["carol"],
+        );
+        let event = alice
+            .on_group_update("bob", &forged, from("bob"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                event.kind,
+                IncomingKind::GroupUpdate {
+                    change: GroupChange::Leave,
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+        let after = alice.find_group(GROUP).await.unwrap();
+        assert_eq!(after.members, set(&["alice", "carol"]), "only Bob went");
+        assert_eq!(after.admins, set(&["alice"]), "the admins are unchanged");
+        assert_eq!(after.name, "team", "the name is unchanged");
+    }
+
+    #[test]
+    fn a_group_id_has_one_spelling() {
+        let id = group_id_bytes(GROUP).unwrap();
+        assert_eq!(hex(&id.0), GROUP);
+        for other in [
+            GROUP.to_uppercase(),
+            "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f".to_owned(),
+            format!("{GROUP}00"),
+            GROUP[..30].to_owned(),
+            format!(" {}", &GROUP[1..]),
+        ] {
+            assert!(group_id_bytes(&other).is_err(), "{other:?} was accepted");
+        }
+    }
+
+    /// A `Create` as JSON (so that the test reads the same against a client that has no
+    /// creator or salt fields).
+    fn create(id: &str, sender: &str, creator: &str, salt: &str) -> String {
+        serde_json::json!({
+            "change": "create",
+            "group": {
+                "id": id, "name": "team",
+                "members": ["alice", sender], "admins": [sender],
+                "creator": creator, "salt": salt,
+            }
+        })
+        .to_string()
+    }
+
+    /// The first `Create` for an unknown group id used to win, from anyone (a member who
+    /// saw the id, or an account of the server's, could pre-empt the real creator). A group
+    /// id is now bound to its creator.
+    #[tokio::test]
+    async fn a_create_is_accepted_only_from_the_creator_its_id_is_bound_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        let salt = [9u8; 16];
+        let carols = bound_group_id("carol", &salt).unwrap();
+        // An id bound to no one; an id bound to Carol, sent by Mallory as hers or as Carol's.
+        for (id, creator) in [
+            (GROUP.to_owned(), "mallory"),
+            (carols.clone(), "mallory"),
+            (carols.clone(), "carol"),
+        ] {
+            let forged = create(&id, "mallory", creator, &hex(&salt));
+            let event = alice
+                .on_group_update("mallory", &forged, from("mallory"))
+                .await
+                .unwrap();
+            assert!(
+                matches!(event.kind, IncomingKind::Failed { .. }),
+                "{id} from mallory as {creator}: {event:?}"
+            );
+        }
+        assert!(alice.groups().await.unwrap().is_empty());
+        // Carol's own Create opens it.
+        let real = create(&carols, "carol", "carol", &hex(&salt));
+        let event = alice
+            .on_group_update("carol", &real, from("carol"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(event.kind, IncomingKind::GroupUpdate { .. }),
+            "{event:?}"
+        );
+        assert_eq!(
+            alice.find_group(&carols).await.unwrap().admins,
+            set(&["carol"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leave_for_an_unknown_group_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        // Mallory names herself admin of a group Alice has never heard of.
+        let forged = update(
+            GroupChange::Leave,
+            "ghost",
+            &["alice", "mallory"],
+            &["mallory"],
+        );
+        let event = alice
+            .on_group_update("mallory", &forged, from("mallory"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(event.kind, IncomingKind::Failed { .. }),
+            "{event:?}"
+        );
+        assert!(alice.groups().await.unwrap().is_empty());
+    }
 }

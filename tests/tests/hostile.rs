@@ -1,0 +1,499 @@
+//! Real SDK clients and the real server with the hostile relay between them: one test per
+//! lie, each checking that the client stays safe and says what happened.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::Digest as _;
+use tacit_api as api;
+use tacit_sdk::{Client, IncomingKind, KeySource, StoreKey, Transport, Trust};
+use tacit_tests::{HostileRelay, TestServer};
+
+struct World {
+    relay: HostileRelay,
+    dir: tempfile::TempDir,
+    _server: TestServer,
+}
+
+async fn world() -> World {
+    let server = TestServer::start().await;
+    let relay = HostileRelay::start(&server.url).await;
+    World {
+        relay,
+        dir: tempfile::tempdir().unwrap(),
+        _server: server,
+    }
+}
+
+impl World {
+    fn transport(&self) -> Transport {
+        Transport::new(&self.relay.url, &Trust::SystemRoots).unwrap()
+    }
+
+    fn store(&self, name: &str) -> PathBuf {
+        let home = self.dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        home.join("store.db")
+    }
+
+    async fn register(&self, name: &str) -> Client {
+        Client::register(&self.store(name), key(), self.transport(), name, None)
+            .await
+            .unwrap()
+    }
+}
+
+fn key() -> KeySource<'static> {
+    KeySource::Key(StoreKey::from_bytes([5; 32]))
+}
+
+fn address(username: &str, device: u32) -> api::DeviceAddress {
+    api::DeviceAddress {
+        username: username.into(),
+        device_id: api::DeviceId(device),
+    }
+}
+
+fn missing(addresses: &[(&str, u32)]) -> api::DeviceMismatch {
+    api::DeviceMismatch {
+        missing: addresses.iter().map(|(u, d)| address(u, *d)).collect(),
+        stale: Vec::new(),
+    }
+}
+
+fn texts(events: &[tacit_sdk::Incoming]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            IncomingKind::Text { text, .. } | IncomingKind::GroupText { text, .. } => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn failures(events: &[tacit_sdk::Incoming]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            IncomingKind::Failed { error } => Some(error.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Links a new device to `existing`'s account (through the relay) and returns it.
+async fn link(world: &World, existing: &Client, name: &str) -> Client {
+    let pending = Client::begin_link(world.transport()).await.unwrap();
+    existing.approve_link(pending.code()).await.unwrap();
+    Client::finish_link(
+        pending,
+        &world.store(name),
+        key(),
+        Some(name),
+        Duration::from_secs(20),
+        |_| true,
+    )
+    .await
+    .unwrap()
+}
+
+/// The lie: a multicast's mismatch answer names a device of Mallory, who is not in the
+/// group. Alice must not hand Mallory her sender key (nor the message), and must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_mismatch_naming_an_outsider_gives_the_outsider_nothing() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut mallory = w.register("mallory").await;
+    alice.create_group("team", &["bob".into()]).await.unwrap();
+    bob.receive().await.unwrap();
+    alice.send_group("team", "hello").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["hello"]);
+
+    w.relay.lie(|lies| {
+        lies.multicast_mismatch = Some((missing(&[("mallory", 1)]), 1));
+    });
+    let error = alice
+        .send_group("team", "secret")
+        .await
+        .expect_err("a send that names an outsider must be refused")
+        .to_string();
+    assert!(
+        error.contains("mallory") && error.contains("not a member"),
+        "{error}"
+    );
+    assert!(
+        !w.relay.recipients().contains("mallory"),
+        "something was sent to Mallory"
+    );
+    assert!(mallory.receive().await.unwrap().is_empty());
+
+    // The server honest again: the group works, and Mallory still gets nothing.
+    alice.send_group("team", "after").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["after"]);
+    assert!(mallory.receive().await.unwrap().is_empty());
+    assert!(!w.relay.recipients().contains("mallory"));
+    // Mallory holds no sender key: she can decrypt nothing of the group.
+    let keys = mallory
+        .store()
+        .secrets_with_prefix("group-record:")
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "Mallory holds {} sender keys", keys.len());
+}
+
+/// The lie: a one-to-one send's mismatch answer names a device of a third user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_mismatch_naming_a_third_user_is_refused() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut mallory = w.register("mallory").await;
+    alice.send("bob", "hi").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["hi"]);
+
+    w.relay
+        .lie(|lies| lies.send_mismatch = Some((missing(&[("mallory", 1)]), 1)));
+    let error = alice
+        .send("bob", "secret")
+        .await
+        .expect_err("a send whose mismatch names a third user must be refused")
+        .to_string();
+    assert!(error.contains("mallory"), "{error}");
+    assert!(!w.relay.recipients().contains("mallory"));
+    assert!(mallory.receive().await.unwrap().is_empty());
+    assert!(bob.receive().await.unwrap().is_empty(), "nothing was sent");
+}
+
+/// A member's device is removed after it got Alice's chain; the server reports it stale at
+/// Alice's next send. Alice must start a new chain that the removed device never gets, so
+/// the removed device's store opens nothing sent afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_device_reported_stale_makes_the_sender_rotate_its_chain() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut laptop = link(&w, &bob, "bob-laptop").await;
+    alice.create_group("team", &["bob".into()]).await.unwrap();
+    bob.receive().await.unwrap();
+    laptop.receive().await.unwrap();
+    alice.send_group("team", "one").await.unwrap();
+    assert_eq!(texts(&laptop.receive().await.unwrap()), ["one"]);
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["one"]);
+
+    bob.remove_device(laptop.device_id()).await.unwrap();
+    alice.send_group("team", "two").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["two"]);
+    let last = w.relay.multicasts().pop().unwrap();
+    assert!(
+        last.recipients
+            .iter()
+            .all(|r| !r.device_ids.contains(&api::DeviceId(laptop.device_id()))),
+        "the removed device is still addressed"
+    );
+    // The laptop still holds everything it had; it cannot open "two".
+    let envelope = api::Envelope {
+        id: 1,
+        sender: "alice".into(),
+        sender_device: api::DeviceId(alice.device_id()),
+        server_timestamp: api::Timestamp(0),
+        ciphertext: last.ciphertext.clone(),
+    };
+    let event = laptop.process_envelope(&envelope).await.unwrap().unwrap();
+    assert!(
+        matches!(event.kind, IncomingKind::Failed { .. }),
+        "the removed device opened a message sent after its removal: {event:?}"
+    );
+}
+
+/// The lie: Bob's device list is Mallory's, relabelled as Bob's. Alice has Bob pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substituted_device_list_is_refused() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut mallory = w.register("mallory").await;
+    alice.send("bob", "hi").await.unwrap();
+    bob.receive().await.unwrap();
+    let sends_before = w.relay.exchanges().len();
+
+    w.relay
+        .lie(|lies| drop(lies.device_lists.insert("bob".into(), "mallory".into())));
+    let error = alice.send("bob", "secret").await.unwrap_err().to_string();
+    assert!(error.contains("identity key has changed"), "{error}");
+    assert!(
+        w.relay.exchanges()[sends_before..]
+            .iter()
+            .all(|e| e.path != "/v1/messages" || e.method != axum::http::Method::POST),
+        "something was encrypted and sent"
+    );
+    assert!(mallory.receive().await.unwrap().is_empty());
+    assert!(bob.receive().await.unwrap().is_empty());
+}
+
+/// The lie: Bob's prekey bundle is Mallory's, relabelled as Bob's (first contact, the
+/// device list is honest and pins Bob's real key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substituted_bundle_is_refused() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut mallory = w.register("mallory").await;
+    w.relay
+        .lie(|lies| drop(lies.bundles.insert("bob".into(), "mallory".into())));
+    let error = alice.send("bob", "secret").await.unwrap_err().to_string();
+    assert!(error.contains("identity key has changed"), "{error}");
+    assert!(!w.relay.recipients().contains("bob"), "something was sent");
+    assert!(mallory.receive().await.unwrap().is_empty());
+    assert!(bob.receive().await.unwrap().is_empty());
+}
+
+/// The lie: every envelope is delivered twice. Each message opens once; the copy is
+/// reported as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_envelopes_open_once() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    w.relay.lie(|lies| lies.duplicate_envelopes = true);
+    alice.send("bob", "once").await.unwrap();
+    alice.send("bob", "twice?").await.unwrap();
+    let events = bob.receive().await.unwrap();
+    assert_eq!(texts(&events), ["once", "twice?"]);
+    let failed = failures(&events);
+    assert_eq!(failed.len(), 2, "{events:?}");
+    assert!(failed.iter().all(|f| f.contains("duplicate")), "{failed:?}");
+    assert_eq!(bob.store().history("alice").await.unwrap().len(), 2);
+}
+
+/// The lie: an envelope delivered (and acknowledged) earlier is delivered again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_envelope_is_refused() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    alice.send("bob", "first").await.unwrap();
+    bob.receive().await.unwrap();
+    bob.send("alice", "reply").await.unwrap();
+    alice.receive().await.unwrap();
+    alice.send("bob", "second").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["second"]);
+    let old: Vec<api::Envelope> = w
+        .relay
+        .fetched()
+        .into_iter()
+        .filter(|e| e.sender == "alice")
+        .collect();
+    w.relay.lie(|lies| lies.replay = old);
+    alice.send("bob", "third").await.unwrap();
+    let events = bob.receive().await.unwrap();
+    assert_eq!(texts(&events), ["third"]);
+    // "first", "second" and a receipt are replayed: each is refused as a duplicate.
+    let failed = failures(&events);
+    assert!(failed.len() >= 2, "{events:?}");
+    assert!(failed.iter().all(|f| f.contains("duplicate")), "{failed:?}");
+    let history = bob.store().history("alice").await.unwrap();
+    assert_eq!(history.iter().filter(|m| !m.outgoing).count(), 3);
+}
+
+/// The lie: a batch of envelopes arrives in reverse order. Every message still opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordered_envelopes_all_open() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    for text in ["a", "b", "c"] {
+        alice.send("bob", text).await.unwrap();
+    }
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let events = bob.receive().await.unwrap();
+    assert_eq!(texts(&events), ["c", "b", "a"]);
+    assert!(failures(&events).is_empty(), "{events:?}");
+}
+
+/// The lie: the server (which stores the channel id and the new device's key, so it can
+/// compute everything the old link code held) answers a link channel from an account of
+/// its own. The new device must refuse, say why, and join nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_answered_without_the_code_joins_nothing() {
+    let w = world().await;
+    let mallory = w.register("mallory").await;
+    let pending = Client::begin_link(w.transport()).await.unwrap();
+    let (channel, public_key) = w.relay.channels().pop().unwrap();
+    let mut forged = URL_SAFE_NO_PAD.decode(&channel).unwrap();
+    forged.extend_from_slice(&sha2::Sha256::digest(&public_key));
+    // The secret the server never saw: a guess.
+    let code_len = URL_SAFE_NO_PAD.decode(pending.code()).unwrap().len();
+    forged.resize(code_len, 0);
+    mallory
+        .approve_link(&URL_SAFE_NO_PAD.encode(&forged))
+        .await
+        .unwrap();
+    let store = w.store("new-device");
+    let mut shown = None;
+    let error = Client::finish_link(
+        pending,
+        &store,
+        key(),
+        None,
+        Duration::from_secs(20),
+        |preview| {
+            shown = Some(preview.clone());
+            true
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("not made by a device that saw the link code"),
+        "{error}"
+    );
+    assert!(shown.is_none(), "the answer got as far as being shown");
+    let opened = Client::open(&store, key(), |server| {
+        Transport::new(server, &Trust::SystemRoots)
+    })
+    .await;
+    assert!(
+        matches!(opened, Err(tacit_sdk::ClientError::NotRegistered)),
+        "{opened:?}"
+    );
+    assert_eq!(mallory.devices().await.unwrap().len(), 1);
+}
+
+/// The honest link still works, and the new device shows the account and fingerprint the
+/// approving device has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_answered_by_a_device_that_saw_the_code_shows_the_account() {
+    let w = world().await;
+    let alice = w.register("alice").await;
+    let pending = Client::begin_link(w.transport()).await.unwrap();
+    assert_eq!(pending.code().len(), tacit_sdk::LINK_CODE_CHARS);
+    alice.approve_link(pending.code()).await.unwrap();
+    let mut shown = None;
+    let laptop = Client::finish_link(
+        pending,
+        &w.store("laptop"),
+        key(),
+        Some("laptop"),
+        Duration::from_secs(20),
+        |preview| {
+            shown = Some(preview.clone());
+            true
+        },
+    )
+    .await
+    .unwrap();
+    let shown = shown.unwrap();
+    assert_eq!(shown.username, "alice");
+    assert_eq!(shown.fingerprint, alice.fingerprint());
+    assert_eq!(laptop.fingerprint(), alice.fingerprint());
+    assert_eq!(alice.devices().await.unwrap().len(), 2);
+}
+
+/// The lie: a first prekey message arrives altered. It fails, and the sender's identity is
+/// not pinned on the strength of a message that never authenticated; the real message
+/// later sets the pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_contact_is_pinned_only_once_its_message_authenticates() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    alice.send("bob", "hello").await.unwrap();
+    w.relay.lie(|lies| lies.corrupt_envelopes = true);
+    let events = bob.receive().await.unwrap();
+    assert!(texts(&events).is_empty(), "{events:?}");
+    assert_eq!(failures(&events).len(), 1, "{events:?}");
+    assert!(
+        bob.store().contact("alice").await.unwrap().is_none(),
+        "a message that did not authenticate pinned its sender"
+    );
+    w.relay.honest();
+    alice.send("bob", "again").await.unwrap();
+    assert_eq!(texts(&bob.receive().await.unwrap()), ["again"]);
+    assert!(bob.store().contact("alice").await.unwrap().is_some());
+}
+
+/// The lie: the server saw Alice reserve a blob; it answers Mallory's next reservation
+/// with Alice's blob id (and keeps Mallory's bytes under it), so Mallory's file message
+/// names Alice's blob id with Mallory's key, and it is delivered first. Alice's own
+/// announcement of her file must not silently lose to it: it is refused as a conflict,
+/// and the record of the blob says it came from Mallory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_id_announced_first_by_another_sender_is_not_merged() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let mut mallory = w.register("mallory").await;
+    let (real, fake) = (
+        w.dir.path().join("report.txt"),
+        w.dir.path().join("fake.txt"),
+    );
+    std::fs::write(&real, b"alice's real report").unwrap();
+    std::fs::write(&fake, b"mallory's forgery").unwrap();
+    let sent = alice.send_file("bob", &real, &mut |_| {}).await.unwrap();
+    w.relay.lie(|lies| lies.steal_blob_id = true);
+    let forged = mallory.send_file("bob", &fake, &mut |_| {}).await.unwrap();
+    assert_eq!(forged.blob_id, sent.blob_id, "the lie did not take");
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let events = bob.receive().await.unwrap();
+    let from_alice: Vec<_> = events.iter().filter(|e| e.sender == "alice").collect();
+    assert_eq!(from_alice.len(), 1, "{events:?}");
+    match &from_alice[0].kind {
+        IncomingKind::Failed { error } => {
+            assert!(error.contains("already announced by mallory"), "{error}");
+        }
+        other => panic!("Alice's announcement was accepted under Mallory's record: {other:?}"),
+    }
+    let stored = bob.store().file(&sent.blob_id).await.unwrap().unwrap();
+    assert_eq!(stored.sender.as_deref(), Some("mallory"));
+    assert_eq!(stored.peer, "mallory");
+    assert!(
+        bob.store().history("alice").await.unwrap().is_empty(),
+        "Alice's conversation shows a file"
+    );
+    // What Bob can save under that id is Mallory's file, in Mallory's conversation.
+    let saved = bob
+        .download_file(&sent.blob_id, &w.dir.path().join("bob-files"), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(saved).unwrap(), b"mallory's forgery");
+}
+
+/// The lie, over the WebSocket: every pushed envelope arrives twice. The message is shown
+/// once; the copy is reported as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_push_over_the_websocket_opens_once() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    w.relay.lie(|lies| lies.duplicate_pushes = true);
+    let mut socket = bob.connect().await.unwrap();
+    alice.send("bob", "live").await.unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < 2 {
+        let frame = tokio::time::timeout_at(deadline, socket.next_frame())
+            .await
+            .expect("the pushes did not come")
+            .unwrap()
+            .unwrap();
+        if let tacit_sdk::SocketEvent::Incoming(event) =
+            bob.on_frame(&mut socket, frame).await.unwrap()
+        {
+            events.push(event);
+        }
+    }
+    socket.close().await;
+    assert_eq!(texts(&events), ["live"]);
+    let failed = failures(&events);
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert!(failed[0].contains("duplicate"), "{failed:?}");
+    assert_eq!(bob.store().history("alice").await.unwrap().len(), 1);
+}
