@@ -624,7 +624,12 @@ async fn an_upload_outliving_its_record_leaves_no_file(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The record goes, as the purge would take it.
-    assert_eq!(server.count("DELETE FROM blobs RETURNING CAST(1 AS BIGINT)").await, 1);
+    assert_eq!(
+        server
+            .count("DELETE FROM blobs RETURNING CAST(1 AS BIGINT)")
+            .await,
+        1
+    );
     tx.send(Ok(vec![2; 500])).await.unwrap();
     drop(tx);
     let response = upload.await.unwrap();
