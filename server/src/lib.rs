@@ -75,9 +75,10 @@ where
     // The connection cap, not the process's open-file limit, must decide who is served.
     match listener::raise_open_file_limit() {
         Ok(files) => {
-            // A connection may hold two descriptors (its socket and a blob file); keep 256
-            // more for the database, the log and the connections being refused.
-            let fits = u32::try_from(files.saturating_sub(256) / 2)
+            // One descriptor per connection, and 256 more for the database, the log and
+            // the connections being refused. A blob transfer holds a second one; when
+            // descriptors run out, that request fails alone (503), not the server.
+            let fits = u32::try_from(files.saturating_sub(256))
                 .unwrap_or(u32::MAX)
                 .max(1);
             if fits < config.http.max_connections {

@@ -56,10 +56,20 @@ fn blob_id(text: &str) -> Result<[u8; BLOB_ID_BYTES], ApiError> {
         .ok_or(ApiError::NotFound("blob"))
 }
 
+/// Out of file descriptors (EMFILE, ENFILE): a temporary condition of the process.
+const NO_DESCRIPTORS: [i32; 2] = [24, 23];
+
 fn io_error(e: std::io::Error) -> ApiError {
     match e.kind() {
         // The bytes written so far stay in the partial upload; the client resumes later.
         std::io::ErrorKind::StorageFull => ApiError::StorageFull,
+        _ if e
+            .raw_os_error()
+            .is_some_and(|c| NO_DESCRIPTORS.contains(&c)) =>
+        {
+            tracing::warn!("out of file descriptors for a blob file");
+            ApiError::Unavailable
+        }
         _ => ApiError::Internal(StoreError::BlobFile(e)),
     }
 }
