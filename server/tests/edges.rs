@@ -404,14 +404,9 @@ async fn a_blob_of_the_largest_size_uploads_in_one_request() {
     let alice = server.register("alice", 0).await;
     let size = tacit_server::service::max_blob_bytes(300_000);
     assert!(size > 300_000);
-    let (_, blob): (_, CreateBlobResponse) = alice
-        .call(Method::POST, "/v1/blobs", Some(&CreateBlobRequest { size }))
-        .await
-        .unwrap();
+    let blob_id = alice.reserve_blob(size).await;
     let r = alice
-        .request(Method::PATCH, &format!("/v1/blobs/{}", blob.blob_id))
-        .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
-        .header(UPLOAD_OFFSET, 0)
+        .patch_blob(&blob_id, 0)
         .body(vec![7u8; usize::try_from(size).unwrap()])
         .send()
         .await
@@ -430,14 +425,9 @@ async fn a_client_that_stops_reading_is_cut_off() {
     .await;
     let alice = server.register("alice", 0).await;
     let size: u64 = 48 << 20;
-    let (_, blob): (_, CreateBlobResponse) = alice
-        .call(Method::POST, "/v1/blobs", Some(&CreateBlobRequest { size }))
-        .await
-        .unwrap();
+    let blob_id = alice.reserve_blob(size).await;
     let r = alice
-        .request(Method::PATCH, &format!("/v1/blobs/{}", blob.blob_id))
-        .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
-        .header(UPLOAD_OFFSET, 0)
+        .patch_blob(&blob_id, 0)
         .body(vec![7u8; usize::try_from(size).unwrap()])
         .send()
         .await
@@ -446,8 +436,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
     let credential = alice.credential.as_ref().unwrap().to_string();
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let request = format!(
-        "GET /v1/blobs/{} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {credential}\r\n\r\n",
-        blob.blob_id
+        "GET /v1/blobs/{blob_id} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {credential}\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     // Read nothing while the server's writes stall, then see how much it had sent.

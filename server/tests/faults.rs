@@ -41,30 +41,10 @@ async fn head_offset(client: &Client, id: &str) -> Option<u64> {
 async fn concurrent_uploads_of_one_blob(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice", 1).await;
-    let (_, blob): (_, CreateBlobResponse) = alice
-        .call(
-            Method::POST,
-            "/v1/blobs",
-            Some(&CreateBlobRequest { size: 1000 }),
-        )
-        .await
-        .unwrap();
-    let id = blob.blob_id.clone();
-
+    let id = alice.reserve_blob(1000).await;
     // The first upload sends 100 bytes, then holds its body open.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let first = tokio::spawn({
-        let request = alice
-            .request(Method::PATCH, &format!("/v1/blobs/{id}"))
-            .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
-            .header(UPLOAD_OFFSET, 0)
-            .header("content-length", 1000)
-            .body(reqwest::Body::wrap_stream(stream));
-        async move { request.send().await.map(|r| r.status()) }
-    });
+    let (tx, request) = alice.streamed_patch(&id, 1000);
+    let first = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
     tx.send(Ok(vec![1; 100])).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while head_offset(&alice, &id).await != Some(100) {
@@ -592,28 +572,9 @@ both!(an_empty_provisioning_answer_is_a_bad_request);
 async fn an_upload_outliving_its_record_leaves_no_file(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice", 0).await;
-    let (_, blob): (_, CreateBlobResponse) = alice
-        .call(
-            Method::POST,
-            "/v1/blobs",
-            Some(&CreateBlobRequest { size: 1000 }),
-        )
-        .await
-        .unwrap();
-    let id = blob.blob_id.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let upload = tokio::spawn({
-        let request = alice
-            .request(Method::PATCH, &format!("/v1/blobs/{id}"))
-            .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
-            .header(UPLOAD_OFFSET, 0)
-            .header("content-length", 1000)
-            .body(reqwest::Body::wrap_stream(stream));
-        async move { request.send().await.unwrap() }
-    });
+    let id = alice.reserve_blob(1000).await;
+    let (tx, request) = alice.streamed_patch(&id, 1000);
+    let upload = tokio::spawn(async move { request.send().await.unwrap() });
     tx.send(Ok(vec![1; 500])).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while head_offset(&alice, &id).await != Some(500) {

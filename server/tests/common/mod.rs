@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tacit_api::*;
@@ -324,6 +324,43 @@ impl Client {
         self.call(reqwest::Method::POST, "/v1/messages", Some(&req))
             .await
             .map(|(_, r)| r)
+    }
+
+    /// Reserve a blob of `size` bytes; its id.
+    pub async fn reserve_blob(&self, size: u64) -> String {
+        let (_, blob): (_, CreateBlobResponse) = self
+            .call(Method::POST, "/v1/blobs", Some(&CreateBlobRequest { size }))
+            .await
+            .unwrap();
+        blob.blob_id
+    }
+
+    /// A blob `PATCH` at `offset`, its body still to be given.
+    pub fn patch_blob(&self, id: &str, offset: u64) -> reqwest::RequestBuilder {
+        self.request(Method::PATCH, &format!("/v1/blobs/{id}"))
+            .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
+            .header(UPLOAD_OFFSET, offset)
+    }
+
+    /// A `PATCH` from offset 0 whose body the caller feeds piece by piece through the
+    /// sender (dropping it ends the body, short of `len` if fewer bytes were sent).
+    pub fn streamed_patch(
+        &self,
+        id: &str,
+        len: u64,
+    ) -> (
+        tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+        reqwest::RequestBuilder,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let request = self
+            .patch_blob(id, 0)
+            .header("content-length", len)
+            .body(reqwest::Body::wrap_stream(stream));
+        (tx, request)
     }
 
     pub async fn connect(&self, url: &str) -> Socket {
