@@ -45,6 +45,16 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::{KnownFormat, RefOr};
+use utoipa::{PartialSchema, ToSchema};
+
+mod whole;
+
+/// The pattern of a canonical standard base64 string with padding (the only spelling
+/// [`Bytes`] accepts: trailing bits must be zero).
+pub const BASE64_PATTERN: &str =
+    r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
 
 /// The header that carries a device credential: `Authorization: Bearer <credential>`.
 pub const AUTHORIZATION_SCHEME: &str = "Bearer";
@@ -84,6 +94,20 @@ impl Bytes {
         self.0.is_empty()
     }
 }
+
+/// Any byte string; fields that take a bounded one say so where they are declared.
+impl PartialSchema for Bytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_encoding("base64")
+            .pattern(Some(BASE64_PATTERN))
+            .description(Some("Bytes in standard base64 with padding."))
+            .into()
+    }
+}
+
+impl ToSchema for Bytes {}
 
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Self {
@@ -135,11 +159,38 @@ impl fmt::Debug for Ciphertext {
     }
 }
 
+impl PartialSchema for Ciphertext {
+    fn schema() -> RefOr<Schema> {
+        Bytes::schema()
+    }
+}
+
+impl ToSchema for Ciphertext {}
+
 /// A device number, unique within one account and never reused after a device is removed
 /// (so that a ciphertext made for a removed device can never reach a new one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct DeviceId(pub u32);
+
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        whole::deserialize(d).map(Self)
+    }
+}
+
+impl PartialSchema for DeviceId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0))
+            .maximum(Some(u32::MAX))
+            .into()
+    }
+}
+
+impl ToSchema for DeviceId {}
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -148,7 +199,9 @@ impl fmt::Display for DeviceId {
 }
 
 /// Milliseconds since the Unix epoch, as assigned by the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -192,6 +245,22 @@ impl fmt::Display for DeviceCredential {
         )
     }
 }
+
+impl PartialSchema for DeviceCredential {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(
+                r"^-?[0-9]+\.[0-9]+\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+            ))
+            .description(Some(
+                "`<account>.<device>.<secret>`: the secret is 32 bytes in unpadded base64url.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for DeviceCredential {}
 
 /// Why a credential string could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,32 +317,44 @@ impl<'de> Deserialize<'de> for DeviceCredential {
 
 /// A public prekey signed by the device's identity key (the signed X25519 prekey, or an
 /// ML-KEM prekey). The server stores it as given and verifies nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SignedPrekey {
     /// The client's identifier for the key, echoed back in bundles.
+    #[serde(deserialize_with = "whole::deserialize")]
+    #[schema(format = Int64, minimum = 0, maximum = 4_294_967_295_u32)]
     pub id: u32,
     /// The public key, opaque to the server.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub public_key: Bytes,
     /// The identity key's signature over the public key, opaque to the server.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub signature: Bytes,
 }
 
 /// A one-time X25519 public prekey. Tacit signs these too (the signature names the key's
 /// kind), so a server cannot substitute one of its own.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OneTimePrekey {
     /// The client's identifier for the key, echoed back in bundles.
+    #[serde(deserialize_with = "whole::deserialize")]
+    #[schema(format = Int64, minimum = 0, maximum = 4_294_967_295_u32)]
     pub id: u32,
     /// The public key, opaque to the server.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub public_key: Bytes,
     /// The identity's signature over the key, opaque to the server.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub signature: Bytes,
 }
 
 /// The complete public key set of a device, given when the device is created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceKeys {
     /// The device's long-term public identity key (opaque to the server).
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub identity_key: Bytes,
     /// The current signed X25519 prekey.
     pub signed_prekey: SignedPrekey,
@@ -281,9 +362,11 @@ pub struct DeviceKeys {
     pub kem_last_resort_prekey: SignedPrekey,
     /// A first batch of one-time X25519 prekeys (at most the server's per-upload cap).
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub one_time_prekeys: Vec<OneTimePrekey>,
     /// A first batch of one-time ML-KEM prekeys (at most the server's per-upload cap).
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub one_time_kem_prekeys: Vec<SignedPrekey>,
 }
 
@@ -291,10 +374,12 @@ pub struct DeviceKeys {
 ///
 /// Absent fields are left as they are. One-time prekeys are added to the stock; an id that
 /// is already in the stock replaces that key.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UploadKeysRequest {
     /// A new identity key (a device normally never changes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub identity_key: Option<Bytes>,
     /// A new signed X25519 prekey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,15 +389,17 @@ pub struct UploadKeysRequest {
     pub kem_last_resort_prekey: Option<SignedPrekey>,
     /// One-time X25519 prekeys to add.
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub one_time_prekeys: Vec<OneTimePrekey>,
     /// One-time ML-KEM prekeys to add.
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub one_time_kem_prekeys: Vec<SignedPrekey>,
 }
 
 /// `GET /v1/keys/count`: how many one-time prekeys of the calling device are left, so that
 /// the client knows when to upload more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrekeyCount {
     /// One-time X25519 prekeys left.
     pub one_time_prekeys: u64,
@@ -321,16 +408,18 @@ pub struct PrekeyCount {
 }
 
 /// `POST /v1/users/{username}/bundles`: claim prekey bundles for some or all devices.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClaimBundlesRequest {
     /// The devices wanted; empty means every current device of the user.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub device_ids: Vec<DeviceId>,
 }
 
 /// One device's prekey bundle. Each one-time key in it has been removed from the server:
 /// no other claim will ever receive it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrekeyBundle {
     /// The device this bundle belongs to.
     pub device_id: DeviceId,
@@ -347,7 +436,7 @@ pub struct PrekeyBundle {
 }
 
 /// The answer to a bundle claim.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrekeyBundles {
     /// The user the bundles belong to.
     pub username: String,
@@ -360,22 +449,26 @@ pub struct PrekeyBundles {
 // ---------------------------------------------------------------------------------------
 
 /// `POST /v1/accounts`: create an account and its first device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// 3 to 32 characters of `a-z`, `0-9`, `_`, `-`, `.`; unique on the server.
+    #[schema(pattern = r"^[a-z0-9_.-]{3,32}$")]
     pub username: String,
     /// A registration invite, required unless the server has open registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128)]
     pub invite: Option<String>,
     /// A label for the device, only for its owner (at most 64 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$", max_length = 64)]
     pub device_name: Option<String>,
     /// The first device's public keys.
     pub keys: DeviceKeys,
 }
 
 /// The answer to a registration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterResponse {
     /// The first device's number (always 1).
     pub device_id: DeviceId,
@@ -385,17 +478,19 @@ pub struct RegisterResponse {
 }
 
 /// `POST /v1/devices`: an existing device of the account adds another device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddDeviceRequest {
     /// A label for the device, only for its owner (at most 64 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$", max_length = 64)]
     pub device_name: Option<String>,
     /// The new device's public keys.
     pub keys: DeviceKeys,
 }
 
 /// The answer to adding a device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AddDeviceResponse {
     /// The new device's number.
     pub device_id: DeviceId,
@@ -404,7 +499,7 @@ pub struct AddDeviceResponse {
 }
 
 /// A device as others (or its owner) see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceInfo {
     /// The device's number.
     pub device_id: DeviceId,
@@ -419,7 +514,7 @@ pub struct DeviceInfo {
 }
 
 /// The current devices of a user.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceList {
     /// The user.
     pub username: String,
@@ -442,14 +537,16 @@ pub struct DeviceList {
 // message holds.
 
 /// `POST /v1/provisioning`: open a provisioning channel (no credential needed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OpenChannelRequest {
     /// The new device's provisioning public key, opaque to the server.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 5460)]
     pub public_key: Bytes,
 }
 
 /// The answer to opening a channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OpenChannelResponse {
     /// The channel's id: 16 random bytes, unpadded base64url.
     pub channel: String,
@@ -458,7 +555,7 @@ pub struct OpenChannelResponse {
 }
 
 /// `GET /v1/provisioning/{channel}`: the channel's public key and answer, if any.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChannelState {
     /// The new device's provisioning public key.
     pub public_key: Bytes,
@@ -468,26 +565,33 @@ pub struct ChannelState {
 }
 
 /// `PUT /v1/provisioning/{channel}`: an existing device answers a channel, once.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AnswerChannelRequest {
     /// The message sealed to the channel's public key, opaque to the server.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 87380)]
     pub message: Bytes,
     /// A one-time link token (16 to 128 characters), also inside the sealed message; the
     /// server keeps only its hash.
+    #[schema(pattern = r"^[!-~]{16,128}$")]
     pub link_token: String,
 }
 
 /// `POST /v1/devices/link`: the new device adds itself to the account that answered its
 /// channel (no credential needed; the link token is the authority). The channel is
 /// deleted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LinkDeviceRequest {
     /// The channel id.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub channel: String,
     /// The link token from the sealed message.
+    #[schema(pattern = r"^[!-~]{16,128}$")]
     pub link_token: String,
     /// A label for the device, only for its owner (at most 64 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$", max_length = 64)]
     pub device_name: Option<String>,
     /// The new device's public keys.
     pub keys: DeviceKeys,
@@ -498,11 +602,13 @@ pub struct LinkDeviceRequest {
 // ---------------------------------------------------------------------------------------
 
 /// One ciphertext addressed to one device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceCiphertext {
     /// The destination device.
     pub device_id: DeviceId,
     /// The end-to-end encrypted message for that device.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 349524)]
     pub ciphertext: Ciphertext,
 }
 
@@ -512,17 +618,22 @@ pub struct DeviceCiphertext {
 /// `own_devices` exactly the sender's other devices (for a message to oneself, all other
 /// own devices go in `recipient_devices` and `own_devices` stays empty). Otherwise nothing is
 /// stored and the server answers `409` with code `device_mismatch` and a [`DeviceMismatch`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
     /// A client-chosen id (1 to 64 printable ASCII characters). Sending again with the same
     /// id from the same device is answered like the first send and stores nothing.
+    #[schema(pattern = r"^[!-~]{1,64}$")]
     pub client_message_id: String,
     /// The recipient's username.
+    #[schema(pattern = r"^[a-z0-9_.-]{3,32}$")]
     pub recipient: String,
     /// One ciphertext per current device of the recipient.
+    #[schema(min_items = 1, max_items = 10)]
     pub recipient_devices: Vec<DeviceCiphertext>,
     /// One ciphertext per other device of the sender.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub own_devices: Vec<DeviceCiphertext>,
 }
 
@@ -533,30 +644,38 @@ pub struct SendMessageRequest {
 /// `409 device_mismatch` naming every missing and stale device (a user that does not exist
 /// has all its listed devices stale). The server stores the ciphertext once and one small
 /// envelope per device; each device receives an ordinary [`Envelope`] with the ciphertext.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MulticastRequest {
     /// As in [`SendMessageRequest::client_message_id`].
+    #[schema(pattern = r"^[!-~]{1,64}$")]
     pub client_message_id: String,
     /// The users and their devices (not the sender).
+    #[schema(min_items = 1, max_items = 450)]
     pub recipients: Vec<MulticastRecipient>,
     /// The sender's other devices.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub own_devices: Vec<DeviceId>,
     /// The one ciphertext every listed device gets.
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$", min_length = 4, max_length = 349524)]
     pub ciphertext: Ciphertext,
 }
 
 /// One user of a [`MulticastRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MulticastRecipient {
     /// The user.
+    #[schema(pattern = r"^[a-z0-9_.-]{3,32}$")]
     pub username: String,
     /// Every current device of the user.
+    #[schema(max_items = 10)]
     pub device_ids: Vec<DeviceId>,
 }
 
 /// The answer to an accepted send: every envelope is durably stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SendMessageResponse {
     /// The server time of the send (the first send's time for a retried one).
     pub server_timestamp: Timestamp,
@@ -565,7 +684,7 @@ pub struct SendMessageResponse {
 }
 
 /// A device of some user, as named in a [`DeviceMismatch`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct DeviceAddress {
     /// The user.
     pub username: String,
@@ -574,7 +693,7 @@ pub struct DeviceAddress {
 }
 
 /// Why a send was refused: the client's idea of the device set is out of date.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceMismatch {
     /// Current devices that got no ciphertext: fetch their bundles and add them.
     pub missing: Vec<DeviceAddress>,
@@ -583,7 +702,7 @@ pub struct DeviceMismatch {
 }
 
 /// A stored message waiting for one device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Envelope {
     /// The server's id, used to acknowledge the envelope. Increases per mailbox.
     pub id: u64,
@@ -598,7 +717,7 @@ pub struct Envelope {
 }
 
 /// `GET /v1/messages`: the oldest envelopes in the calling device's mailbox.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnvelopeBatch {
     /// Up to a server-chosen number of envelopes, oldest first.
     pub envelopes: Vec<Envelope>,
@@ -608,11 +727,31 @@ pub struct EnvelopeBatch {
 
 /// `POST /v1/messages/ack`: delete delivered envelopes from the calling device's mailbox.
 /// Unknown ids are ignored, so an acknowledgement may be repeated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AckRequest {
     /// Envelope ids.
+    #[serde(deserialize_with = "whole::deserialize_vec")]
+    #[schema(value_type = Vec<EnvelopeIdSchema>, max_items = 1000)]
     pub ids: Vec<u64>,
 }
+
+/// The schema of an envelope id in an acknowledgement: the server numbers envelopes from
+/// 1 and never past 2^63 - 1.
+pub struct EnvelopeIdSchema;
+
+impl PartialSchema for EnvelopeIdSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .maximum(Some(i64::MAX))
+            .into()
+    }
+}
+
+impl ToSchema for EnvelopeIdSchema {}
 
 // ---------------------------------------------------------------------------------------
 // Blobs (encrypted attachments)
@@ -638,14 +777,17 @@ pub const UPLOAD_LENGTH: &str = "upload-length";
 pub const BLOB_UPLOAD_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 /// `POST /v1/blobs`: reserve room for a blob of exactly `size` bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBlobRequest {
     /// The blob's exact size in bytes (at least 1).
+    #[serde(deserialize_with = "whole::deserialize")]
+    #[schema(minimum = 1)]
     pub size: u64,
 }
 
 /// The answer to `POST /v1/blobs`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateBlobResponse {
     /// The blob's id: 16 random bytes, unpadded base64url.
     pub blob_id: String,
@@ -662,7 +804,7 @@ pub struct CreateBlobResponse {
 /// After the upgrade the server pushes the mailbox backlog, then [`ServerFrame::QueueEmpty`]
 /// once, then each new envelope as it arrives. Each envelope is pushed once per connection;
 /// one not acknowledged is pushed again on the next connection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// An envelope for this device. Acknowledge it with [`ClientFrame::Ack`].
@@ -680,18 +822,20 @@ pub enum ServerFrame {
 }
 
 /// A frame from the client on `GET /v1/ws` (JSON text frames, tagged by `type`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Delete these envelopes: they are safely stored on the device.
     Ack {
         /// Envelope ids.
+        #[serde(deserialize_with = "whole::deserialize_vec")]
         ids: Vec<u64>,
     },
     /// An application-level ping; answered with [`ServerFrame::Pong`]. (The server also
     /// sends WebSocket pings as heartbeats, which clients answer automatically.)
     Ping {
         /// Echoed back in the pong.
+        #[serde(deserialize_with = "whole::deserialize")]
         nonce: u64,
     },
 }
@@ -701,7 +845,7 @@ pub enum ClientFrame {
 // ---------------------------------------------------------------------------------------
 
 /// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable, machine-readable code.
     pub code: ErrorCode,
@@ -713,7 +857,7 @@ pub struct ErrorBody {
 }
 
 /// The stable error codes, with the HTTP status each comes with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -869,6 +1013,20 @@ mod tests {
         );
         let f: ServerFrame = serde_json::from_str(r#"{"type":"queue_empty"}"#).unwrap();
         assert_eq!(f, ServerFrame::QueueEmpty);
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields_and_take_whole_floats() {
+        let ack: AckRequest = serde_json::from_str(r#"{"ids": [1, 2.0]}"#).unwrap();
+        assert_eq!(ack.ids, vec![1, 2]);
+        assert!(serde_json::from_str::<AckRequest>(r#"{"ids": [1], "extra": 1}"#).is_err());
+        assert!(serde_json::from_str::<AckRequest>(r#"{"ids": [1.5]}"#).is_err());
+        let d: DeviceAddress =
+            serde_json::from_str(r#"{"username": "bob", "device_id": 3.0}"#).unwrap();
+        assert_eq!(d.device_id, DeviceId(3));
+        assert!(serde_json::from_str::<DeviceId>("4294967296").is_err());
+        let blob: CreateBlobRequest = serde_json::from_str(r#"{"size": 1e3}"#).unwrap();
+        assert_eq!(blob.size, 1000);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// The resource is not in a state that allows this.
     #[error("{0}")]
     Conflict(&'static str),
+    /// An upload would take a device's one-time prekey stock over its cap (a state of the
+    /// device, not of the request alone, hence a conflict).
+    #[error("{0}")]
+    StockFull(String),
     /// The body or a part of it is over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -104,7 +108,7 @@ impl ApiError {
             Self::UsernameTaken => ErrorCode::UsernameTaken,
             Self::DeviceMismatch(_) => ErrorCode::DeviceMismatch,
             Self::TooManyDevices => ErrorCode::TooManyDevices,
-            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Conflict(_) | Self::StockFull(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::RateLimited => ErrorCode::RateLimited,

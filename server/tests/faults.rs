@@ -486,8 +486,8 @@ async fn prekey_uploads_are_bounded(backend: Backend) {
         alice
             .call_empty(Method::PUT, "/v1/keys", Some(&more(51, 1000)))
             .await,
-        413,
-        ErrorCode::PayloadTooLarge,
+        409,
+        ErrorCode::Conflict,
     );
     alice
         .call_empty(Method::PUT, "/v1/keys", Some(&more(50, 1000)))

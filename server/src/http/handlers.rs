@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tacit_api::ErrorBody;
 use tacit_api::{
     AckRequest, AddDeviceRequest, AddDeviceResponse, AnswerChannelRequest, ChannelState,
     ClaimBundlesRequest, CreateBlobRequest, CreateBlobResponse, DeviceId, DeviceList,
@@ -14,15 +15,26 @@ use tacit_api::{
 };
 use tokio::io::AsyncReadExt as _;
 
+use super::openapi::{AnyObject, RawBytes};
 use super::{ApiJson, AppState, Authed};
 use crate::error::ApiError;
 
-/// The OpenAPI document, kept next to the code and checked against the route table by a
-/// test.
-pub(super) const OPENAPI: &str = include_str!("../../openapi.json");
-
 type ApiResult<T> = Result<T, ApiError>;
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    operation_id = "register",
+    summary = "Create an account and its first device (needs an invite unless registration is open).",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "created", body = RegisterResponse),
+        (status = 403, description = "invite_required", body = ErrorBody),
+        (status = 409, description = "username_taken", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
@@ -31,6 +43,16 @@ pub(super) async fn register(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/me",
+    operation_id = "deleteAccount",
+    summary = "Delete the caller's whole account: every device's credential stops working, sockets close, keys and mailboxes are deleted, and the username becomes free.",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn delete_account(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -44,6 +66,20 @@ pub(super) async fn delete_account(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/link",
+    operation_id = "linkDevice",
+    summary = "A new device adds itself to the account that answered its provisioning channel, presenting the link token from the sealed answer. No credential. The channel is deleted.",
+    request_body = LinkDeviceRequest,
+    responses(
+        (status = 201, description = "created", body = AddDeviceResponse),
+        (status = 404, description = "not_found: no such channel, or it was not answered", body = ErrorBody),
+        (status = 409, description = "conflict (see code)", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn link_device(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LinkDeviceRequest>,
@@ -52,6 +88,19 @@ pub(super) async fn link_device(
     Ok((StatusCode::CREATED, Json(added)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/provisioning",
+    operation_id = "openChannel",
+    summary = "Open a provisioning channel for a new device (no credential; rate limited for everyone together). Expires after 10 minutes.",
+    request_body = OpenChannelRequest,
+    responses(
+        (status = 201, description = "created", body = OpenChannelResponse),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn open_channel(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<OpenChannelRequest>,
@@ -60,6 +109,21 @@ pub(super) async fn open_channel(
     Ok((StatusCode::CREATED, Json(opened)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/provisioning/{channel}",
+    operation_id = "channelState",
+    summary = "The channel's public key and, once an existing device answered, the sealed answer (no credential: the channel id is the capability).",
+    params(
+        ("channel" = String, Path, description = "16 random bytes, unpadded base64url", pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = ChannelState),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn channel_state(
     State(state): State<AppState>,
     Path(channel): Path<String>,
@@ -67,6 +131,22 @@ pub(super) async fn channel_state(
     Ok(Json(state.svc.channel_state(&channel).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/provisioning/{channel}",
+    operation_id = "answerChannel",
+    summary = "An existing device answers the channel once, with a message sealed to the channel's key and the one-time link token (stored as a hash).",
+    request_body = AnswerChannelRequest,
+    params(
+        ("channel" = String, Path, description = "16 random bytes, unpadded base64url", pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$"),
+    ),
+    responses(
+        (status = 204, description = "answered"),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "conflict: already answered", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn answer_channel(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -77,6 +157,16 @@ pub(super) async fn answer_channel(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    operation_id = "ownDevices",
+    summary = "The caller's devices, with names.",
+    responses(
+        (status = 200, description = "OK", body = DeviceList),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn own_devices(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -84,6 +174,18 @@ pub(super) async fn own_devices(
     Ok(Json(state.svc.own_devices(&caller).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices",
+    operation_id = "addDevice",
+    summary = "Add a device to the caller's account; returns its credential once.",
+    request_body = AddDeviceRequest,
+    responses(
+        (status = 201, description = "created", body = AddDeviceResponse),
+        (status = 409, description = "too_many_devices", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn add_device(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -93,6 +195,21 @@ pub(super) async fn add_device(
     Ok((StatusCode::CREATED, Json(added)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{device_id}",
+    operation_id = "removeDevice",
+    summary = "Remove a device of the caller's account: revokes its credential, closes its socket, deletes its keys and mailbox.",
+    params(
+        ("device_id" = u32, Path, description = "A device number of the caller's account"),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "conflict: the last device is removed only with the account", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn remove_device(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -106,6 +223,20 @@ pub(super) async fn remove_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{username}/devices",
+    operation_id = "userDevices",
+    summary = "A user's current devices (without names).",
+    params(
+        ("username" = String, Path, description = "A username: 3 to 32 of a-z, 0-9, `_`, `-`, `.`", pattern = r"^[a-z0-9_.-]{3,32}$"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = DeviceList),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn user_devices(
     State(state): State<AppState>,
     Authed(_caller): Authed,
@@ -114,6 +245,22 @@ pub(super) async fn user_devices(
     Ok(Json(state.svc.user_devices(&username).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{username}/bundles",
+    operation_id = "claimBundles",
+    summary = "Claim prekey bundles; each one-time key is handed out once. Rate-limited per requester and per target.",
+    request_body = ClaimBundlesRequest,
+    params(
+        ("username" = String, Path, description = "A username: 3 to 32 of a-z, 0-9, `_`, `-`, `.`", pattern = r"^[a-z0-9_.-]{3,32}$"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = PrekeyBundles),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn claim_bundles(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -125,6 +272,18 @@ pub(super) async fn claim_bundles(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/keys",
+    operation_id = "uploadKeys",
+    summary = "Replace identity/signed/last-resort keys and add one-time prekeys.",
+    request_body = UploadKeysRequest,
+    responses(
+        (status = 204, description = "stored"),
+        (status = 409, description = "conflict: the device would hold more one-time prekeys than `limits.max_one_time_prekeys`", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn upload_keys(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -134,6 +293,16 @@ pub(super) async fn upload_keys(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys/count",
+    operation_id = "prekeyCount",
+    summary = "One-time prekeys left for the caller.",
+    responses(
+        (status = 200, description = "OK", body = PrekeyCount),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn prekey_count(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -141,6 +310,20 @@ pub(super) async fn prekey_count(
     Ok(Json(state.svc.prekey_count(&caller).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    operation_id = "send",
+    summary = "Send one ciphertext per recipient device and per other own device, in one transaction; idempotent by client_message_id.",
+    request_body = SendMessageRequest,
+    responses(
+        (status = 200, description = "OK", body = SendMessageResponse),
+        (status = 404, description = "not_found: no such user", body = ErrorBody),
+        (status = 409, description = "device_mismatch: see `mismatch`", body = ErrorBody),
+        (status = 507, description = "mailbox_full, storage_full", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn send(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -149,6 +332,20 @@ pub(super) async fn send(
     Ok(Json(state.svc.send(&caller, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/multicast",
+    operation_id = "multicast",
+    summary = "One ciphertext for many devices (a group message): stored once, with one small envelope per device; every listed user's device set and the sender's other devices are checked as for a send.",
+    request_body = MulticastRequest,
+    responses(
+        (status = 200, description = "OK", body = SendMessageResponse),
+        (status = 404, description = "not_found: none of the users exists", body = ErrorBody),
+        (status = 409, description = "device_mismatch: see `mismatch`", body = ErrorBody),
+        (status = 507, description = "mailbox_full, storage_full", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn multicast(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -157,6 +354,16 @@ pub(super) async fn multicast(
     Ok(Json(state.svc.multicast(&caller, req).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages",
+    operation_id = "fetch",
+    summary = "The oldest envelopes of the caller's mailbox (for clients without a socket).",
+    responses(
+        (status = 200, description = "OK", body = EnvelopeBatch),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn fetch(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -164,6 +371,17 @@ pub(super) async fn fetch(
     Ok(Json(state.svc.fetch(&caller).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/messages/ack",
+    operation_id = "ack",
+    summary = "Delete delivered envelopes from the caller's mailbox.",
+    request_body = AckRequest,
+    responses(
+        (status = 204, description = "deleted"),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn ack(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -173,6 +391,18 @@ pub(super) async fn ack(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/blobs",
+    operation_id = "createBlob",
+    summary = "Reserve a blob (an attachment the client encrypted) of an exact size against the account's quota. Refused over the per-file limit (blobs.max_file_bytes plus the encryption overhead: 17 bytes, and 16 per 64 KiB).",
+    request_body = CreateBlobRequest,
+    responses(
+        (status = 201, description = "reserved", body = CreateBlobResponse),
+        (status = 507, description = "quota_exceeded, storage_full", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn create_blob(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -210,6 +440,19 @@ fn u64_header(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
         .transpose()
 }
 
+#[utoipa::path(
+    head,
+    path = "/v1/blobs/{blob_id}",
+    operation_id = "blobStatus",
+    summary = "How much of an upload the server holds, to resume it (the uploading account only).",
+    params(
+        ("blob_id" = String, Path, description = "16 random bytes, unpadded base64url", pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$"),
+    ),
+    responses(
+        (status = 200, description = "the upload's state", headers(("Upload-Offset" = u64, description = "bytes stored so far"), ("Upload-Length" = u64, description = "the blob's size"))),
+        (status = "default", description = "an error (no body: this is HEAD)"),
+    ),
+)]
 pub(super) async fn blob_status(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -225,6 +468,24 @@ pub(super) async fn blob_status(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/blobs/{blob_id}",
+    operation_id = "uploadBlob",
+    summary = "Append raw bytes at Upload-Offset, which must be where the upload is (the uploading account only). The body streams to disk; what arrives before an interruption is kept. The last byte makes the blob complete (fsynced, then renamed).",
+    request_body(content = RawBytes, content_type = "application/offset+octet-stream"),
+    params(
+        ("blob_id" = String, Path, description = "16 random bytes, unpadded base64url", pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$"),
+        ("Upload-Offset" = u64, Header, description = "where these bytes start: the upload's current offset"),
+    ),
+    responses(
+        (status = 204, description = "stored", headers(("Upload-Offset" = u64, description = "the new offset"))),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "conflict: a wrong offset (the current one is in Upload-Offset), or another request is writing this blob", body = ErrorBody),
+        (status = 413, description = "payload_too_large: more bytes than the blob has left", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn upload_blob(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -272,6 +533,23 @@ fn byte_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/blobs/{blob_id}",
+    operation_id = "downloadBlob",
+    summary = "Stream a complete blob to any authenticated device (the id is the capability). `Range: bytes=N-` (or `bytes=N-M`) resumes a download; other range forms are ignored.",
+    params(
+        ("blob_id" = String, Path, description = "16 random bytes, unpadded base64url", pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$"),
+        ("Range" = Option<String>, Header, description = "`bytes=N-` or `bytes=N-M`; other forms are ignored"),
+    ),
+    responses(
+        (status = 200, description = "the whole blob", body = RawBytes, content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range", body = RawBytes, content_type = "application/octet-stream", headers(("Content-Range" = String, description = "bytes N-M/size"))),
+        (status = 404, description = "not_found (unknown, incomplete or expired)", body = ErrorBody),
+        (status = 416, description = "range_not_satisfiable", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn download_blob(
     State(state): State<AppState>,
     Authed(_caller): Authed,
@@ -303,6 +581,21 @@ pub(super) async fn download_blob(
     Ok(response)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/blobs/{blob_id}",
+    operation_id = "deleteBlob",
+    summary = "Delete a blob, complete or not (the uploading account only).",
+    params(
+        ("blob_id" = String, Path, description = "16 random bytes, unpadded base64url", pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$"),
+    ),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "conflict: an upload of this blob is in progress", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
 pub(super) async fn delete_blob(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -312,10 +605,33 @@ pub(super) async fn delete_blob(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness: the process answers.",
+    responses(
+        (status = 200, description = "ok", body = String, content_type = "text/plain"),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness: the database answers and the server is not shutting down.",
+    responses(
+        (status = 200, description = "ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "unavailable", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable);
@@ -328,6 +644,18 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static 
 
 /// `/metrics` on the public listener: only for a scraper with `metrics.token`, else 404
 /// (the public listener shows strangers no figures).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics: requests, latency, sockets, connections, write failures, mailbox depth, prekey stock. On the public listener only with `Authorization: Bearer <metrics.token>`; or on the separate `metrics.listen` listener.",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 404, description = "no `metrics.token` is configured, or the scraper did not present it", body = ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -359,6 +687,22 @@ pub(super) async fn render_metrics(svc: &crate::service::Services) -> impl IntoR
     )
 }
 
-pub(super) async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    summary = "This document.",
+    responses(
+        (status = 200, description = "OpenAPI 3.1", body = AnyObject),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+    security(()),
+)]
+pub(super) async fn openapi(
+    axum::Extension(doc): axum::Extension<std::sync::Arc<str>>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
 }

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::service::{AuthedDevice, Services};
 
 mod handlers;
+mod openapi;
 mod ws;
 
 /// What every handler gets.
@@ -73,13 +74,31 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
-        .route("/openapi.json", get(handlers::openapi))
+        .route(
+            "/openapi.json",
+            get(handlers::openapi).layer(axum::Extension(openapi_document(&state))),
+        )
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
+}
+
+/// The OpenAPI document with this server's limits, made once per router.
+fn openapi_document(state: &AppState) -> Arc<str> {
+    match openapi::document(&state.svc.config) {
+        Ok(doc) => doc.into(),
+        Err(e) => {
+            // A schema renamed without its limit: tests catch it; serve what states the
+            // failure rather than a document that would be wrong.
+            error!(error = %e, "the OpenAPI document could not be made");
+            serde_json::json!({ "error": format!("the OpenAPI document could not be made: {e}") })
+                .to_string()
+                .into()
+        }
+    }
 }
 
 /// Mark `response` as the connection's last.

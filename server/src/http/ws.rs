@@ -31,6 +31,17 @@ const SOCKET_BUFFER: usize = 4096;
 /// Largest frame a client may send (an ack of the maximum number of ids fits).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "socket",
+    summary = "WebSocket upgrade. Server frames: ServerFrame; client frames: ClientFrame. Backlog first, then queue_empty, then live envelopes. Close codes: 4000 replaced by a newer socket, 4001 device removed, 1001 shutdown or heartbeat timeout, 1002 protocol error, 1007 a frame that is not valid JSON text, 1009 a frame over 64 KiB.",
+    responses(
+        (status = 101, description = "switching protocols"),
+        (status = 400, description = "bad_request: not a WebSocket upgrade", body = tacit_api::ErrorBody),
+        (status = "default", description = "an error; `code` names it", body = tacit_api::ErrorBody),
+    ),
+)]
 pub(super) async fn upgrade(
     State(state): State<AppState>,
     Authed(device): Authed,

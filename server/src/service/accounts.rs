@@ -11,6 +11,8 @@ use crate::error::ApiError;
 use crate::store::{InviteRecord, Mailbox, NewDevice, StoreError};
 
 const MAX_DEVICE_NAME: usize = 64;
+/// Longest invite token a request may carry (tokens the server makes are 43 characters).
+const MAX_INVITE: usize = 128;
 
 /// Usernames: 3 to 32 of `a-z 0-9 _ - .`.
 pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
@@ -29,9 +31,11 @@ pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
 
 pub(crate) fn validate_device_name(name: Option<&str>) -> Result<(), ApiError> {
     match name {
-        Some(n) if n.len() > MAX_DEVICE_NAME || n.chars().any(char::is_control) => Err(
-            ApiError::BadRequest("device_name: at most 64 bytes, no control characters".into()),
-        ),
+        Some(n) if n.chars().count() > MAX_DEVICE_NAME || n.chars().any(char::is_control) => {
+            Err(ApiError::BadRequest(
+                "device_name: at most 64 characters, no control characters".into(),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -50,13 +54,20 @@ impl Services {
         validate_username(&req.username)?;
         validate_device_name(req.device_name.as_deref())?;
         self.validate_device_keys(&req.keys)?;
+        if req
+            .invite
+            .as_deref()
+            .is_some_and(|t| t.chars().count() > MAX_INVITE)
+        {
+            return Err(ApiError::BadRequest(
+                "invite: at most 128 characters".into(),
+            ));
+        }
         let invite = if self.config.open_registration {
             None
         } else {
             match req.invite.as_deref() {
-                Some(token) if !token.is_empty() && token.len() <= 128 => {
-                    Some(hash_secret(token.as_bytes()))
-                }
+                Some(token) if !token.is_empty() => Some(hash_secret(token.as_bytes())),
                 _ => return Err(ApiError::InviteRequired),
             }
         };

@@ -102,7 +102,7 @@ impl Services {
                 ),
             ] {
                 if have.saturating_add(adding as u64) > cap {
-                    return Err(ApiError::PayloadTooLarge(format!(
+                    return Err(ApiError::StockFull(format!(
                         "{field}: the device would hold more than {cap} one-time prekeys (it has {have})"
                     )));
                 }

@@ -24,6 +24,8 @@ mod provisioning;
 mod ratelimit;
 
 pub use blobs::{BlobRead, UploadStatus, max_blob_bytes};
+pub(crate) use messages::MAX_MULTICAST_DEVICES;
+pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
 
 /// Everything the handlers need, shared by all requests.

@@ -19,7 +19,7 @@ use crate::store::{ChannelAnswer, NewDevice};
 /// How long a channel stays open.
 const CHANNEL_TTL_MS: i64 = 10 * 60 * 1000;
 /// Largest sealed answer (the account identity, a token, a little metadata).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Length of a channel id in bytes.
 const CHANNEL_ID_BYTES: usize = 16;
 
@@ -90,9 +90,9 @@ impl Services {
         if req.message.is_empty() {
             return Err(ApiError::BadRequest("message: empty".into()));
         }
-        if req.message.len() > MAX_MESSAGE_BYTES {
+        if req.message.len() > MAX_ANSWER_BYTES {
             return Err(ApiError::PayloadTooLarge(format!(
-                "message: 1 to {MAX_MESSAGE_BYTES} bytes"
+                "message: 1 to {MAX_ANSWER_BYTES} bytes"
             )));
         }
         let answer = self
