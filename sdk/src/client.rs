@@ -36,7 +36,9 @@ mod groups;
 
 pub use groups::{GroupChange, GroupInfo};
 
-use crate::store::{KeySource, MessageStatus, PrekeyKind, Store, StoreError};
+use crate::store::{
+    KeySource, MessageStatus, PrekeyKind, SessionWrite, Store, StoreError, StoredSession,
+};
 use crate::transport::{Socket, Transport, TransportError};
 
 /// One-time prekeys of each kind uploaded at registration and kept in stock after.
@@ -675,7 +677,7 @@ impl Client {
         &self,
         username: &str,
         devices: &BTreeSet<u32>,
-    ) -> Result<Vec<(u32, Session)>, ClientError> {
+    ) -> Result<Vec<(u32, SessionFor)>, ClientError> {
         let mut sessions = Vec::new();
         let mut missing = Vec::new();
         for &device in devices {
@@ -683,7 +685,7 @@ impl Client {
                 Some(session) => {
                     self.check_identity(username, device, session.remote_identity())
                         .await?;
-                    sessions.push((device, session));
+                    sessions.push((device, SessionFor::Stored(*session.base_key())));
                 }
                 None => missing.push(api::DeviceId(device)),
             }
@@ -722,7 +724,7 @@ impl Client {
                 .await?;
             let remote = Self::address(username, bundle.device_id.0)?;
             let session = Session::initiate(&mut rng, &self.identity, &local, &remote, &parsed)?;
-            sessions.push((bundle.device_id.0, session));
+            sessions.push((bundle.device_id.0, SessionFor::New(Box::new(session))));
         }
         Ok(sessions)
     }
@@ -878,19 +880,34 @@ impl Client {
         plaintext: &[u8],
     ) -> Result<Vec<api::DeviceCiphertext>, ClientError> {
         let mut out = Vec::with_capacity(devices.len());
-        for (device, mut session) in self.sessions_for(username, devices).await? {
-            let ciphertext = session
-                .encrypt(plaintext)
-                .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
-            self.store
-                .save_session(
-                    username,
-                    device,
-                    session.base_key(),
-                    &session.to_bytes(),
-                    true,
-                )
-                .await?;
+        for (device, session) in self.sessions_for(username, devices).await? {
+            let ciphertext = match session {
+                // A stored session: loaded again, used and saved in one store transaction,
+                // so no other writer can encrypt under the state it was loaded in.
+                SessionFor::Stored(checked) => {
+                    self.store
+                        .advance_session(username, device, |stored| {
+                            encrypt_active(&stored, &checked, plaintext)
+                        })
+                        .await??
+                }
+                // A new session from a bundle: its keys are its own.
+                SessionFor::New(mut session) => {
+                    let ciphertext = session
+                        .encrypt(plaintext)
+                        .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+                    self.store
+                        .save_session(
+                            username,
+                            device,
+                            session.base_key(),
+                            &session.to_bytes(),
+                            true,
+                        )
+                        .await?;
+                    ciphertext
+                }
+            };
             out.push(api::DeviceCiphertext {
                 device_id: api::DeviceId(device),
                 ciphertext: api::Ciphertext(ciphertext.into()),
@@ -1200,33 +1217,40 @@ impl Client {
         let message = Message::from_bytes(bytes)
             .map_err(|e| Failure::Message(format!("malformed message: {e}")))?;
         let mut rng = rng();
-        let stored = self
+        // Each stored session is tried, and the one that opens the message saved, in one
+        // store transaction (a decryption advances the state that the next encryption uses).
+        let (opened, stored, last_error) = self
             .store
-            .sessions(sender, device)
+            .advance_session(sender, device, |stored| {
+                let mut last_error = None;
+                for record in &stored {
+                    let mut session = match Session::from_bytes(&record.state) {
+                        Ok(session) => session,
+                        Err(e) => {
+                            let error = ClientError::Inconsistent(format!("stored session: {e}"));
+                            return (None, (Some(Err(error)), stored, None));
+                        }
+                    };
+                    match session.decrypt(&mut rng, &message) {
+                        Ok(plaintext) => {
+                            let write = SessionWrite {
+                                base_key: session.base_key().to_vec(),
+                                state: session.to_bytes(),
+                            };
+                            return (Some(write), (Some(Ok(plaintext)), stored, None));
+                        }
+                        Err(DecryptError::OtherSession) => {}
+                        Err(error) => last_error = Some(error),
+                    }
+                }
+                (None, (None, stored, last_error))
+            })
             .await
             .map_err(|e| Failure::Local(e.into()))?;
-        let mut last_error = None;
-        for record in &stored {
-            let mut session = Session::from_bytes(&record.state).map_err(|e| {
-                Failure::Local(ClientError::Inconsistent(format!("stored session: {e}")))
-            })?;
-            match session.decrypt(&mut rng, &message) {
-                Ok(plaintext) => {
-                    self.store
-                        .save_session(
-                            sender,
-                            device,
-                            session.base_key(),
-                            &session.to_bytes(),
-                            true,
-                        )
-                        .await
-                        .map_err(|e| Failure::Local(e.into()))?;
-                    return Ok(plaintext);
-                }
-                Err(DecryptError::OtherSession) => {}
-                Err(error) => last_error = Some(error),
-            }
+        match opened {
+            Some(Ok(plaintext)) => return Ok(plaintext),
+            Some(Err(error)) => return Err(Failure::Local(error)),
+            None => {}
         }
         let Message::PreKey(first) = &message else {
             return Err(Failure::Message(match last_error {
@@ -1817,6 +1841,55 @@ fn parse_bundle(username: &str, bundle: &api::PrekeyBundle) -> Result<PreKeyBund
     Ok(parsed)
 }
 
+/// A session to encrypt with: one in the store (named by its base key, checked against
+/// the pinned identity), or one just set up from a bundle.
+enum SessionFor {
+    Stored([u8; 32]),
+    New(Box<Session>),
+}
+
+/// Encrypts under the active session among `stored`, which must be the one checked before
+/// (`checked`, its base key); returns the advanced state to save and the ciphertext.
+fn encrypt_active(
+    stored: &[StoredSession],
+    checked: &[u8; 32],
+    plaintext: &[u8],
+) -> (Option<SessionWrite>, Result<Vec<u8>, ClientError>) {
+    let Some(record) = stored.iter().find(|s| s.active) else {
+        return (
+            None,
+            Err(ClientError::Inconsistent(
+                "the session went away while sending; send again".into(),
+            )),
+        );
+    };
+    if record.base_key.as_slice() != checked.as_slice() {
+        return (
+            None,
+            Err(ClientError::Inconsistent(
+                "the active session changed while sending; send again".into(),
+            )),
+        );
+    }
+    let mut session = match Session::from_bytes(&record.state) {
+        Ok(session) => session,
+        Err(e) => {
+            let error = ClientError::Inconsistent(format!("stored session: {e}"));
+            return (None, Err(error));
+        }
+    };
+    match session.encrypt(plaintext) {
+        Ok(ciphertext) => (
+            Some(SessionWrite {
+                base_key: session.base_key().to_vec(),
+                state: session.to_bytes(),
+            }),
+            Ok(ciphertext),
+        ),
+        Err(e) => (None, Err(ClientError::Inconsistent(e.to_string()))),
+    }
+}
+
 /// A client that never reaches a server, for unit tests of what a client does with what it
 /// receives (nothing they call sends anything).
 #[cfg(test)]
@@ -1842,6 +1915,144 @@ pub(crate) async fn offline_client(dir: &Path, username: &str) -> Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bob's device: his keys, and Alice's store holding his pin and a session to him (as
+    /// after a first send).
+    struct Bob {
+        identity: IdentityKeyPair,
+        signed: SignedPreKeyPair,
+        kem: KemPreKeyPair,
+        session: Option<Session>,
+    }
+
+    impl Bob {
+        async fn with_session_from(alice: &Client) -> Self {
+            let mut rng = rng();
+            let identity = IdentityKeyPair::generate(&mut rng);
+            let signed = identity.generate_signed_prekey(&mut rng, PreKeyId(1));
+            let kem =
+                identity.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
+            let bundle = PreKeyBundle {
+                identity: identity.public().clone(),
+                signed_prekey: signed.public(),
+                one_time_prekey: None,
+                kem_prekey: kem.public().clone(),
+            };
+            let local = Client::address("alice", 1).unwrap();
+            let remote = Client::address("bob", 1).unwrap();
+            let session =
+                Session::initiate(&mut rng, &alice.identity, &local, &remote, &bundle).unwrap();
+            alice
+                .store
+                .pin_contact("bob", &identity.public().to_bytes())
+                .await
+                .unwrap();
+            alice
+                .store
+                .save_session("bob", 1, session.base_key(), &session.to_bytes(), true)
+                .await
+                .unwrap();
+            Self {
+                identity,
+                signed,
+                kem,
+                session: None,
+            }
+        }
+
+        /// Opens one of Alice's messages.
+        fn open(&mut self, alice: &Client, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
+            let mut rng = rng();
+            let message = Message::from_bytes(ciphertext).map_err(|e| e.to_string())?;
+            if let Some(session) = &mut self.session {
+                return session
+                    .decrypt(&mut rng, &message)
+                    .map_err(|e| e.to_string());
+            }
+            let Message::PreKey(first) = &message else {
+                return Err("the first message is not a prekey message".into());
+            };
+            let keys = ResponderKeys {
+                identity: &self.identity,
+                signed_prekey: &self.signed,
+                one_time_prekey: None,
+                kem_prekey: &self.kem,
+            };
+            let local = Client::address("bob", 1).unwrap();
+            let remote = Client::address(alice.username(), 1).unwrap();
+            let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
+                .map_err(|e| e.to_string())?;
+            self.session = Some(session);
+            Ok(plaintext)
+        }
+    }
+
+    /// Many encryptions to one device at once, by tasks sharing the store (as two processes
+    /// past the lock file would share the file), never put two messages under one message
+    /// key: the load, the encryption and the save of the advanced session are one store
+    /// transaction. Every ciphertext opens at the peer, and each once.
+    #[tokio::test]
+    async fn concurrent_sends_never_reuse_a_message_key() {
+        const SENDS: usize = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let alice = offline_client(dir.path(), "alice").await;
+        let mut bob = Bob::with_session_from(&alice).await;
+        let devices = BTreeSet::from([1]);
+        let sends = (0..SENDS).map(|i| {
+            let (alice, devices) = (&alice, &devices);
+            async move {
+                alice
+                    .encrypt_for("bob", devices, format!("message {i}").as_bytes())
+                    .await
+                    .unwrap()
+            }
+        });
+        let ciphertexts: Vec<_> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(ciphertexts.len(), SENDS);
+        let mut opened = BTreeSet::new();
+        for ciphertext in &ciphertexts {
+            let plaintext = bob
+                .open(&alice, ciphertext.ciphertext.0.as_slice())
+                .unwrap_or_else(|e| panic!("a message did not open ({e}): a reused key"));
+            assert!(opened.insert(plaintext), "one plaintext twice");
+        }
+        assert_eq!(opened.len(), SENDS, "every message opened, each once");
+    }
+
+    /// A session row put back to an older sealed copy of itself would make the next send
+    /// reuse a message key: the client refuses the row as rolled back and sends nothing.
+    #[tokio::test]
+    async fn a_rolled_back_session_is_refused_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = offline_client(dir.path(), "alice").await;
+        let mut bob = Bob::with_session_from(&alice).await;
+        let devices = BTreeSet::from([1]);
+        let first = alice.encrypt_for("bob", &devices, b"one").await.unwrap();
+        let older = alice.store.raw_session_row("bob", 1).await;
+        let second = alice.encrypt_for("bob", &devices, b"two").await.unwrap();
+        alice.store.put_raw_session_row("bob", 1, &older).await;
+        let err = alice
+            .encrypt_for("bob", &devices, b"three")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Store(StoreError::RolledBack(_))),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("is not what this device last wrote"),
+            "{err}"
+        );
+        for (ciphertext, text) in [(&first, b"one"), (&second, b"two")] {
+            let opened = bob.open(&alice, ciphertext[0].ciphertext.0.as_slice());
+            assert_eq!(opened.unwrap(), text);
+        }
+    }
 
     /// `safety-number` shows the changed key when there is one; `verify` must apply to that
     /// key, not mark the old one verified.

@@ -526,7 +526,7 @@ impl Client {
         // The ciphertext under the current chain; made again after a rotation.
         let mut ciphertext: Option<Vec<u8>> = None;
         for _ in 0..GROUP_SEND_ATTEMPTS {
-            let mut chain = self.own_chain(&mut state).await?;
+            let chain = self.own_chain(&mut state).await?;
             for user in &others {
                 if !state.have_our_key.contains(user) {
                     self.distribute(&chain, &info.id, user).await?;
@@ -537,12 +537,23 @@ impl Client {
             let body = match &ciphertext {
                 Some(body) => body.clone(),
                 None => {
-                    let body = chain.encrypt(&plaintext).map_err(inconsistent)?;
-                    // The advanced chain is stored before the send, so a key is never used
-                    // twice.
-                    self.store
-                        .put_secret(&own_key_name(&info.id), &chain.to_bytes())
-                        .await?;
+                    // The chain is loaded, used and its advanced state stored in one store
+                    // transaction, before the send: a key is never used twice.
+                    let body = self
+                        .store
+                        .advance_secret(&own_key_name(&info.id), |bytes| {
+                            let Some(bytes) = bytes else {
+                                return (None, Err(inconsistent("our chain went away")));
+                            };
+                            match SenderKeyState::from_bytes(bytes) {
+                                Ok(mut chain) => match chain.encrypt(&plaintext) {
+                                    Ok(body) => (Some(chain.to_bytes()), Ok(body)),
+                                    Err(e) => (None, Err(inconsistent(e))),
+                                },
+                                Err(e) => (None, Err(inconsistent(e))),
+                            }
+                        })
+                        .await??;
                     ciphertext = Some(body.clone());
                     body
                 }
@@ -812,15 +823,19 @@ impl Client {
             return Ok(Some("malformed sender key".into()));
         };
         let name = record_name(&body.group_id, sender, device);
-        let mut record = match self.store.secret(&name).await? {
-            Some(bytes) => SenderKeyRecord::from_bytes(&bytes).map_err(inconsistent)?,
-            None => SenderKeyRecord::new(group),
-        };
-        if let Err(error) = record.process(&distribution) {
-            return Ok(Some(format!("sender key refused: {error}")));
-        }
-        self.store.put_secret(&name, &record.to_bytes()).await?;
-        Ok(None)
+        self.store
+            .advance_secret(&name, |bytes| {
+                let mut record = match bytes.map(SenderKeyRecord::from_bytes) {
+                    Some(Ok(record)) => record,
+                    Some(Err(e)) => return (None, Err(inconsistent(e))),
+                    None => SenderKeyRecord::new(group),
+                };
+                match record.process(&distribution) {
+                    Ok(()) => (Some(record.to_bytes()), Ok(None)),
+                    Err(error) => (None, Ok(Some(format!("sender key refused: {error}")))),
+                }
+            })
+            .await?
     }
 
     /// Decrypts a group message from `sender`'s `device`; `Ok(Err(reason))` for a message
@@ -847,18 +862,32 @@ impl Client {
             )));
         }
         let name = record_name(&id, sender, device);
-        let Some(bytes) = self.store.secret(&name).await? else {
-            return Ok(Err(format!(
-                "no sender key from {sender}.{device} for {}",
-                state.info.name
-            )));
+        let opened = self
+            .store
+            .advance_secret(&name, |bytes| {
+                let Some(bytes) = bytes else {
+                    return (
+                        None,
+                        Ok(Err(format!(
+                            "no sender key from {sender}.{device} for {}",
+                            state.info.name
+                        ))),
+                    );
+                };
+                let mut record = match SenderKeyRecord::from_bytes(bytes) {
+                    Ok(record) => record,
+                    Err(e) => return (None, Err(inconsistent(e))),
+                };
+                match record.decrypt(&message) {
+                    Ok(plaintext) => (Some(record.to_bytes()), Ok(Ok(Zeroizing::new(plaintext)))),
+                    Err(error) => (None, Ok(Err(format!("could not decrypt: {error}")))),
+                }
+            })
+            .await??;
+        let plaintext = match opened {
+            Ok(plaintext) => plaintext,
+            Err(error) => return Ok(Err(error)),
         };
-        let mut record = SenderKeyRecord::from_bytes(&bytes).map_err(inconsistent)?;
-        let plaintext = match record.decrypt(&message) {
-            Ok(plaintext) => Zeroizing::new(plaintext),
-            Err(error) => return Ok(Err(format!("could not decrypt: {error}"))),
-        };
-        self.store.put_secret(&name, &record.to_bytes()).await?;
         let Ok(payload) = serde_json::from_slice::<GroupPayload>(&plaintext) else {
             return Ok(Err("unreadable group message".into()));
         };
