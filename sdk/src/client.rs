@@ -1192,12 +1192,7 @@ impl Client {
                     message_ids: receipt.ids,
                 })))
             }
-            ("group_update", _) => {
-                let event = self
-                    .on_group_update(&sender, &payload.body, incoming)
-                    .await?;
-                Ok(Some(event))
-            }
+            ("group_update", _) => self.on_group_update(&sender, &payload.body, incoming).await,
             ("sender_key", _) => {
                 let refused = self.on_sender_key(&sender, device, &payload.body).await?;
                 Ok(refused.map(|error| incoming(IncomingKind::Failed { error })))

@@ -497,3 +497,98 @@ async fn a_duplicated_push_over_the_websocket_opens_once() {
     assert!(failed[0].contains("duplicate"), "{failed:?}");
     assert_eq!(bob.store().history("alice").await.unwrap().len(), 1);
 }
+
+/// The lie: two admins change the group at once (Alice removes Bob while Bob removes Erin),
+/// and the relay delivers the two updates to Carol in one order and to Dave in the other.
+/// Without epochs Carol would apply Bob's removal of Erin (Bob still an admin) and then
+/// Alice's, while Dave would refuse Bob's (no longer an admin): two rosters. With epochs
+/// both changes name epoch 2 and every member orders them by digest: one roster, and a
+/// change that loses is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut others = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        others.push(w.register(name).await);
+    }
+    let names: Vec<String> = ["bob", "carol", "dave", "erin"].map(String::from).to_vec();
+    let info = alice.create_group("team", &names).await.unwrap();
+    for client in &mut others {
+        client.receive().await.unwrap();
+    }
+    alice
+        .promote_members(&info.id, &["bob".to_owned()])
+        .await
+        .unwrap();
+    for client in &mut others {
+        client.receive().await.unwrap();
+    }
+    let [bob, carol, dave, erin] = &mut others[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        bob.find_group(&info.id).await.unwrap().admins,
+        ["alice", "bob"].map(String::from).into()
+    );
+
+    // At once: neither has seen the other's change.
+    alice
+        .remove_members(&info.id, &["bob".to_owned()])
+        .await
+        .unwrap();
+    bob.remove_members(&info.id, &["erin".to_owned()])
+        .await
+        .unwrap();
+
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let carol_events = carol.receive().await.unwrap();
+    w.relay.honest();
+    let dave_events = dave.receive().await.unwrap();
+    let erin_events = erin.receive().await.unwrap();
+    alice.receive().await.unwrap();
+    bob.receive().await.unwrap();
+    let updates = |events: &[tacit_sdk::Incoming]| {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    IncomingKind::GroupUpdate { .. } | IncomingKind::Failed { .. }
+                )
+            })
+            .map(|e| e.sender.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(updates(&carol_events), ["bob", "alice"], "{carol_events:?}");
+    assert_eq!(updates(&dave_events), ["alice", "bob"], "{dave_events:?}");
+
+    let roster = |group: tacit_sdk::GroupInfo| (group.members, group.admins);
+    let agreed = roster(alice.find_group(&info.id).await.unwrap());
+    assert_eq!(roster(carol.find_group(&info.id).await.unwrap()), agreed);
+    assert_eq!(roster(dave.find_group(&info.id).await.unwrap()), agreed);
+    assert!(bob.find_group(&info.id).await.is_err(), "Bob was removed");
+    let (members, admins) = &agreed;
+    assert_eq!(admins, &["alice"].map(String::from).into());
+    let said = |events: &[tacit_sdk::Incoming]| format!("{events:?}").contains("superseded");
+    if members.contains("erin") {
+        // Alice's change came first: Bob was no longer an admin at his change's place.
+        assert_eq!(roster(erin.find_group(&info.id).await.unwrap()), agreed);
+        assert_eq!(
+            members,
+            &["alice", "carol", "dave", "erin"].map(String::from).into()
+        );
+        assert!(said(&carol_events), "Carol is told Bob's change was undone");
+        assert!(said(&dave_events), "Dave is told Bob's change lost");
+        assert!(!failures(&dave_events).is_empty(), "{dave_events:?}");
+    } else {
+        // Bob's change came first: both apply, everywhere.
+        assert!(erin.find_group(&info.id).await.is_err(), "Erin was removed");
+        assert!(!said(&erin_events));
+        assert_eq!(
+            members,
+            &["alice", "carol", "dave"].map(String::from).into()
+        );
+        assert!(!said(&carol_events) && !said(&dave_events));
+    }
+}

@@ -37,6 +37,13 @@ use zeroize::Zeroizing;
 use super::{Client, ClientError, Incoming, IncomingKind, random_id, rng};
 use crate::transport::TransportError;
 
+mod membership;
+
+use membership::{Base, Change};
+
+/// The version of the `group_update` payload: 2 carries the change's epoch and users.
+const GROUP_UPDATE_VERSION: u8 = 2;
+
 /// How many times a group send is retried after the server reports changed device sets.
 const GROUP_SEND_ATTEMPTS: usize = 4;
 
@@ -71,6 +78,33 @@ struct GroupState {
     /// Each member's devices as last confirmed by the server.
     #[serde(default)]
     devices: BTreeMap<String, BTreeSet<u32>>,
+    /// Where this device's view of the membership starts (`None` in a state kept before
+    /// epochs: `info` at epoch 0).
+    #[serde(default)]
+    base: Option<Base>,
+    /// Every membership change since the base, applied in (epoch, digest) order.
+    #[serde(default)]
+    log: Vec<Change>,
+}
+
+impl GroupState {
+    fn new(base: Base) -> Self {
+        Self {
+            info: base.info.clone(),
+            have_our_key: BTreeSet::new(),
+            devices: BTreeMap::new(),
+            base: Some(base),
+            log: Vec::new(),
+        }
+    }
+
+    fn base(&self) -> Base {
+        self.base.clone().unwrap_or_else(|| Base {
+            info: self.info.clone(),
+            epoch: 0,
+            digest: String::new(),
+        })
+    }
 }
 
 /// A membership change, as carried in a `group_update` payload.
@@ -107,10 +141,23 @@ struct GroupPayload {
 }
 
 /// `group_update` and `sender_key` pairwise payload bodies.
+///
+/// Version 2 of `group_update` adds `v`, `epoch` and `users`; a member applies only what the
+/// change does (`change` of `users` at `epoch`), and reads `group` (the sender's view
+/// after it) only when the update introduces the group to it. An update without `v` (from
+/// a client before epochs) is refused.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(super) struct GroupUpdate {
+    #[serde(default)]
+    v: u8,
     change: GroupChange,
     group: GroupInfo,
+    /// One more than the highest epoch the sender had seen (0 for a `Create`).
+    #[serde(default)]
+    epoch: u64,
+    /// Whom the change adds, removes or promotes.
+    #[serde(default)]
+    users: BTreeSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -229,15 +276,56 @@ impl Client {
             creator: me,
             salt: hex(&salt),
         };
-        let state = GroupState {
+        let state = GroupState::new(Base {
             info: info.clone(),
-            have_our_key: BTreeSet::new(),
-            devices: BTreeMap::new(),
-        };
+            epoch: 0,
+            digest: String::new(),
+        });
         self.save_group(&state).await?;
-        self.broadcast_update(&info, GroupChange::Create, &info.members)
-            .await?;
+        self.broadcast_update(
+            &info,
+            GroupChange::Create,
+            0,
+            &BTreeSet::new(),
+            &info.members,
+        )
+        .await?;
         Ok(info)
+    }
+
+    /// Makes a change of ours at the next epoch: logs it, applies it, and returns the
+    /// change and the roster before it.
+    async fn make_change(
+        &self,
+        state: &mut GroupState,
+        change: GroupChange,
+        users: BTreeSet<String>,
+    ) -> Result<(Change, GroupInfo), ClientError> {
+        let base = state.base();
+        if state.log.len() >= membership::MAX_CHANGES {
+            return Err(ClientError::Group(format!(
+                "{} has had {} membership changes, the most kept; make a new group",
+                state.info.name,
+                membership::MAX_CHANGES
+            )));
+        }
+        let epoch = membership::next_epoch(&base, &state.log);
+        let id = group_id_bytes(&state.info.id)?;
+        let me = self.account.username.clone();
+        let change = Change::new(&id.0, epoch, &me, change, users)
+            .ok_or_else(|| ClientError::Group("a name is too long".into()))?;
+        state.log.push(change.clone());
+        let before = state.info.clone();
+        let folded = membership::fold(&base, &state.log);
+        if folded.superseded.contains(&change.digest) {
+            return Err(ClientError::Group(format!(
+                "only an admin of {} can do that",
+                state.info.name
+            )));
+        }
+        state.base = Some(base);
+        state.info = folded.info;
+        Ok((change, before))
     }
 
     /// Adds members (admins only).
@@ -247,11 +335,27 @@ impl Client {
         users: &[String],
     ) -> Result<GroupInfo, ClientError> {
         let mut state = self.admin_state(group).await?;
-        state.info.members.extend(users.iter().cloned());
+        let users: BTreeSet<String> = users
+            .iter()
+            .filter(|u| !state.info.members.contains(*u))
+            .cloned()
+            .collect();
+        if users.is_empty() {
+            return Err(ClientError::Group("they are all members already".into()));
+        }
+        let (change, _) = self
+            .make_change(&mut state, GroupChange::Add, users)
+            .await?;
         self.save_group(&state).await?;
         let info = state.info.clone();
-        self.broadcast_update(&info, GroupChange::Add, &info.members)
-            .await?;
+        self.broadcast_update(
+            &info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &info.members,
+        )
+        .await?;
         Ok(info)
     }
 
@@ -271,17 +375,21 @@ impl Client {
         if removed.is_empty() {
             return Err(ClientError::Group("none of them is a member".into()));
         }
-        let before = state.info.members.clone();
-        for user in &removed {
-            state.info.members.remove(user);
-            state.info.admins.remove(user);
-        }
+        let (change, before) = self
+            .make_change(&mut state, GroupChange::Remove, removed.clone())
+            .await?;
         self.forget_members(&mut state, &removed).await?;
         self.save_group(&state).await?;
         let info = state.info.clone();
         // The removed members are told too, so that they stop.
-        self.broadcast_update(&info, GroupChange::Remove, &before)
-            .await?;
+        self.broadcast_update(
+            &info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &before.members,
+        )
+        .await?;
         Ok(info)
     }
 
@@ -296,24 +404,42 @@ impl Client {
             if !state.info.members.contains(user) {
                 return Err(ClientError::Group(format!("{user} is not a member")));
             }
-            state.info.admins.insert(user.clone());
         }
+        let users = users.iter().cloned().collect();
+        let (change, _) = self
+            .make_change(&mut state, GroupChange::Promote, users)
+            .await?;
         self.save_group(&state).await?;
         let info = state.info.clone();
-        self.broadcast_update(&info, GroupChange::Promote, &info.members)
-            .await?;
+        self.broadcast_update(
+            &info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &info.members,
+        )
+        .await?;
         Ok(info)
     }
 
     /// Leaves a group: tells the members, then forgets the group and its keys.
     pub async fn leave_group(&mut self, group: &str) -> Result<(), ClientError> {
         let info = self.find_group(group).await?;
-        let me = self.account.username.clone();
-        let mut after = info.clone();
-        after.members.remove(&me);
-        after.admins.remove(&me);
-        self.broadcast_update(&after, GroupChange::Leave, &info.members)
+        let mut state = self
+            .load_group(&info.id)
+            .await?
+            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+        let (change, before) = self
+            .make_change(&mut state, GroupChange::Leave, BTreeSet::new())
             .await?;
+        self.broadcast_update(
+            &state.info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &before.members,
+        )
+        .await?;
         self.forget_group(&info.id).await
     }
 
@@ -366,11 +492,16 @@ impl Client {
         &mut self,
         info: &GroupInfo,
         change: GroupChange,
+        epoch: u64,
+        users: &BTreeSet<String>,
         to: &BTreeSet<String>,
     ) -> Result<(), ClientError> {
         let update = GroupUpdate {
+            v: GROUP_UPDATE_VERSION,
             change,
             group: info.clone(),
+            epoch,
+            users: users.clone(),
         };
         let body = serde_json::to_string(&update).map_err(inconsistent)?;
         let me = self.account.username.clone();
@@ -673,116 +804,163 @@ impl Client {
         Ok((rotate, needs_key))
     }
 
-    /// Handles a pairwise `group_update` from `sender`. Returns the event to report, if the
-    /// update is accepted.
+    /// Handles a pairwise `group_update` from `sender`. Returns the event to report, or
+    /// `None` for a change this device already has (our own other devices get a copy with
+    /// each recipient's).
+    ///
+    /// The change is logged and the roster computed again from the base and every logged
+    /// change in (epoch, digest) order (see `membership`), so the result does not depend on
+    /// the order in which the server delivered the changes. A change its author could not
+    /// make at its place in that order is reported as superseded, never applied.
     pub(super) async fn on_group_update(
         &mut self,
         sender: &str,
         body: &str,
         make: impl FnOnce(IncomingKind) -> Incoming,
-    ) -> Result<Incoming, ClientError> {
+    ) -> Result<Option<Incoming>, ClientError> {
+        Ok(self.group_update_kind(sender, body).await?.map(make))
+    }
+
+    async fn group_update_kind(
+        &mut self,
+        sender: &str,
+        body: &str,
+    ) -> Result<Option<IncomingKind>, ClientError> {
+        let failed = |error: String| Ok::<_, ClientError>(Some(IncomingKind::Failed { error }));
         let Ok(update) = serde_json::from_str::<GroupUpdate>(body) else {
-            return Ok(make(IncomingKind::Failed {
-                error: "unreadable group update".into(),
-            }));
+            return failed("unreadable group update".into());
         };
+        if update.v != GROUP_UPDATE_VERSION {
+            return failed(format!(
+                "refused a group update from {sender} without an epoch (a client from before \
+                 membership epochs)"
+            ));
+        }
         let me = self.account.username.clone();
         let new = update.group;
-        if group_id_bytes(&new.id).is_err() || !new.admins.is_subset(&new.members) {
-            return Ok(make(IncomingKind::Failed {
-                error: "malformed group update".into(),
-            }));
-        }
-        let current = self.load_group(&new.id).await?;
-        let accepted = match (&current, update.change) {
-            // From ourselves (another of our devices): our own view is the authority.
-            _ if sender == me => true,
-            // An unknown group is learnt only from its creation (by the creator its id is
-            // bound to) or from being added to it (by an admin, with a bound id).
-            (None, GroupChange::Create) => {
-                new.creator == sender
-                    && id_is_bound(&new)
-                    && new.admins.contains(sender)
-                    && new.members.contains(&me)
-            }
-            (None, GroupChange::Add) => {
-                id_is_bound(&new) && new.admins.contains(sender) && new.members.contains(&me)
-            }
-            (None, _) => false,
-            (Some(state), GroupChange::Leave) => state.info.members.contains(sender),
-            (Some(state), _) => state.info.admins.contains(sender),
+        let Ok(id) = group_id_bytes(&new.id) else {
+            return failed("malformed group update".into());
         };
-        if !accepted {
-            return Ok(make(IncomingKind::Failed {
-                error: format!(
-                    "refused a change to group {:?} from {sender}, who may not make it",
-                    new.name
-                ),
-            }));
+        if !new.admins.is_subset(&new.members) {
+            return failed("malformed group update".into());
         }
-        let change = update.change;
-        // A leave removes the leaver from our own view and changes nothing else: whatever
-        // else the leaver's update says (name, admins, members) is not theirs to change.
-        let new = match (&current, change) {
-            (Some(state), GroupChange::Leave) if sender != me => {
-                let mut info = state.info.clone();
-                info.members.remove(sender);
-                info.admins.remove(sender);
-                info
-            }
-            _ => new,
+        let refused = |name: &str| {
+            format!("refused a change to group {name:?} from {sender}, who may not make it")
         };
-        // Who created the group and the id's salt never change.
-        let new = match &current {
-            Some(state) => GroupInfo {
-                creator: state.info.creator.clone(),
-                salt: state.info.salt.clone(),
-                ..new
+        let change = match update.change {
+            GroupChange::Create => None,
+            kind => match Change::new(&id.0, update.epoch, sender, kind, update.users.clone()) {
+                Some(change) if update.epoch > 0 => Some(change),
+                _ => return failed("malformed group update".into()),
             },
-            None => new,
         };
-        let describe = |what: String| {
-            make(IncomingKind::GroupUpdate {
+        let Some(mut state) = self.load_group(&new.id).await? else {
+            // An unknown group is learnt only from its creation (by the creator its id is
+            // bound to) or from being added to it (by an admin, with a bound id); our own
+            // other devices learn it from any change we made. The base is then the view the
+            // sender showed, at the change's place in the order.
+            let introduced = id_is_bound(&new)
+                && new.members.contains(&me)
+                && match (&change, update.change) {
+                    (None, _) => {
+                        update.epoch == 0 && new.creator == sender && new.admins.contains(sender)
+                    }
+                    (Some(_), _) if sender == me => true,
+                    (Some(_), GroupChange::Add) => {
+                        new.admins.contains(sender) && update.users.contains(&me)
+                    }
+                    (Some(_), _) => false,
+                };
+            if !introduced {
+                return failed(refused(&new.name));
+            }
+            let base = Base {
+                info: new.clone(),
+                epoch: update.epoch,
+                digest: change.map(|c| c.digest).unwrap_or_default(),
+            };
+            self.save_group(&GroupState::new(base)).await?;
+            let list = new.members.iter().cloned().collect::<Vec<_>>().join(", ");
+            let description = match update.change {
+                GroupChange::Create => format!("{sender} created {} with {list}", new.name),
+                _ => format!("{sender} added you to {} (members: {list})", new.name),
+            };
+            return Ok(Some(IncomingKind::GroupUpdate {
                 group: new.name.clone(),
                 group_id: new.id.clone(),
-                change,
-                description: what,
-            })
+                change: update.change,
+                description,
+            }));
         };
-        if !new.members.contains(&me) {
-            if current.is_some() {
-                self.forget_group(&new.id).await?;
-            }
-            return Ok(describe(format!("{sender} removed you from {}", new.name)));
+        let name = state.info.name.clone();
+        let Some(change) = change else {
+            // A copy of the creation we already have; anyone else's `Create` is refused.
+            return match sender == state.info.creator {
+                true => Ok(None),
+                false => failed(refused(&name)),
+            };
+        };
+        let base = state.base();
+        if state.log.iter().any(|c| c.digest == change.digest) {
+            return Ok(None);
         }
-        let mut state = current.unwrap_or(GroupState {
-            info: new.clone(),
-            have_our_key: BTreeSet::new(),
-            devices: BTreeMap::new(),
-        });
-        let removed: BTreeSet<String> = state
-            .info
-            .members
-            .difference(&new.members)
-            .cloned()
+        if !base.precedes(&change) {
+            return failed(format!(
+                "refused {sender}'s change to {name} at epoch {}: it is from before this \
+                 device joined (epoch {})",
+                change.epoch, base.epoch
+            ));
+        }
+        if state.log.len() >= membership::MAX_CHANGES {
+            return failed(format!(
+                "refused {sender}'s change to {name}: the group has had {} changes, the most \
+                 kept",
+                membership::MAX_CHANGES
+            ));
+        }
+        let superseded_before = membership::fold(&base, &state.log).superseded;
+        state.log.push(change.clone());
+        let folded = membership::fold(&base, &state.log);
+        let undone: Vec<String> = state
+            .log
+            .iter()
+            .filter(|c| {
+                folded.superseded.contains(&c.digest)
+                    && !superseded_before.contains(&c.digest)
+                    && c.digest != change.digest
+            })
+            .map(|c| format!("{}'s change at epoch {}", c.author, c.epoch))
             .collect();
-        let added: Vec<String> = new
-            .members
-            .difference(&state.info.members)
-            .cloned()
-            .collect();
+        let previous = state.info.clone();
+        let new = folded.info;
+        if !new.members.contains(&me) {
+            self.forget_group(&new.id).await?;
+            return Ok(Some(IncomingKind::GroupUpdate {
+                group: new.name.clone(),
+                group_id: new.id.clone(),
+                change: change.change,
+                description: format!("{sender} removed you from {}", new.name),
+            }));
+        }
+        let removed: BTreeSet<String> =
+            previous.members.difference(&new.members).cloned().collect();
+        let added: Vec<String> = new.members.difference(&previous.members).cloned().collect();
         if !removed.is_empty() {
             self.forget_members(&mut state, &removed).await?;
         }
+        state.base = Some(base);
         state.info = new.clone();
         self.save_group(&state).await?;
+        if folded.superseded.contains(&change.digest) {
+            return failed(format!(
+                "{sender}'s change to {name} at epoch {} was superseded by a concurrent change \
+                 ({sender} may not make it at its place in the order); not applied",
+                change.epoch
+            ));
+        }
         let list = |set: &[String]| set.join(", ");
-        let what = match change {
-            GroupChange::Create => format!(
-                "{sender} created {} with {}",
-                new.name,
-                list(&new.members.iter().cloned().collect::<Vec<_>>())
-            ),
+        let mut what = match change.change {
+            GroupChange::Create => String::new(),
             GroupChange::Add => format!("{sender} added {} to {}", list(&added), new.name),
             GroupChange::Remove => format!(
                 "{sender} removed {} from {}",
@@ -796,7 +974,20 @@ impl Client {
                 list(&new.admins.iter().cloned().collect::<Vec<_>>())
             ),
         };
-        Ok(describe(what))
+        if !undone.is_empty() {
+            what.push_str(&format!(
+                "; it comes first in the order, so {} was superseded and undone (members now: \
+                 {})",
+                undone.join(", "),
+                list(&new.members.iter().cloned().collect::<Vec<_>>())
+            ));
+        }
+        Ok(Some(IncomingKind::GroupUpdate {
+            group: new.name.clone(),
+            group_id: new.id.clone(),
+            change: change.change,
+            description: what,
+        }))
     }
 
     /// Handles a pairwise `sender_key` from `sender`'s `device`: the chain is kept in the
@@ -1014,7 +1205,10 @@ mod tests {
 
     fn update(change: GroupChange, name: &str, members: &[&str], admins: &[&str]) -> String {
         serde_json::to_string(&GroupUpdate {
+            v: GROUP_UPDATE_VERSION,
             change,
+            epoch: 1,
+            users: BTreeSet::new(),
             group: GroupInfo {
                 id: GROUP.into(),
                 name: name.into(),
@@ -1054,6 +1248,8 @@ mod tests {
                 info: info.clone(),
                 have_our_key: set(&["bob", "carol"]),
                 devices: BTreeMap::new(),
+                base: None,
+                log: Vec::new(),
             })
             .await
             .unwrap();
@@ -1067,7 +1263,8 @@ mod tests {
         let event = alice
             .on_group_update("bob", &forged, from("bob"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("an event");
         assert!(
             matches!(
                 event.kind,
@@ -1103,7 +1300,7 @@ mod tests {
     /// creator or salt fields).
     fn create(id: &str, sender: &str, creator: &str, salt: &str) -> String {
         serde_json::json!({
-            "change": "create",
+            "v": 2, "change": "create", "epoch": 0,
             "group": {
                 "id": id, "name": "team",
                 "members": ["alice", sender], "admins": [sender],
@@ -1132,7 +1329,8 @@ mod tests {
             let event = alice
                 .on_group_update("mallory", &forged, from("mallory"))
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("an event");
             assert!(
                 matches!(event.kind, IncomingKind::Failed { .. }),
                 "{id} from mallory as {creator}: {event:?}"
@@ -1144,7 +1342,8 @@ mod tests {
         let event = alice
             .on_group_update("carol", &real, from("carol"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("an event");
         assert!(
             matches!(event.kind, IncomingKind::GroupUpdate { .. }),
             "{event:?}"
@@ -1169,11 +1368,135 @@ mod tests {
         let event = alice
             .on_group_update("mallory", &forged, from("mallory"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("an event");
         assert!(
             matches!(event.kind, IncomingKind::Failed { .. }),
             "{event:?}"
         );
         assert!(alice.groups().await.unwrap().is_empty());
+    }
+
+    /// A change as a v2 `group_update` body (the sender's view is the team as below: only
+    /// the id, the name and the change itself are read).
+    fn change_body(change: GroupChange, epoch: u64, users: &[&str]) -> String {
+        serde_json::to_string(&GroupUpdate {
+            v: GROUP_UPDATE_VERSION,
+            change,
+            epoch,
+            users: set(users),
+            group: team(),
+        })
+        .unwrap()
+    }
+
+    fn team() -> GroupInfo {
+        GroupInfo {
+            id: GROUP.into(),
+            name: "team".into(),
+            members: set(&["alice", "bob", "carol", "dave", "erin"]),
+            admins: set(&["alice", "bob"]),
+            creator: "alice".into(),
+            salt: String::new(),
+        }
+    }
+
+    /// Every order of every permutation of four changes (two admins changing the group at
+    /// once, one building on its own change, a member leaving at the same time) leaves a
+    /// member with one roster, the one the set of changes gives; a change that loses is
+    /// reported (when it arrives, or when the change that beats it arrives later).
+    #[tokio::test]
+    async fn concurrent_changes_converge_in_every_delivery_order() {
+        let changes = [
+            ("alice", change_body(GroupChange::Remove, 1, &["bob"])),
+            ("bob", change_body(GroupChange::Remove, 1, &["erin"])),
+            ("bob", change_body(GroupChange::Add, 2, &["frank"])),
+            ("carol", change_body(GroupChange::Leave, 1, &[])),
+        ];
+        let mut orders = vec![vec![]];
+        for _ in 0..changes.len() {
+            orders = orders
+                .into_iter()
+                .flat_map(|order: Vec<usize>| {
+                    (0..changes.len())
+                        .filter(|i| !order.contains(i))
+                        .map(|i| [order.clone(), vec![i]].concat())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        assert_eq!(orders.len(), 24);
+        let mut rosters = BTreeSet::new();
+        for order in &orders {
+            let dir = tempfile::tempdir().unwrap();
+            let mut dave = offline_client(dir.path(), "dave").await;
+            dave.save_group(&GroupState::new(Base {
+                info: team(),
+                epoch: 0,
+                digest: String::new(),
+            }))
+            .await
+            .unwrap();
+            let mut reported = 0;
+            for &i in order {
+                let (sender, body) = &changes[i];
+                let event = dave
+                    .on_group_update(sender, body, from(sender))
+                    .await
+                    .unwrap();
+                let text = format!("{event:?}");
+                reported += usize::from(text.contains("superseded"));
+            }
+            let state = dave.load_group(GROUP).await.unwrap().unwrap();
+            let folded = membership::fold(&state.base(), &state.log);
+            assert_eq!(state.info, folded.info, "{order:?}");
+            assert_eq!(
+                reported > 0,
+                !folded.superseded.is_empty(),
+                "{order:?}: a superseded change is reported"
+            );
+            rosters.insert((state.info.members, state.info.admins));
+        }
+        assert_eq!(
+            rosters.len(),
+            1,
+            "every order gives one roster: {rosters:?}"
+        );
+        let (members, admins) = rosters.into_iter().next().unwrap();
+        assert!(!members.contains("carol") && admins.is_subset(&members));
+    }
+
+    /// An update from a client before epochs (no `v`, no epoch) is refused and changes
+    /// nothing.
+    #[tokio::test]
+    async fn an_update_without_an_epoch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dave = offline_client(dir.path(), "dave").await;
+        dave.save_group(&GroupState::new(Base {
+            info: team(),
+            epoch: 0,
+            digest: String::new(),
+        }))
+        .await
+        .unwrap();
+        let old = serde_json::json!({
+            "change": "remove",
+            "group": {"id": GROUP, "name": "team", "members": ["alice", "dave"],
+                      "admins": ["alice"], "creator": "alice", "salt": ""},
+        })
+        .to_string();
+        let event = dave
+            .on_group_update("alice", &old, from("alice"))
+            .await
+            .unwrap()
+            .expect("an event");
+        assert!(
+            matches!(&event.kind, IncomingKind::Failed { error } if error.contains("without an epoch")),
+            "{event:?}"
+        );
+        assert_eq!(
+            dave.find_group(GROUP).await.unwrap().members,
+            team().members
+        );
     }
 }
