@@ -172,6 +172,10 @@ pub(crate) struct Payload {
     /// With `kind = "file"`: the file and how to fetch and open it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) file: Option<crate::files::FileDescriptor>,
+    /// With texts and files: when the sender sent it (its clock, milliseconds since the
+    /// Unix epoch). Shown instead of the server's time, which is only the server's claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -225,7 +229,10 @@ pub struct Incoming {
     pub sender: String,
     /// The sending device.
     pub sender_device: u32,
-    /// Server time, milliseconds since the Unix epoch.
+    /// When the sender says it sent this (its own clock, from inside the encrypted message),
+    /// milliseconds since the Unix epoch. For what carries no such time (a receipt, a group
+    /// update, a message that failed, a message from a client before sender times), the
+    /// server's time of the envelope: the server's claim, which it can set as it likes.
     pub time: i64,
     /// What it is.
     #[serde(flatten)]
@@ -360,7 +367,7 @@ impl AccountRecord {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -733,9 +740,12 @@ impl Client {
     /// Returns the message's local id in the history.
     pub async fn send(&mut self, username: &str, text: &str) -> Result<i64, ClientError> {
         let uid = random_id()?;
-        let to_them = Payload::text(text, None, &uid).to_bytes()?;
-        let to_us = Payload::text(text, Some(username), &uid).to_bytes()?;
-        let time = self.send_payload(username, &to_them, &to_us).await?;
+        let time = now_ms();
+        let to_them = Payload::text(text, None, &uid).at(time).to_bytes()?;
+        let to_us = Payload::text(text, Some(username), &uid)
+            .at(time)
+            .to_bytes()?;
+        self.send_payload(username, &to_them, &to_us).await?;
         let id = self
             .store
             .add_message(
@@ -768,6 +778,7 @@ impl Client {
                 ids: message_ids.to_vec(),
             }),
             file: None,
+            ts: None,
         };
         let to_them = body(None).to_bytes()?;
         let to_us = body(Some(username)).to_bytes()?;
@@ -1103,10 +1114,13 @@ impl Client {
             let opened = self
                 .open_group_message(&sender, device, bytes, envelope.server_timestamp.0)
                 .await?;
-            return Ok(Some(incoming(match opened {
-                Ok(kind) => kind,
-                Err(error) => IncomingKind::Failed { error },
-            })));
+            return Ok(Some(match opened {
+                Ok((kind, time)) => Incoming {
+                    time,
+                    ..incoming(kind)
+                },
+                Err(error) => incoming(IncomingKind::Failed { error }),
+            }));
         }
         self.handle_pairwise(envelope).await
     }
@@ -1143,6 +1157,15 @@ impl Client {
             (Some(to), true) => to.clone(),
             _ => sender.clone(),
         };
+        // The sender's own time, from inside the message; the server's only for a message
+        // without one.
+        let time = payload.ts.unwrap_or(envelope.server_timestamp.0);
+        let incoming = |kind| Incoming {
+            sender: sender.clone(),
+            sender_device: device,
+            time,
+            kind,
+        };
         match (payload.kind.as_str(), payload.receipt) {
             ("text", _) => {
                 self.store
@@ -1150,7 +1173,7 @@ impl Client {
                         &peer,
                         outgoing,
                         device,
-                        envelope.server_timestamp.0,
+                        time,
                         payload.body.as_bytes(),
                         payload.id.as_deref(),
                     )
@@ -1162,7 +1185,6 @@ impl Client {
                 })))
             }
             ("file", _) => {
-                let time = envelope.server_timestamp.0;
                 let kind = self
                     .receive_file(
                         &sender,
@@ -1741,6 +1763,7 @@ impl Payload {
             id: None,
             receipt: None,
             file: None,
+            ts: None,
         }
     }
 
@@ -1753,6 +1776,7 @@ impl Payload {
             id: Some(uid.to_owned()),
             receipt: None,
             file: None,
+            ts: None,
         }
     }
 
@@ -1766,6 +1790,16 @@ impl Payload {
             id: Some(uid.to_owned()),
             receipt: None,
             file: Some(file),
+            ts: None,
+        }
+    }
+
+    /// The payload, saying that the sender sent it at `time` (milliseconds since the Unix
+    /// epoch, the sender's clock).
+    pub(crate) fn at(self, time: i64) -> Self {
+        Self {
+            ts: Some(time),
+            ..self
         }
     }
 

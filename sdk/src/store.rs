@@ -190,7 +190,9 @@ pub struct StoredMessage {
     pub outgoing: bool,
     /// The device that sent it.
     pub sender_device: u32,
-    /// Server time in milliseconds since the Unix epoch.
+    /// When the sender says it sent it (its own clock, from inside the encrypted message),
+    /// in milliseconds since the Unix epoch; for a message from a client before sender
+    /// times, the server's time (only the server's claim).
     pub sent_at: i64,
     /// The decrypted body.
     pub body: Vec<u8>,
@@ -248,7 +250,7 @@ pub struct NewFile<'a> {
     pub outgoing: bool,
     /// The device that sent it.
     pub sender_device: u32,
-    /// Server time in milliseconds since the Unix epoch.
+    /// When the message says it was sent (see [`StoredMessage::sent_at`]).
     pub sent_at: i64,
     /// The descriptor the message carried (serialized; it is sealed before it is stored).
     pub descriptor: &'a [u8],
@@ -269,7 +271,7 @@ pub struct StoredFile {
     pub outgoing: bool,
     /// The device that sent it.
     pub sender_device: u32,
-    /// Server time in milliseconds since the Unix epoch.
+    /// When the message says it was sent (see [`StoredMessage::sent_at`]).
     pub sent_at: i64,
     /// The descriptor the file message carried (it holds the attachment key).
     pub descriptor: Zeroizing<Vec<u8>>,

@@ -592,3 +592,86 @@ async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
         assert!(!said(&carol_events) && !said(&dave_events));
     }
 }
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The lie: every envelope, fetched or pushed over the WebSocket, claims to have been sent
+/// in 1970 (a server backdating messages). The time the client shows and stores is the
+/// sender's own, from inside the encrypted message, so a message cannot be made to look
+/// sent before it was: one-to-one, in a group, and live on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backdated_envelope_shows_the_senders_time() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let group = alice
+        .create_group("team", &["bob".to_owned()])
+        .await
+        .unwrap();
+    bob.receive().await.unwrap();
+    let before = now_ms();
+    alice.send("bob", "fetched").await.unwrap();
+    alice.send_group(&group.id, "in the group").await.unwrap();
+    w.relay.lie(|lies| lies.envelope_time = Some(0));
+    let mut events = bob.receive().await.unwrap();
+    let mut socket = bob.connect().await.unwrap();
+    alice.send("bob", "pushed").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while texts(&events).len() < 3 {
+        let frame = tokio::time::timeout_at(deadline, socket.next_frame())
+            .await
+            .expect("the push did not come")
+            .unwrap()
+            .unwrap();
+        if let tacit_sdk::SocketEvent::Incoming(event) =
+            bob.on_frame(&mut socket, frame).await.unwrap()
+        {
+            events.push(event);
+        }
+    }
+    socket.close().await;
+    let after = now_ms();
+    let backdated = w.relay.fetched();
+    assert!(
+        backdated
+            .iter()
+            .filter(|e| e.server_timestamp.0 == 0)
+            .count()
+            >= 2
+    );
+    assert_eq!(texts(&events), ["fetched", "in the group", "pushed"]);
+    for event in events.iter().filter(|e| {
+        matches!(
+            e.kind,
+            IncomingKind::Text { .. } | IncomingKind::GroupText { .. }
+        )
+    }) {
+        assert!(
+            (before..=after).contains(&event.time),
+            "{event:?} shows {} (sent between {before} and {after})",
+            event.time
+        );
+    }
+    let history = bob.store().history("alice").await.unwrap();
+    let group_history = bob
+        .store()
+        .history(&Client::group_history_key(&group))
+        .await
+        .unwrap();
+    for message in history.iter().chain(&group_history) {
+        assert!(
+            (before..=after).contains(&message.sent_at),
+            "{message:?} stored as sent at {}",
+            message.sent_at
+        );
+    }
+    assert_eq!(history.len() + group_history.len(), 3);
+}

@@ -138,6 +138,10 @@ struct GroupPayload {
     /// With `kind = "file"`: the file's descriptor (blob id, key, digest, size, name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file: Option<crate::files::FileDescriptor>,
+    /// When the sender sent it (its clock, milliseconds since the Unix epoch); shown instead
+    /// of the server's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<i64>,
 }
 
 /// `group_update` and `sender_key` pairwise payload bodies.
@@ -607,7 +611,7 @@ impl Client {
     }
 
     /// Encrypts one group payload with our sender key and multicasts it; returns the group
-    /// and the server time.
+    /// and the time the payload says it was sent.
     ///
     /// The server's device-mismatch answers are claims, checked against our own roster
     /// before anything is acted on (see [`Self::check_group_mismatch`]): a device of anyone
@@ -645,6 +649,7 @@ impl Client {
             from: me.clone(),
             from_device: self.account.device,
             file,
+            ts: Some(super::now_ms()),
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
         for user in others.iter().chain([&me]) {
@@ -712,9 +717,9 @@ impl Client {
                 return Err(ClientError::Group("no member has a device".into()));
             }
             match self.transport.multicast(&request).await {
-                Ok(response) => {
+                Ok(_) => {
                     self.save_group(&state).await?;
-                    return Ok((info, response.server_timestamp.0));
+                    return Ok((info, payload.ts.unwrap_or_default()));
                 }
                 Err(TransportError::DeviceMismatch(mismatch)) => {
                     let (rotate, needs_key) = self.check_group_mismatch(&mut state, &mismatch)?;
@@ -1037,7 +1042,7 @@ impl Client {
         device: u32,
         bytes: &[u8],
         time: i64,
-    ) -> Result<Result<IncomingKind, String>, ClientError> {
+    ) -> Result<Result<(IncomingKind, i64), String>, ClientError> {
         let message = match SenderKeyMessage::from_bytes(bytes) {
             Ok(message) => message,
             Err(error) => return Ok(Err(format!("malformed group message: {error}"))),
@@ -1088,6 +1093,9 @@ impl Client {
                 payload.from, payload.from_device
             )));
         }
+        // The sender's own time, from inside the message; the server's only for a message
+        // without one.
+        let time = payload.ts.unwrap_or(time);
         if payload.kind == "file" {
             let history = Self::group_history_key(&state.info);
             let outgoing = sender == self.account.username;
@@ -1103,7 +1111,7 @@ impl Client {
                     payload.file.clone(),
                 )
                 .await?;
-            return Ok(Ok(match kind {
+            let kind = match kind {
                 IncomingKind::File {
                     name,
                     size,
@@ -1118,7 +1126,8 @@ impl Client {
                     message_id,
                 },
                 other => other,
-            }));
+            };
+            return Ok(Ok((kind, time)));
         }
         if payload.kind != "text" {
             return Ok(Err(format!(
@@ -1137,12 +1146,15 @@ impl Client {
                 Some(&payload.id),
             )
             .await?;
-        Ok(Ok(IncomingKind::GroupText {
-            group: state.info.name,
-            group_id: id,
-            text: payload.body,
-            message_id: Some(payload.id),
-        }))
+        Ok(Ok((
+            IncomingKind::GroupText {
+                group: state.info.name,
+                group_id: id,
+                text: payload.body,
+                message_id: Some(payload.id),
+            },
+            time,
+        )))
     }
 }
 
