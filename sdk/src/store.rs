@@ -11,8 +11,12 @@
 //! Sealed: the identity and account secrets, every prekey secret, every session state, every
 //! message body, every file descriptor (name, size, attachment key and digest). Each
 //! contact row also carries a seal over its pinned identity, verified flag and pending
-//! change, checked on every read, so an edit of the file is detected. In clear
-//! (needed for lookups): contact usernames and their public identity keys, session
+//! change, checked on every read, so an edit of the file is detected. A sealed manifest
+//! records the digest of every sealed row as last written (secrets, prekeys, sessions,
+//! contacts), so a row put back to an older sealed copy of itself is detected too (not a
+//! whole store restored from a backup). Loading, using and saving a session or chain is one
+//! `BEGIN IMMEDIATE` transaction ([`Store::advance_session`], [`Store::advance_secret`]).
+//! In clear (needed for lookups): contact usernames and their public identity keys, session
 //! addresses, message and file peers, directions and times, the blob ids of files and the
 //! sender and message id that announced each.
 

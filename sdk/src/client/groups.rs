@@ -2,9 +2,11 @@
 //!
 //! A group's state (id, name, members, admins) lives only in the members' stores and
 //! travels only inside pairwise end-to-end encrypted messages (`group_update`), which the
-//! pairwise sessions authenticate. A member applies an update only from someone its own
-//! view lists as an admin (or, for leaving, from the member who leaves, and then only the
-//! leaver's removal), so a member the server invents is never accepted. A group id is bound
+//! pairwise sessions authenticate. Each change names an epoch, and a member applies the
+//! changes it holds in (epoch, digest) order, each only if its author is an admin at that
+//! place (or, for leaving, a member, and then only the leaver's removal), so concurrent
+//! changes end the same way on every member whatever the delivery order (see
+//! `membership`), and a member the server invents is never accepted. A group id is bound
 //! to its creator, so only the creator's `Create` introduces a group.
 //!
 //! The server's answers are claims: a multicast's device-mismatch answer that names anyone
