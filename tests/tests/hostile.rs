@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -498,15 +499,9 @@ async fn a_duplicated_push_over_the_websocket_opens_once() {
     assert_eq!(bob.store().history("alice").await.unwrap().len(), 1);
 }
 
-/// The lie: two admins change the group at once (Alice removes Bob while Bob removes Erin),
-/// and the relay delivers the two updates to Carol in one order and to Dave in the other.
-/// Without epochs Carol would apply Bob's removal of Erin (Bob still an admin) and then
-/// Alice's, while Dave would refuse Bob's (no longer an admin): two rosters. With epochs
-/// both changes name epoch 2 and every member orders them by digest: one roster, and a
-/// change that loses is reported.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
-    let w = world().await;
+/// Alice makes a group of Bob, Carol, Dave and Erin and promotes Bob: two admins. Returns
+/// Alice, the other four (each has received both updates) and the group.
+async fn team_with_two_admins(w: &World) -> (Client, Vec<Client>, tacit_sdk::GroupInfo) {
     let mut alice = w.register("alice").await;
     let mut others = Vec::new();
     for name in ["bob", "carol", "dave", "erin"] {
@@ -524,15 +519,88 @@ async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
     for client in &mut others {
         client.receive().await.unwrap();
     }
+    assert_eq!(
+        others[0].find_group(&info.id).await.unwrap().admins,
+        ["alice", "bob"].map(String::from).into()
+    );
+    (alice, others, info)
+}
+
+fn updates_from(events: &[tacit_sdk::Incoming]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                IncomingKind::GroupUpdate { .. } | IncomingKind::Failed { .. }
+            )
+        })
+        .map(|e| e.sender.clone())
+        .collect()
+}
+
+fn roster(group: tacit_sdk::GroupInfo) -> (BTreeSet<String>, BTreeSet<String>) {
+    (group.members, group.admins)
+}
+
+fn names(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// The lie: two admins change the group at once (Alice removes Dave while Bob removes
+/// Erin), and the relay delivers the two updates to Carol in one order and to everyone else
+/// in the other. Without epochs each update carried its author's whole new roster and the
+/// last one applied won: Carol would end with Erin, Alice with Dave. With epochs every
+/// member applies both changes, in one order: Alice, Bob and Carol, and no one else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
+    let w = world().await;
+    let (mut alice, mut others, info) = team_with_two_admins(&w).await;
     let [bob, carol, dave, erin] = &mut others[..] else {
         unreachable!()
     };
-    assert_eq!(
-        bob.find_group(&info.id).await.unwrap().admins,
-        ["alice", "bob"].map(String::from).into()
-    );
-
     // At once: neither has seen the other's change.
+    alice
+        .remove_members(&info.id, &["dave".to_owned()])
+        .await
+        .unwrap();
+    bob.remove_members(&info.id, &["erin".to_owned()])
+        .await
+        .unwrap();
+
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let carol_events = carol.receive().await.unwrap();
+    w.relay.honest();
+    assert_eq!(
+        updates_from(&carol_events),
+        ["bob", "alice"],
+        "{carol_events:?}"
+    );
+    for client in [&mut alice, &mut *bob, &mut *dave, &mut *erin] {
+        client.receive().await.unwrap();
+    }
+    let agreed = (names(&["alice", "bob", "carol"]), names(&["alice", "bob"]));
+    for client in [&alice, &*bob, &*carol] {
+        let group = client.find_group(&info.id).await.unwrap();
+        assert_eq!(roster(group), agreed, "{}", client.username());
+    }
+    for removed in [&*dave, &*erin] {
+        assert!(removed.find_group(&info.id).await.is_err());
+    }
+}
+
+/// The lie, with a change that must lose: Alice removes Bob while Bob removes Erin, and
+/// Carol gets Bob's update first while Dave gets Alice's first. Whichever comes first in
+/// the (epoch, digest) order decides for everyone: if it is Alice's, Bob was no longer an
+/// admin at his change's place, and every member reports it as superseded (Dave when it
+/// arrives, Carol when Alice's undoes it); if it is Bob's, both apply everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_by_an_admin_removed_concurrently_is_superseded_everywhere_or_nowhere() {
+    let w = world().await;
+    let (mut alice, mut others, info) = team_with_two_admins(&w).await;
+    let [bob, carol, dave, erin] = &mut others[..] else {
+        unreachable!()
+    };
     alice
         .remove_members(&info.id, &["bob".to_owned()])
         .await
@@ -548,48 +616,33 @@ async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
     let erin_events = erin.receive().await.unwrap();
     alice.receive().await.unwrap();
     bob.receive().await.unwrap();
-    let updates = |events: &[tacit_sdk::Incoming]| {
-        events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.kind,
-                    IncomingKind::GroupUpdate { .. } | IncomingKind::Failed { .. }
-                )
-            })
-            .map(|e| e.sender.clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(updates(&carol_events), ["bob", "alice"], "{carol_events:?}");
-    assert_eq!(updates(&dave_events), ["alice", "bob"], "{dave_events:?}");
+    assert_eq!(
+        updates_from(&carol_events),
+        ["bob", "alice"],
+        "{carol_events:?}"
+    );
+    assert_eq!(
+        updates_from(&dave_events),
+        ["alice", "bob"],
+        "{dave_events:?}"
+    );
 
-    let roster = |group: tacit_sdk::GroupInfo| (group.members, group.admins);
     let agreed = roster(alice.find_group(&info.id).await.unwrap());
     assert_eq!(roster(carol.find_group(&info.id).await.unwrap()), agreed);
     assert_eq!(roster(dave.find_group(&info.id).await.unwrap()), agreed);
     assert!(bob.find_group(&info.id).await.is_err(), "Bob was removed");
     let (members, admins) = &agreed;
-    assert_eq!(admins, &["alice"].map(String::from).into());
+    assert_eq!(admins, &names(&["alice"]));
     let said = |events: &[tacit_sdk::Incoming]| format!("{events:?}").contains("superseded");
     if members.contains("erin") {
-        // Alice's change came first: Bob was no longer an admin at his change's place.
         assert_eq!(roster(erin.find_group(&info.id).await.unwrap()), agreed);
-        assert_eq!(
-            members,
-            &["alice", "carol", "dave", "erin"].map(String::from).into()
-        );
+        assert_eq!(members, &names(&["alice", "carol", "dave", "erin"]));
         assert!(said(&carol_events), "Carol is told Bob's change was undone");
-        assert!(said(&dave_events), "Dave is told Bob's change lost");
-        assert!(!failures(&dave_events).is_empty(), "{dave_events:?}");
+        assert!(!failures(&dave_events).is_empty() && said(&dave_events));
     } else {
-        // Bob's change came first: both apply, everywhere.
         assert!(erin.find_group(&info.id).await.is_err(), "Erin was removed");
-        assert!(!said(&erin_events));
-        assert_eq!(
-            members,
-            &["alice", "carol", "dave"].map(String::from).into()
-        );
-        assert!(!said(&carol_events) && !said(&dave_events));
+        assert_eq!(members, &names(&["alice", "carol", "dave"]));
+        assert!(!said(&carol_events) && !said(&dave_events) && !said(&erin_events));
     }
 }
 
