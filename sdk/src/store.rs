@@ -1269,7 +1269,7 @@ impl Store {
         body: &[u8],
         uid: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")
             .fetch_one(&mut *tx)
             .await?
@@ -1332,7 +1332,7 @@ impl Store {
         uids: &[String],
         status: MessageStatus,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut changed = 0;
         for uid in uids {
             changed += sqlx::query(
@@ -1354,7 +1354,7 @@ impl Store {
     /// Marks every unread incoming message from `peer` read; returns the uids of those that
     /// had one (for a read receipt).
     pub async fn mark_incoming_read(&self, peer: &str) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let uids: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT uid FROM messages WHERE peer = ? AND outgoing = 0 AND status < 2 ORDER BY id",
         )
@@ -1377,7 +1377,7 @@ impl Store {
     /// sender, or by the same sender with another descriptor, is refused with
     /// [`StoreError::BlobConflict`]: the first record is kept and nothing is merged.
     pub async fn put_file(&self, file: &NewFile<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT sender, peer, message_id, descriptor_sealed FROM files WHERE blob_id = ?",
         )
