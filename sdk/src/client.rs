@@ -36,7 +36,9 @@ mod groups;
 
 pub use groups::{GroupChange, GroupInfo};
 
-use crate::store::{KeySource, MessageStatus, PrekeyKind, Store, StoreError};
+use crate::store::{
+    KeySource, MessageStatus, PrekeyKind, SessionWrite, Store, StoreError, StoredSession,
+};
 use crate::transport::{Socket, Transport, TransportError};
 
 /// One-time prekeys of each kind uploaded at registration and kept in stock after.
@@ -170,6 +172,10 @@ pub(crate) struct Payload {
     /// With `kind = "file"`: the file and how to fetch and open it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) file: Option<crate::files::FileDescriptor>,
+    /// With texts and files: when the sender sent it (its clock, milliseconds since the
+    /// Unix epoch). Shown instead of the server's time, which is only the server's claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -223,7 +229,10 @@ pub struct Incoming {
     pub sender: String,
     /// The sending device.
     pub sender_device: u32,
-    /// Server time, milliseconds since the Unix epoch.
+    /// When the sender says it sent this (its own clock, from inside the encrypted message),
+    /// milliseconds since the Unix epoch. For what carries no such time (a receipt, a group
+    /// update, a message that failed, a message from a client before sender times), the
+    /// server's time of the envelope: the server's claim, which it can set as it likes.
     pub time: i64,
     /// What it is.
     #[serde(flatten)]
@@ -358,7 +367,7 @@ impl AccountRecord {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -675,7 +684,7 @@ impl Client {
         &self,
         username: &str,
         devices: &BTreeSet<u32>,
-    ) -> Result<Vec<(u32, Session)>, ClientError> {
+    ) -> Result<Vec<(u32, SessionFor)>, ClientError> {
         let mut sessions = Vec::new();
         let mut missing = Vec::new();
         for &device in devices {
@@ -683,7 +692,7 @@ impl Client {
                 Some(session) => {
                     self.check_identity(username, device, session.remote_identity())
                         .await?;
-                    sessions.push((device, session));
+                    sessions.push((device, SessionFor::Stored(*session.base_key())));
                 }
                 None => missing.push(api::DeviceId(device)),
             }
@@ -722,7 +731,7 @@ impl Client {
                 .await?;
             let remote = Self::address(username, bundle.device_id.0)?;
             let session = Session::initiate(&mut rng, &self.identity, &local, &remote, &parsed)?;
-            sessions.push((bundle.device_id.0, session));
+            sessions.push((bundle.device_id.0, SessionFor::New(Box::new(session))));
         }
         Ok(sessions)
     }
@@ -731,9 +740,12 @@ impl Client {
     /// Returns the message's local id in the history.
     pub async fn send(&mut self, username: &str, text: &str) -> Result<i64, ClientError> {
         let uid = random_id()?;
-        let to_them = Payload::text(text, None, &uid).to_bytes()?;
-        let to_us = Payload::text(text, Some(username), &uid).to_bytes()?;
-        let time = self.send_payload(username, &to_them, &to_us).await?;
+        let time = now_ms();
+        let to_them = Payload::text(text, None, &uid).at(time).to_bytes()?;
+        let to_us = Payload::text(text, Some(username), &uid)
+            .at(time)
+            .to_bytes()?;
+        self.send_payload(username, &to_them, &to_us).await?;
         let id = self
             .store
             .add_message(
@@ -766,6 +778,7 @@ impl Client {
                 ids: message_ids.to_vec(),
             }),
             file: None,
+            ts: None,
         };
         let to_them = body(None).to_bytes()?;
         let to_us = body(Some(username)).to_bytes()?;
@@ -878,19 +891,34 @@ impl Client {
         plaintext: &[u8],
     ) -> Result<Vec<api::DeviceCiphertext>, ClientError> {
         let mut out = Vec::with_capacity(devices.len());
-        for (device, mut session) in self.sessions_for(username, devices).await? {
-            let ciphertext = session
-                .encrypt(plaintext)
-                .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
-            self.store
-                .save_session(
-                    username,
-                    device,
-                    session.base_key(),
-                    &session.to_bytes(),
-                    true,
-                )
-                .await?;
+        for (device, session) in self.sessions_for(username, devices).await? {
+            let ciphertext = match session {
+                // A stored session: loaded again, used and saved in one store transaction,
+                // so no other writer can encrypt under the state it was loaded in.
+                SessionFor::Stored(checked) => {
+                    self.store
+                        .advance_session(username, device, |stored| {
+                            encrypt_active(&stored, &checked, plaintext)
+                        })
+                        .await??
+                }
+                // A new session from a bundle: its keys are its own.
+                SessionFor::New(mut session) => {
+                    let ciphertext = session
+                        .encrypt(plaintext)
+                        .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+                    self.store
+                        .save_session(
+                            username,
+                            device,
+                            session.base_key(),
+                            &session.to_bytes(),
+                            true,
+                        )
+                        .await?;
+                    ciphertext
+                }
+            };
             out.push(api::DeviceCiphertext {
                 device_id: api::DeviceId(device),
                 ciphertext: api::Ciphertext(ciphertext.into()),
@@ -1086,10 +1114,13 @@ impl Client {
             let opened = self
                 .open_group_message(&sender, device, bytes, envelope.server_timestamp.0)
                 .await?;
-            return Ok(Some(incoming(match opened {
-                Ok(kind) => kind,
-                Err(error) => IncomingKind::Failed { error },
-            })));
+            return Ok(Some(match opened {
+                Ok((kind, time)) => Incoming {
+                    time,
+                    ..incoming(kind)
+                },
+                Err(error) => incoming(IncomingKind::Failed { error }),
+            }));
         }
         self.handle_pairwise(envelope).await
     }
@@ -1126,6 +1157,15 @@ impl Client {
             (Some(to), true) => to.clone(),
             _ => sender.clone(),
         };
+        // The sender's own time, from inside the message; the server's only for a message
+        // without one.
+        let time = payload.ts.unwrap_or(envelope.server_timestamp.0);
+        let incoming = |kind| Incoming {
+            sender: sender.clone(),
+            sender_device: device,
+            time,
+            kind,
+        };
         match (payload.kind.as_str(), payload.receipt) {
             ("text", _) => {
                 self.store
@@ -1133,7 +1173,7 @@ impl Client {
                         &peer,
                         outgoing,
                         device,
-                        envelope.server_timestamp.0,
+                        time,
                         payload.body.as_bytes(),
                         payload.id.as_deref(),
                     )
@@ -1145,7 +1185,6 @@ impl Client {
                 })))
             }
             ("file", _) => {
-                let time = envelope.server_timestamp.0;
                 let kind = self
                     .receive_file(
                         &sender,
@@ -1175,12 +1214,7 @@ impl Client {
                     message_ids: receipt.ids,
                 })))
             }
-            ("group_update", _) => {
-                let event = self
-                    .on_group_update(&sender, &payload.body, incoming)
-                    .await?;
-                Ok(Some(event))
-            }
+            ("group_update", _) => self.on_group_update(&sender, &payload.body, incoming).await,
             ("sender_key", _) => {
                 let refused = self.on_sender_key(&sender, device, &payload.body).await?;
                 Ok(refused.map(|error| incoming(IncomingKind::Failed { error })))
@@ -1200,33 +1234,40 @@ impl Client {
         let message = Message::from_bytes(bytes)
             .map_err(|e| Failure::Message(format!("malformed message: {e}")))?;
         let mut rng = rng();
-        let stored = self
+        // Each stored session is tried, and the one that opens the message saved, in one
+        // store transaction (a decryption advances the state that the next encryption uses).
+        let (opened, stored, last_error) = self
             .store
-            .sessions(sender, device)
+            .advance_session(sender, device, |stored| {
+                let mut last_error = None;
+                for record in &stored {
+                    let mut session = match Session::from_bytes(&record.state) {
+                        Ok(session) => session,
+                        Err(e) => {
+                            let error = ClientError::Inconsistent(format!("stored session: {e}"));
+                            return (None, (Some(Err(error)), stored, None));
+                        }
+                    };
+                    match session.decrypt(&mut rng, &message) {
+                        Ok(plaintext) => {
+                            let write = SessionWrite {
+                                base_key: session.base_key().to_vec(),
+                                state: session.to_bytes(),
+                            };
+                            return (Some(write), (Some(Ok(plaintext)), stored, None));
+                        }
+                        Err(DecryptError::OtherSession) => {}
+                        Err(error) => last_error = Some(error),
+                    }
+                }
+                (None, (None, stored, last_error))
+            })
             .await
             .map_err(|e| Failure::Local(e.into()))?;
-        let mut last_error = None;
-        for record in &stored {
-            let mut session = Session::from_bytes(&record.state).map_err(|e| {
-                Failure::Local(ClientError::Inconsistent(format!("stored session: {e}")))
-            })?;
-            match session.decrypt(&mut rng, &message) {
-                Ok(plaintext) => {
-                    self.store
-                        .save_session(
-                            sender,
-                            device,
-                            session.base_key(),
-                            &session.to_bytes(),
-                            true,
-                        )
-                        .await
-                        .map_err(|e| Failure::Local(e.into()))?;
-                    return Ok(plaintext);
-                }
-                Err(DecryptError::OtherSession) => {}
-                Err(error) => last_error = Some(error),
-            }
+        match opened {
+            Some(Ok(plaintext)) => return Ok(plaintext),
+            Some(Err(error)) => return Err(Failure::Local(error)),
+            None => {}
         }
         let Message::PreKey(first) = &message else {
             return Err(Failure::Message(match last_error {
@@ -1722,6 +1763,7 @@ impl Payload {
             id: None,
             receipt: None,
             file: None,
+            ts: None,
         }
     }
 
@@ -1734,6 +1776,7 @@ impl Payload {
             id: Some(uid.to_owned()),
             receipt: None,
             file: None,
+            ts: None,
         }
     }
 
@@ -1747,6 +1790,16 @@ impl Payload {
             id: Some(uid.to_owned()),
             receipt: None,
             file: Some(file),
+            ts: None,
+        }
+    }
+
+    /// The payload, saying that the sender sent it at `time` (milliseconds since the Unix
+    /// epoch, the sender's clock).
+    pub(crate) fn at(self, time: i64) -> Self {
+        Self {
+            ts: Some(time),
+            ..self
         }
     }
 
@@ -1817,6 +1870,55 @@ fn parse_bundle(username: &str, bundle: &api::PrekeyBundle) -> Result<PreKeyBund
     Ok(parsed)
 }
 
+/// A session to encrypt with: one in the store (named by its base key, checked against
+/// the pinned identity), or one just set up from a bundle.
+enum SessionFor {
+    Stored([u8; 32]),
+    New(Box<Session>),
+}
+
+/// Encrypts under the active session among `stored`, which must be the one checked before
+/// (`checked`, its base key); returns the advanced state to save and the ciphertext.
+fn encrypt_active(
+    stored: &[StoredSession],
+    checked: &[u8; 32],
+    plaintext: &[u8],
+) -> (Option<SessionWrite>, Result<Vec<u8>, ClientError>) {
+    let Some(record) = stored.iter().find(|s| s.active) else {
+        return (
+            None,
+            Err(ClientError::Inconsistent(
+                "the session went away while sending; send again".into(),
+            )),
+        );
+    };
+    if record.base_key.as_slice() != checked.as_slice() {
+        return (
+            None,
+            Err(ClientError::Inconsistent(
+                "the active session changed while sending; send again".into(),
+            )),
+        );
+    }
+    let mut session = match Session::from_bytes(&record.state) {
+        Ok(session) => session,
+        Err(e) => {
+            let error = ClientError::Inconsistent(format!("stored session: {e}"));
+            return (None, Err(error));
+        }
+    };
+    match session.encrypt(plaintext) {
+        Ok(ciphertext) => (
+            Some(SessionWrite {
+                base_key: session.base_key().to_vec(),
+                state: session.to_bytes(),
+            }),
+            Ok(ciphertext),
+        ),
+        Err(e) => (None, Err(ClientError::Inconsistent(e.to_string()))),
+    }
+}
+
 /// A client that never reaches a server, for unit tests of what a client does with what it
 /// receives (nothing they call sends anything).
 #[cfg(test)]
@@ -1842,6 +1944,144 @@ pub(crate) async fn offline_client(dir: &Path, username: &str) -> Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bob's device: his keys, and Alice's store holding his pin and a session to him (as
+    /// after a first send).
+    struct Bob {
+        identity: IdentityKeyPair,
+        signed: SignedPreKeyPair,
+        kem: KemPreKeyPair,
+        session: Option<Session>,
+    }
+
+    impl Bob {
+        async fn with_session_from(alice: &Client) -> Self {
+            let mut rng = rng();
+            let identity = IdentityKeyPair::generate(&mut rng);
+            let signed = identity.generate_signed_prekey(&mut rng, PreKeyId(1));
+            let kem =
+                identity.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
+            let bundle = PreKeyBundle {
+                identity: identity.public().clone(),
+                signed_prekey: signed.public(),
+                one_time_prekey: None,
+                kem_prekey: kem.public().clone(),
+            };
+            let local = Client::address("alice", 1).unwrap();
+            let remote = Client::address("bob", 1).unwrap();
+            let session =
+                Session::initiate(&mut rng, &alice.identity, &local, &remote, &bundle).unwrap();
+            alice
+                .store
+                .pin_contact("bob", &identity.public().to_bytes())
+                .await
+                .unwrap();
+            alice
+                .store
+                .save_session("bob", 1, session.base_key(), &session.to_bytes(), true)
+                .await
+                .unwrap();
+            Self {
+                identity,
+                signed,
+                kem,
+                session: None,
+            }
+        }
+
+        /// Opens one of Alice's messages.
+        fn open(&mut self, alice: &Client, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
+            let mut rng = rng();
+            let message = Message::from_bytes(ciphertext).map_err(|e| e.to_string())?;
+            if let Some(session) = &mut self.session {
+                return session
+                    .decrypt(&mut rng, &message)
+                    .map_err(|e| e.to_string());
+            }
+            let Message::PreKey(first) = &message else {
+                return Err("the first message is not a prekey message".into());
+            };
+            let keys = ResponderKeys {
+                identity: &self.identity,
+                signed_prekey: &self.signed,
+                one_time_prekey: None,
+                kem_prekey: &self.kem,
+            };
+            let local = Client::address("bob", 1).unwrap();
+            let remote = Client::address(alice.username(), 1).unwrap();
+            let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
+                .map_err(|e| e.to_string())?;
+            self.session = Some(session);
+            Ok(plaintext)
+        }
+    }
+
+    /// Many encryptions to one device at once, by tasks sharing the store (as two processes
+    /// past the lock file would share the file), never put two messages under one message
+    /// key: the load, the encryption and the save of the advanced session are one store
+    /// transaction. Every ciphertext opens at the peer, and each once.
+    #[tokio::test]
+    async fn concurrent_sends_never_reuse_a_message_key() {
+        const SENDS: usize = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let alice = offline_client(dir.path(), "alice").await;
+        let mut bob = Bob::with_session_from(&alice).await;
+        let devices = BTreeSet::from([1]);
+        let sends = (0..SENDS).map(|i| {
+            let (alice, devices) = (&alice, &devices);
+            async move {
+                alice
+                    .encrypt_for("bob", devices, format!("message {i}").as_bytes())
+                    .await
+                    .unwrap()
+            }
+        });
+        let ciphertexts: Vec<_> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(ciphertexts.len(), SENDS);
+        let mut opened = BTreeSet::new();
+        for ciphertext in &ciphertexts {
+            let plaintext = bob
+                .open(&alice, ciphertext.ciphertext.0.as_slice())
+                .unwrap_or_else(|e| panic!("a message did not open ({e}): a reused key"));
+            assert!(opened.insert(plaintext), "one plaintext twice");
+        }
+        assert_eq!(opened.len(), SENDS, "every message opened, each once");
+    }
+
+    /// A session row put back to an older sealed copy of itself would make the next send
+    /// reuse a message key: the client refuses the row as rolled back and sends nothing.
+    #[tokio::test]
+    async fn a_rolled_back_session_is_refused_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = offline_client(dir.path(), "alice").await;
+        let mut bob = Bob::with_session_from(&alice).await;
+        let devices = BTreeSet::from([1]);
+        let first = alice.encrypt_for("bob", &devices, b"one").await.unwrap();
+        let older = alice.store.raw_session_row("bob", 1).await;
+        let second = alice.encrypt_for("bob", &devices, b"two").await.unwrap();
+        alice.store.put_raw_session_row("bob", 1, &older).await;
+        let err = alice
+            .encrypt_for("bob", &devices, b"three")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Store(StoreError::RolledBack(_))),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("is not what this device last wrote"),
+            "{err}"
+        );
+        for (ciphertext, text) in [(&first, b"one"), (&second, b"two")] {
+            let opened = bob.open(&alice, ciphertext[0].ciphertext.0.as_slice());
+            assert_eq!(opened.unwrap(), text);
+        }
+    }
 
     /// `safety-number` shows the changed key when there is one; `verify` must apply to that
     /// key, not mark the old one verified.

@@ -441,10 +441,12 @@ impl Client {
     ) -> Result<SentFile, ClientError> {
         let file = self.upload_file(path, progress).await?;
         let uid = random_id()?;
-        let to_them = file_payload(&file, None, &uid).to_bytes()?;
-        let to_us = Zeroizing::new(file_payload(&file, Some(username), &uid).to_bytes()?);
+        let time = crate::client::now_ms();
+        let to_them = file_payload(&file, None, &uid).at(time).to_bytes()?;
+        let to_us = file_payload(&file, Some(username), &uid).at(time);
+        let to_us = Zeroizing::new(to_us.to_bytes()?);
         let to_them = Zeroizing::new(to_them);
-        let time = self.send_payload(username, &to_them, &to_us).await?;
+        self.send_payload(username, &to_them, &to_us).await?;
         let device = self.device_id();
         let me = self.username().to_owned();
         self.record_file(&file.descriptor, &me, username, true, device, time, &uid)

@@ -25,7 +25,7 @@ pub use client::{
 };
 pub use files::{FileError, OutgoingFile, Progress, SentFile, Stage};
 pub use store::{
-    Contact, KeySource, MessageStatus, NewFile, PrekeyKind, Store, StoreError, StoreKey,
-    StoredFile, StoredMessage, StoredSession,
+    Contact, KeySource, MessageStatus, NewFile, PrekeyKind, SessionWrite, Store, StoreError,
+    StoreKey, StoredFile, StoredMessage, StoredSession,
 };
 pub use transport::{BlobDownload, Socket, Transport, TransportError, Trust};

@@ -11,11 +11,16 @@
 //! Sealed: the identity and account secrets, every prekey secret, every session state, every
 //! message body, every file descriptor (name, size, attachment key and digest). Each
 //! contact row also carries a seal over its pinned identity, verified flag and pending
-//! change, checked on every read, so an edit of the file is detected. In clear
-//! (needed for lookups): contact usernames and their public identity keys, session
+//! change, checked on every read, so an edit of the file is detected. A sealed manifest
+//! records the digest of every sealed row as last written (secrets, prekeys, sessions,
+//! contacts), so a row put back to an older sealed copy of itself is detected too (not a
+//! whole store restored from a backup). Loading, using and saving a session or chain is one
+//! `BEGIN IMMEDIATE` transaction ([`Store::advance_session`], [`Store::advance_secret`]).
+//! In clear (needed for lookups): contact usernames and their public identity keys, session
 //! addresses, message and file peers, directions and times, the blob ids of files and the
 //! sender and message id that announced each.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -23,7 +28,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -36,6 +43,13 @@ const KEY_CHECK: &[u8] = b"tacit store key check";
 /// The key check of a store whose contact rows are all sealed. (The upgrade is recorded in
 /// a sealed value, so deleting a marker cannot make a tampered row be sealed again.)
 const KEY_CHECK_SEALED_CONTACTS: &[u8] = b"tacit store key check v2: contacts sealed";
+/// The key check of a store that keeps a manifest (the digest of every sealed row as last
+/// written), so that deleting the manifest is damage, not an old store.
+const KEY_CHECK_MANIFEST: &[u8] = b"tacit store key check v3: contacts sealed, manifest kept";
+/// The sealing context of the manifest.
+const MANIFEST_CONTEXT: &str = "meta:manifest";
+/// How much of a sealed row's SHA-256 the manifest keeps.
+const ROW_DIGEST_LEN: usize = 16;
 /// Argon2id memory cost in KiB (64 MiB), passes and lanes.
 const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
 const ARGON2_PASSES: u32 = 3;
@@ -87,6 +101,14 @@ pub enum StoreError {
         /// Who named it again.
         second: String,
     },
+    /// A sealed row authenticates but is not the value this store last wrote there (an
+    /// older copy of the row was put back, or a row was deleted or brought back): its
+    /// digest differs from the one the store's sealed manifest records.
+    #[error(
+        "store is damaged: {0} is not what this device last wrote there (an older copy put \
+         back?); it is not used"
+    )]
+    RolledBack(String),
     /// The schema could not be brought up to date.
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -172,7 +194,9 @@ pub struct StoredMessage {
     pub outgoing: bool,
     /// The device that sent it.
     pub sender_device: u32,
-    /// Server time in milliseconds since the Unix epoch.
+    /// When the sender says it sent it (its own clock, from inside the encrypted message),
+    /// in milliseconds since the Unix epoch; for a message from a client before sender
+    /// times, the server's time (only the server's claim).
     pub sent_at: i64,
     /// The decrypted body.
     pub body: Vec<u8>,
@@ -230,7 +254,7 @@ pub struct NewFile<'a> {
     pub outgoing: bool,
     /// The device that sent it.
     pub sender_device: u32,
-    /// Server time in milliseconds since the Unix epoch.
+    /// When the message says it was sent (see [`StoredMessage::sent_at`]).
     pub sent_at: i64,
     /// The descriptor the message carried (serialized; it is sealed before it is stored).
     pub descriptor: &'a [u8],
@@ -251,7 +275,7 @@ pub struct StoredFile {
     pub outgoing: bool,
     /// The device that sent it.
     pub sender_device: u32,
-    /// Server time in milliseconds since the Unix epoch.
+    /// When the message says it was sent (see [`StoredMessage::sent_at`]).
     pub sent_at: i64,
     /// The descriptor the file message carried (it holds the attachment key).
     pub descriptor: Zeroizing<Vec<u8>>,
@@ -266,6 +290,120 @@ pub struct StoredSession {
     pub active: bool,
     /// The serialized [`tacit_crypto::Session`].
     pub state: Zeroizing<Vec<u8>>,
+}
+
+/// What [`Store::advance_session`] saves: the session used, in its advanced state.
+pub struct SessionWrite {
+    /// The session's base key (names it).
+    pub base_key: Vec<u8>,
+    /// The serialized [`tacit_crypto::Session`] after the step.
+    pub state: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SessionWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { base_key, state: _ } = self;
+        f.debug_struct("SessionWrite")
+            .field("base_key", base_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The store's record of what it last wrote: for each sealed row (by its sealing context),
+/// the first 16 bytes of the SHA-256 of its sealed value. Every seal has a fresh random
+/// nonce, so each write gives a new digest, and an older copy of a row does not match. The
+/// manifest is itself sealed (in `meta`) and rewritten in the same transaction as the row.
+#[derive(Default)]
+struct Manifest(BTreeMap<String, [u8; ROW_DIGEST_LEN]>);
+
+impl Manifest {
+    fn digest(sealed: &[u8]) -> [u8; ROW_DIGEST_LEN] {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(sealed);
+        let mut out = [0u8; ROW_DIGEST_LEN];
+        out.copy_from_slice(&hash[..ROW_DIGEST_LEN]);
+        out
+    }
+
+    /// `0x01 || count (4) || { len (2) || context || digest (16) }*`, in context order.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.0.len() * 64);
+        out.push(1);
+        let count = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&count.to_be_bytes());
+        for (context, digest) in &self.0 {
+            let len = u16::try_from(context.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(context.as_bytes());
+            out.extend_from_slice(digest);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.len() >= n).then(|| bytes.split_at(n))?;
+            *bytes = rest;
+            Some(head)
+        }
+        let mut rest = bytes;
+        if take(&mut rest, 1)? != [1] {
+            return None;
+        }
+        let count = u32::from_be_bytes(take(&mut rest, 4)?.try_into().ok()?);
+        let mut map = BTreeMap::new();
+        for _ in 0..count {
+            let len = u16::from_be_bytes(take(&mut rest, 2)?.try_into().ok()?);
+            let context = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+            let digest = take(&mut rest, ROW_DIGEST_LEN)?.try_into().ok()?;
+            if map.insert(context.to_owned(), digest).is_some() {
+                return None;
+            }
+        }
+        rest.is_empty().then_some(Self(map))
+    }
+
+    fn set(&mut self, context: String, sealed: &[u8]) {
+        self.0.insert(context, Self::digest(sealed));
+    }
+
+    fn remove(&mut self, context: &str) {
+        self.0.remove(context);
+    }
+
+    fn remove_prefix(&mut self, prefix: &str) {
+        self.0.retain(|context, _| !context.starts_with(prefix));
+    }
+
+    /// The row `context` holds `sealed`: it must be what was last written there.
+    fn check(&self, context: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        use subtle::ConstantTimeEq as _;
+        match self.0.get(context) {
+            Some(digest) if bool::from(digest.ct_eq(&Self::digest(sealed))) => Ok(()),
+            _ => Err(StoreError::RolledBack(context.to_owned())),
+        }
+    }
+
+    /// There is no row `context`: none may have been written since it was last deleted.
+    fn check_absent(&self, context: &str) -> Result<(), StoreError> {
+        match self.0.contains_key(context) {
+            true => Err(StoreError::RolledBack(format!("{context} (deleted)"))),
+            false => Ok(()),
+        }
+    }
+
+    /// Every row recorded under `prefix` was among those read (`seen`).
+    fn check_all_seen(&self, prefix: &str, seen: &BTreeSet<String>) -> Result<(), StoreError> {
+        match self
+            .0
+            .keys()
+            .filter(|c| c.starts_with(prefix))
+            .find(|c| !seen.contains(*c))
+        {
+            Some(missing) => Err(StoreError::RolledBack(format!("{missing} (deleted)"))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The encrypted local store.
@@ -356,15 +494,28 @@ impl Store {
                 let opened = store
                     .open_sealed("meta:key_check", &check)
                     .map_err(|_| StoreError::WrongPassphrase)?;
-                if opened.as_slice() == KEY_CHECK {
-                    store.seal_old_contacts().await?;
-                } else if opened.as_slice() != KEY_CHECK_SEALED_CONTACTS {
-                    return Err(StoreError::WrongPassphrase);
+                let opened = opened.as_slice();
+                if opened != KEY_CHECK_MANIFEST {
+                    if opened != KEY_CHECK && opened != KEY_CHECK_SEALED_CONTACTS {
+                        return Err(StoreError::WrongPassphrase);
+                    }
+                    // An older store: seal its contact rows (if not yet done), record every
+                    // sealed row in a new manifest, and say so in the key check, once.
+                    let mut tx = store.begin_write().await?;
+                    if opened == KEY_CHECK {
+                        store.seal_old_contacts(&mut tx).await?;
+                    }
+                    store.make_manifest(&mut tx).await?;
+                    sqlx::query("UPDATE meta SET value = ? WHERE key = 'key_check'")
+                        .bind(store.seal("meta:key_check", KEY_CHECK_MANIFEST)?)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
                 }
             }
             None => {
-                let check = store.seal("meta:key_check", KEY_CHECK_SEALED_CONTACTS)?;
-                let mut tx = store.pool.begin().await?;
+                let check = store.seal("meta:key_check", KEY_CHECK_MANIFEST)?;
+                let mut tx = store.begin_write().await?;
                 for (name, value) in [("salt", salt.as_slice()), ("key_check", &check)] {
                     sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
                         .bind(name)
@@ -372,6 +523,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                store.save_manifest(&mut tx, &Manifest::default()).await?;
                 tx.commit().await?;
             }
         }
@@ -424,23 +576,125 @@ impl Store {
             .map_err(|_| corrupt())
     }
 
+    /// Begins a write: `BEGIN IMMEDIATE` takes SQLite's write lock at once, so two writers
+    /// (two tasks here, or two processes that got past the lock file) never both read a row
+    /// and then both write it back.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The manifest, opened and checked.
+    async fn manifest(&self, conn: &mut SqliteConnection) -> Result<Manifest, StoreError> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'manifest'")
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Corrupt("manifest (missing)".into()));
+        };
+        let sealed: Vec<u8> = row.try_get(0)?;
+        let opened = self.open_sealed(MANIFEST_CONTEXT, &sealed)?;
+        Manifest::decode(&opened).ok_or_else(|| StoreError::Corrupt("manifest".into()))
+    }
+
+    async fn save_manifest(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &Manifest,
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(MANIFEST_CONTEXT, &manifest.encode())?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('manifest', ?) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(sealed)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// Stores a named secret (identity, account credential, ...), sealed.
     pub async fn put_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let sealed = self.seal(&format!("meta:secret:{name}"), value)?;
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        self.put_secret_in(&mut tx, &mut manifest, name, value)
+            .await?;
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_secret_in(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &mut Manifest,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let context = secret_context(name);
+        let sealed = self.seal(&context, value)?;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(format!("secret:{name}"))
-            .bind(sealed)
-            .execute(&self.pool)
+            .bind(&sealed)
+            .execute(&mut *conn)
             .await?;
+        manifest.set(context, &sealed);
         Ok(())
+    }
+
+    async fn secret_in(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &Manifest,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let context = secret_context(name);
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(format!("secret:{name}"))
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            manifest.check_absent(&context)?;
+            return Ok(None);
+        };
+        let sealed: Vec<u8> = row.try_get(0)?;
+        let value = self.open_sealed(&context, &sealed)?;
+        manifest.check(&context, &sealed)?;
+        Ok(Some(value))
+    }
+
+    /// Loads a named secret, lets `step` decide its new value (`None`: unchanged) and stores
+    /// it, in one write transaction: what `step` computed from the value (an encryption
+    /// under a chain, say) can never be computed again from the same value by another
+    /// writer.
+    pub async fn advance_secret<T>(
+        &self,
+        name: &str,
+        step: impl FnOnce(Option<&[u8]>) -> (Option<Zeroizing<Vec<u8>>>, T),
+    ) -> Result<T, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        let current = self.secret_in(&mut tx, &manifest, name).await?;
+        let (new, out) = step(current.as_ref().map(|v| v.as_slice()));
+        if let Some(new) = new {
+            self.put_secret_in(&mut tx, &mut manifest, name, &new)
+                .await?;
+            self.save_manifest(&mut tx, &manifest).await?;
+            tx.commit().await?;
+        }
+        Ok(out)
     }
 
     /// Deletes a named secret (if there is one).
     pub async fn delete_secret(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
         sqlx::query("DELETE FROM meta WHERE key = ?")
             .bind(format!("secret:{name}"))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        manifest.remove(&secret_context(name));
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -449,41 +703,50 @@ impl Store {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
         let key_prefix = format!("secret:{prefix}");
         let rows: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key")
                 .bind(i64::try_from(key_prefix.len()).unwrap_or(i64::MAX))
                 .bind(&key_prefix)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
-        rows.into_iter()
-            .map(|(key, sealed)| {
-                let name = key["secret:".len()..].to_owned();
-                let value = self.open_sealed(&format!("meta:{key}"), &sealed)?;
-                Ok((name, value))
-            })
-            .collect()
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, sealed) in rows {
+            let name = key["secret:".len()..].to_owned();
+            let context = secret_context(&name);
+            let value = self.open_sealed(&context, &sealed)?;
+            manifest.check(&context, &sealed)?;
+            seen.insert(context);
+            out.push((name, value));
+        }
+        manifest.check_all_seen(&secret_context(prefix), &seen)?;
+        Ok(out)
     }
 
     /// Deletes every secret whose name starts with `prefix`.
     pub async fn delete_secrets_with_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
         let key_prefix = format!("secret:{prefix}");
         sqlx::query("DELETE FROM meta WHERE substr(key, 1, ?) = ?")
             .bind(i64::try_from(key_prefix.len()).unwrap_or(i64::MAX))
             .bind(&key_prefix)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        manifest.remove_prefix(&secret_context(prefix));
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Reads a named secret.
     pub async fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        match meta(&self.pool, &format!("secret:{name}")).await? {
-            Some(sealed) => Ok(Some(
-                self.open_sealed(&format!("meta:secret:{name}"), &sealed)?,
-            )),
-            None => Ok(None),
-        }
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
+        self.secret_in(&mut tx, &manifest, name).await
     }
 
     /// Stores a prekey secret (its `to_secret_bytes` encoding).
@@ -493,13 +756,19 @@ impl Store {
         id: u32,
         secret: &[u8],
     ) -> Result<(), StoreError> {
-        let sealed = self.seal(&format!("prekeys:{}:{id}", kind.code()), secret)?;
+        let context = prekey_context(kind, id);
+        let sealed = self.seal(&context, secret)?;
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
         sqlx::query("INSERT INTO prekeys (kind, id, secret_sealed) VALUES (?, ?, ?) ON CONFLICT(kind, id) DO UPDATE SET secret_sealed = excluded.secret_sealed")
             .bind(kind.code())
             .bind(i64::from(id))
-            .bind(sealed)
-            .execute(&self.pool)
+            .bind(&sealed)
+            .execute(&mut *tx)
             .await?;
+        manifest.set(context, &sealed);
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -509,30 +778,41 @@ impl Store {
         kind: PrekeyKind,
         id: u32,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
+        let context = prekey_context(kind, id);
         let row = sqlx::query("SELECT secret_sealed FROM prekeys WHERE kind = ? AND id = ?")
             .bind(kind.code())
             .bind(i64::from(id))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         match row {
             Some(row) => {
                 let sealed: Vec<u8> = row.try_get(0)?;
-                Ok(Some(self.open_sealed(
-                    &format!("prekeys:{}:{id}", kind.code()),
-                    &sealed,
-                )?))
+                let secret = self.open_sealed(&context, &sealed)?;
+                manifest.check(&context, &sealed)?;
+                Ok(Some(secret))
             }
-            None => Ok(None),
+            None => {
+                // A used one-time prekey put back would let a first message be replayed.
+                manifest.check_absent(&context)?;
+                Ok(None)
+            }
         }
     }
 
     /// Deletes a prekey secret (a one-time key once a session used it).
     pub async fn delete_prekey(&self, kind: PrekeyKind, id: u32) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
         sqlx::query("DELETE FROM prekeys WHERE kind = ? AND id = ?")
             .bind(kind.code())
             .bind(i64::from(id))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        manifest.remove(&prekey_context(kind, id));
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -546,13 +826,41 @@ impl Store {
         state: &[u8],
         active: bool,
     ) -> Result<(), StoreError> {
-        let sealed = self.seal(&session_context(username, device, base_key), state)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        self.save_session_in(
+            &mut tx,
+            &mut manifest,
+            username,
+            device,
+            base_key,
+            state,
+            active,
+        )
+        .await?;
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // the row, and where it is recorded
+    async fn save_session_in(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &mut Manifest,
+        username: &str,
+        device: u32,
+        base_key: &[u8],
+        state: &[u8],
+        active: bool,
+    ) -> Result<(), StoreError> {
+        let context = session_context(username, device, base_key);
+        let sealed = self.seal(&context, state)?;
         if active {
             sqlx::query("UPDATE sessions SET active = 0 WHERE username = ? AND device = ?")
                 .bind(username)
                 .bind(i64::from(device))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         sqlx::query(
@@ -566,10 +874,10 @@ impl Store {
         .bind(i64::from(device))
         .bind(base_key)
         .bind(i64::from(active))
-        .bind(sealed)
-        .execute(&mut *tx)
+        .bind(&sealed)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
+        manifest.set(context, &sealed);
         Ok(())
     }
 
@@ -579,60 +887,143 @@ impl Store {
         username: &str,
         device: u32,
     ) -> Result<Vec<StoredSession>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
+        self.sessions_in(&mut tx, &manifest, username, device).await
+    }
+
+    async fn sessions_in(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &Manifest,
+        username: &str,
+        device: u32,
+    ) -> Result<Vec<StoredSession>, StoreError> {
         let rows = sqlx::query(
             "SELECT base_key, active, state_sealed FROM sessions WHERE username = ? AND device = ?
              ORDER BY active DESC, updated_seq DESC",
         )
         .bind(username)
         .bind(i64::from(device))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let base_key: Vec<u8> = row.try_get(0)?;
-                let active: i64 = row.try_get(1)?;
-                let sealed: Vec<u8> = row.try_get(2)?;
-                let state =
-                    self.open_sealed(&session_context(username, device, &base_key), &sealed)?;
-                Ok(StoredSession {
-                    base_key,
-                    active: active != 0,
-                    state,
-                })
-            })
-            .collect()
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let base_key: Vec<u8> = row.try_get(0)?;
+            let active: i64 = row.try_get(1)?;
+            let sealed: Vec<u8> = row.try_get(2)?;
+            let context = session_context(username, device, &base_key);
+            let state = self.open_sealed(&context, &sealed)?;
+            manifest.check(&context, &sealed)?;
+            seen.insert(context);
+            out.push(StoredSession {
+                base_key,
+                active: active != 0,
+                state,
+            });
+        }
+        manifest.check_all_seen(&session_context(username, device, &[]), &seen)?;
+        Ok(out)
+    }
+
+    /// Loads the sessions with a device, lets `step` use one (to encrypt or decrypt) and
+    /// saves the state it returns as the active session, all in one write transaction. So
+    /// the load, the use of a message key and the save of the advanced state are one step:
+    /// two writers (tasks, or processes past the lock file) can never both encrypt under
+    /// the state they loaded, which would put two messages under one message key.
+    pub async fn advance_session<T>(
+        &self,
+        username: &str,
+        device: u32,
+        step: impl FnOnce(Vec<StoredSession>) -> (Option<SessionWrite>, T),
+    ) -> Result<T, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        let stored = self
+            .sessions_in(&mut tx, &manifest, username, device)
+            .await?;
+        let (write, out) = step(stored);
+        if let Some(write) = write {
+            self.save_session_in(
+                &mut tx,
+                &mut manifest,
+                username,
+                device,
+                &write.base_key,
+                &write.state,
+                true,
+            )
+            .await?;
+            self.save_manifest(&mut tx, &manifest).await?;
+            tx.commit().await?;
+        }
+        Ok(out)
     }
 
     /// Deletes every session with a user (after they re-registered with a new identity).
     pub async fn delete_sessions(&self, username: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
         sqlx::query("DELETE FROM sessions WHERE username = ?")
             .bind(username)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        manifest.remove_prefix(&format!("sessions:{}:{username}:", username.len()));
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// The contact record for `username`, if any.
     pub async fn contact(&self, username: &str) -> Result<Option<Contact>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
+        self.contact_in(&mut tx, &manifest, username).await
+    }
+
+    async fn contact_in(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &Manifest,
+        username: &str,
+    ) -> Result<Option<Contact>, StoreError> {
         let row = sqlx::query(
             "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
              FROM contacts WHERE username = ?",
         )
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
-        row.map(|row| self.contact_from_row(&row)).transpose()
+        match row {
+            Some(row) => self.contact_from_row(&row, manifest).map(Some),
+            None => {
+                manifest.check_absent(&contact_context(username))?;
+                Ok(None)
+            }
+        }
     }
 
     /// Every contact, by username.
     pub async fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
         let rows = sqlx::query(
             "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
              FROM contacts ORDER BY username",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter().map(|row| self.contact_from_row(row)).collect()
+        let contacts = rows
+            .iter()
+            .map(|row| self.contact_from_row(row, &manifest))
+            .collect::<Result<Vec<_>, _>>()?;
+        let seen = contacts
+            .iter()
+            .map(|c| contact_context(&c.username))
+            .collect();
+        manifest.check_all_seen("contacts:", &seen)?;
+        Ok(contacts)
     }
 
     /// Pins an identity for a new contact (trust on first use).
@@ -702,19 +1093,14 @@ impl Store {
         username: &str,
         change: impl FnOnce(Option<Contact>) -> Option<Contact>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT username, identity_key, verified, changed_identity_key, check_sealed \
-             FROM contacts WHERE username = ?",
-        )
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let current = row.map(|row| self.contact_from_row(&row)).transpose()?;
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        let current = self.contact_in(&mut tx, &manifest, username).await?;
         let Some(new) = change(current) else {
             return Ok(false);
         };
-        let seal = self.seal(&contact_context(username), &contact_check(&new))?;
+        let context = contact_context(username);
+        let seal = self.seal(&context, &contact_check(&new))?;
         sqlx::query(
             "INSERT INTO contacts (username, identity_key, verified, changed_identity_key, \
              check_sealed) VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO UPDATE SET \
@@ -726,15 +1112,21 @@ impl Store {
         .bind(&new.identity_key)
         .bind(i64::from(new.verified))
         .bind(&new.changed_identity_key)
-        .bind(seal)
+        .bind(&seal)
         .execute(&mut *tx)
         .await?;
+        manifest.set(context, &seal);
+        self.save_manifest(&mut tx, &manifest).await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    /// A contact row, checked against its seal.
-    fn contact_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
+    /// A contact row, checked against its seal and the manifest.
+    fn contact_from_row(
+        &self,
+        row: &sqlx::sqlite::SqliteRow,
+        manifest: &Manifest,
+    ) -> Result<Contact, StoreError> {
         let verified: i64 = row.try_get(2)?;
         let contact = Contact {
             username: row.try_get(0)?,
@@ -745,22 +1137,22 @@ impl Store {
         let sealed: Option<Vec<u8>> = row.try_get(4)?;
         let context = contact_context(&contact.username);
         let corrupt = || StoreError::Corrupt(format!("contact {}", contact.username));
-        let opened = self.open_sealed(&context, &sealed.ok_or_else(corrupt)?)?;
+        let sealed = sealed.ok_or_else(corrupt)?;
+        let opened = self.open_sealed(&context, &sealed)?;
         if opened.as_slice() != contact_check(&contact).as_slice() {
             return Err(corrupt());
         }
+        manifest.check(&context, &sealed)?;
         Ok(contact)
     }
 
-    /// Seals the contact rows of a store made before contacts were sealed, and records in
-    /// the sealed key check that they are (once per store).
-    async fn seal_old_contacts(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    /// Seals the contact rows of a store made before contacts were sealed (once per store).
+    async fn seal_old_contacts(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
         let rows = sqlx::query(
             "SELECT username, identity_key, verified, changed_identity_key FROM contacts \
              WHERE check_sealed IS NULL",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         for row in rows {
             let verified: i64 = row.try_get(2)?;
@@ -777,15 +1169,49 @@ impl Store {
             sqlx::query("UPDATE contacts SET check_sealed = ? WHERE username = ?")
                 .bind(seal)
                 .bind(&contact.username)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        sqlx::query("UPDATE meta SET value = ? WHERE key = 'key_check'")
-            .bind(self.seal("meta:key_check", KEY_CHECK_SEALED_CONTACTS)?)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
+    }
+
+    /// Makes the manifest of a store made before there was one, from the rows as they are
+    /// (once per store: the key check then records that the store has a manifest).
+    async fn make_manifest(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        let mut manifest = Manifest::default();
+        let secrets: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key, value FROM meta WHERE substr(key, 1, 7) = 'secret:'")
+                .fetch_all(&mut *conn)
+                .await?;
+        for (key, sealed) in secrets {
+            manifest.set(format!("meta:{key}"), &sealed);
+        }
+        let prekeys: Vec<(i64, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT kind, id, secret_sealed FROM prekeys")
+                .fetch_all(&mut *conn)
+                .await?;
+        for (kind, id, sealed) in prekeys {
+            manifest.set(format!("prekeys:{kind}:{id}"), &sealed);
+        }
+        let sessions: Vec<(String, i64, Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT username, device, base_key, state_sealed FROM sessions")
+                .fetch_all(&mut *conn)
+                .await?;
+        for (username, device, base_key, sealed) in sessions {
+            let device = u32::try_from(device)
+                .map_err(|_| StoreError::Corrupt(format!("session of {username}")))?;
+            manifest.set(session_context(&username, device, &base_key), &sealed);
+        }
+        let contacts: Vec<(String, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT username, check_sealed FROM contacts")
+                .fetch_all(&mut *conn)
+                .await?;
+        for (username, sealed) in contacts {
+            if let Some(sealed) = sealed {
+                manifest.set(contact_context(&username), &sealed);
+            }
+        }
+        self.save_manifest(conn, &manifest).await
     }
 
     /// Appends a message to a group conversation (`peer` is the group's history key),
@@ -814,14 +1240,25 @@ impl Store {
 
     /// Deletes the prekeys of `kind` with an id below `id`.
     pub async fn delete_prekeys_before(&self, kind: PrekeyKind, id: u32) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM prekeys WHERE kind = ? AND id < ?")
+            .bind(kind.code())
+            .bind(i64::from(id))
+            .fetch_all(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM prekeys WHERE kind = ? AND id < ?")
             .bind(kind.code())
             .bind(i64::from(id))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        for old in ids {
+            manifest.remove(&format!("prekeys:{}:{old}", kind.code()));
+        }
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
         Ok(())
     }
-
     /// Appends a message to the history.
     pub async fn add_message(
         &self,
@@ -832,7 +1269,7 @@ impl Store {
         body: &[u8],
         uid: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")
             .fetch_one(&mut *tx)
             .await?
@@ -895,7 +1332,7 @@ impl Store {
         uids: &[String],
         status: MessageStatus,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut changed = 0;
         for uid in uids {
             changed += sqlx::query(
@@ -917,7 +1354,7 @@ impl Store {
     /// Marks every unread incoming message from `peer` read; returns the uids of those that
     /// had one (for a read receipt).
     pub async fn mark_incoming_read(&self, peer: &str) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let uids: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT uid FROM messages WHERE peer = ? AND outgoing = 0 AND status < 2 ORDER BY id",
         )
@@ -940,7 +1377,7 @@ impl Store {
     /// sender, or by the same sender with another descriptor, is refused with
     /// [`StoreError::BlobConflict`]: the first record is kept and nothing is merged.
     pub async fn put_file(&self, file: &NewFile<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT sender, peer, message_id, descriptor_sealed FROM files WHERE blob_id = ?",
         )
@@ -1035,6 +1472,31 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// The sealed value of the one session row with a device, as the file holds it.
+    pub(crate) async fn raw_session_row(&self, username: &str, device: u32) -> Vec<u8> {
+        sqlx::query_scalar("SELECT state_sealed FROM sessions WHERE username = ? AND device = ?")
+            .bind(username)
+            .bind(i64::from(device))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Writes a sealed value into the session row with a device, as an attacker with the
+    /// file could.
+    pub(crate) async fn put_raw_session_row(&self, username: &str, device: u32, sealed: &[u8]) {
+        sqlx::query("UPDATE sessions SET state_sealed = ? WHERE username = ? AND device = ?")
+            .bind(sealed)
+            .bind(username)
+            .bind(i64::from(device))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+}
+
 /// The sealing context of a file record: the blob id and the message that announced it
 /// (records from before message keys existed used the blob id alone).
 fn file_context(
@@ -1051,6 +1513,14 @@ fn file_context(
         ),
         _ => format!("files:{blob_id}"),
     }
+}
+
+fn secret_context(name: &str) -> String {
+    format!("meta:secret:{name}")
+}
+
+fn prekey_context(kind: PrekeyKind, id: u32) -> String {
+    format!("prekeys:{}:{id}", kind.code())
 }
 
 fn session_context(username: &str, device: u32, base_key: &[u8]) -> String {
@@ -1425,6 +1895,151 @@ mod tests {
         }
         let store = Store::open(&path, key(4)).await.unwrap();
         assert_eq!(store.contacts().await.unwrap().len(), 2);
+    }
+
+    /// A sealed row put back to an older sealed copy of itself still authenticates under
+    /// the store key; the manifest catches it. Each kind of row: a session, a contact (its
+    /// pending identity change undone), a sender-key chain, a used one-time prekey brought
+    /// back, a deleted session brought back. Rows that were not rolled back still read.
+    #[tokio::test]
+    async fn an_older_copy_of_a_sealed_row_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(8)).await.unwrap();
+        let scalar = |sql: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, Vec<u8>>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        store
+            .save_session("bob", 1, &[1; 32], b"state 1", true)
+            .await
+            .unwrap();
+        let old_session = scalar("SELECT state_sealed FROM sessions WHERE device = 1").await;
+        store
+            .save_session("bob", 1, &[1; 32], b"state 2", true)
+            .await
+            .unwrap();
+
+        store.pin_contact("carol", b"carol's key").await.unwrap();
+        store.mark_verified("carol").await.unwrap();
+        let old_contact = scalar("SELECT check_sealed FROM contacts").await;
+        store
+            .record_changed_identity("carol", b"carol's new key")
+            .await
+            .unwrap();
+
+        store
+            .put_secret("group-key:g", b"chain at 1")
+            .await
+            .unwrap();
+        let old_chain = scalar("SELECT value FROM meta WHERE key = 'secret:group-key:g'").await;
+        store
+            .put_secret("group-key:g", b"chain at 2")
+            .await
+            .unwrap();
+
+        store
+            .put_prekey(PrekeyKind::OneTime, 5, b"used once")
+            .await
+            .unwrap();
+        let old_prekey = scalar("SELECT secret_sealed FROM prekeys").await;
+        store.delete_prekey(PrekeyKind::OneTime, 5).await.unwrap();
+
+        store
+            .save_session("dave", 2, &[2; 32], b"dave's", true)
+            .await
+            .unwrap();
+        let old_dave = scalar("SELECT state_sealed FROM sessions WHERE device = 2").await;
+        store.delete_sessions("dave").await.unwrap();
+
+        store.pin_contact("erin", b"erin's key").await.unwrap();
+        store.close().await;
+
+        // Put the older copies back, as anyone with the file could.
+        let db = format!("sqlite://{}", path.display());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+            .await
+            .unwrap();
+        for (sql, value) in [
+            ("UPDATE sessions SET state_sealed = ?", &old_session),
+            (
+                "UPDATE contacts SET changed_identity_key = NULL, check_sealed = ? \
+                 WHERE username = 'carol'",
+                &old_contact,
+            ),
+            (
+                "UPDATE meta SET value = ? WHERE key = 'secret:group-key:g'",
+                &old_chain,
+            ),
+            (
+                "INSERT INTO prekeys (kind, id, secret_sealed) VALUES (2, 5, ?)",
+                &old_prekey,
+            ),
+            (
+                "INSERT INTO sessions (username, device, base_key, active, updated_seq, \
+                 state_sealed) VALUES ('dave', 2, x'0202020202020202020202020202020202020202020202020202020202020202', 1, 9, ?)",
+                &old_dave,
+            ),
+        ] {
+            sqlx::query(sql)
+                .bind(value)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        drop(conn);
+
+        let store = Store::open(&path, key(8)).await.unwrap();
+        let rolled_back = |what: &str, result: Result<(), StoreError>| {
+            assert!(
+                matches!(result, Err(StoreError::RolledBack(_))),
+                "{what}: {result:?}"
+            );
+        };
+        rolled_back("session", store.sessions("bob", 1).await.map(drop));
+        rolled_back("contact", store.contact("carol").await.map(drop));
+        rolled_back("contacts", store.contacts().await.map(drop));
+        rolled_back("chain", store.secret("group-key:g").await.map(drop));
+        rolled_back(
+            "chains",
+            store.secrets_with_prefix("group-key:").await.map(drop),
+        );
+        rolled_back(
+            "prekey",
+            store.prekey(PrekeyKind::OneTime, 5).await.map(drop),
+        );
+        rolled_back("deleted session", store.sessions("dave", 2).await.map(drop));
+        // A change is not sealed over a rolled-back row.
+        rolled_back("verify", store.mark_verified("carol").await.map(drop));
+        // What was not rolled back still reads.
+        assert_eq!(
+            store.contact("erin").await.unwrap().unwrap().identity_key,
+            b"erin's key"
+        );
+    }
+
+    /// The manifest is part of the store: deleting it is damage, not an older store.
+    #[tokio::test]
+    async fn a_deleted_manifest_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(8)).await.unwrap();
+        store.pin_contact("carol", b"carol's key").await.unwrap();
+        sqlx::query("DELETE FROM meta WHERE key = 'manifest'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let store = Store::open(&path, key(8)).await.unwrap();
+        assert!(matches!(
+            store.contact("carol").await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     /// A store made before contacts were sealed: its rows are sealed at the next open, once;

@@ -134,6 +134,9 @@ pub struct Lies {
     pub steal_blob_id: bool,
     /// Every envelope pushed over the WebSocket is pushed twice.
     pub duplicate_pushes: bool,
+    /// Every fetched or pushed envelope claims this server time (milliseconds since the
+    /// Unix epoch) instead of the real one.
+    pub envelope_time: Option<i64>,
 }
 
 /// One request through the relay and what its client got back.
@@ -451,17 +454,21 @@ async fn pump(
             },
             message = from_server.next() => match message {
                 Some(Ok(ServerMessage::Text(text))) => {
-                    let is_envelope = matches!(
-                        serde_json::from_str::<api::ServerFrame>(text.as_str()),
-                        Ok(api::ServerFrame::Envelope(_))
-                    );
+                    let mut text = text.as_str().to_owned();
+                    let frame = serde_json::from_str::<api::ServerFrame>(&text);
+                    let is_envelope = matches!(frame, Ok(api::ServerFrame::Envelope(_)));
+                    let time = shared.lies.lock().unwrap().envelope_time;
+                    if let (Ok(api::ServerFrame::Envelope(mut envelope)), Some(time)) = (frame, time) {
+                        envelope.server_timestamp.0 = time;
+                        text = serde_json::to_string(&api::ServerFrame::Envelope(envelope)).unwrap();
+                    }
                     let copies = if is_envelope && shared.lies.lock().unwrap().duplicate_pushes {
                         2
                     } else {
                         1
                     };
                     for _ in 0..copies {
-                        if to_client.send(ClientMessage::Text(text.as_str().into())).await.is_err() {
+                        if to_client.send(ClientMessage::Text(text.clone().into())).await.is_err() {
                             return;
                         }
                     }
@@ -539,10 +546,16 @@ impl Shared {
             && !lies.reverse_envelopes
             && !lies.corrupt_envelopes
             && lies.replay.is_empty()
+            && lies.envelope_time.is_none()
         {
             return bytes;
         }
         let mut batch: api::EnvelopeBatch = serde_json::from_slice(&bytes).unwrap();
+        if let Some(time) = lies.envelope_time {
+            for envelope in &mut batch.envelopes {
+                envelope.server_timestamp.0 = time;
+            }
+        }
         if lies.corrupt_envelopes {
             for envelope in &mut batch.envelopes {
                 if let Some(last) = envelope.ciphertext.0.0.last_mut() {

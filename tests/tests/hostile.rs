@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -496,4 +497,234 @@ async fn a_duplicated_push_over_the_websocket_opens_once() {
     assert_eq!(failed.len(), 1, "{events:?}");
     assert!(failed[0].contains("duplicate"), "{failed:?}");
     assert_eq!(bob.store().history("alice").await.unwrap().len(), 1);
+}
+
+/// Alice makes a group of Bob, Carol, Dave and Erin and promotes Bob: two admins. Returns
+/// Alice, the other four (each has received both updates) and the group.
+async fn team_with_two_admins(w: &World) -> (Client, Vec<Client>, tacit_sdk::GroupInfo) {
+    let mut alice = w.register("alice").await;
+    let mut others = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        others.push(w.register(name).await);
+    }
+    let names: Vec<String> = ["bob", "carol", "dave", "erin"].map(String::from).to_vec();
+    let info = alice.create_group("team", &names).await.unwrap();
+    for client in &mut others {
+        client.receive().await.unwrap();
+    }
+    alice
+        .promote_members(&info.id, &["bob".to_owned()])
+        .await
+        .unwrap();
+    for client in &mut others {
+        client.receive().await.unwrap();
+    }
+    assert_eq!(
+        others[0].find_group(&info.id).await.unwrap().admins,
+        ["alice", "bob"].map(String::from).into()
+    );
+    (alice, others, info)
+}
+
+fn updates_from(events: &[tacit_sdk::Incoming]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                IncomingKind::GroupUpdate { .. } | IncomingKind::Failed { .. }
+            )
+        })
+        .map(|e| e.sender.clone())
+        .collect()
+}
+
+fn roster(group: tacit_sdk::GroupInfo) -> (BTreeSet<String>, BTreeSet<String>) {
+    (group.members, group.admins)
+}
+
+fn names(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// The lie: two admins change the group at once (Alice removes Dave while Bob removes
+/// Erin), and the relay delivers the two updates to Carol in one order and to everyone else
+/// in the other. Without epochs each update carried its author's whole new roster and the
+/// last one applied won: Carol would end with Erin, Alice with Dave. With epochs every
+/// member applies both changes, in one order: Alice, Bob and Carol, and no one else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
+    let w = world().await;
+    let (mut alice, mut others, info) = team_with_two_admins(&w).await;
+    let [bob, carol, dave, erin] = &mut others[..] else {
+        unreachable!()
+    };
+    // At once: neither has seen the other's change.
+    alice
+        .remove_members(&info.id, &["dave".to_owned()])
+        .await
+        .unwrap();
+    bob.remove_members(&info.id, &["erin".to_owned()])
+        .await
+        .unwrap();
+
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let carol_events = carol.receive().await.unwrap();
+    w.relay.honest();
+    assert_eq!(
+        updates_from(&carol_events),
+        ["bob", "alice"],
+        "{carol_events:?}"
+    );
+    for client in [&mut alice, &mut *bob, &mut *dave, &mut *erin] {
+        client.receive().await.unwrap();
+    }
+    let agreed = (names(&["alice", "bob", "carol"]), names(&["alice", "bob"]));
+    for client in [&alice, &*bob, &*carol] {
+        let group = client.find_group(&info.id).await.unwrap();
+        assert_eq!(roster(group), agreed, "{}", client.username());
+    }
+    for removed in [&*dave, &*erin] {
+        assert!(removed.find_group(&info.id).await.is_err());
+    }
+}
+
+/// The lie, with a change that must lose: Alice removes Bob while Bob removes Erin, and
+/// Carol gets Bob's update first while Dave gets Alice's first. Whichever comes first in
+/// the (epoch, digest) order decides for everyone: if it is Alice's, Bob was no longer an
+/// admin at his change's place, and every member reports it as superseded (Dave when it
+/// arrives, Carol when Alice's undoes it); if it is Bob's, both apply everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_by_an_admin_removed_concurrently_is_superseded_everywhere_or_nowhere() {
+    let w = world().await;
+    let (mut alice, mut others, info) = team_with_two_admins(&w).await;
+    let [bob, carol, dave, erin] = &mut others[..] else {
+        unreachable!()
+    };
+    alice
+        .remove_members(&info.id, &["bob".to_owned()])
+        .await
+        .unwrap();
+    bob.remove_members(&info.id, &["erin".to_owned()])
+        .await
+        .unwrap();
+
+    w.relay.lie(|lies| lies.reverse_envelopes = true);
+    let carol_events = carol.receive().await.unwrap();
+    w.relay.honest();
+    let dave_events = dave.receive().await.unwrap();
+    let erin_events = erin.receive().await.unwrap();
+    alice.receive().await.unwrap();
+    bob.receive().await.unwrap();
+    assert_eq!(
+        updates_from(&carol_events),
+        ["bob", "alice"],
+        "{carol_events:?}"
+    );
+    assert_eq!(
+        updates_from(&dave_events),
+        ["alice", "bob"],
+        "{dave_events:?}"
+    );
+
+    let agreed = roster(alice.find_group(&info.id).await.unwrap());
+    assert_eq!(roster(carol.find_group(&info.id).await.unwrap()), agreed);
+    assert_eq!(roster(dave.find_group(&info.id).await.unwrap()), agreed);
+    assert!(bob.find_group(&info.id).await.is_err(), "Bob was removed");
+    let (members, admins) = &agreed;
+    assert_eq!(admins, &names(&["alice"]));
+    let said = |events: &[tacit_sdk::Incoming]| format!("{events:?}").contains("superseded");
+    if members.contains("erin") {
+        assert_eq!(roster(erin.find_group(&info.id).await.unwrap()), agreed);
+        assert_eq!(members, &names(&["alice", "carol", "dave", "erin"]));
+        assert!(said(&carol_events), "Carol is told Bob's change was undone");
+        assert!(!failures(&dave_events).is_empty() && said(&dave_events));
+    } else {
+        assert!(erin.find_group(&info.id).await.is_err(), "Erin was removed");
+        assert_eq!(members, &names(&["alice", "carol", "dave"]));
+        assert!(!said(&carol_events) && !said(&dave_events) && !said(&erin_events));
+    }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The lie: every envelope, fetched or pushed over the WebSocket, claims to have been sent
+/// in 1970 (a server backdating messages). The time the client shows and stores is the
+/// sender's own, from inside the encrypted message, so a message cannot be made to look
+/// sent before it was: one-to-one, in a group, and live on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backdated_envelope_shows_the_senders_time() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    let group = alice
+        .create_group("team", &["bob".to_owned()])
+        .await
+        .unwrap();
+    bob.receive().await.unwrap();
+    let before = now_ms();
+    alice.send("bob", "fetched").await.unwrap();
+    alice.send_group(&group.id, "in the group").await.unwrap();
+    w.relay.lie(|lies| lies.envelope_time = Some(0));
+    let mut events = bob.receive().await.unwrap();
+    let mut socket = bob.connect().await.unwrap();
+    alice.send("bob", "pushed").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while texts(&events).len() < 3 {
+        let frame = tokio::time::timeout_at(deadline, socket.next_frame())
+            .await
+            .expect("the push did not come")
+            .unwrap()
+            .unwrap();
+        if let tacit_sdk::SocketEvent::Incoming(event) =
+            bob.on_frame(&mut socket, frame).await.unwrap()
+        {
+            events.push(event);
+        }
+    }
+    socket.close().await;
+    let after = now_ms();
+    let backdated = w.relay.fetched();
+    assert!(
+        backdated
+            .iter()
+            .filter(|e| e.server_timestamp.0 == 0)
+            .count()
+            >= 2
+    );
+    assert_eq!(texts(&events), ["fetched", "in the group", "pushed"]);
+    for event in events.iter().filter(|e| {
+        matches!(
+            e.kind,
+            IncomingKind::Text { .. } | IncomingKind::GroupText { .. }
+        )
+    }) {
+        assert!(
+            (before..=after).contains(&event.time),
+            "{event:?} shows {} (sent between {before} and {after})",
+            event.time
+        );
+    }
+    let history = bob.store().history("alice").await.unwrap();
+    let group_history = bob
+        .store()
+        .history(&Client::group_history_key(&group))
+        .await
+        .unwrap();
+    for message in history.iter().chain(&group_history) {
+        assert!(
+            (before..=after).contains(&message.sent_at),
+            "{message:?} stored as sent at {}",
+            message.sent_at
+        );
+    }
+    assert_eq!(history.len() + group_history.len(), 3);
 }

@@ -2,9 +2,11 @@
 //!
 //! A group's state (id, name, members, admins) lives only in the members' stores and
 //! travels only inside pairwise end-to-end encrypted messages (`group_update`), which the
-//! pairwise sessions authenticate. A member applies an update only from someone its own
-//! view lists as an admin (or, for leaving, from the member who leaves, and then only the
-//! leaver's removal), so a member the server invents is never accepted. A group id is bound
+//! pairwise sessions authenticate. Each change names an epoch, and a member applies the
+//! changes it holds in (epoch, digest) order, each only if its author is an admin at that
+//! place (or, for leaving, a member, and then only the leaver's removal), so concurrent
+//! changes end the same way on every member whatever the delivery order (see
+//! `membership`), and a member the server invents is never accepted. A group id is bound
 //! to its creator, so only the creator's `Create` introduces a group.
 //!
 //! The server's answers are claims: a multicast's device-mismatch answer that names anyone
@@ -36,6 +38,13 @@ use zeroize::Zeroizing;
 
 use super::{Client, ClientError, Incoming, IncomingKind, random_id, rng};
 use crate::transport::TransportError;
+
+mod membership;
+
+use membership::{Base, Change};
+
+/// The version of the `group_update` payload: 2 carries the change's epoch and users.
+const GROUP_UPDATE_VERSION: u8 = 2;
 
 /// How many times a group send is retried after the server reports changed device sets.
 const GROUP_SEND_ATTEMPTS: usize = 4;
@@ -71,6 +80,33 @@ struct GroupState {
     /// Each member's devices as last confirmed by the server.
     #[serde(default)]
     devices: BTreeMap<String, BTreeSet<u32>>,
+    /// Where this device's view of the membership starts (`None` in a state kept before
+    /// epochs: `info` at epoch 0).
+    #[serde(default)]
+    base: Option<Base>,
+    /// Every membership change since the base, applied in (epoch, digest) order.
+    #[serde(default)]
+    log: Vec<Change>,
+}
+
+impl GroupState {
+    fn new(base: Base) -> Self {
+        Self {
+            info: base.info.clone(),
+            have_our_key: BTreeSet::new(),
+            devices: BTreeMap::new(),
+            base: Some(base),
+            log: Vec::new(),
+        }
+    }
+
+    fn base(&self) -> Base {
+        self.base.clone().unwrap_or_else(|| Base {
+            info: self.info.clone(),
+            epoch: 0,
+            digest: String::new(),
+        })
+    }
 }
 
 /// A membership change, as carried in a `group_update` payload.
@@ -104,13 +140,30 @@ struct GroupPayload {
     /// With `kind = "file"`: the file's descriptor (blob id, key, digest, size, name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file: Option<crate::files::FileDescriptor>,
+    /// When the sender sent it (its clock, milliseconds since the Unix epoch); shown instead
+    /// of the server's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<i64>,
 }
 
 /// `group_update` and `sender_key` pairwise payload bodies.
+///
+/// Version 2 of `group_update` adds `v`, `epoch` and `users`; a member applies only what the
+/// change does (`change` of `users` at `epoch`), and reads `group` (the sender's view
+/// after it) only when the update introduces the group to it. An update without `v` (from
+/// a client before epochs) is refused.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub(super) struct GroupUpdate {
+    #[serde(default)]
+    v: u8,
     change: GroupChange,
     group: GroupInfo,
+    /// One more than the highest epoch the sender had seen (0 for a `Create`).
+    #[serde(default)]
+    epoch: u64,
+    /// Whom the change adds, removes or promotes.
+    #[serde(default)]
+    users: BTreeSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -229,15 +282,56 @@ impl Client {
             creator: me,
             salt: hex(&salt),
         };
-        let state = GroupState {
+        let state = GroupState::new(Base {
             info: info.clone(),
-            have_our_key: BTreeSet::new(),
-            devices: BTreeMap::new(),
-        };
+            epoch: 0,
+            digest: String::new(),
+        });
         self.save_group(&state).await?;
-        self.broadcast_update(&info, GroupChange::Create, &info.members)
-            .await?;
+        self.broadcast_update(
+            &info,
+            GroupChange::Create,
+            0,
+            &BTreeSet::new(),
+            &info.members,
+        )
+        .await?;
         Ok(info)
+    }
+
+    /// Makes a change of ours at the next epoch: logs it, applies it, and returns the
+    /// change and the roster before it.
+    async fn make_change(
+        &self,
+        state: &mut GroupState,
+        change: GroupChange,
+        users: BTreeSet<String>,
+    ) -> Result<(Change, GroupInfo), ClientError> {
+        let base = state.base();
+        if state.log.len() >= membership::MAX_CHANGES {
+            return Err(ClientError::Group(format!(
+                "{} has had {} membership changes, the most kept; make a new group",
+                state.info.name,
+                membership::MAX_CHANGES
+            )));
+        }
+        let epoch = membership::next_epoch(&base, &state.log);
+        let id = group_id_bytes(&state.info.id)?;
+        let me = self.account.username.clone();
+        let change = Change::new(&id.0, epoch, &me, change, users)
+            .ok_or_else(|| ClientError::Group("a name is too long".into()))?;
+        state.log.push(change.clone());
+        let before = state.info.clone();
+        let folded = membership::fold(&base, &state.log);
+        if folded.superseded.contains(&change.digest) {
+            return Err(ClientError::Group(format!(
+                "only an admin of {} can do that",
+                state.info.name
+            )));
+        }
+        state.base = Some(base);
+        state.info = folded.info;
+        Ok((change, before))
     }
 
     /// Adds members (admins only).
@@ -247,11 +341,27 @@ impl Client {
         users: &[String],
     ) -> Result<GroupInfo, ClientError> {
         let mut state = self.admin_state(group).await?;
-        state.info.members.extend(users.iter().cloned());
+        let users: BTreeSet<String> = users
+            .iter()
+            .filter(|u| !state.info.members.contains(*u))
+            .cloned()
+            .collect();
+        if users.is_empty() {
+            return Err(ClientError::Group("they are all members already".into()));
+        }
+        let (change, _) = self
+            .make_change(&mut state, GroupChange::Add, users)
+            .await?;
         self.save_group(&state).await?;
         let info = state.info.clone();
-        self.broadcast_update(&info, GroupChange::Add, &info.members)
-            .await?;
+        self.broadcast_update(
+            &info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &info.members,
+        )
+        .await?;
         Ok(info)
     }
 
@@ -271,17 +381,21 @@ impl Client {
         if removed.is_empty() {
             return Err(ClientError::Group("none of them is a member".into()));
         }
-        let before = state.info.members.clone();
-        for user in &removed {
-            state.info.members.remove(user);
-            state.info.admins.remove(user);
-        }
+        let (change, before) = self
+            .make_change(&mut state, GroupChange::Remove, removed.clone())
+            .await?;
         self.forget_members(&mut state, &removed).await?;
         self.save_group(&state).await?;
         let info = state.info.clone();
         // The removed members are told too, so that they stop.
-        self.broadcast_update(&info, GroupChange::Remove, &before)
-            .await?;
+        self.broadcast_update(
+            &info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &before.members,
+        )
+        .await?;
         Ok(info)
     }
 
@@ -296,24 +410,42 @@ impl Client {
             if !state.info.members.contains(user) {
                 return Err(ClientError::Group(format!("{user} is not a member")));
             }
-            state.info.admins.insert(user.clone());
         }
+        let users = users.iter().cloned().collect();
+        let (change, _) = self
+            .make_change(&mut state, GroupChange::Promote, users)
+            .await?;
         self.save_group(&state).await?;
         let info = state.info.clone();
-        self.broadcast_update(&info, GroupChange::Promote, &info.members)
-            .await?;
+        self.broadcast_update(
+            &info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &info.members,
+        )
+        .await?;
         Ok(info)
     }
 
     /// Leaves a group: tells the members, then forgets the group and its keys.
     pub async fn leave_group(&mut self, group: &str) -> Result<(), ClientError> {
         let info = self.find_group(group).await?;
-        let me = self.account.username.clone();
-        let mut after = info.clone();
-        after.members.remove(&me);
-        after.admins.remove(&me);
-        self.broadcast_update(&after, GroupChange::Leave, &info.members)
+        let mut state = self
+            .load_group(&info.id)
+            .await?
+            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+        let (change, before) = self
+            .make_change(&mut state, GroupChange::Leave, BTreeSet::new())
             .await?;
+        self.broadcast_update(
+            &state.info,
+            change.change,
+            change.epoch,
+            &change.users,
+            &before.members,
+        )
+        .await?;
         self.forget_group(&info.id).await
     }
 
@@ -366,11 +498,16 @@ impl Client {
         &mut self,
         info: &GroupInfo,
         change: GroupChange,
+        epoch: u64,
+        users: &BTreeSet<String>,
         to: &BTreeSet<String>,
     ) -> Result<(), ClientError> {
         let update = GroupUpdate {
+            v: GROUP_UPDATE_VERSION,
             change,
             group: info.clone(),
+            epoch,
+            users: users.clone(),
         };
         let body = serde_json::to_string(&update).map_err(inconsistent)?;
         let me = self.account.username.clone();
@@ -476,7 +613,7 @@ impl Client {
     }
 
     /// Encrypts one group payload with our sender key and multicasts it; returns the group
-    /// and the server time.
+    /// and the time the payload says it was sent.
     ///
     /// The server's device-mismatch answers are claims, checked against our own roster
     /// before anything is acted on (see [`Self::check_group_mismatch`]): a device of anyone
@@ -514,6 +651,7 @@ impl Client {
             from: me.clone(),
             from_device: self.account.device,
             file,
+            ts: Some(super::now_ms()),
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
         for user in others.iter().chain([&me]) {
@@ -526,7 +664,7 @@ impl Client {
         // The ciphertext under the current chain; made again after a rotation.
         let mut ciphertext: Option<Vec<u8>> = None;
         for _ in 0..GROUP_SEND_ATTEMPTS {
-            let mut chain = self.own_chain(&mut state).await?;
+            let chain = self.own_chain(&mut state).await?;
             for user in &others {
                 if !state.have_our_key.contains(user) {
                     self.distribute(&chain, &info.id, user).await?;
@@ -537,12 +675,23 @@ impl Client {
             let body = match &ciphertext {
                 Some(body) => body.clone(),
                 None => {
-                    let body = chain.encrypt(&plaintext).map_err(inconsistent)?;
-                    // The advanced chain is stored before the send, so a key is never used
-                    // twice.
-                    self.store
-                        .put_secret(&own_key_name(&info.id), &chain.to_bytes())
-                        .await?;
+                    // The chain is loaded, used and its advanced state stored in one store
+                    // transaction, before the send: a key is never used twice.
+                    let body = self
+                        .store
+                        .advance_secret(&own_key_name(&info.id), |bytes| {
+                            let Some(bytes) = bytes else {
+                                return (None, Err(inconsistent("our chain went away")));
+                            };
+                            match SenderKeyState::from_bytes(bytes) {
+                                Ok(mut chain) => match chain.encrypt(&plaintext) {
+                                    Ok(body) => (Some(chain.to_bytes()), Ok(body)),
+                                    Err(e) => (None, Err(inconsistent(e))),
+                                },
+                                Err(e) => (None, Err(inconsistent(e))),
+                            }
+                        })
+                        .await??;
                     ciphertext = Some(body.clone());
                     body
                 }
@@ -570,9 +719,9 @@ impl Client {
                 return Err(ClientError::Group("no member has a device".into()));
             }
             match self.transport.multicast(&request).await {
-                Ok(response) => {
+                Ok(_) => {
                     self.save_group(&state).await?;
-                    return Ok((info, response.server_timestamp.0));
+                    return Ok((info, payload.ts.unwrap_or_default()));
                 }
                 Err(TransportError::DeviceMismatch(mismatch)) => {
                     let (rotate, needs_key) = self.check_group_mismatch(&mut state, &mismatch)?;
@@ -662,116 +811,163 @@ impl Client {
         Ok((rotate, needs_key))
     }
 
-    /// Handles a pairwise `group_update` from `sender`. Returns the event to report, if the
-    /// update is accepted.
+    /// Handles a pairwise `group_update` from `sender`. Returns the event to report, or
+    /// `None` for a change this device already has (our own other devices get a copy with
+    /// each recipient's).
+    ///
+    /// The change is logged and the roster computed again from the base and every logged
+    /// change in (epoch, digest) order (see `membership`), so the result does not depend on
+    /// the order in which the server delivered the changes. A change its author could not
+    /// make at its place in that order is reported as superseded, never applied.
     pub(super) async fn on_group_update(
         &mut self,
         sender: &str,
         body: &str,
         make: impl FnOnce(IncomingKind) -> Incoming,
-    ) -> Result<Incoming, ClientError> {
+    ) -> Result<Option<Incoming>, ClientError> {
+        Ok(self.group_update_kind(sender, body).await?.map(make))
+    }
+
+    async fn group_update_kind(
+        &mut self,
+        sender: &str,
+        body: &str,
+    ) -> Result<Option<IncomingKind>, ClientError> {
+        let failed = |error: String| Ok::<_, ClientError>(Some(IncomingKind::Failed { error }));
         let Ok(update) = serde_json::from_str::<GroupUpdate>(body) else {
-            return Ok(make(IncomingKind::Failed {
-                error: "unreadable group update".into(),
-            }));
+            return failed("unreadable group update".into());
         };
+        if update.v != GROUP_UPDATE_VERSION {
+            return failed(format!(
+                "refused a group update from {sender} without an epoch (a client from before \
+                 membership epochs)"
+            ));
+        }
         let me = self.account.username.clone();
         let new = update.group;
-        if group_id_bytes(&new.id).is_err() || !new.admins.is_subset(&new.members) {
-            return Ok(make(IncomingKind::Failed {
-                error: "malformed group update".into(),
-            }));
-        }
-        let current = self.load_group(&new.id).await?;
-        let accepted = match (&current, update.change) {
-            // From ourselves (another of our devices): our own view is the authority.
-            _ if sender == me => true,
-            // An unknown group is learnt only from its creation (by the creator its id is
-            // bound to) or from being added to it (by an admin, with a bound id).
-            (None, GroupChange::Create) => {
-                new.creator == sender
-                    && id_is_bound(&new)
-                    && new.admins.contains(sender)
-                    && new.members.contains(&me)
-            }
-            (None, GroupChange::Add) => {
-                id_is_bound(&new) && new.admins.contains(sender) && new.members.contains(&me)
-            }
-            (None, _) => false,
-            (Some(state), GroupChange::Leave) => state.info.members.contains(sender),
-            (Some(state), _) => state.info.admins.contains(sender),
+        let Ok(id) = group_id_bytes(&new.id) else {
+            return failed("malformed group update".into());
         };
-        if !accepted {
-            return Ok(make(IncomingKind::Failed {
-                error: format!(
-                    "refused a change to group {:?} from {sender}, who may not make it",
-                    new.name
-                ),
-            }));
+        if !new.admins.is_subset(&new.members) {
+            return failed("malformed group update".into());
         }
-        let change = update.change;
-        // A leave removes the leaver from our own view and changes nothing else: whatever
-        // else the leaver's update says (name, admins, members) is not theirs to change.
-        let new = match (&current, change) {
-            (Some(state), GroupChange::Leave) if sender != me => {
-                let mut info = state.info.clone();
-                info.members.remove(sender);
-                info.admins.remove(sender);
-                info
-            }
-            _ => new,
+        let refused = |name: &str| {
+            format!("refused a change to group {name:?} from {sender}, who may not make it")
         };
-        // Who created the group and the id's salt never change.
-        let new = match &current {
-            Some(state) => GroupInfo {
-                creator: state.info.creator.clone(),
-                salt: state.info.salt.clone(),
-                ..new
+        let change = match update.change {
+            GroupChange::Create => None,
+            kind => match Change::new(&id.0, update.epoch, sender, kind, update.users.clone()) {
+                Some(change) if update.epoch > 0 => Some(change),
+                _ => return failed("malformed group update".into()),
             },
-            None => new,
         };
-        let describe = |what: String| {
-            make(IncomingKind::GroupUpdate {
+        let Some(mut state) = self.load_group(&new.id).await? else {
+            // An unknown group is learnt only from its creation (by the creator its id is
+            // bound to) or from being added to it (by an admin, with a bound id); our own
+            // other devices learn it from any change we made. The base is then the view the
+            // sender showed, at the change's place in the order.
+            let introduced = id_is_bound(&new)
+                && new.members.contains(&me)
+                && match (&change, update.change) {
+                    (None, _) => {
+                        update.epoch == 0 && new.creator == sender && new.admins.contains(sender)
+                    }
+                    (Some(_), _) if sender == me => true,
+                    (Some(_), GroupChange::Add) => {
+                        new.admins.contains(sender) && update.users.contains(&me)
+                    }
+                    (Some(_), _) => false,
+                };
+            if !introduced {
+                return failed(refused(&new.name));
+            }
+            let base = Base {
+                info: new.clone(),
+                epoch: update.epoch,
+                digest: change.map(|c| c.digest).unwrap_or_default(),
+            };
+            self.save_group(&GroupState::new(base)).await?;
+            let list = new.members.iter().cloned().collect::<Vec<_>>().join(", ");
+            let description = match update.change {
+                GroupChange::Create => format!("{sender} created {} with {list}", new.name),
+                _ => format!("{sender} added you to {} (members: {list})", new.name),
+            };
+            return Ok(Some(IncomingKind::GroupUpdate {
                 group: new.name.clone(),
                 group_id: new.id.clone(),
-                change,
-                description: what,
-            })
+                change: update.change,
+                description,
+            }));
         };
-        if !new.members.contains(&me) {
-            if current.is_some() {
-                self.forget_group(&new.id).await?;
-            }
-            return Ok(describe(format!("{sender} removed you from {}", new.name)));
+        let name = state.info.name.clone();
+        let Some(change) = change else {
+            // A copy of the creation we already have; anyone else's `Create` is refused.
+            return match sender == state.info.creator {
+                true => Ok(None),
+                false => failed(refused(&name)),
+            };
+        };
+        let base = state.base();
+        if state.log.iter().any(|c| c.digest == change.digest) {
+            return Ok(None);
         }
-        let mut state = current.unwrap_or(GroupState {
-            info: new.clone(),
-            have_our_key: BTreeSet::new(),
-            devices: BTreeMap::new(),
-        });
-        let removed: BTreeSet<String> = state
-            .info
-            .members
-            .difference(&new.members)
-            .cloned()
+        if !base.precedes(&change) {
+            return failed(format!(
+                "refused {sender}'s change to {name} at epoch {}: it is from before this \
+                 device joined (epoch {})",
+                change.epoch, base.epoch
+            ));
+        }
+        if state.log.len() >= membership::MAX_CHANGES {
+            return failed(format!(
+                "refused {sender}'s change to {name}: the group has had {} changes, the most \
+                 kept",
+                membership::MAX_CHANGES
+            ));
+        }
+        let superseded_before = membership::fold(&base, &state.log).superseded;
+        state.log.push(change.clone());
+        let folded = membership::fold(&base, &state.log);
+        let undone: Vec<String> = state
+            .log
+            .iter()
+            .filter(|c| {
+                folded.superseded.contains(&c.digest)
+                    && !superseded_before.contains(&c.digest)
+                    && c.digest != change.digest
+            })
+            .map(|c| format!("{}'s change at epoch {}", c.author, c.epoch))
             .collect();
-        let added: Vec<String> = new
-            .members
-            .difference(&state.info.members)
-            .cloned()
-            .collect();
+        let previous = state.info.clone();
+        let new = folded.info;
+        if !new.members.contains(&me) {
+            self.forget_group(&new.id).await?;
+            return Ok(Some(IncomingKind::GroupUpdate {
+                group: new.name.clone(),
+                group_id: new.id.clone(),
+                change: change.change,
+                description: format!("{sender} removed you from {}", new.name),
+            }));
+        }
+        let removed: BTreeSet<String> =
+            previous.members.difference(&new.members).cloned().collect();
+        let added: Vec<String> = new.members.difference(&previous.members).cloned().collect();
         if !removed.is_empty() {
             self.forget_members(&mut state, &removed).await?;
         }
+        state.base = Some(base);
         state.info = new.clone();
         self.save_group(&state).await?;
+        if folded.superseded.contains(&change.digest) {
+            return failed(format!(
+                "{sender}'s change to {name} at epoch {} was superseded by a concurrent change \
+                 ({sender} may not make it at its place in the order); not applied",
+                change.epoch
+            ));
+        }
         let list = |set: &[String]| set.join(", ");
-        let what = match change {
-            GroupChange::Create => format!(
-                "{sender} created {} with {}",
-                new.name,
-                list(&new.members.iter().cloned().collect::<Vec<_>>())
-            ),
+        let mut what = match change.change {
+            GroupChange::Create => String::new(),
             GroupChange::Add => format!("{sender} added {} to {}", list(&added), new.name),
             GroupChange::Remove => format!(
                 "{sender} removed {} from {}",
@@ -785,7 +981,20 @@ impl Client {
                 list(&new.admins.iter().cloned().collect::<Vec<_>>())
             ),
         };
-        Ok(describe(what))
+        if !undone.is_empty() {
+            what.push_str(&format!(
+                "; it comes first in the order, so {} was superseded and undone (members now: \
+                 {})",
+                undone.join(", "),
+                list(&new.members.iter().cloned().collect::<Vec<_>>())
+            ));
+        }
+        Ok(Some(IncomingKind::GroupUpdate {
+            group: new.name.clone(),
+            group_id: new.id.clone(),
+            change: change.change,
+            description: what,
+        }))
     }
 
     /// Handles a pairwise `sender_key` from `sender`'s `device`: the chain is kept in the
@@ -812,15 +1021,19 @@ impl Client {
             return Ok(Some("malformed sender key".into()));
         };
         let name = record_name(&body.group_id, sender, device);
-        let mut record = match self.store.secret(&name).await? {
-            Some(bytes) => SenderKeyRecord::from_bytes(&bytes).map_err(inconsistent)?,
-            None => SenderKeyRecord::new(group),
-        };
-        if let Err(error) = record.process(&distribution) {
-            return Ok(Some(format!("sender key refused: {error}")));
-        }
-        self.store.put_secret(&name, &record.to_bytes()).await?;
-        Ok(None)
+        self.store
+            .advance_secret(&name, |bytes| {
+                let mut record = match bytes.map(SenderKeyRecord::from_bytes) {
+                    Some(Ok(record)) => record,
+                    Some(Err(e)) => return (None, Err(inconsistent(e))),
+                    None => SenderKeyRecord::new(group),
+                };
+                match record.process(&distribution) {
+                    Ok(()) => (Some(record.to_bytes()), Ok(None)),
+                    Err(error) => (None, Ok(Some(format!("sender key refused: {error}")))),
+                }
+            })
+            .await?
     }
 
     /// Decrypts a group message from `sender`'s `device`; `Ok(Err(reason))` for a message
@@ -831,7 +1044,7 @@ impl Client {
         device: u32,
         bytes: &[u8],
         time: i64,
-    ) -> Result<Result<IncomingKind, String>, ClientError> {
+    ) -> Result<Result<(IncomingKind, i64), String>, ClientError> {
         let message = match SenderKeyMessage::from_bytes(bytes) {
             Ok(message) => message,
             Err(error) => return Ok(Err(format!("malformed group message: {error}"))),
@@ -847,18 +1060,32 @@ impl Client {
             )));
         }
         let name = record_name(&id, sender, device);
-        let Some(bytes) = self.store.secret(&name).await? else {
-            return Ok(Err(format!(
-                "no sender key from {sender}.{device} for {}",
-                state.info.name
-            )));
+        let opened = self
+            .store
+            .advance_secret(&name, |bytes| {
+                let Some(bytes) = bytes else {
+                    return (
+                        None,
+                        Ok(Err(format!(
+                            "no sender key from {sender}.{device} for {}",
+                            state.info.name
+                        ))),
+                    );
+                };
+                let mut record = match SenderKeyRecord::from_bytes(bytes) {
+                    Ok(record) => record,
+                    Err(e) => return (None, Err(inconsistent(e))),
+                };
+                match record.decrypt(&message) {
+                    Ok(plaintext) => (Some(record.to_bytes()), Ok(Ok(Zeroizing::new(plaintext)))),
+                    Err(error) => (None, Ok(Err(format!("could not decrypt: {error}")))),
+                }
+            })
+            .await??;
+        let plaintext = match opened {
+            Ok(plaintext) => plaintext,
+            Err(error) => return Ok(Err(error)),
         };
-        let mut record = SenderKeyRecord::from_bytes(&bytes).map_err(inconsistent)?;
-        let plaintext = match record.decrypt(&message) {
-            Ok(plaintext) => Zeroizing::new(plaintext),
-            Err(error) => return Ok(Err(format!("could not decrypt: {error}"))),
-        };
-        self.store.put_secret(&name, &record.to_bytes()).await?;
         let Ok(payload) = serde_json::from_slice::<GroupPayload>(&plaintext) else {
             return Ok(Err("unreadable group message".into()));
         };
@@ -868,6 +1095,9 @@ impl Client {
                 payload.from, payload.from_device
             )));
         }
+        // The sender's own time, from inside the message; the server's only for a message
+        // without one.
+        let time = payload.ts.unwrap_or(time);
         if payload.kind == "file" {
             let history = Self::group_history_key(&state.info);
             let outgoing = sender == self.account.username;
@@ -883,7 +1113,7 @@ impl Client {
                     payload.file.clone(),
                 )
                 .await?;
-            return Ok(Ok(match kind {
+            let kind = match kind {
                 IncomingKind::File {
                     name,
                     size,
@@ -898,7 +1128,8 @@ impl Client {
                     message_id,
                 },
                 other => other,
-            }));
+            };
+            return Ok(Ok((kind, time)));
         }
         if payload.kind != "text" {
             return Ok(Err(format!(
@@ -917,12 +1148,15 @@ impl Client {
                 Some(&payload.id),
             )
             .await?;
-        Ok(Ok(IncomingKind::GroupText {
-            group: state.info.name,
-            group_id: id,
-            text: payload.body,
-            message_id: Some(payload.id),
-        }))
+        Ok(Ok((
+            IncomingKind::GroupText {
+                group: state.info.name,
+                group_id: id,
+                text: payload.body,
+                message_id: Some(payload.id),
+            },
+            time,
+        )))
     }
 }
 
@@ -985,7 +1219,10 @@ mod tests {
 
     fn update(change: GroupChange, name: &str, members: &[&str], admins: &[&str]) -> String {
         serde_json::to_string(&GroupUpdate {
+            v: GROUP_UPDATE_VERSION,
             change,
+            epoch: 1,
+            users: BTreeSet::new(),
             group: GroupInfo {
                 id: GROUP.into(),
                 name: name.into(),
@@ -1025,6 +1262,8 @@ mod tests {
                 info: info.clone(),
                 have_our_key: set(&["bob", "carol"]),
                 devices: BTreeMap::new(),
+                base: None,
+                log: Vec::new(),
             })
             .await
             .unwrap();
@@ -1038,7 +1277,8 @@ mod tests {
         let event = alice
             .on_group_update("bob", &forged, from("bob"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("an event");
         assert!(
             matches!(
                 event.kind,
@@ -1074,7 +1314,7 @@ mod tests {
     /// creator or salt fields).
     fn create(id: &str, sender: &str, creator: &str, salt: &str) -> String {
         serde_json::json!({
-            "change": "create",
+            "v": 2, "change": "create", "epoch": 0,
             "group": {
                 "id": id, "name": "team",
                 "members": ["alice", sender], "admins": [sender],
@@ -1103,7 +1343,8 @@ mod tests {
             let event = alice
                 .on_group_update("mallory", &forged, from("mallory"))
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("an event");
             assert!(
                 matches!(event.kind, IncomingKind::Failed { .. }),
                 "{id} from mallory as {creator}: {event:?}"
@@ -1115,7 +1356,8 @@ mod tests {
         let event = alice
             .on_group_update("carol", &real, from("carol"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("an event");
         assert!(
             matches!(event.kind, IncomingKind::GroupUpdate { .. }),
             "{event:?}"
@@ -1140,11 +1382,135 @@ mod tests {
         let event = alice
             .on_group_update("mallory", &forged, from("mallory"))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("an event");
         assert!(
             matches!(event.kind, IncomingKind::Failed { .. }),
             "{event:?}"
         );
         assert!(alice.groups().await.unwrap().is_empty());
+    }
+
+    /// A change as a v2 `group_update` body (the sender's view is the team as below: only
+    /// the id, the name and the change itself are read).
+    fn change_body(change: GroupChange, epoch: u64, users: &[&str]) -> String {
+        serde_json::to_string(&GroupUpdate {
+            v: GROUP_UPDATE_VERSION,
+            change,
+            epoch,
+            users: set(users),
+            group: team(),
+        })
+        .unwrap()
+    }
+
+    fn team() -> GroupInfo {
+        GroupInfo {
+            id: GROUP.into(),
+            name: "team".into(),
+            members: set(&["alice", "bob", "carol", "dave", "erin"]),
+            admins: set(&["alice", "bob"]),
+            creator: "alice".into(),
+            salt: String::new(),
+        }
+    }
+
+    /// Every order of every permutation of four changes (two admins changing the group at
+    /// once, one building on its own change, a member leaving at the same time) leaves a
+    /// member with one roster, the one the set of changes gives; a change that loses is
+    /// reported (when it arrives, or when the change that beats it arrives later).
+    #[tokio::test]
+    async fn concurrent_changes_converge_in_every_delivery_order() {
+        let changes = [
+            ("alice", change_body(GroupChange::Remove, 1, &["bob"])),
+            ("bob", change_body(GroupChange::Remove, 1, &["erin"])),
+            ("bob", change_body(GroupChange::Add, 2, &["frank"])),
+            ("carol", change_body(GroupChange::Leave, 1, &[])),
+        ];
+        let mut orders = vec![vec![]];
+        for _ in 0..changes.len() {
+            orders = orders
+                .into_iter()
+                .flat_map(|order: Vec<usize>| {
+                    (0..changes.len())
+                        .filter(|i| !order.contains(i))
+                        .map(|i| [order.clone(), vec![i]].concat())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        assert_eq!(orders.len(), 24);
+        let mut rosters = BTreeSet::new();
+        for order in &orders {
+            let dir = tempfile::tempdir().unwrap();
+            let mut dave = offline_client(dir.path(), "dave").await;
+            dave.save_group(&GroupState::new(Base {
+                info: team(),
+                epoch: 0,
+                digest: String::new(),
+            }))
+            .await
+            .unwrap();
+            let mut reported = 0;
+            for &i in order {
+                let (sender, body) = &changes[i];
+                let event = dave
+                    .on_group_update(sender, body, from(sender))
+                    .await
+                    .unwrap();
+                let text = format!("{event:?}");
+                reported += usize::from(text.contains("superseded"));
+            }
+            let state = dave.load_group(GROUP).await.unwrap().unwrap();
+            let folded = membership::fold(&state.base(), &state.log);
+            assert_eq!(state.info, folded.info, "{order:?}");
+            assert_eq!(
+                reported > 0,
+                !folded.superseded.is_empty(),
+                "{order:?}: a superseded change is reported"
+            );
+            rosters.insert((state.info.members, state.info.admins));
+        }
+        assert_eq!(
+            rosters.len(),
+            1,
+            "every order gives one roster: {rosters:?}"
+        );
+        let (members, admins) = rosters.into_iter().next().unwrap();
+        assert!(!members.contains("carol") && admins.is_subset(&members));
+    }
+
+    /// An update from a client before epochs (no `v`, no epoch) is refused and changes
+    /// nothing.
+    #[tokio::test]
+    async fn an_update_without_an_epoch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dave = offline_client(dir.path(), "dave").await;
+        dave.save_group(&GroupState::new(Base {
+            info: team(),
+            epoch: 0,
+            digest: String::new(),
+        }))
+        .await
+        .unwrap();
+        let old = serde_json::json!({
+            "change": "remove",
+            "group": {"id": GROUP, "name": "team", "members": ["alice", "dave"],
+                      "admins": ["alice"], "creator": "alice", "salt": ""},
+        })
+        .to_string();
+        let event = dave
+            .on_group_update("alice", &old, from("alice"))
+            .await
+            .unwrap()
+            .expect("an event");
+        assert!(
+            matches!(&event.kind, IncomingKind::Failed { error } if error.contains("without an epoch")),
+            "{event:?}"
+        );
+        assert_eq!(
+            dave.find_group(GROUP).await.unwrap().members,
+            team().members
+        );
     }
 }
