@@ -1562,6 +1562,34 @@ fn contact_check(contact: &Contact) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod manifest_codec {
+    use proptest::prelude::*;
+
+    use super::{Manifest, ROW_DIGEST_LEN};
+
+    proptest! {
+        /// The manifest decoder reads only bytes the store just authenticated, but it is a
+        /// parser all the same: any input is a manifest or `None`, never a panic.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Some(manifest) = Manifest::decode(&bytes) {
+                let again = Manifest::decode(&manifest.encode()).map(|m| m.0);
+                prop_assert_eq!(again, Some(manifest.0));
+            }
+        }
+
+        #[test]
+        fn encode_then_decode_is_the_identity(
+            rows in proptest::collection::btree_map("[a-z:0-9]{0,40}", any::<[u8; ROW_DIGEST_LEN]>(), 0..20)
+        ) {
+            let manifest = Manifest(rows);
+            let decoded = Manifest::decode(&manifest.encode());
+            prop_assert_eq!(decoded.map(|m| m.0), Some(manifest.0));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

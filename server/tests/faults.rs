@@ -111,14 +111,24 @@ async fn concurrent_uploads_of_one_blob(backend: Backend) {
         assert_eq!(health.status(), StatusCode::OK);
     }
     assert_eq!(head_offset(&alice, &id).await, Some(100));
-    let done = alice
-        .request(Method::PATCH, &format!("/v1/blobs/{id}"))
-        .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
-        .header(UPLOAD_OFFSET, 100)
-        .body(vec![3; 900])
-        .send()
-        .await
-        .unwrap();
+    // The client can see its own aborted body before the server's handler has finished
+    // with it: until then the blob is still being written and a PATCH is 409, so resume as
+    // a client would, retrying a conflict for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let done = alice
+            .request(Method::PATCH, &format!("/v1/blobs/{id}"))
+            .header("content-type", BLOB_UPLOAD_CONTENT_TYPE)
+            .header(UPLOAD_OFFSET, 100)
+            .body(vec![3; 900])
+            .send()
+            .await
+            .unwrap();
+        if done.status() != StatusCode::CONFLICT || tokio::time::Instant::now() > deadline {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(done.status(), StatusCode::NO_CONTENT);
     assert_eq!(head_offset(&alice, &id).await, Some(1000));
     server.stop().await;
