@@ -232,9 +232,58 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("tacit: {error:#}");
+            eprintln!("tacit: {}", explain(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error as one line that says what is wrong and, where the CLI knows, what to do.
+fn explain(error: &anyhow::Error) -> String {
+    use tacit_sdk::{ConnectProblem as P, TransportError as T};
+    let hint = error.chain().find_map(|cause| {
+        let transport = cause.downcast_ref::<T>().or_else(|| {
+            match cause.downcast_ref::<tacit_sdk::ClientError>() {
+                Some(tacit_sdk::ClientError::Transport(t)) => Some(t),
+                _ => None,
+            }
+        })?;
+        Some(match transport {
+            T::Connect { problem, .. } => match problem {
+                P::UntrustedCertificate => {
+                    "if it is the server's own certificate, pass --pin with the \
+                     sha256_fingerprint its log shows on the `listening (TLS)` line (compare it \
+                     with the operator's), or --ca-file with the CA that signed it"
+                }
+                P::PinMismatch => {
+                    "check the pinned fingerprint against the one the server logs; if the \
+                     server's certificate was replaced, ask its operator and compare \
+                     fingerprints before trusting the new one"
+                }
+                P::InvalidCertificate => {
+                    "check the server address (the certificate must name it) and the \
+                     certificate's dates"
+                }
+                P::Refused => "start the server, or check the address and port",
+                P::UnknownHost => "check the server's host name",
+                P::TimedOut => "check the network and the server's address, then try again",
+                P::WrongProtocol => {
+                    "use https:// for a TLS server (the default), http:// only for a \
+                     plain-HTTP server on loopback"
+                }
+                _ => return None,
+            },
+            T::Api { code, .. } if code == "invite_required" => {
+                "registration on this server needs an invite: ask its operator for one and \
+                 pass it with --invite (a token is accepted once)"
+            }
+            T::Api { code, .. } if code == "username_taken" => "choose another username",
+            _ => return None,
+        })
+    });
+    match hint {
+        Some(hint) => format!("{error:#}; {hint}"),
+        None => format!("{error:#}"),
     }
 }
 
@@ -718,9 +767,9 @@ async fn connect(client: &mut Client) -> Result<tacit_sdk::Socket> {
         match client.connect().await {
             Ok(socket) => return Ok(socket),
             Err(tacit_sdk::ClientError::Transport(
-                error @ (tacit_sdk::TransportError::Connect(_)
+                error @ (tacit_sdk::TransportError::Connect { .. }
                 | tacit_sdk::TransportError::Socket(_)),
-            )) => {
+            )) if error.is_transient() => {
                 eprintln!("tacit: {error}; retrying in {} s", pause.as_secs_f32());
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(30));

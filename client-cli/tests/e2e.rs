@@ -404,7 +404,15 @@ fn clear_errors_for_bad_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     let out = tacit(&home, &["register", "http://127.0.0.1:1", "alice"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("could not reach the server"));
+    // One line: what is wrong and what to do, the cause chain not repeated.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("could not reach http://127.0.0.1:1: nothing is listening there"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("start the server"), "{stderr}");
+    assert!(!stderr.contains("error sending request"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 /// Bob deletes his account and registers again with a new identity: Alice's sends stop

@@ -95,6 +95,9 @@ pub enum ClientError {
     /// We have never talked to this user.
     #[error("unknown contact {0}")]
     UnknownContact(String),
+    /// The server has no account of this name.
+    #[error("no user {0} on this server")]
+    UnknownUser(String),
     /// Local state that should be there is missing or unreadable.
     #[error("local state is inconsistent: {0}")]
     Inconsistent(String),
@@ -642,7 +645,12 @@ impl Client {
         let list = if username == self.account.username {
             self.transport.own_devices().await?
         } else {
-            self.transport.user_devices(username).await?
+            match self.transport.user_devices(username).await {
+                Err(TransportError::Api { code, .. }) if code == "not_found" => {
+                    return Err(ClientError::UnknownUser(username.to_owned()));
+                }
+                other => other?,
+            }
         };
         if list.username != username {
             return Err(ClientError::ServerClaimRefused(format!(

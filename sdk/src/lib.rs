@@ -28,4 +28,4 @@ pub use store::{
     Contact, KeySource, MessageStatus, NewFile, PrekeyKind, SessionWrite, Store, StoreError,
     StoreKey, StoredFile, StoredMessage, StoredSession,
 };
-pub use transport::{BlobDownload, Socket, Transport, TransportError, Trust};
+pub use transport::{BlobDownload, ConnectProblem, Socket, Transport, TransportError, Trust};

@@ -18,6 +18,135 @@ use subtle::ConstantTimeEq;
 use tacit_api as api;
 use thiserror::Error;
 
+/// Why the server could not be reached, in terms a person can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectProblem {
+    /// The certificate chains to no trusted root: self-signed, or from a private CA.
+    UntrustedCertificate,
+    /// The certificate is not the pinned one.
+    PinMismatch,
+    /// The certificate is trusted but not valid here (another name, expired, revoked).
+    InvalidCertificate,
+    /// Nothing accepts connections at that address and port.
+    Refused,
+    /// The host name does not resolve.
+    UnknownHost,
+    /// No answer in time.
+    TimedOut,
+    /// The other end does not speak the scheme the URL names (`https` to a plain-HTTP
+    /// server, or `http` to a TLS one), or is not a Tacit server.
+    WrongProtocol,
+    /// The connection broke (reset, closed early) or failed another way.
+    Broken,
+}
+
+impl std::fmt::Display for ConnectProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UntrustedCertificate => {
+                "its certificate is not trusted (self-signed, or signed by an unknown CA)"
+            }
+            Self::PinMismatch => "its certificate is not the pinned one",
+            Self::InvalidCertificate => "its certificate is not valid for this address",
+            Self::Refused => "nothing is listening there (is the server running, on that port?)",
+            Self::UnknownHost => "the host name does not resolve",
+            Self::TimedOut => "no answer in time",
+            Self::WrongProtocol => "it does not speak the protocol of the URL (https or http)",
+            Self::Broken => "the connection failed",
+        })
+    }
+}
+
+/// The cause, shown only where the problem alone does not say enough.
+fn detail_suffix(problem: ConnectProblem, detail: &str) -> String {
+    match problem {
+        ConnectProblem::Broken | ConnectProblem::InvalidCertificate if !detail.is_empty() => {
+            format!(" ({detail})")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A failed exchange with the server, classified.
+fn connect_error(error: reqwest::Error) -> TransportError {
+    let server = error
+        .url()
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "the server".into());
+    let (problem, detail) = classify(&error);
+    TransportError::Connect {
+        server,
+        problem,
+        detail,
+    }
+}
+
+fn tls_problem(error: &rustls::Error) -> ConnectProblem {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => ConnectProblem::UntrustedCertificate,
+        rustls::Error::InvalidCertificate(C::ApplicationVerificationFailure) => {
+            ConnectProblem::PinMismatch
+        }
+        rustls::Error::InvalidCertificate(_) => ConnectProblem::InvalidCertificate,
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            ConnectProblem::WrongProtocol
+        }
+        _ => ConnectProblem::Broken,
+    }
+}
+
+/// The TLS error an I/O error carries, through any number of I/O errors wrapped in one
+/// another (the HTTP stack wraps the TLS library's twice).
+fn tls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
+    let inner = io.get_ref()?;
+    match inner.downcast_ref::<std::io::Error>() {
+        Some(nested) => tls_inside(nested),
+        None => inner.downcast_ref::<rustls::Error>(),
+    }
+}
+
+/// Walks the cause chain of a reqwest error for the TLS or socket error inside it; the
+/// few causes whose types are private to the HTTP stack are recognised by their text.
+fn classify(error: &reqwest::Error) -> (ConnectProblem, String) {
+    let mut innermost = error.to_string();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut problem = None;
+    while let Some(current) = cause {
+        innermost = current.to_string();
+        if problem.is_none() {
+            if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+                problem = Some(tls_problem(tls));
+            } else if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                if let Some(tls) = tls_inside(io) {
+                    problem = Some(tls_problem(tls));
+                } else {
+                    problem = match io.kind() {
+                        std::io::ErrorKind::ConnectionRefused => Some(ConnectProblem::Refused),
+                        std::io::ErrorKind::TimedOut => Some(ConnectProblem::TimedOut),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        cause = current.source();
+    }
+    let problem = problem.unwrap_or_else(|| {
+        let text = innermost.to_ascii_lowercase();
+        if error.is_timeout() {
+            ConnectProblem::TimedOut
+        } else if text.contains("dns error") || text.contains("failed to lookup address") {
+            ConnectProblem::UnknownHost
+        } else if text.contains("invalid http version") || text.contains("invalid status") {
+            ConnectProblem::WrongProtocol
+        } else {
+            ConnectProblem::Broken
+        }
+    });
+    (problem, innermost)
+}
+
 /// Why a request to the server failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -34,9 +163,17 @@ pub enum TransportError {
     #[error("TLS setup failed: {0}")]
     Tls(String),
     /// The server could not be reached, or the connection failed (including a TLS
-    /// certificate that does not match the pin or the trusted roots).
-    #[error("could not reach the server: {0}")]
-    Connect(#[source] reqwest::Error),
+    /// certificate that does not match the pin or the trusted roots). One line: what went
+    /// wrong, as far as the client can tell, and the innermost cause.
+    #[error("could not reach {server}: {problem}{}", detail_suffix(*.problem, detail))]
+    Connect {
+        /// The server's origin (`https://host:port`).
+        server: String,
+        /// What went wrong.
+        problem: ConnectProblem,
+        /// The innermost cause as the TLS or network library put it.
+        detail: String,
+    },
     /// The server answered with an error.
     #[error("server refused the request ({code}): {message}")]
     Api {
@@ -70,7 +207,15 @@ impl TransportError {
     /// or unavailable, or an upload must resume from another offset.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::UploadOffset { .. } | Self::Socket(_) => true,
+            // A certificate problem does not go away by trying again.
+            Self::Connect { problem, .. } => matches!(
+                problem,
+                ConnectProblem::Refused
+                    | ConnectProblem::UnknownHost
+                    | ConnectProblem::TimedOut
+                    | ConnectProblem::Broken
+            ),
+            Self::UploadOffset { .. } | Self::Socket(_) => true,
             Self::Api { code, .. } => {
                 matches!(
                     code.as_str(),
@@ -237,12 +382,12 @@ impl Transport {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(TransportError::Connect)?;
+        let response = request.send().await.map_err(connect_error)?;
         let status = response.status();
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let bytes = response.bytes().await.map_err(TransportError::Connect)?;
+        let bytes = response.bytes().await.map_err(connect_error)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map(Some)
@@ -427,7 +572,7 @@ impl Transport {
             .request(Method::HEAD, &["v1", "blobs", blob_id])?
             .send()
             .await
-            .map_err(TransportError::Connect)?;
+            .map_err(connect_error)?;
         let status = response.status();
         if !status.is_success() {
             // A HEAD answer has no body to explain itself.
@@ -480,7 +625,7 @@ impl Transport {
         tokio::pin!(request);
         let response = loop {
             tokio::select! {
-                response = &mut request => break response.map_err(TransportError::Connect)?,
+                response = &mut request => break response.map_err(connect_error)?,
                 Ok(()) = sent_rx.changed() => progress(*sent_rx.borrow_and_update()),
             }
         };
@@ -490,7 +635,7 @@ impl Transport {
                 .ok_or_else(|| TransportError::Protocol("no upload offset in the answer".into()));
         }
         let at = header_u64(&response, api::UPLOAD_OFFSET);
-        let bytes = response.bytes().await.map_err(TransportError::Connect)?;
+        let bytes = response.bytes().await.map_err(connect_error)?;
         match (status, at) {
             (StatusCode::CONFLICT, Some(offset)) => Err(TransportError::UploadOffset { offset }),
             _ => Err(error_from(status, &bytes)),
@@ -559,7 +704,7 @@ impl Transport {
             .timeout(std::time::Duration::from_secs(24 * 60 * 60))
             .send()
             .await
-            .map_err(TransportError::Connect)?;
+            .map_err(connect_error)?;
         let status = response.status();
         let expected = if start > 0 {
             StatusCode::PARTIAL_CONTENT
@@ -572,7 +717,7 @@ impl Transport {
                     "HTTP {status} to a download from byte {start}"
                 )));
             }
-            let bytes = response.bytes().await.map_err(TransportError::Connect)?;
+            let bytes = response.bytes().await.map_err(connect_error)?;
             return Err(error_from(status, &bytes));
         }
         let len = response.content_length();
@@ -656,7 +801,7 @@ impl BlobDownload {
     /// The next piece, or `None` at the end. An error (a dropped connection) may be resumed
     /// with a new download from the bytes received so far.
     pub async fn chunk(&mut self) -> Result<Option<impl AsRef<[u8]> + use<>>, TransportError> {
-        self.response.chunk().await.map_err(TransportError::Connect)
+        self.response.chunk().await.map_err(connect_error)
     }
 }
 
@@ -732,8 +877,8 @@ impl ServerCertVerifier for PinVerifier {
         if bool::from(digest.ct_eq(&self.pin)) {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(
-                "server certificate does not match the pinned fingerprint".into(),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
             ))
         }
     }
@@ -776,6 +921,69 @@ impl ServerCertVerifier for PinVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The problem a request to `url` runs into.
+    async fn problem_at(url: &str) -> ConnectProblem {
+        let transport = Transport::new(url, &Trust::SystemRoots).unwrap();
+        match transport.own_devices().await {
+            Err(TransportError::Connect { problem, .. }) => problem,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_failures_say_what_is_wrong() {
+        // A port nobody listens on.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        assert_eq!(
+            problem_at(&format!("https://127.0.0.1:{port}")).await,
+            ConnectProblem::Refused
+        );
+
+        // A plain-HTTP server reached with https, and a TLS-looking one reached with http.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = plain.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut socket, _)) = plain.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = socket.read(&mut buf).await;
+                    // A TLS alert record: what a TLS server answers to a plain request.
+                    let reply: &[u8] = if buf.starts_with(b"GET") {
+                        &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]
+                    } else {
+                        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    let _ = socket.write_all(reply).await;
+                });
+            }
+        });
+        assert_eq!(
+            problem_at(&format!("https://{addr}")).await,
+            ConnectProblem::WrongProtocol
+        );
+        assert_eq!(
+            problem_at(&format!("http://{addr}")).await,
+            ConnectProblem::WrongProtocol
+        );
+        let error = Transport::new(&format!("http://{addr}"), &Trust::SystemRoots)
+            .unwrap()
+            .own_devices()
+            .await
+            .unwrap_err();
+        // One line, the cause not repeated.
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("could not reach http://{addr}: ")),
+            "{text}"
+        );
+        assert!(!text.contains("error sending request"), "{text}");
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(!error.is_transient());
+    }
 
     #[test]
     fn plain_http_only_to_loopback() {
