@@ -1,0 +1,399 @@
+//! Receiving: fetching, the socket, and opening envelopes.
+
+use super::*;
+
+impl Client {
+    /// Fetches what is waiting, decrypts it, stores it, then acknowledges it: nothing is
+    /// acknowledged before it is safely in the local store. Then sends delivered receipts
+    /// (best effort: a receipt that cannot be sent is dropped, the messages are kept) and
+    /// does the prekey upkeep.
+    pub async fn receive(&mut self) -> Result<Vec<Incoming>, ClientError> {
+        let mut events = Vec::new();
+        loop {
+            let batch = self.transport.fetch().await?;
+            let mut acks = Vec::with_capacity(batch.envelopes.len());
+            for envelope in &batch.envelopes {
+                match self.handle(envelope).await {
+                    Ok(event) => {
+                        events.extend(event);
+                        acks.push(envelope.id);
+                    }
+                    Err(error) => {
+                        // Acknowledge what is already stored, then stop: the rest waits on
+                        // the server until the local problem is fixed.
+                        if !acks.is_empty() {
+                            self.transport.ack(&api::AckRequest { ids: acks }).await?;
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            if !acks.is_empty() {
+                self.transport.ack(&api::AckRequest { ids: acks }).await?;
+            }
+            if !batch.more || batch.envelopes.is_empty() {
+                break;
+            }
+        }
+        self.send_delivered(&events).await;
+        self.maintain().await?;
+        Ok(events)
+    }
+
+    /// Opens the WebSocket; envelopes then arrive as frames for [`Self::on_frame`].
+    pub async fn connect(&mut self) -> Result<Socket, ClientError> {
+        Ok(self.transport.connect_socket().await?)
+    }
+
+    /// Handles one frame from [`Socket::next_frame`]: an envelope is decrypted, stored,
+    /// acknowledged on the socket and answered with a delivered receipt; the end of the
+    /// backlog triggers the prekey upkeep.
+    pub async fn on_frame(
+        &mut self,
+        socket: &mut Socket,
+        frame: api::ServerFrame,
+    ) -> Result<SocketEvent, ClientError> {
+        match frame {
+            api::ServerFrame::Envelope(envelope) => {
+                let event = self.handle(&envelope).await?;
+                socket
+                    .send(&api::ClientFrame::Ack {
+                        ids: vec![envelope.id],
+                    })
+                    .await?;
+                match event {
+                    Some(event) => {
+                        self.send_delivered(std::slice::from_ref(&event)).await;
+                        Ok(SocketEvent::Incoming(event))
+                    }
+                    None => Ok(SocketEvent::Nothing),
+                }
+            }
+            api::ServerFrame::QueueEmpty => {
+                self.maintain().await?;
+                Ok(SocketEvent::CaughtUp)
+            }
+            api::ServerFrame::Pong { .. } | api::ServerFrame::Error(_) => Ok(SocketEvent::Nothing),
+        }
+    }
+
+    /// Delivered receipts for the text messages among `events`, one per sender.
+    pub(super) async fn send_delivered(&mut self, events: &[Incoming]) {
+        let mut by_sender: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for event in events {
+            if let IncomingKind::Text {
+                message_id: Some(id),
+                ..
+            } = &event.kind
+                && event.sender != self.account.username
+            {
+                by_sender
+                    .entry(event.sender.as_str())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        for (sender, ids) in by_sender {
+            // Best effort: the messages are stored whatever happens to the receipt.
+            let _ = self
+                .send_receipt(sender, ReceiptKind::Delivered, &ids)
+                .await;
+        }
+    }
+
+    /// Decrypts, stores and reports an envelope obtained some other way than [`Self::receive`]
+    /// or the socket (it is not acknowledged); `None` for an internal message.
+    pub async fn process_envelope(
+        &mut self,
+        envelope: &api::Envelope,
+    ) -> Result<Option<Incoming>, ClientError> {
+        self.handle(envelope).await
+    }
+
+    /// Decrypts, stores and reports one envelope; `None` for an internal message (a sender
+    /// key) that the app need not see.
+    pub(super) async fn handle(
+        &mut self,
+        envelope: &api::Envelope,
+    ) -> Result<Option<Incoming>, ClientError> {
+        let sender = envelope.sender.clone();
+        let device = envelope.sender_device.0;
+        let incoming = |kind| Incoming {
+            sender: sender.clone(),
+            sender_device: device,
+            time: envelope.server_timestamp.0,
+            kind,
+        };
+        let bytes = envelope.ciphertext.0.as_slice();
+        if bytes.get(1) == Some(&tacit_crypto::consts::MESSAGE_TYPE_SENDER_KEY) {
+            let opened = self
+                .open_group_message(&sender, device, bytes, envelope.server_timestamp.0)
+                .await?;
+            return Ok(Some(match opened {
+                Ok((kind, time)) => Incoming {
+                    time,
+                    ..incoming(kind)
+                },
+                Err(error) => incoming(IncomingKind::Failed { error }),
+            }));
+        }
+        self.handle_pairwise(envelope).await
+    }
+
+    pub(super) async fn handle_pairwise(
+        &mut self,
+        envelope: &api::Envelope,
+    ) -> Result<Option<Incoming>, ClientError> {
+        let sender = envelope.sender.clone();
+        let device = envelope.sender_device.0;
+        let incoming = |kind| Incoming {
+            sender: sender.clone(),
+            sender_device: device,
+            time: envelope.server_timestamp.0,
+            kind,
+        };
+        let plaintext = match self
+            .decrypt(&sender, device, envelope.ciphertext.0.as_slice())
+            .await
+        {
+            Ok(plaintext) => Zeroizing::new(plaintext),
+            Err(Failure::Local(error)) => return Err(error),
+            Err(Failure::Message(error)) => {
+                return Ok(Some(incoming(IncomingKind::Failed { error })));
+            }
+        };
+        let Ok(payload) = serde_json::from_slice::<Payload>(&plaintext) else {
+            return Ok(Some(incoming(IncomingKind::Failed {
+                error: "unreadable message payload".into(),
+            })));
+        };
+        let outgoing = sender == self.account.username;
+        let peer = match (&payload.to, outgoing) {
+            (Some(to), true) => to.clone(),
+            _ => sender.clone(),
+        };
+        // The sender's own time, from inside the message; the server's only for a message
+        // without one.
+        let time = payload.ts.unwrap_or(envelope.server_timestamp.0);
+        let incoming = |kind| Incoming {
+            sender: sender.clone(),
+            sender_device: device,
+            time,
+            kind,
+        };
+        match (payload.kind.as_str(), payload.receipt) {
+            ("text", _) => {
+                self.store
+                    .add_message(
+                        &peer,
+                        outgoing,
+                        device,
+                        time,
+                        payload.body.as_bytes(),
+                        payload.id.as_deref(),
+                    )
+                    .await?;
+                Ok(Some(incoming(IncomingKind::Text {
+                    peer,
+                    text: payload.body,
+                    message_id: payload.id,
+                })))
+            }
+            ("file", _) => {
+                let kind = self
+                    .receive_file(
+                        &sender,
+                        &peer,
+                        outgoing,
+                        device,
+                        time,
+                        payload.id,
+                        payload.file,
+                    )
+                    .await?;
+                Ok(Some(incoming(kind)))
+            }
+            ("receipt", Some(receipt)) => {
+                if !outgoing {
+                    let status = match receipt.status {
+                        ReceiptKind::Delivered => MessageStatus::Delivered,
+                        ReceiptKind::Read => MessageStatus::Read,
+                    };
+                    self.store
+                        .mark_outgoing(&peer, &receipt.ids, status)
+                        .await?;
+                }
+                Ok(Some(incoming(IncomingKind::Receipt {
+                    peer,
+                    receipt: receipt.status,
+                    message_ids: receipt.ids,
+                })))
+            }
+            ("group_update", _) => self.on_group_update(&sender, &payload.body, incoming).await,
+            ("sender_key", _) => {
+                let refused = self.on_sender_key(&sender, device, &payload.body).await?;
+                Ok(refused.map(|error| incoming(IncomingKind::Failed { error })))
+            }
+            (kind, _) => Ok(Some(incoming(IncomingKind::Failed {
+                error: format!("unsupported message kind {kind:?} (a newer client?)"),
+            }))),
+        }
+    }
+
+    pub(super) async fn decrypt(
+        &mut self,
+        sender: &str,
+        device: u32,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
+        let message = Message::from_bytes(bytes)
+            .map_err(|e| Failure::Message(format!("malformed message: {e}")))?;
+        let mut rng = rng();
+        // Each stored session is tried, and the one that opens the message saved, in one
+        // store transaction (a decryption advances the state that the next encryption uses).
+        let (opened, stored, last_error) = self
+            .store
+            .advance_session(sender, device, |stored| {
+                let mut last_error = None;
+                for record in &stored {
+                    let mut session = match Session::from_bytes(&record.state) {
+                        Ok(session) => session,
+                        Err(e) => {
+                            let error = ClientError::Inconsistent(format!("stored session: {e}"));
+                            return (None, (Some(Err(error)), stored, None));
+                        }
+                    };
+                    match session.decrypt(&mut rng, &message) {
+                        Ok(plaintext) => {
+                            let write = SessionWrite {
+                                base_key: session.base_key().to_vec(),
+                                state: session.to_bytes(),
+                            };
+                            return (Some(write), (Some(Ok(plaintext)), stored, None));
+                        }
+                        Err(DecryptError::OtherSession) => {}
+                        Err(error) => last_error = Some(error),
+                    }
+                }
+                (None, (None, stored, last_error))
+            })
+            .await
+            .map_err(|e| Failure::Local(e.into()))?;
+        match opened {
+            Some(Ok(plaintext)) => return Ok(plaintext),
+            Some(Err(error)) => return Err(Failure::Local(error)),
+            None => {}
+        }
+        let Message::PreKey(first) = &message else {
+            return Err(Failure::Message(match last_error {
+                Some(error) => format!("could not decrypt: {error}"),
+                None => "no session with the sender".into(),
+            }));
+        };
+        if stored.iter().any(|s| s.base_key == first.base_key()) {
+            return Err(Failure::Message(format!(
+                "could not decrypt: {}",
+                last_error.map_or_else(|| "duplicate".into(), |e| e.to_string())
+            )));
+        }
+        // A first contact is pinned only once the message has authenticated (below), so a
+        // forged prekey message under some identity pins nothing.
+        let unpinned = match self
+            .identity_unpinned(sender, device, first.identity())
+            .await
+        {
+            Ok(unpinned) => unpinned,
+            Err(error @ (ClientError::IdentityChanged { .. } | ClientError::ForeignDevice(_))) => {
+                return Err(Failure::Message(error.to_string()));
+            }
+            Err(other) => return Err(Failure::Local(other)),
+        };
+        let load = |e: StoreError| Failure::Local(e.into());
+        let signed = self
+            .store
+            .prekey(PrekeyKind::Signed, first.signed_prekey_id().0)
+            .await
+            .map_err(load)?;
+        let kem = self
+            .store
+            .prekey(PrekeyKind::Kem, first.kem_prekey_id().0)
+            .await
+            .map_err(load)?;
+        let (Some(signed), Some(kem)) = (signed, kem) else {
+            return Err(Failure::Message(
+                "message names a prekey this device does not have".into(),
+            ));
+        };
+        let one_time = match first.one_time_prekey_id() {
+            Some(id) => match self
+                .store
+                .prekey(PrekeyKind::OneTime, id.0)
+                .await
+                .map_err(load)?
+            {
+                Some(secret) => Some(secret),
+                None => {
+                    return Err(Failure::Message(
+                        "message names a one-time prekey already used".into(),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let inconsistent =
+            |e: tacit_crypto::DecodeError| Failure::Local(ClientError::Inconsistent(e.to_string()));
+        let signed = SignedPreKeyPair::from_secret_bytes(&signed).map_err(inconsistent)?;
+        let kem = KemPreKeyPair::from_secret_bytes(&kem).map_err(inconsistent)?;
+        let one_time = one_time
+            .map(|secret| OneTimePreKeyPair::from_secret_bytes(&secret))
+            .transpose()
+            .map_err(inconsistent)?;
+        let keys = ResponderKeys {
+            identity: &self.identity,
+            signed_prekey: &signed,
+            one_time_prekey: one_time.as_ref(),
+            kem_prekey: &kem,
+        };
+        let local =
+            Self::address(&self.account.username, self.account.device).map_err(Failure::Local)?;
+        let remote = Self::address(sender, device).map_err(Failure::Local)?;
+        let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
+            .map_err(|e| Failure::Message(format!("could not set up the session: {e}")))?;
+        if unpinned {
+            self.store
+                .pin_contact(sender, &first.identity().to_bytes())
+                .await
+                .map_err(load)?;
+        }
+        self.store
+            .save_session(
+                sender,
+                device,
+                session.base_key(),
+                &session.to_bytes(),
+                true,
+            )
+            .await
+            .map_err(load)?;
+        if let Some(one_time) = &one_time {
+            self.store
+                .delete_prekey(PrekeyKind::OneTime, one_time.id().0)
+                .await
+                .map_err(load)?;
+        }
+        if kem.public().kind() == KemPreKeyKind::OneTime {
+            self.store
+                .delete_prekey(PrekeyKind::Kem, kem.id().0)
+                .await
+                .map_err(load)?;
+        }
+        Ok(plaintext)
+    }
+}
+
+/// A receive-side failure: either of this one message (reported, acknowledged) or local
+/// (the store is broken: stop, acknowledge nothing).
+pub(super) enum Failure {
+    Message(String),
+    Local(ClientError),
+}
