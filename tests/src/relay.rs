@@ -18,15 +18,9 @@
 //!
 //! Everything that went through is kept ([`HostileRelay::exchanges`]), so a test can check
 //! what a client sent to whom. The WebSocket (`GET /v1/ws`) is relayed frame by frame.
-//!
-//! [`TestServer`] runs the real server in-process on port 0 with a fresh SQLite database.
-
-// A test harness: a failure to set up is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -35,74 +29,7 @@ use axum::response::{IntoResponse, Response};
 use tacit_api as api;
 use tokio::sync::oneshot;
 
-/// The real server, in this process, on `127.0.0.1:0`, with SQLite in a temporary directory
-/// and open registration. Stopped when dropped.
-pub struct TestServer {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    /// The data directory (the SQLite database is `tacit.db` in it).
-    pub data_dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl TestServer {
-    /// Starts the server and waits until it is ready.
-    pub async fn start() -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let config = tacit_server::config::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.path().to_owned(),
-            open_registration: true,
-            plain_http: true,
-            shutdown_grace_secs: 1,
-            ..tacit_server::config::Config::default()
-        };
-        config.validate().unwrap();
-        let store = tacit_server::store::open(&config.effective_database_url())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let listener = std::net::TcpListener::bind(config.listen).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(tacit_server::run(
-            listener,
-            Arc::new(config),
-            store,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        wait_ready(&url).await;
-        Self {
-            url,
-            data_dir,
-            stop: Some(stop),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn wait_ready(url: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{url} did not become ready");
-}
+use crate::server::wait_ready;
 
 /// The lies the relay tells, set with [`HostileRelay::lie`]. The default tells none.
 #[derive(Debug, Default)]
