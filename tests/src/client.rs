@@ -284,21 +284,33 @@ impl Socket {
     }
 }
 
-/// Register through any client.
+/// Register `username` (with `one_time` one-time keys of each kind) through any client;
+/// the new device as a client of the same server.
 pub async fn register_via(client: &Client, username: &str, one_time: u32) -> Client {
-    let (_, r): (_, RegisterResponse) = client
+    register_device(client, username, one_time, None).await
+}
+
+/// [`register_via`] naming the first device.
+pub(crate) async fn register_device(
+    client: &Client,
+    username: &str,
+    one_time: u32,
+    device_name: Option<&str>,
+) -> Client {
+    let (status, r): (_, RegisterResponse) = client
         .call(
             reqwest::Method::POST,
             "/v1/accounts",
             Some(&RegisterRequest {
                 username: username.into(),
                 invite: None,
-                device_name: None,
+                device_name: device_name.map(Into::into),
                 keys: keys(one_time, 0),
             }),
         )
         .await
         .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
     Client {
         credential: Some(r.credential),
         ..client.clone()

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use tacit_api::{DeviceCredential, RegisterRequest, RegisterResponse};
+use tacit_api::DeviceCredential;
 use tacit_server::config::{Config, Redacted};
 use tokio::sync::oneshot;
 
-use crate::client::{Client, keys};
+use crate::client::{Client, register_device};
 use crate::database::TestDatabase;
 
 /// Which store a test runs against.
@@ -172,24 +172,10 @@ impl TestServer {
         format!("ws://{}/v1/ws", self.addr)
     }
 
-    /// Register `username` with `one_time` one-time keys of each kind.
+    /// Register `username` with `one_time` one-time keys of each kind (its first device
+    /// named `phone`).
     pub async fn register(&self, username: &str, one_time: u32) -> Client {
-        let (status, r): (_, RegisterResponse) = self
-            .client(None)
-            .call(
-                reqwest::Method::POST,
-                "/v1/accounts",
-                Some(&RegisterRequest {
-                    username: username.into(),
-                    invite: None,
-                    device_name: Some("phone".into()),
-                    keys: keys(one_time, 0),
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, StatusCode::CREATED);
-        self.client(Some(&r.credential))
+        register_device(&self.client(None), username, one_time, Some("phone")).await
     }
 }
 
