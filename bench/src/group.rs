@@ -14,7 +14,7 @@ use anyhow::{Context as _, anyhow, bail};
 use tacit_api::{Ciphertext, DeviceId, MulticastRecipient, MulticastRequest};
 use tacit_crypto::{GroupId, SenderKeyState};
 
-use crate::{ServerProcess, register_many};
+use crate::{register_many, start_server, stop};
 
 /// Options of the group benchmark.
 pub(crate) struct GroupOptions {
@@ -86,7 +86,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 async fn one_size(devices: usize, messages: usize) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
     let db = format!("sqlite://{}", dir.path().join("tacit.db").display());
-    let server = ServerProcess::spawn(dir.path(), &db)?;
+    let server = start_server(dir.path(), &db)?;
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
     let sender = register_many(&http, &base, &format!("s{devices}x"), 1).await?;
@@ -141,7 +141,7 @@ async fn one_size(devices: usize, messages: usize) -> anyhow::Result<Row> {
         server_time += start.elapsed();
     }
     let after = dir_bytes(dir.path());
-    server.stop()?;
+    stop(server)?;
     let n = u32::try_from(messages).unwrap_or(u32::MAX);
     Ok(Row {
         devices,

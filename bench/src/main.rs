@@ -1,8 +1,9 @@
 //! Load benchmark of the Tacit relay server over loopback.
 //!
-//! `cargo run --release -p tacit-bench [-- OPTIONS]` starts the real server (this binary
-//! re-executed in server mode, so that the server is a separate process whose memory can be
-//! measured) once per backend, drives it with real HTTP and WebSocket clients, prints a table
+//! `cargo build --release -p tacit-server && cargo run --release -p tacit-bench [-- OPTIONS]`
+//! starts the real `tacit-server` binary found beside the benchmark (a separate process, so
+//! that its memory can be measured; started by the test harness's `ServerProcess`) once per
+//! backend, drives it with real HTTP and WebSocket clients, prints a table
 //! and writes the `## Relay server` section of `docs/PERFORMANCE.md`.
 //!
 //! Phases, per backend:
@@ -17,10 +18,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use tacit_api::{
     Bytes, Ciphertext, ClientFrame, DeviceCiphertext, DeviceCredential, DeviceId, DeviceKeys,
     RegisterRequest, RegisterResponse, SendMessageRequest, ServerFrame, SignedPrekey,
 };
+use tacit_tests::ServerProcess;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -104,10 +104,7 @@ const BENCH_METRICS_TOKEN: &str = "tacit-bench-metrics-token";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
-    let result = if args.peek().map(String::as_str) == Some("__server") {
-        args.next();
-        server_mode(args)
-    } else if args.peek().map(String::as_str) == Some("group") {
+    let result = if args.peek().map(String::as_str) == Some("group") {
         args.next();
         group::GroupOptions::parse(args).and_then(|o| {
             tokio::runtime::Runtime::new()
@@ -130,92 +127,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// The server process: `__server DATA_DIR DATABASE_URL`. Prints `LISTEN <addr>` and serves
-/// until its stdin closes.
-fn server_mode(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let data_dir = PathBuf::from(args.next().context("data dir")?);
-    let database_url = args.next().context("database url")?;
-    let mut config = tacit_server::config::Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir,
-        database_url: tacit_server::config::Redacted(database_url),
-        open_registration: true,
-        plain_http: true,
-        ..Default::default()
-    };
-    config.limits.max_mailbox_depth = 1_000_000;
-    config.rate_limits.claims_per_minute_per_requester = 1_000_000;
-    config.rate_limits.claims_per_minute_per_target = 1_000_000;
-    // The load generator opens many connections and reads /metrics with this token.
-    config.http.max_connections = 100_000;
-    config.metrics.token = Some(tacit_server::config::Redacted(BENCH_METRICS_TOKEN.into()));
-    config.validate()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let store = tacit_server::store::open(&config.effective_database_url()).await?;
-        store.migrate().await?;
-        let listener = std::net::TcpListener::bind(config.listen)?;
-        println!("LISTEN {}", listener.local_addr()?);
-        std::io::stdout().flush()?;
-        let stdin_closed = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut sink = Vec::new();
-                let _ = std::io::stdin().read_to_end(&mut sink);
-            })
-            .await;
-        };
-        tacit_server::run(listener, Arc::new(config), store, stdin_closed).await?;
-        Ok(())
-    })
+/// The real `tacit-server` (found beside this binary: build it with the same profile) on
+/// `data_dir` and `database_url`, configured for load: limits far above what the benchmark
+/// reaches, and the scrape token the load generator reads `/metrics` with. Its warnings go
+/// to `server.log` in the data directory.
+fn start_server(data_dir: &Path, database_url: &str) -> anyhow::Result<ServerProcess> {
+    ServerProcess::launch(data_dir, database_url, &data_dir.join("server.log"))
+        .arg("--open-registration")
+        .env("TACIT_LOG_LEVEL", "warn")
+        .env("TACIT_LIMITS_MAX_MAILBOX_DEPTH", "1000000")
+        .env(
+            "TACIT_RATE_LIMITS_CLAIMS_PER_MINUTE_PER_REQUESTER",
+            "1000000",
+        )
+        .env("TACIT_RATE_LIMITS_CLAIMS_PER_MINUTE_PER_TARGET", "1000000")
+        // The load generator opens many connections.
+        .env("TACIT_HTTP_MAX_CONNECTIONS", "100000")
+        .env("TACIT_METRICS_TOKEN", BENCH_METRICS_TOKEN)
+        .try_spawn()
+        .context("starting tacit-server")
 }
 
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
+/// Resident memory of the server process, in bytes.
+fn rss(server: &ServerProcess) -> anyhow::Result<u64> {
+    Ok(server.memory_kib("VmRSS")? * 1024)
 }
 
-impl ServerProcess {
-    fn spawn(data_dir: &Path, database_url: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("__server")
-            .arg(data_dir)
-            .arg(database_url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env("TACIT_LOG_LEVEL", "warn")
-            .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .strip_prefix("LISTEN ")
-            .context("server did not start")?
-            .trim()
-            .parse()?;
-        Ok(Self { child, addr })
+/// Graceful shutdown (`SIGTERM`), insisting on a clean exit.
+fn stop(server: ServerProcess) -> anyhow::Result<()> {
+    let status = server.terminate()?;
+    if !status.success() {
+        bail!("tacit-server exited with {status}");
     }
-
-    /// Resident memory of the server process, in bytes.
-    fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .context("no VmRSS")?;
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .context("VmRSS value")?
-            .parse()?;
-        Ok(kib * 1024)
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        drop(self.child.stdin.take());
-        self.child.wait()?;
-        Ok(())
-    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -241,7 +185,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let db = if backend == "postgres" {
             Some(
-                tacit_server::testing::TestDatabase::create()
+                tacit_tests::TestDatabase::create()
                     .await
                     .context("PostgreSQL (TACIT_TEST_DATABASE_URL or the local one)")?,
             )
@@ -252,9 +196,9 @@ async fn bench(options: Options) -> anyhow::Result<()> {
             || format!("sqlite://{}", dir.path().join("tacit.db").display()),
             |d| d.url.clone(),
         );
-        let server = ServerProcess::spawn(dir.path(), &url)?;
+        let server = start_server(dir.path(), &url)?;
         let figures = run_phases(&options, &server).await;
-        server.stop()?;
+        stop(server)?;
         drop(db);
         let figures = figures?;
         results.insert(backend.clone(), figures);
@@ -698,7 +642,7 @@ async fn idle(
     }
     let devices = register_many(http, base, "idle", n).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = server.rss()?;
+    let before = rss(server)?;
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(n);
     for d in devices {
@@ -715,7 +659,7 @@ async fn idle(
         sockets.push(t.await??);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = server.rss()?;
+    let after = rss(server)?;
     figures.idle_sockets = n;
     figures.bytes_per_socket = after.saturating_sub(before) as f64 / n as f64;
     println!(

@@ -25,8 +25,6 @@ pub mod metrics;
 pub mod push;
 pub mod service;
 pub mod store;
-#[doc(hidden)]
-pub mod testing;
 pub mod tls;
 
 use config::Config;

@@ -20,6 +20,10 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     overrides: Overrides,
+    /// Once the listening socket is bound, print one line `listening addr=ADDR:PORT` on
+    /// stdout (the bound address, useful with port 0), for scripts and tests to read.
+    #[arg(long, global = true)]
+    print_addr: bool,
 }
 
 /// Flags that override the configuration (defaults < file < `TACIT_*` env < flags).
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.overrides)?;
+    let print_addr = cli.print_addr;
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Config {
         command: ConfigCommand::Check,
@@ -104,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let config = Arc::new(config);
         let store = open_store(&config).await?;
         match command {
-            Command::Serve => serve(config, store).await,
+            Command::Serve => serve(config, store, print_addr).await,
             Command::Migrate => {
                 tracing::info!("migrations applied");
                 Ok(())
@@ -184,9 +189,21 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     Ok(store)
 }
 
-async fn serve(config: Arc<Config>, store: Arc<dyn store::Store>) -> anyhow::Result<()> {
+async fn serve(
+    config: Arc<Config>,
+    store: Arc<dyn store::Store>,
+    print_addr: bool,
+) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {} (config key `listen`)", config.listen))?;
+    if print_addr {
+        use std::io::Write as _;
+        let local = listener.local_addr().context("reading the bound address")?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening addr={local}")
+            .and_then(|()| stdout.flush())
+            .context("printing the bound address")?;
+    }
     tacit_server::run(listener, config, store, shutdown_signal()).await?;
     Ok(())
 }

@@ -4,15 +4,13 @@
 // Test helpers outside #[test] functions unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::*;
 use futures_util::SinkExt as _;
 use reqwest::{Method, StatusCode};
 use tacit_api::*;
+use tacit_tests::*;
 
 fn assert_code<T: std::fmt::Debug>(
     r: Result<T, Failure>,

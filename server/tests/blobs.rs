@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use reqwest::{Method, StatusCode};
 use tacit_api::*;
+use tacit_tests::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn assert_code<T: std::fmt::Debug>(r: Result<T, Failure>, status: u16, code: ErrorCode) {

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use common::*;
 use reqwest::{Method, StatusCode};
 use tacit_api::*;
+use tacit_tests::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -387,7 +385,7 @@ async fn files_are_private() {
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = parent.path().join("server.log");
-    let process = Process::spawn(&data, "", &log);
+    let process = ServerProcess::spawn(&data, "", &log);
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("tacit.db")), 0o600);
     process.kill9();

@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
 use tacit_api::*;
+use tacit_tests::*;
 
 fn assert_code<T: std::fmt::Debug>(r: Result<T, Failure>, status: u16, code: ErrorCode) {
     let f = r.expect_err("expected an error");

@@ -6,17 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use reqwest::{Method, StatusCode};
 use tacit_api::*;
+use tacit_tests::*;
 
 /// A tmpfs of a few MiB mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -311,7 +309,7 @@ async fn terminated_postgres_backends_lose_nothing_confirmed() {
     let bob = server.register("bob", 0).await;
     let db = server.db.as_ref().unwrap();
     let name = db.url.rsplit('/').next().unwrap().to_owned();
-    let admin = tacit_server::testing::admin_url();
+    let admin = tacit_tests::admin_url();
 
     let killer = tokio::spawn(async move {
         let mut killed = 0i64;

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::Digest as _;
 use tacit_api as api;
 use tacit_sdk::{Client, IncomingKind, KeySource, StoreKey, Transport, Trust};
-use tacit_tests::{HostileRelay, TestServer};
+use tacit_tests::{HostileRelay, TestServer, spawn_server};
 
 struct World {
     relay: HostileRelay,
@@ -21,8 +21,8 @@ struct World {
 }
 
 async fn world() -> World {
-    let server = TestServer::start().await;
-    let relay = HostileRelay::start(&server.url).await;
+    let server = spawn_server().await;
+    let relay = HostileRelay::start(&server.base).await;
     World {
         relay,
         dir: tempfile::tempdir().unwrap(),

@@ -8,7 +8,7 @@ use tacit_api::{
 };
 
 use super::*;
-use crate::testing::TestDatabase;
+use tacit_tests::TestDatabase;
 
 pub(crate) fn keys(one_time: u32) -> DeviceKeys {
     let signed = |id: u32, tag: u8| SignedPrekey {

@@ -4,162 +4,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tacit_server::testing::TestDatabase;
+use tacit_tests::cli::{self, Cli, fails, ok, tacit};
+use tacit_tests::{ServerProcess, TestDatabase};
 
-const TACIT: &str = env!("CARGO_BIN_EXE_tacit");
+/// The laptop home of the linking test has its own passphrase.
+const LAPTOP: Cli = Cli::new("another passphrase");
 
-/// The server binary, built beside `tacit` (built here if this test runs alone).
-fn server_binary() -> PathBuf {
-    let path = Path::new(TACIT).with_file_name("tacit-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tacit-server", "--bin", "tacit-server"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building tacit-server failed");
-    }
-    path
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    data: PathBuf,
-    database_url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path, database_url: &str, log: &Path) -> Self {
-        Self::start_on(data, database_url, log, "127.0.0.1:0")
-    }
-
-    #[allow(clippy::zombie_processes)] // waited for in stop()
-    fn start_on(data: &Path, database_url: &str, log: &Path, listen: &str) -> Self {
-        let already = std::fs::read_to_string(log).unwrap_or_default().len();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(server_binary())
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--plain-http",
-                "--open-registration",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--database-url")
-            .arg(database_url)
-            .env("TACIT_LOG_LEVEL", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(line) = text[already..].lines().find(|l| l.contains("listening")) {
-                let start = line.find("local=").unwrap() + "local=".len();
-                let addr = line[start..].split_whitespace().next().unwrap();
-                return Self {
-                    child,
-                    url: format!("http://{addr}"),
-                    data: data.to_owned(),
-                    database_url: database_url.to_owned(),
-                    log: log.to_owned(),
-                };
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server (SIGTERM, graceful) and starts it again on the same data and port.
-    fn restart(mut self) -> Self {
-        self.stop();
-        let listen = self.url.trim_start_matches("http://").to_owned();
-        Self::start_on(&self.data, &self.database_url, &self.log, &listen)
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `tacit --home HOME args...` and returns its output.
-fn tacit(home: &Path, args: &[&str]) -> Output {
-    Command::new(TACIT)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
-        .output()
-        .unwrap()
-}
-
-/// Runs `tacit` on the laptop home of the linking test (its own passphrase).
-fn tacit_with(home: &Path, args: &[&str]) -> Output {
-    Command::new(TACIT)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env("TACIT_PASSPHRASE", "another passphrase")
-        .output()
-        .unwrap()
+/// The real server on `data` and `database_url`, logging at debug level to `log`.
+fn start(data: &Path, database_url: &str, log: &Path) -> ServerProcess {
+    ServerProcess::launch(data, database_url, log)
+        .arg("--open-registration")
+        .env("TACIT_LOG_LEVEL", "debug")
+        .spawn()
 }
 
 fn tacit_ok(home: &Path, args: &[&str]) -> String {
-    let out = tacit_with(home, args);
-    assert!(
-        out.status.success(),
-        "tacit {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    LAPTOP.ok(home, args)
 }
 
 fn tacit_recv(home: &Path) -> Vec<serde_json::Value> {
-    tacit_ok(home, &["recv", "--json", "--wait", "5"])
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-/// Runs `tacit` and insists it succeeded; returns stdout.
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = tacit(home, args);
-    assert!(
-        out.status.success(),
-        "tacit {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    LAPTOP.recv(home, 5)
 }
 
 /// Everything `tacit recv --json` printed, as JSON values.
 fn recv(home: &Path) -> Vec<serde_json::Value> {
-    ok(home, &["recv", "--json", "--wait", "5"])
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    cli::CLI.recv(home, 5)
 }
 
 /// The texts of the messages among `events` (`<failed>` for a failed one); receipts are
@@ -173,18 +45,11 @@ fn texts(events: &[serde_json::Value]) -> Vec<String> {
 }
 
 /// A server on SQLite in `root/server-data`, logging to `root/server.log`.
-fn sqlite_server(root: &Path) -> Server {
+fn sqlite_server(root: &Path) -> ServerProcess {
     let data = root.join("server-data");
     std::fs::create_dir_all(&data).unwrap();
     let db = format!("sqlite://{}", data.join("tacit.db").display());
-    Server::start(&data, &db, &root.join("server.log"))
-}
-
-/// Runs `tacit` expecting failure; returns stderr.
-fn fails(home: &Path, args: &[&str]) -> String {
-    let out = tacit(home, args);
-    assert!(!out.status.success(), "tacit {args:?} should have failed");
-    String::from_utf8(out.stderr).unwrap()
+    start(&data, &db, &root.join("server.log"))
 }
 
 fn random_marker() -> String {
@@ -213,10 +78,10 @@ fn files_containing(dir: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {
 
 /// The conversation: registration, messages both ways, Bob offline while Alice sends, a
 /// server restart in the middle, safety numbers. Returns the markers sent.
-fn conversation(server: Server, root: &Path) -> (Server, Vec<String>) {
+fn conversation(server: ServerProcess, root: &Path) -> (ServerProcess, Vec<String>) {
     let (alice, bob) = (root.join("alice"), root.join("bob"));
-    ok(&alice, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
     let marker = random_marker();
     let mut markers = Vec::new();
 
@@ -275,7 +140,7 @@ fn conversation_over_sqlite_with_no_plaintext_on_the_server() {
     let log = root.path().join("server.log");
     let db = format!("sqlite://{}", data.join("tacit.db").display());
     std::fs::create_dir_all(&data).unwrap();
-    let server = Server::start(&data, &db, &log);
+    let server = start(&data, &db, &log);
     let (mut server, markers) = conversation(server, root.path());
     server.stop();
 
@@ -305,16 +170,14 @@ fn conversation_over_sqlite_with_no_plaintext_on_the_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conversation_over_postgres() {
-    let db = TestDatabase::create()
-        .await
-        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    let db = TestDatabase::create_or_panic().await;
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("server-data");
     std::fs::create_dir_all(&data).unwrap();
     let url = db.url.clone();
     let root_path = root.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        let server = Server::start(&data, &url, &root_path.join("server.log"));
+        let server = start(&data, &url, &root_path.join("server.log"));
         let (mut server, _) = conversation(server, &root_path);
         server.stop();
     })
@@ -329,10 +192,10 @@ fn a_tampered_ciphertext_is_reported_and_later_messages_still_open() {
     let log = root.path().join("server.log");
     std::fs::create_dir_all(&data).unwrap();
     let db_path = data.join("tacit.db");
-    let mut server = Server::start(&data, &format!("sqlite://{}", db_path.display()), &log);
+    let mut server = start(&data, &format!("sqlite://{}", db_path.display()), &log);
     let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
-    ok(&alice, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
     ok(&alice, &["send", "bob", "hello"]);
     assert_eq!(texts(&recv(&bob)), ["hello"]);
     ok(&bob, &["send", "alice", "hi"]);
@@ -367,13 +230,8 @@ fn a_tampered_ciphertext_is_reported_and_later_messages_still_open() {
             .unwrap();
         conn.close().await.unwrap();
     });
-    let listen = server.url.trim_start_matches("http://").to_owned();
-    let _server = Server::start_on(
-        &data,
-        &format!("sqlite://{}", db_path.display()),
-        &log,
-        &listen,
-    );
+    // The same server again, on the same data and address.
+    let _server = server.restart();
 
     let events = recv(&bob);
     assert_eq!(texts(&events), ["one", "<failed>", "three"]);
@@ -422,8 +280,8 @@ fn a_changed_identity_stops_sends_until_trusted() {
     let root = tempfile::tempdir().unwrap();
     let server = sqlite_server(root.path());
     let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
-    ok(&alice, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
     ok(&alice, &["send", "bob", "hello"]);
     assert_eq!(texts(&recv(&bob)), ["hello"]);
     ok(&alice, &["verify", "bob"]);
@@ -432,7 +290,7 @@ fn a_changed_identity_stops_sends_until_trusted() {
     assert!(fails(&bob, &["account", "delete"]).contains("--yes"));
     ok(&bob, &["account", "delete", "--yes"]);
     assert!(!bob.join("store.db").exists());
-    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
 
     let error = fails(&alice, &["send", "bob", "are you still you?"]);
     assert!(error.contains("identity key has changed"), "{error}");
@@ -464,27 +322,25 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
         root.path().join("laptop"),
         root.path().join("bob"),
     );
-    ok(&phone, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&phone, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
     ok(&phone, &["send", "bob", "hi from the phone"]);
     assert_eq!(texts(&recv(&bob)), ["hi from the phone"]);
     ok(&phone, &["verify", "bob"]);
 
     // The new device shows a code; the phone approves it.
-    let mut link = Command::new(TACIT)
-        .arg("--home")
-        .arg(&laptop)
+    let mut link = LAPTOP
+        .command(&laptop)
         .args([
             "device",
             "link",
-            &server.url,
+            &server.url(),
             "--name",
             "laptop",
             "--timeout",
             "60",
             "--yes",
         ])
-        .env("TACIT_PASSPHRASE", "another passphrase")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -566,7 +422,7 @@ fn a_linked_device_gets_messages_and_syncs_sent_ones() {
 
     // Removing the laptop ends its access; Bob's next message goes to the phone only.
     ok(&phone, &["device", "remove", "2"]);
-    let error = String::from_utf8(tacit_with(&laptop, &["recv"]).stderr).unwrap();
+    let error = String::from_utf8(LAPTOP.run(&laptop, &["recv"]).stderr).unwrap();
     assert!(error.contains("unauthorized"), "{error}");
     ok(&bob, &["send", "alice", "phone only"]);
     assert_eq!(texts(&recv(&phone)), ["phone only"]);
@@ -578,14 +434,11 @@ fn listen_prints_messages_as_they_arrive() {
     let root = tempfile::tempdir().unwrap();
     let server = sqlite_server(root.path());
     let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
-    ok(&alice, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
+    ok(&alice, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
     ok(&alice, &["send", "bob", "waiting before"]);
-    let mut listener = Command::new(TACIT)
-        .arg("--home")
-        .arg(&bob)
+    let mut listener = cli::command(&bob)
         .args(["listen", "--json"])
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -637,7 +490,7 @@ async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
     let server = tokio::task::spawn_blocking(move || sqlite_server(&root_path))
         .await
         .unwrap();
-    let transport = || Transport::new(&server.url, &Trust::SystemRoots).unwrap();
+    let transport = || Transport::new(&server.url(), &Trust::SystemRoots).unwrap();
     let register = |name: &'static str| {
         let path = root.path().join(format!("{name}.db"));
         let transport = transport();
@@ -711,13 +564,10 @@ fn chat_sends_lines_and_prints_replies() {
     let root = tempfile::tempdir().unwrap();
     let server = sqlite_server(root.path());
     let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
-    ok(&alice, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
-    let mut chat = Command::new(TACIT)
-        .arg("--home")
-        .arg(&alice)
+    ok(&alice, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
+    let mut chat = cli::command(&alice)
         .args(["chat", "bob"])
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -778,7 +628,7 @@ async fn group_chat_with_membership_changes() {
         .unwrap();
     let home = |name: &str| root.path().join(name);
     let (alice, bob, carol, dave) = (home("alice"), home("bob"), home("carol"), home("dave"));
-    let url = server.url.clone();
+    let url = server.url();
     let run = move |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
     {
         let (alice, bob, carol, dave) = (alice.clone(), bob.clone(), carol.clone(), dave.clone());
@@ -971,13 +821,10 @@ fn a_second_process_on_a_home_is_refused_while_the_first_runs() {
     let root = tempfile::tempdir().unwrap();
     let server = sqlite_server(root.path());
     let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
-    ok(&alice, &["register", &server.url, "alice"]);
-    ok(&bob, &["register", &server.url, "bob"]);
-    let mut listener = Command::new(TACIT)
-        .arg("--home")
-        .arg(&bob)
+    ok(&alice, &["register", &server.url(), "alice"]);
+    ok(&bob, &["register", &server.url(), "bob"]);
+    let mut listener = cli::command(&bob)
         .args(["listen", "--json"])
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

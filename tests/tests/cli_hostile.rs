@@ -5,50 +5,19 @@
 
 use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::Digest as _;
-use tacit_tests::{HostileRelay, TestServer};
+use tacit_tests::cli::{self, Cli, fails, ok};
+use tacit_tests::{HostileRelay, spawn_server};
 
-const TACIT: &str = env!("CARGO_BIN_EXE_tacit");
-
-fn tacit(home: &Path, args: &[&str]) -> Output {
-    Command::new(TACIT)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
-        .output()
-        .unwrap()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = tacit(home, args);
-    assert!(
-        out.status.success(),
-        "tacit {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(home: &Path, args: &[&str]) -> String {
-    let out = tacit(home, args);
-    assert!(
-        !out.status.success(),
-        "tacit {args:?} should have failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
+/// The laptop home of the linking test has its own passphrase.
+const LAPTOP: Cli = Cli::new("another passphrase");
 
 fn recv(home: &Path) -> Vec<serde_json::Value> {
-    ok(home, &["recv", "--json", "--wait", "2"])
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    cli::CLI.recv(home, 2)
 }
 
 fn group_texts(events: &[serde_json::Value]) -> Vec<String> {
@@ -64,8 +33,8 @@ fn group_texts(events: &[serde_json::Value]) -> Vec<String> {
 /// message, nothing in the outsider's mailbox. The sender is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_send_gives_an_outsider_the_server_names_nothing() {
-    let server = TestServer::start().await;
-    let relay = HostileRelay::start(&server.url).await;
+    let server = spawn_server().await;
+    let relay = HostileRelay::start(&server.base).await;
     let root = tempfile::tempdir().unwrap();
     let home = |name: &str| root.path().join(name);
     let (alice, bob, carol, mallory) = (home("alice"), home("bob"), home("carol"), home("mallory"));
@@ -142,8 +111,8 @@ async fn a_group_send_gives_an_outsider_the_server_names_nothing() {
 /// what the server has: the channel id and the new device's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_answered_by_the_server_side_fails_and_joins_nothing() {
-    let server = TestServer::start().await;
-    let relay = HostileRelay::start(&server.url).await;
+    let server = spawn_server().await;
+    let relay = HostileRelay::start(&server.base).await;
     let root = tempfile::tempdir().unwrap();
     let (laptop, mallory) = (root.path().join("laptop"), root.path().join("mallory"));
     let url = relay.url.clone();
@@ -152,11 +121,9 @@ async fn a_link_answered_by_the_server_side_fails_and_joins_nothing() {
         .await
         .unwrap();
 
-    let mut link = Command::new(TACIT)
-        .arg("--home")
-        .arg(&laptop)
+    let mut link = LAPTOP
+        .command(&laptop)
         .args(["device", "link", &relay.url, "--timeout", "30"])
-        .env("TACIT_PASSPHRASE", "another passphrase")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -200,13 +167,7 @@ async fn a_link_answered_by_the_server_side_fails_and_joins_nothing() {
         );
         assert!(!rest.contains("linked"), "{rest}");
         // The new device belongs to no account: nothing in its home opens as one.
-        let out = Command::new(TACIT)
-            .arg("--home")
-            .arg(&l)
-            .args(["contacts"])
-            .env("TACIT_PASSPHRASE", "another passphrase")
-            .output()
-            .unwrap();
+        let out = LAPTOP.command(&l).args(["contacts"]).output().unwrap();
         assert!(!out.status.success(), "the new device has an account");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("no account"),

@@ -1,5 +1,4 @@
-//! Helpers for tests (of this crate, its integration tests and the benchmark): throw-away
-//! PostgreSQL databases.
+//! Throw-away PostgreSQL databases for tests and the benchmark.
 
 use sqlx::Connection as _;
 
@@ -48,6 +47,18 @@ impl TestDatabase {
             admin,
             name,
         })
+    }
+
+    /// [`TestDatabase::create`], panicking with a clear message when PostgreSQL is
+    /// unreachable (a test that needs it fails, it does not skip).
+    pub async fn create_or_panic() -> Self {
+        match Self::create().await {
+            Ok(db) => db,
+            Err(e) => panic!(
+                "PostgreSQL from TACIT_TEST_DATABASE_URL ({}) must be reachable: {e}",
+                admin_url()
+            ),
+        }
     }
 }
 

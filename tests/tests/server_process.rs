@@ -4,15 +4,35 @@
 // Test helpers outside #[test] functions unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
 use reqwest::{Method, StatusCode};
 use tacit_api::*;
-use tacit_server::testing::TestDatabase;
+use tacit_tests::*;
+
+/// The `/metrics` scrape token the real binary is started with (a secret: it must never
+/// reach the logs).
+const METRICS_TOKEN: &str = "test-scrape-token-2f1c9a";
+
+fn bin() -> PathBuf {
+    binary("tacit-server").unwrap()
+}
+
+/// The real binary with JSON logs at debug level and a metrics token, and `extra` flags.
+fn spawn_with(data_dir: &Path, database_url: &str, log: &Path, extra: &[&str]) -> ServerProcess {
+    ServerProcess::launch(data_dir, database_url, log)
+        .args(extra)
+        .env("TACIT_LOG_FORMAT", "json")
+        .env("TACIT_LOG_LEVEL", "debug")
+        .env("TACIT_METRICS_TOKEN", METRICS_TOKEN)
+        .spawn()
+}
+
+/// [`spawn_with`] with open registration.
+fn spawn(data_dir: &Path, database_url: &str, log: &Path) -> ServerProcess {
+    spawn_with(data_dir, database_url, log, &["--open-registration"])
+}
 
 fn database_url(backend: Backend, dir: &Path, db: Option<&TestDatabase>) -> String {
     match backend {
@@ -32,9 +52,9 @@ async fn test_db(backend: Backend) -> Option<TestDatabase> {
     }
 }
 
-fn with_base(client: &Client, process: &Process) -> Client {
+fn with_base(client: &Client, process: &ServerProcess) -> Client {
     Client {
-        base: process.base(),
+        base: process.url(),
         ..client.clone()
     }
 }
@@ -48,7 +68,7 @@ async fn crash(backend: Backend) {
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
 
-    let server = Process::spawn(&data, &url, &log);
+    let server = spawn(&data, &url, &log);
     let anon = server.client(None);
     let alice = register_via(&anon, "alice", 0).await;
     let bob = register_via(&anon, "bob", 0).await;
@@ -67,7 +87,7 @@ async fn crash(backend: Backend) {
         .await;
     server.kill9();
 
-    let server = Process::spawn(&data, &url, &log);
+    let server = spawn(&data, &url, &log);
     let (alice, bob) = (with_base(&alice, &server), with_base(&bob, &server));
     let mut socket = bob.connect(&format!("ws://{}/v1/ws", server.addr)).await;
     let after = socket.backlog().await;
@@ -93,12 +113,15 @@ async fn crash(backend: Backend) {
     socket.ack_sync(ids).await;
     server.kill9();
 
-    let server = Process::spawn(&data, &url, &log);
+    let server = spawn(&data, &url, &log);
     let bob = with_base(&bob, &server);
     let mut socket = bob.connect(&format!("ws://{}/v1/ws", server.addr)).await;
     assert!(socket.backlog().await.is_empty(), "nothing delivered twice");
     drop(socket);
-    assert!(server.terminate().success(), "clean exit on SIGTERM");
+    assert!(
+        server.terminate().unwrap().success(),
+        "clean exit on SIGTERM"
+    );
 }
 both!(crash);
 
@@ -134,7 +157,7 @@ async fn nothing_in_clear(backend: Backend) {
 
     let mut invites = Vec::new();
     for _ in 0..2 {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["invite", "create", "--database-url", &url])
             .arg("--data-dir")
             .arg(&data)
@@ -143,7 +166,7 @@ async fn nothing_in_clear(backend: Backend) {
         assert!(out.status.success());
         invites.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
     }
-    let server = Process::spawn_with(&data, &url, &log, &[]);
+    let server = spawn_with(&data, &url, &log, &[]);
     let anon = server.client(None);
     let mut clients = Vec::new();
     for (name, invite) in ["alice", "bob"].iter().zip(&invites) {
@@ -220,7 +243,7 @@ async fn nothing_in_clear(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(scraped.status(), StatusCode::OK);
-    assert!(server.terminate().success());
+    assert!(server.terminate().unwrap().success());
 
     // What is at rest: every file in the data directory, and for PostgreSQL every row.
     let mut at_rest = Vec::new();
@@ -318,7 +341,7 @@ both!(nothing_in_clear);
 #[test]
 fn invite_create_prints_only_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["invite", "create"])
         .arg("--data-dir")
         .arg(dir.path())
@@ -333,7 +356,7 @@ fn invite_create_prints_only_the_token() {
     let token = stdout.strip_suffix('\n').unwrap();
     assert_eq!(token.len(), 64);
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["invite", "list"])
         .arg("--data-dir")
         .arg(dir.path())
@@ -344,7 +367,7 @@ fn invite_create_prints_only_the_token() {
     assert_eq!(list.lines().count(), 1);
     assert!(list.contains("used=-"));
     assert!(!list.contains(token));
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["migrate"])
         .arg("--data-dir")
         .arg(dir.path())
@@ -357,7 +380,7 @@ fn invite_create_prints_only_the_token() {
 fn invalid_config_fails_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(args)
             .arg("--data-dir")
             .arg(dir.path())
@@ -399,7 +422,10 @@ fn invalid_config_fails_naming_the_key() {
     let (code, err) = run(&["config", "check", "--database-url", "mysql://x"], &[]);
     assert_eq!(code, Some(1));
     assert!(err.contains("database_url"), "{err}");
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tacit-server.example.toml");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../server/tacit-server.example.toml"
+    );
     let (code, err) = run(&["config", "check", "--config", example], &[]);
     assert_eq!(code, Some(0), "{err}");
     let (code, _) = run(&["no-such-command"], &[]);

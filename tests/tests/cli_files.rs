@@ -8,90 +8,41 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const TACIT: &str = env!("CARGO_BIN_EXE_tacit");
-const PASSPHRASE: &str = "correct horse battery staple";
+use tacit_tests::ServerProcess;
+use tacit_tests::cli::{PASSPHRASE, ok, tacit};
+
 /// The attachment format (SECURITY.md, "Attachments"): header, then sealed 64 KiB chunks.
 const HEADER: usize = 17;
 const SEALED_CHUNK: usize = 65_536 + 16;
 
-/// The server binary, built beside `tacit` (built here if this test runs alone).
-fn server_binary() -> PathBuf {
-    let path = Path::new(TACIT).with_file_name("tacit-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tacit-server", "--bin", "tacit-server"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building tacit-server failed");
-    }
-    path
-}
-
 /// The real server on SQLite in `root/server-data`, logging to `root/server.log`.
 struct Server {
-    child: Child,
-    addr: SocketAddr,
+    process: ServerProcess,
     blobs: PathBuf,
 }
 
 impl Server {
-    #[allow(clippy::zombie_processes)] // waited for in Drop
     fn start(root: &Path) -> Self {
         let data = root.join("server-data");
         std::fs::create_dir_all(&data).unwrap();
-        let log = root.join("server.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(server_binary())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--plain-http",
-                "--open-registration",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--database-url")
-            .arg(format!("sqlite://{}", data.join("tacit.db").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("listening")) {
-                let start = line.find("local=").unwrap() + "local=".len();
-                let addr = line[start..].split_whitespace().next().unwrap();
-                return Self {
-                    child,
-                    addr: addr.parse().unwrap(),
-                    blobs: data.join("blobs"),
-                };
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
+        let database_url = format!("sqlite://{}", data.join("tacit.db").display());
+        Self {
+            process: ServerProcess::spawn(&data, &database_url, &root.join("server.log")),
+            blobs: data.join("blobs"),
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.process.url()
     }
 
-    /// A figure from `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+    /// A figure from the server's `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
     fn memory_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(&format!("{field}:")))
-            .unwrap_or_else(|| panic!("no {field} in /proc status"));
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        self.process.memory_kib(field).unwrap()
     }
 
     /// The complete blobs in the blob directory.
@@ -104,33 +55,6 @@ impl Server {
             Err(_) => HashSet::new(),
         }
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tacit(home: &Path, args: &[&str]) -> Output {
-    Command::new(TACIT)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env("TACIT_PASSPHRASE", PASSPHRASE)
-        .output()
-        .unwrap()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = tacit(home, args);
-    assert!(
-        out.status.success(),
-        "tacit {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn register(root: &Path, server: &Server, name: &str) -> PathBuf {
@@ -396,7 +320,7 @@ fn an_interrupted_upload_resumes_where_the_server_got_to() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (proxy_bytes, uploads) = runtime.block_on(async {
         // Alice's SDK client, talking to the server through the proxy.
-        let proxy = proxy(server.addr, 4 * 1024 * 1024).await;
+        let proxy = proxy(server.process.addr, 4 * 1024 * 1024).await;
         let url = format!("http://{}", proxy.addr);
         let mut client = tacit_sdk::Client::open(
             &alice.join("store.db"),
