@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run schemathesis against a real Tacit server's /openapi.json.
 
-Starts the debug `tacit-server` binary on a free loopback port with a fresh data directory,
+Starts the debug `tacit-server` binary on a loopback port of its choosing (`--print-addr`) with a fresh data directory,
 checks the served document with openapi-spec-validator, registers two accounts (the one
 schemathesis acts as, and a peer with devices and prekeys so that lookups find somebody),
 reserves a blob, and runs every operation except two (below) in positive and negative
@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,12 +52,6 @@ auth_failures_per_minute_per_source = 1000000
 # limit (tested by the server's own suites) that would turn later reservations into 507.
 quota_bytes_per_account = 2305843009213693952
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def b64(n):
@@ -96,25 +89,32 @@ def main():
     if not os.path.exists(SERVER):
         sys.exit(f"{SERVER} not found: run `cargo build -p tacit-server` first")
     work = tempfile.mkdtemp(prefix="tacit-st-")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with open(os.path.join(work, "tacit.toml"), "w") as f:
         f.write(CONFIG)
     log = open(os.path.join(work, "server.log"), "w+")
+    # Port 0 and --print-addr: the server says where it listens on one stdout line.
     server = subprocess.Popen(
         [
             SERVER,
             "--config",
             os.path.join(work, "tacit.toml"),
             "--listen",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
             "--data-dir",
             os.path.join(work, "data"),
+            "--print-addr",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
     )
     try:
+        line = server.stdout.readline()
+        match = re.fullmatch(r"listening addr=(\S+)\n", line)
+        if not match:
+            log.seek(0)
+            sys.exit(f"the server did not say where it listens ({line!r}):\n" + log.read())
+        base = f"http://{match.group(1)}"
         deadline = time.time() + 30
         while True:
             try:
