@@ -54,9 +54,18 @@ pub struct Launch {
     listen: String,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    tls: bool,
 }
 
 impl Launch {
+    /// Serves TLS with the server's generated self-signed certificate instead of plain
+    /// HTTP (reach it at `https://{addr}`).
+    #[must_use]
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Adds a command-line argument (after `serve` and the harness's own).
     #[must_use]
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -98,13 +107,8 @@ impl Launch {
             .append(true)
             .open(&self.log)?;
         let mut child = Command::new(binary("tacit-server")?)
-            .args([
-                "serve",
-                "--print-addr",
-                "--plain-http",
-                "--listen",
-                &self.listen,
-            ])
+            .args(["serve", "--print-addr", "--listen", &self.listen])
+            .args((!self.tls).then_some("--plain-http"))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--database-url")
@@ -159,7 +163,8 @@ fn read_addr(child: &mut Child) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other(format!("unexpected first line on stdout: {line:?}")))
 }
 
-/// The real binary, started with `serve --plain-http` on loopback, logging to a file.
+/// The real binary, started with `serve --plain-http` (or TLS, see [`Launch::tls`]) on
+/// loopback, logging to a file.
 /// Killed (`SIGKILL`) when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -181,6 +186,7 @@ impl ServerProcess {
             listen: "127.0.0.1:0".to_owned(),
             args: Vec::new(),
             env: Vec::new(),
+            tls: false,
         }
     }
 

@@ -273,6 +273,48 @@ fn clear_errors_for_bad_input() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// Connection problems and an unknown user are one line each that says what is wrong and
+/// what to do (issue 11, "errors a person can act on").
+#[test]
+fn connection_errors_say_what_to_do() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("tls-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = format!("sqlite://{}", data.join("tacit.db").display());
+    let tls = ServerProcess::launch(&data, &db, &root.path().join("tls.log"))
+        .arg("--open-registration")
+        .tls()
+        .spawn();
+    let home = root.path().join("alice");
+    let one_line = |args: &[&str]| {
+        let error = fails(&home, args);
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(!error.contains("error sending request"), "{error}");
+        error
+    };
+    let url = format!("https://{}", tls.addr);
+    let error = one_line(&["register", &url, "alice"]);
+    assert!(error.contains("its certificate is not trusted"), "{error}");
+    assert!(
+        error.contains("--pin") && error.contains("--ca-file"),
+        "{error}"
+    );
+    let wrong_pin = "00".repeat(32);
+    let error = one_line(&["register", &url, "alice", "--pin", &wrong_pin]);
+    assert!(
+        error.contains("its certificate is not the pinned one"),
+        "{error}"
+    );
+    let error = one_line(&["register", &format!("http://{}", tls.addr), "alice"]);
+    assert!(error.contains("does not speak the protocol"), "{error}");
+    assert!(error.contains("use https://"), "{error}");
+
+    let plain = sqlite_server(root.path());
+    ok(&home, &["register", &plain.url(), "alice"]);
+    let error = one_line(&["send", "carol", "hi"]);
+    assert!(error.contains("no user carol on this server"), "{error}");
+}
+
 /// Bob deletes his account and registers again with a new identity: Alice's sends stop
 /// with the identity-change error until she accepts the new key with `tacit trust bob`.
 #[test]
