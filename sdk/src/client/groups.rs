@@ -125,25 +125,38 @@ pub enum GroupChange {
     Promote,
 }
 
-/// The plaintext of a group message (inside the sender-key encryption).
+/// The plaintext of a group message (inside the sender-key encryption), as JSON:
+/// `{"v": 1, "kind": "text" | "file", "id", "from", "from_device", "ts", ...}`.
 #[derive(Serialize, Deserialize)]
 struct GroupPayload {
     v: u8,
-    /// `"text"` or `"file"`.
-    kind: String,
-    #[serde(default)]
-    body: String,
     id: String,
     /// The sender, checked against the envelope.
     from: String,
     from_device: u32,
-    /// With `kind = "file"`: the file's descriptor (blob id, key, digest, size, name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    file: Option<crate::files::FileDescriptor>,
     /// When the sender sent it (its clock, milliseconds since the Unix epoch); shown instead
     /// of the server's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<i64>,
+    /// What the message is (the `kind` field and its own fields).
+    #[serde(flatten)]
+    content: GroupContent,
+}
+
+/// What a group message is, by its `kind`.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum GroupContent {
+    /// A text.
+    Text {
+        #[serde(default)]
+        body: String,
+    },
+    /// A file: its descriptor (blob id, key, digest, size, name).
+    File { file: crate::files::FileDescriptor },
+    /// A kind this version does not know (a newer client's).
+    #[serde(other)]
+    Unknown,
 }
 
 /// `group_update` and `sender_key` pairwise payload bodies.
@@ -512,7 +525,7 @@ impl Client {
         let body = serde_json::to_string(&update).map_err(inconsistent)?;
         let me = self.account.username.clone();
         for user in to.iter().filter(|u| **u != me) {
-            let payload = |to: Option<&str>| super::Payload::control("group_update", &body, to);
+            let payload = |to: Option<&str>| super::Payload::group_update(&body, to);
             let to_them = payload(None).to_bytes()?;
             let to_us = payload(Some(user)).to_bytes()?;
             self.send_payload(user, &to_them, &to_us).await?;
@@ -546,10 +559,8 @@ impl Client {
             distribution: STANDARD.encode(chain.distribution().to_bytes()),
         };
         let body = Zeroizing::new(serde_json::to_string(&body).map_err(inconsistent)?);
-        let to_them =
-            Zeroizing::new(super::Payload::control("sender_key", &body, None).to_bytes()?);
-        let to_us =
-            Zeroizing::new(super::Payload::control("sender_key", &body, Some(user)).to_bytes()?);
+        let to_them = Zeroizing::new(super::Payload::sender_key(&body, None).to_bytes()?);
+        let to_us = Zeroizing::new(super::Payload::sender_key(&body, Some(user)).to_bytes()?);
         self.send_payload(user, &to_them, &to_us).await?;
         Ok(())
     }
@@ -559,7 +570,13 @@ impl Client {
     pub async fn send_group(&mut self, group: &str, text: &str) -> Result<i64, ClientError> {
         let uid = random_id()?;
         let (info, time) = self
-            .send_group_payload(group, "text", text, &uid, None)
+            .send_group_payload(
+                group,
+                &uid,
+                GroupContent::Text {
+                    body: text.to_owned(),
+                },
+            )
             .await?;
         let id = self
             .store
@@ -588,7 +605,13 @@ impl Client {
         let file = self.upload_file(path, progress).await?;
         let uid = random_id()?;
         let (info, time) = self
-            .send_group_payload(&info.id, "file", "", &uid, Some(file.descriptor.clone()))
+            .send_group_payload(
+                &info.id,
+                &uid,
+                GroupContent::File {
+                    file: file.descriptor.clone(),
+                },
+            )
             .await?;
         let kind = self
             .receive_file(
@@ -622,10 +645,8 @@ impl Client {
     async fn send_group_payload(
         &mut self,
         group: &str,
-        kind: &str,
-        text: &str,
         uid: &str,
-        file: Option<crate::files::FileDescriptor>,
+        content: GroupContent,
     ) -> Result<(GroupInfo, i64), ClientError> {
         let info = self.find_group(group).await?;
         let mut state = self
@@ -645,13 +666,11 @@ impl Client {
         }
         let payload = GroupPayload {
             v: 1,
-            kind: kind.to_owned(),
-            body: text.to_owned(),
             id: uid.to_owned(),
             from: me.clone(),
             from_device: self.account.device,
-            file,
             ts: Some(super::now_ms()),
+            content,
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
         for user in others.iter().chain([&me]) {
@@ -1098,45 +1117,46 @@ impl Client {
         // The sender's own time, from inside the message; the server's only for a message
         // without one.
         let time = payload.ts.unwrap_or(time);
-        if payload.kind == "file" {
-            let history = Self::group_history_key(&state.info);
-            let outgoing = sender == self.account.username;
-            let uid = Some(payload.id.clone());
-            let kind = self
-                .receive_file(
-                    sender,
-                    &history,
-                    outgoing,
-                    device,
-                    time,
-                    uid,
-                    payload.file.clone(),
-                )
-                .await?;
-            let kind = match kind {
-                IncomingKind::File {
-                    name,
-                    size,
-                    blob_id,
-                    message_id,
-                    ..
-                } => IncomingKind::File {
-                    peer: format!("group {}", state.info.name),
-                    name,
-                    size,
-                    blob_id,
-                    message_id,
-                },
-                other => other,
-            };
-            return Ok(Ok((kind, time)));
-        }
-        if payload.kind != "text" {
-            return Ok(Err(format!(
-                "unsupported group message kind {:?}",
-                payload.kind
-            )));
-        }
+        let body = match payload.content {
+            GroupContent::File { file } => {
+                let history = Self::group_history_key(&state.info);
+                let outgoing = sender == self.account.username;
+                let kind = self
+                    .receive_file(
+                        sender,
+                        &history,
+                        outgoing,
+                        device,
+                        time,
+                        Some(payload.id),
+                        Some(file),
+                    )
+                    .await?;
+                let kind = match kind {
+                    IncomingKind::File {
+                        name,
+                        size,
+                        blob_id,
+                        message_id,
+                        ..
+                    } => IncomingKind::File {
+                        peer: format!("group {}", state.info.name),
+                        name,
+                        size,
+                        blob_id,
+                        message_id,
+                    },
+                    other => other,
+                };
+                return Ok(Ok((kind, time)));
+            }
+            GroupContent::Unknown => {
+                return Ok(Err(
+                    "unsupported group message kind (a newer client?)".into()
+                ));
+            }
+            GroupContent::Text { body } => body,
+        };
         self.store
             .add_group_message(
                 &Self::group_history_key(&state.info),
@@ -1144,7 +1164,7 @@ impl Client {
                 sender == self.account.username,
                 device,
                 time,
-                payload.body.as_bytes(),
+                body.as_bytes(),
                 Some(&payload.id),
             )
             .await?;
@@ -1152,7 +1172,7 @@ impl Client {
             IncomingKind::GroupText {
                 group: state.info.name,
                 group_id: id,
-                text: payload.body,
+                text: body,
                 message_id: Some(payload.id),
             },
             time,
@@ -1511,6 +1531,46 @@ mod tests {
         assert_eq!(
             dave.find_group(GROUP).await.unwrap().members,
             team().members
+        );
+    }
+}
+
+#[cfg(test)]
+mod payload_wire {
+    use super::{GroupContent, GroupPayload};
+
+    /// The group message's JSON is what the struct it replaced wrote (older members still
+    /// read it), and what older members wrote still reads.
+    #[test]
+    fn the_group_wire_format_is_unchanged() {
+        let text = GroupPayload {
+            v: 1,
+            id: "u1".into(),
+            from: "alice".into(),
+            from_device: 2,
+            ts: Some(9),
+            content: GroupContent::Text { body: "hi".into() },
+        };
+        assert_eq!(
+            serde_json::to_value(&text).unwrap(),
+            serde_json::json!({"v": 1, "kind": "text", "body": "hi", "id": "u1",
+                "from": "alice", "from_device": 2, "ts": 9})
+        );
+        let older: GroupPayload = serde_json::from_str(
+            r#"{"v":1,"kind":"text","body":"hi","id":"u1","from":"alice","from_device":2}"#,
+        )
+        .unwrap();
+        assert!(matches!(older.content, GroupContent::Text { body } if body == "hi"));
+        let newer: GroupPayload = serde_json::from_str(
+            r#"{"v":1,"kind":"poll","id":"u2","from":"alice","from_device":2}"#,
+        )
+        .unwrap();
+        assert!(matches!(newer.content, GroupContent::Unknown));
+        assert!(
+            serde_json::from_str::<GroupPayload>(
+                r#"{"v":1,"kind":"file","body":"","id":"u3","from":"alice","from_device":2}"#
+            )
+            .is_err()
         );
     }
 }

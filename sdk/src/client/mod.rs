@@ -48,6 +48,7 @@ mod trust;
 
 pub use error::ClientError;
 pub use link::{LINK_CODE_CHARS, LinkPreview, PendingLink, identity_fingerprint};
+pub(crate) use payload::{Content, Payload};
 
 pub use groups::{GroupChange, GroupInfo};
 
@@ -93,39 +94,6 @@ fn first_id() -> u32 {
 /// ones are kept for one more period, for messages made from bundles claimed before.
 pub const SIGNED_PREKEY_ROTATION: std::time::Duration =
     std::time::Duration::from_secs(7 * 24 * 60 * 60);
-
-/// The plaintext inside every end-to-end encrypted message.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Payload {
-    /// Payload format version.
-    v: u8,
-    /// `"text"` or `"receipt"`.
-    kind: String,
-    #[serde(default)]
-    body: String,
-    /// On copies sent to the sender's own other devices: the conversation's other party.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    to: Option<String>,
-    /// The sender's random id of a text message, named by receipts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    /// With `kind = "receipt"`: what happened to which messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    receipt: Option<ReceiptBody>,
-    /// With `kind = "file"`: the file and how to fetch and open it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) file: Option<crate::files::FileDescriptor>,
-    /// With texts and files: when the sender sent it (its clock, milliseconds since the
-    /// Unix epoch). Shown instead of the server's time, which is only the server's claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ts: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-struct ReceiptBody {
-    status: ReceiptKind,
-    ids: Vec<String>,
-}
 
 /// What a receipt says happened.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

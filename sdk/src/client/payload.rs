@@ -1,47 +1,144 @@
 //! The plaintext inside every pairwise message.
+//!
+//! On the wire it is one JSON object, `{"v": 1, "kind": ..., ...}`, whose `kind` says what
+//! the rest is; [`Content`] is that `kind` as an enum, so a receiver handles each one in an
+//! exhaustive match. Group updates and sender keys carry their own JSON in `body` (their
+//! formats are specified in SECURITY.md). A kind this version does not know reads as
+//! [`Content::Unknown`] and is reported, never guessed at.
 
 use super::*;
+use crate::files::FileDescriptor;
+
+/// The plaintext of a pairwise message.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Payload {
+    /// Payload format version (1).
+    pub(crate) v: u8,
+    /// On copies sent to the sender's own other devices: the conversation's other party.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) to: Option<String>,
+    /// With texts and files: when the sender sent it (its clock, milliseconds since the
+    /// Unix epoch). Shown instead of the server's time, which is only the server's claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ts: Option<i64>,
+    /// What the message is (the `kind` field and its own fields).
+    #[serde(flatten)]
+    pub(crate) content: Content,
+}
+
+/// What a pairwise message is, by its `kind`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Content {
+    /// A text message.
+    Text {
+        /// The text.
+        #[serde(default)]
+        body: String,
+        /// The sender's random id of the message, named by receipts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// What happened to which of our messages.
+    Receipt {
+        /// The receipt.
+        receipt: ReceiptBody,
+    },
+    /// A file: what to fetch and how to open it.
+    File {
+        /// The file's descriptor.
+        file: FileDescriptor,
+        /// The sender's random id of the message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A group membership change (JSON in `body`, see `groups`).
+    GroupUpdate {
+        /// The update.
+        body: String,
+    },
+    /// A group sender key (JSON in `body`, see `groups`).
+    SenderKey {
+        /// The distribution message.
+        body: String,
+    },
+    /// A kind this version does not know (a newer client's).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The body of a receipt.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReceiptBody {
+    /// What happened.
+    pub(crate) status: ReceiptKind,
+    /// The message ids it covers.
+    pub(crate) ids: Vec<String>,
+}
 
 impl Payload {
-    /// A control payload (group update, sender key) carried in `body`.
-    pub(super) fn control(kind: &str, body: &str, to: Option<&str>) -> Self {
+    fn new(content: Content, to: Option<&str>) -> Self {
         Self {
             v: 1,
-            kind: kind.to_owned(),
-            body: body.to_owned(),
             to: to.map(str::to_owned),
-            id: None,
-            receipt: None,
-            file: None,
             ts: None,
+            content,
         }
     }
 
-    pub(super) fn text(text: &str, to: Option<&str>, uid: &str) -> Self {
-        Self {
-            v: 1,
-            kind: "text".into(),
-            body: text.to_owned(),
-            to: to.map(str::to_owned),
-            id: Some(uid.to_owned()),
-            receipt: None,
-            file: None,
-            ts: None,
-        }
+    /// A group update (`body` is its JSON).
+    pub(crate) fn group_update(body: &str, to: Option<&str>) -> Self {
+        Self::new(
+            Content::GroupUpdate {
+                body: body.to_owned(),
+            },
+            to,
+        )
+    }
+
+    /// A sender-key distribution (`body` is its JSON).
+    pub(crate) fn sender_key(body: &str, to: Option<&str>) -> Self {
+        Self::new(
+            Content::SenderKey {
+                body: body.to_owned(),
+            },
+            to,
+        )
+    }
+
+    /// A text message with the id `uid`.
+    pub(crate) fn text(text: &str, to: Option<&str>, uid: &str) -> Self {
+        Self::new(
+            Content::Text {
+                body: text.to_owned(),
+                id: Some(uid.to_owned()),
+            },
+            to,
+        )
+    }
+
+    /// A receipt for `ids`.
+    pub(crate) fn receipt(status: ReceiptKind, ids: &[String], to: Option<&str>) -> Self {
+        Self::new(
+            Content::Receipt {
+                receipt: ReceiptBody {
+                    status,
+                    ids: ids.to_vec(),
+                },
+            },
+            to,
+        )
     }
 
     /// A file message: `file` says what to fetch and how to open it.
-    pub(crate) fn file(file: crate::files::FileDescriptor, to: Option<&str>, uid: &str) -> Self {
-        Self {
-            v: 1,
-            kind: "file".into(),
-            body: String::new(),
-            to: to.map(str::to_owned),
-            id: Some(uid.to_owned()),
-            receipt: None,
-            file: Some(file),
-            ts: None,
-        }
+    pub(crate) fn file(file: FileDescriptor, to: Option<&str>, uid: &str) -> Self {
+        Self::new(
+            Content::File {
+                file,
+                id: Some(uid.to_owned()),
+            },
+            to,
+        )
     }
 
     /// The payload, saying that the sender sent it at `time` (milliseconds since the Unix
@@ -55,5 +152,76 @@ impl Payload {
 
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, ClientError> {
         serde_json::to_vec(self).map_err(|e| ClientError::Inconsistent(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Payload {
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// The wire format is that of the struct this enum replaced: every field an older
+    /// client wrote (including an empty `body` on receipts) still reads, and what this
+    /// version writes is what an older client reads.
+    #[test]
+    fn the_wire_format_is_unchanged() {
+        let text = Payload::text("hi", Some("bob"), "u1").at(7);
+        assert_eq!(
+            serde_json::to_value(&text).unwrap(),
+            serde_json::json!({"v": 1, "kind": "text", "body": "hi", "to": "bob", "id": "u1", "ts": 7})
+        );
+        let older = parse(r#"{"v":1,"kind":"text","body":"hi","id":"u1"}"#);
+        assert_eq!(
+            older.content,
+            Content::Text {
+                body: "hi".into(),
+                id: Some("u1".into())
+            }
+        );
+        let receipt = parse(
+            r#"{"v":1,"kind":"receipt","body":"","receipt":{"status":"read","ids":["a","b"]}}"#,
+        );
+        assert_eq!(
+            receipt.content,
+            Content::Receipt {
+                receipt: ReceiptBody {
+                    status: ReceiptKind::Read,
+                    ids: vec!["a".into(), "b".into()]
+                }
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(Payload::receipt(
+                ReceiptKind::Delivered,
+                &["x".into()],
+                None
+            ))
+            .unwrap(),
+            serde_json::json!({"v": 1, "kind": "receipt", "receipt": {"status": "delivered", "ids": ["x"]}})
+        );
+        let update = parse(r#"{"v":1,"kind":"group_update","body":"{}","to":"carol"}"#);
+        assert_eq!(update.to.as_deref(), Some("carol"));
+        assert_eq!(update.content, Content::GroupUpdate { body: "{}".into() });
+        assert_eq!(
+            serde_json::to_value(Payload::sender_key("{}", None)).unwrap(),
+            serde_json::json!({"v": 1, "kind": "sender_key", "body": "{}"})
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_reads_as_unknown_and_a_broken_one_fails() {
+        let newer = parse(r#"{"v":1,"kind":"poll","question":"?"}"#);
+        assert_eq!(newer.content, Content::Unknown);
+        for broken in [
+            r#"{"v":1,"kind":"receipt","body":""}"#,
+            r#"{"v":1,"kind":"file","body":"","id":"u"}"#,
+            r#"{"v":1,"body":"no kind"}"#,
+            r#"{"kind":"text","body":"no version"}"#,
+        ] {
+            assert!(serde_json::from_str::<Payload>(broken).is_err(), "{broken}");
+        }
     }
 }

@@ -181,39 +181,31 @@ impl Client {
             time,
             kind,
         };
-        match (payload.kind.as_str(), payload.receipt) {
-            ("text", _) => {
+        match payload.content {
+            Content::Text { body, id } => {
                 self.store
                     .add_message(
                         &peer,
                         outgoing,
                         device,
                         time,
-                        payload.body.as_bytes(),
-                        payload.id.as_deref(),
+                        body.as_bytes(),
+                        id.as_deref(),
                     )
                     .await?;
                 Ok(Some(incoming(IncomingKind::Text {
                     peer,
-                    text: payload.body,
-                    message_id: payload.id,
+                    text: body,
+                    message_id: id,
                 })))
             }
-            ("file", _) => {
+            Content::File { file, id } => {
                 let kind = self
-                    .receive_file(
-                        &sender,
-                        &peer,
-                        outgoing,
-                        device,
-                        time,
-                        payload.id,
-                        payload.file,
-                    )
+                    .receive_file(&sender, &peer, outgoing, device, time, id, Some(file))
                     .await?;
                 Ok(Some(incoming(kind)))
             }
-            ("receipt", Some(receipt)) => {
+            Content::Receipt { receipt } => {
                 if !outgoing {
                     let status = match receipt.status {
                         ReceiptKind::Delivered => MessageStatus::Delivered,
@@ -229,13 +221,13 @@ impl Client {
                     message_ids: receipt.ids,
                 })))
             }
-            ("group_update", _) => self.on_group_update(&sender, &payload.body, incoming).await,
-            ("sender_key", _) => {
-                let refused = self.on_sender_key(&sender, device, &payload.body).await?;
+            Content::GroupUpdate { body } => self.on_group_update(&sender, &body, incoming).await,
+            Content::SenderKey { body } => {
+                let refused = self.on_sender_key(&sender, device, &body).await?;
                 Ok(refused.map(|error| incoming(IncomingKind::Failed { error })))
             }
-            (kind, _) => Ok(Some(incoming(IncomingKind::Failed {
-                error: format!("unsupported message kind {kind:?} (a newer client?)"),
+            Content::Unknown => Ok(Some(incoming(IncomingKind::Failed {
+                error: "unsupported message kind (a newer client?)".into(),
             }))),
         }
     }

@@ -34,19 +34,7 @@ impl Client {
         receipt: ReceiptKind,
         message_ids: &[String],
     ) -> Result<(), ClientError> {
-        let body = |to: Option<&str>| Payload {
-            v: 1,
-            kind: "receipt".into(),
-            body: String::new(),
-            to: to.map(str::to_owned),
-            id: None,
-            receipt: Some(ReceiptBody {
-                status: receipt,
-                ids: message_ids.to_vec(),
-            }),
-            file: None,
-            ts: None,
-        };
+        let body = |to: Option<&str>| Payload::receipt(receipt, message_ids, to);
         let to_them = body(None).to_bytes()?;
         let to_us = body(Some(username)).to_bytes()?;
         self.send_payload(username, &to_them, &to_us).await?;
