@@ -736,6 +736,25 @@ pub struct AckRequest {
     pub ids: Vec<u64>,
 }
 
+/// The attachment format's overhead (SECURITY.md, "Attachments"): a 17-byte header, and a
+/// 16-byte tag per chunk of 64 KiB (at least one chunk).
+const BLOB_HEADER_BYTES: u64 = 17;
+const BLOB_TAG_BYTES: u64 = 16;
+const BLOB_CHUNK_BYTES: u64 = 64 * 1024;
+
+/// The size of the blob that carries an encrypted file of `file_bytes` bytes (`None` past
+/// `u64::MAX`): what a client reserves and what the server allows for its largest file.
+/// The one definition for both; a test in the SDK ties it to `tacit-crypto`'s attachment
+/// encryption.
+#[must_use]
+pub fn blob_size(file_bytes: u64) -> Option<u64> {
+    let chunks = file_bytes.div_ceil(BLOB_CHUNK_BYTES).max(1);
+    chunks
+        .checked_mul(BLOB_TAG_BYTES)?
+        .checked_add(file_bytes)?
+        .checked_add(BLOB_HEADER_BYTES)
+}
+
 /// The schema of an envelope id in an acknowledgement: the server numbers envelopes from
 /// 1 and never past 2^63 - 1.
 pub struct EnvelopeIdSchema;

@@ -177,7 +177,7 @@ impl FileDescriptor {
         if self.name.is_empty() || self.name.len() > 4096 {
             return Err(bad("file name"));
         }
-        attachment::encrypted_len(self.size).ok_or_else(|| bad("size"))?;
+        tacit_api::blob_size(self.size).ok_or_else(|| bad("size"))?;
         Ok(())
     }
 
@@ -206,7 +206,7 @@ impl FileDescriptor {
 
     /// The blob's size, from the plaintext size.
     fn blob_len(&self) -> Result<u64, FileError> {
-        attachment::encrypted_len(self.size).ok_or_else(|| FileError::BadDescriptor("size".into()))
+        tacit_api::blob_size(self.size).ok_or_else(|| FileError::BadDescriptor("size".into()))
     }
 }
 
@@ -413,7 +413,7 @@ impl Client {
         .await
         .map_err(|e| io("encrypting")(std::io::Error::other(e)))?;
         let (file, key, digest, size) = encrypted?;
-        let blob_len = attachment::encrypted_len(size).ok_or_else(|| not_a_file("too large"))?;
+        let blob_len = tacit_api::blob_size(size).ok_or_else(|| not_a_file("too large"))?;
 
         let blob = self.transport.create_blob(blob_len).await?;
         self.transport
@@ -826,10 +826,46 @@ mod tests {
         let mut blob = Vec::new();
         file.read_to_end(&mut blob).unwrap();
         assert_eq!(blob.len() as u64, attachment::encrypted_len(size).unwrap());
+        assert_eq!(blob.len() as u64, tacit_api::blob_size(size).unwrap());
         let mut decryptor = Decryptor::new(&key, digest);
         let mut out = Vec::new();
         decryptor.push(&blob, &mut out).unwrap();
         decryptor.finish(&mut out).unwrap();
         assert_eq!(out, data);
+    }
+
+    /// The blob size the server allows and the client reserves (`tacit_api::blob_size`) is
+    /// the length `tacit-crypto`'s attachment encryption produces, at every boundary.
+    #[test]
+    fn the_shared_blob_size_is_the_attachment_formats() {
+        let chunk = attachment::SEALED_CHUNK_LEN as u64 - 16;
+        for n in [
+            0,
+            1,
+            chunk - 1,
+            chunk,
+            chunk + 1,
+            2 * chunk,
+            3 * chunk + 17,
+            1 << 32,
+        ] {
+            assert_eq!(tacit_api::blob_size(n), attachment::encrypted_len(n), "{n}");
+        }
+        assert_eq!(tacit_api::blob_size(u64::MAX), None);
+        assert_eq!(attachment::encrypted_len(u64::MAX), None);
+        // And an actual encryption of a few sizes comes out that long.
+        let mut rng = crate::client::rng();
+        let key = attachment::AttachmentKey::generate(&mut rng);
+        for n in [0usize, 1, 65_535, 65_536, 65_537, 140_000] {
+            let mut encryptor = attachment::Encryptor::new(&mut rng, &key);
+            let mut blob = Vec::new();
+            encryptor.push(&vec![7u8; n], &mut blob).unwrap();
+            encryptor.finish(&mut blob).unwrap();
+            assert_eq!(
+                Some(blob.len() as u64),
+                tacit_api::blob_size(n as u64),
+                "{n}"
+            );
+        }
     }
 }

@@ -32,19 +32,10 @@ use crate::store::{BlobRecord, NewBlob, StoreError};
 const BLOB_ID_BYTES: usize = 16;
 /// Expired blobs deleted per store round trip while purging.
 const PURGE_BATCH: u32 = 500;
-/// The attachment format's overhead (SECURITY.md, "Attachments"): a 17-byte header, and a
-/// 16-byte tag per chunk of 64 KiB (at least one chunk).
-const HEADER_BYTES: u64 = 17;
-const TAG_BYTES: u64 = 16;
-const CHUNK_BYTES: u64 = 64 * 1024;
-
-/// The largest blob that carries a file of `max_file_bytes`.
+/// The largest blob that carries a file of `max_file_bytes` ([`tacit_api::blob_size`]).
 #[must_use]
 pub fn max_blob_bytes(max_file_bytes: u64) -> u64 {
-    let chunks = max_file_bytes.div_ceil(CHUNK_BYTES).max(1);
-    max_file_bytes
-        .saturating_add(HEADER_BYTES)
-        .saturating_add(chunks.saturating_mul(TAG_BYTES))
+    tacit_api::blob_size(max_file_bytes).unwrap_or(u64::MAX)
 }
 
 /// A blob id from its wire form, or `NotFound` for anything that is not one.
@@ -476,6 +467,7 @@ mod tests {
 
     #[test]
     fn the_limit_leaves_room_for_the_encryption_overhead() {
+        const CHUNK_BYTES: u64 = 64 * 1024;
         assert_eq!(max_blob_bytes(0), 17 + 16);
         assert_eq!(max_blob_bytes(1), 1 + 17 + 16);
         assert_eq!(max_blob_bytes(CHUNK_BYTES), CHUNK_BYTES + 17 + 16);
