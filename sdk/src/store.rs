@@ -1524,7 +1524,7 @@ fn prekey_context(kind: PrekeyKind, id: u32) -> String {
 }
 
 fn session_context(username: &str, device: u32, base_key: &[u8]) -> String {
-    let hex: String = base_key.iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = hex::encode(base_key);
     format!("sessions:{}:{username}:{device}:{hex}", username.len())
 }
 

@@ -26,13 +26,7 @@ impl TestDatabase {
         let admin = admin_url();
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let name = format!(
-            "tacit_test_{}",
-            random
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let name = format!("tacit_test_{}", hex::encode(random));
         let mut conn = sqlx::PgConnection::connect(&admin).await?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)

@@ -55,10 +55,7 @@ fn sqlite_server(root: &Path) -> ServerProcess {
 fn random_marker() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).unwrap();
-    format!(
-        "MARK{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    format!("MARK{}", hex::encode(bytes))
 }
 
 fn files_containing(dir: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {

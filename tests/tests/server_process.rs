@@ -129,10 +129,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Every file below `dir`, as bytes.
 fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -276,7 +272,7 @@ async fn nothing_in_clear(backend: Backend) {
     for c in [&alice.credential, &bob.credential, &alice2.credential] {
         let c = c.as_ref().unwrap();
         secrets.push(c.secret.to_vec());
-        secrets.push(hex(&c.secret).into_bytes());
+        secrets.push(hex::encode(c.secret).into_bytes());
         let text = c.to_string();
         secrets.push(text.rsplit('.').next().unwrap().as_bytes().to_vec());
         secrets.push(text.into_bytes());
@@ -284,7 +280,7 @@ async fn nothing_in_clear(backend: Backend) {
     secrets.push(METRICS_TOKEN.as_bytes().to_vec());
     for token in &invites {
         secrets.push(token.as_bytes().to_vec());
-        secrets.push(hex(token.as_bytes()).into_bytes());
+        secrets.push(hex::encode(token.as_bytes()).into_bytes());
     }
     for (name, bytes) in at_rest.iter().chain([&("log".to_owned(), logs.clone())]) {
         for s in &secrets {
@@ -297,7 +293,7 @@ async fn nothing_in_clear(backend: Backend) {
     let b64 = base64::engine::general_purpose::STANDARD;
     for form in [
         marker.to_vec(),
-        hex(marker).into_bytes(),
+        hex::encode(marker).into_bytes(),
         b64.encode(&envelope).into_bytes(),
     ] {
         assert!(!contains(&logs, &form), "envelope content in the logs");
@@ -307,8 +303,11 @@ async fn nothing_in_clear(backend: Backend) {
         for (m, full) in [
             (marker.to_vec(), [envelope.clone(), own.clone()]),
             (
-                hex(marker).into_bytes(),
-                [hex(&envelope).into_bytes(), hex(&own).into_bytes()],
+                hex::encode(marker).into_bytes(),
+                [
+                    hex::encode(&envelope).into_bytes(),
+                    hex::encode(&own).into_bytes(),
+                ],
             ),
         ] {
             let marker_count = bytes

@@ -193,10 +193,6 @@ impl Drop for SenderKeyBody {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn group_key(id: &str) -> String {
     format!("group:{id}")
 }
@@ -293,7 +289,7 @@ impl Client {
             members: all,
             admins: BTreeSet::from([me.clone()]),
             creator: me,
-            salt: hex(&salt),
+            salt: hex::encode(salt),
         };
         let state = GroupState::new(Base {
             info: info.clone(),
@@ -1068,7 +1064,7 @@ impl Client {
             Ok(message) => message,
             Err(error) => return Ok(Err(format!("malformed group message: {error}"))),
         };
-        let id = hex(&message.group_id().0);
+        let id = hex::encode(message.group_id().0);
         let Some(state) = self.load_group(&id).await? else {
             return Ok(Err("a message for a group this device is not in".into()));
         };
@@ -1191,7 +1187,7 @@ fn bound_group_id(creator: &str, salt: &[u8; 16]) -> Option<String> {
     hash.update([len]);
     hash.update(creator.as_bytes());
     hash.update(salt);
-    Some(hex(&hash.finalize()[..16]))
+    Some(hex::encode(&hash.finalize()[..16]))
 }
 
 /// Whether a group's id is the one bound to its creator and salt.
@@ -1318,7 +1314,7 @@ mod tests {
     #[test]
     fn a_group_id_has_one_spelling() {
         let id = group_id_bytes(GROUP).unwrap();
-        assert_eq!(hex(&id.0), GROUP);
+        assert_eq!(hex::encode(id.0), GROUP);
         for other in [
             GROUP.to_uppercase(),
             "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f".to_owned(),
@@ -1359,7 +1355,7 @@ mod tests {
             (carols.clone(), "mallory"),
             (carols.clone(), "carol"),
         ] {
-            let forged = create(&id, "mallory", creator, &hex(&salt));
+            let forged = create(&id, "mallory", creator, &hex::encode(salt));
             let event = alice
                 .on_group_update("mallory", &forged, from("mallory"))
                 .await
@@ -1372,7 +1368,7 @@ mod tests {
         }
         assert!(alice.groups().await.unwrap().is_empty());
         // Carol's own Create opens it.
-        let real = create(&carols, "carol", "carol", &hex(&salt));
+        let real = create(&carols, "carol", "carol", &hex::encode(salt));
         let event = alice
             .on_group_update("carol", &real, from("carol"))
             .await

@@ -288,7 +288,7 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) fn random_id() -> Result<String, ClientError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 /// A client that never reaches a server, for unit tests of what a client does with what it

@@ -218,7 +218,7 @@ impl Services {
     /// Create a registration invite; returns the token, which is stored only as a hash.
     pub async fn create_invite(&self) -> Result<String, ApiError> {
         let secret = random_secret()?;
-        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let token: String = hex::encode(secret);
         self.store
             .create_invite(hash_secret(token.as_bytes()), now())
             .await?;

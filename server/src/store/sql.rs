@@ -705,7 +705,7 @@ macro_rules! impl_store {
                 Ok(rows
                     .into_iter()
                     .map(|(hash, created_at, used_at)| $crate::store::InviteRecord {
-                        hash_prefix: hash.iter().take(4).map(|b| format!("{b:02x}")).collect(),
+                        hash_prefix: hex::encode(&hash[..hash.len().min(4)]),
                         created_at: tacit_api::Timestamp(created_at),
                         used_at: used_at.map(tacit_api::Timestamp),
                     })

@@ -97,7 +97,7 @@ fn digest(
         hash.update([u8::try_from(user.len()).ok()?]);
         hash.update(user.as_bytes());
     }
-    Some(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(hash.finalize()))
 }
 
 /// Where a member's view starts: the group as created (epoch 0) or as the admin who added
