@@ -5,6 +5,34 @@
 //! `server/tacit-server.example.toml` documents every key. Environment variables are the
 //! key path in upper case joined by `_`, prefixed with `TACIT_`: `limits.max_body_bytes` is
 //! `TACIT_LIMITS_MAX_BODY_BYTES`.
+//!
+//! # Why the variables are mapped by hand
+//!
+//! A layered config crate (`figment` with its `Toml` and `Env` providers, or `config`) was
+//! weighed for [`Config::apply_env`] and kept out; it would not remove the key-by-key
+//! mapping, only move it, and it would lose the error messages:
+//!
+//! - **The names.** Keys and sections hold `_` themselves (`rate_limits`,
+//!   `max_body_bytes`), and so does the separator: `Env::split("_")` (or `config`'s
+//!   `separator("_")`) reads `TACIT_LIMITS_MAX_BODY_BYTES` as `limits.max.body.bytes`. Keeping
+//!   every variable name means telling the provider which underscore splits, that is, a
+//!   list of sections or keys in an `Env::map` closure.
+//! - **The prefix is shared.** `TACIT_TEST_DATABASE_URL` (the test harness) and the
+//!   client's variables live in the same environments; a prefix provider reads them as keys,
+//!   which `deny_unknown_fields` then refuses, unless an `Env::only` list (the key list
+//!   again) filters them out.
+//! - **The messages.** A failure here names the variable and the key
+//!   (`invalid environment variable TACIT_LIMITS_FETCH_BATCH (config key
+//!   `limits.fetch_batch`): invalid digit found in string`, as docs/SERVER.md shows); the
+//!   crates name the key path and the provider, not the variable. An empty path variable
+//!   (`TACIT_BLOBS_DIR=`) meaning "the default" would need a custom deserializer.
+//! - **The cost.** The defaults provider needs `Serialize` on every config type (and a
+//!   [`Redacted`] that serializes its secret), plus the crate and its dependencies, to
+//!   replace about 200 lines that only call one `set` helper per key.
+//!
+//! The one risk of the hand mapping, a key without its variable or with a misspelt one, is
+//! a test: `every_key_has_its_variable` checks that the variables read are exactly the key
+//! paths of the example file.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -827,6 +855,47 @@ mod tests {
         let example = include_str!("../tacit-server.example.toml");
         let parsed = Config::from_toml(example).unwrap();
         parsed.validate().unwrap();
+    }
+
+    /// The one risk of mapping the variables by hand: a key without its variable, or a
+    /// misspelt one. Every key of the example file (commented-out ones included) is read
+    /// from exactly the variable its path names, and no other variable is read.
+    #[test]
+    fn every_key_has_its_variable() {
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let path = format!("{prefix}{}", k.to_uppercase());
+                match v {
+                    toml::Value::Table(t) => keys(&format!("{path}_"), t, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let example: String = include_str!("../tacit-server.example.toml")
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| {
+                        r.starts_with(|c: char| c.is_ascii_lowercase()) && r.contains(" = ")
+                    })
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let table: toml::Table = toml::from_str(&example).unwrap();
+        let mut expected = Vec::new();
+        keys("TACIT_", &table, &mut expected);
+        expected.sort();
+        let read = std::cell::RefCell::new(Vec::new());
+        Config::default()
+            .apply_env(|var| {
+                read.borrow_mut().push(var.to_owned());
+                None
+            })
+            .unwrap();
+        let mut read = read.into_inner();
+        read.sort();
+        assert_eq!(read, expected);
     }
 
     #[test]

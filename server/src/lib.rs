@@ -11,7 +11,6 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -171,7 +170,7 @@ where
         .get()
         .copied()
         .unwrap_or_else(|| tokio::time::Instant::now() + grace);
-    while svc.metrics.sockets.load(Ordering::Relaxed) > 0 {
+    while svc.metrics.sockets.get() > 0 {
         if tokio::time::Instant::now() >= deadline {
             warn!("shutdown grace period over with sockets still open");
             break;

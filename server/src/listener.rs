@@ -17,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -53,9 +52,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.metrics
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections_open.dec();
     }
 }
 
@@ -113,7 +110,7 @@ pub(crate) async fn serve(
         let free = slots.available_permits();
         let permit = Arc::clone(&slots).try_acquire_owned().ok();
         let slot = permit.map(|permit| {
-            metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_open.inc();
             Arc::new(Slot {
                 _permit: permit,
                 metrics: metrics.clone(),
@@ -121,7 +118,7 @@ pub(crate) async fn serve(
         });
         let mut refusal = None;
         if slot.is_none() {
-            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_refused.inc();
             match Arc::clone(&refusals).try_acquire_owned() {
                 Ok(permit) => refusal = Some(permit),
                 Err(_) => {

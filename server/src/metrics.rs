@@ -1,254 +1,325 @@
-//! Prometheus metrics, kept in memory and rendered in the text exposition format.
+//! Prometheus metrics, kept in memory in a [`prometheus_client`] registry and rendered in the
+//! OpenMetrics text format ([`CONTENT_TYPE`]).
 //!
 //! Request counts and latencies are labelled by route template (never by a concrete path,
-//! which could name a user). Store-derived gauges (mailbox depth, prekey stock) are read from
-//! the store at scrape time.
+//! which could name a user). Store-derived gauges (mailbox depth, prekey stock) and the
+//! write-health flag are read at scrape time and encoded from a registry built for that
+//! scrape, so they are absent (not stale) when the store cannot answer.
+//!
+//! Counters are registered without their `_total` suffix: the encoder appends it, so the
+//! samples keep the names they always had (`tacit_envelopes_accepted_total`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use axum::extract::MatchedPath;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::store::StoreStats;
 
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The latency histogram's bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// A request's route template: axum's [`MatchedPath`] (an `Arc<str>`, so labelling a
+/// request allocates nothing), or `unmatched`.
+#[derive(Clone, Debug)]
+pub struct Route(Option<MatchedPath>);
+
+impl Route {
+    /// The route of a request that matched `path`, or of one that matched none.
+    #[must_use]
+    pub fn new(path: Option<&MatchedPath>) -> Self {
+        Self(path.cloned())
+    }
+
+    /// The template, as labelled.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
 }
 
-/// The server's metrics.
-#[derive(Debug, Default)]
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The server's metrics. The public fields are handles into [`Self`]'s registry.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Open WebSockets.
-    pub sockets: AtomicI64,
+    pub sockets: Gauge,
     /// Envelopes accepted (stored).
-    pub envelopes_accepted: AtomicU64,
+    pub envelopes_accepted: Counter,
     /// Envelopes pushed over WebSockets.
-    pub envelopes_pushed: AtomicU64,
+    pub envelopes_pushed: Counter,
     /// Envelopes acknowledged (deleted).
-    pub envelopes_acked: AtomicU64,
+    pub envelopes_acked: Counter,
     /// Claims refused by the rate limiter.
-    pub claims_rate_limited: AtomicU64,
+    pub claims_rate_limited: Counter,
     /// Group-commit transactions.
-    pub write_batches: AtomicU64,
+    pub write_batches: Counter,
     /// Sends and acknowledgements in those transactions.
-    pub write_batch_ops: AtomicU64,
+    pub write_batch_ops: Counter,
     /// Writes that failed with an outage (a full disk, a failing or lost database).
-    pub write_failures: AtomicU64,
+    pub write_failures: Counter,
     /// Whether the last write failed with an outage (`/readyz` is not ready meanwhile).
+    /// State the health check swaps, exposed as `tacit_writes_failing` at scrape time.
     pub writes_failing: AtomicBool,
     /// Requests with a credential that did not authenticate.
-    pub auth_failures: AtomicU64,
+    pub auth_failures: Counter,
     /// Requests refused because their source failed authentication too often.
-    pub auth_rate_limited: AtomicU64,
+    pub auth_rate_limited: Counter,
     /// Connections refused because the server had all it takes.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Counter,
     /// Open client connections (HTTP and the WebSockets upgraded from them).
-    pub connections_open: AtomicI64,
+    pub connections_open: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tacit_http_requests",
+            "HTTP requests by route template and status",
+            requests.clone(),
+        );
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "tacit_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            latency.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let sockets = gauge("tacit_websockets_open", "Open WebSocket connections");
+        let connections_open = gauge("tacit_connections_open", "Open client connections");
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        Self {
+            envelopes_accepted: counter(
+                "tacit_envelopes_accepted",
+                "Envelopes accepted and stored",
+            ),
+            envelopes_pushed: counter("tacit_envelopes_pushed", "Envelopes pushed over WebSockets"),
+            envelopes_acked: counter(
+                "tacit_envelopes_acked",
+                "Envelopes acknowledged and deleted",
+            ),
+            claims_rate_limited: counter(
+                "tacit_claims_rate_limited",
+                "Bundle claims refused by the rate limiter",
+            ),
+            write_batches: counter("tacit_write_batches", "Group-commit transactions"),
+            write_batch_ops: counter(
+                "tacit_write_batch_operations",
+                "Sends and acknowledgements committed by those transactions",
+            ),
+            write_failures: counter(
+                "tacit_write_failures",
+                "Writes that failed with an outage (a full disk, a failing or lost database)",
+            ),
+            auth_failures: counter(
+                "tacit_auth_failures",
+                "Requests whose credential did not authenticate",
+            ),
+            auth_rate_limited: counter(
+                "tacit_auth_rate_limited",
+                "Requests refused because their source failed authentication too often",
+            ),
+            connections_refused: counter(
+                "tacit_connections_refused",
+                "Connections refused because the server had all it takes",
+            ),
+            writes_failing: AtomicBool::new(false),
+            registry,
+            requests,
+            latency,
+            sockets,
+            connections_open,
+        }
+    }
 }
 
 impl Metrics {
-    /// Count one request.
-    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
-        *lock(&self.requests)
-            .entry((route.to_owned(), status))
-            .or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        let mut latency = lock(&self.latency);
-        let h = latency.entry(route.to_owned()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+    /// Count one request: two map look-ups under a read lock (a write lock only for the
+    /// first request of a route and status), no allocation.
+    pub fn observe_request(&self, route: &Route, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition, with the store's totals.
+    /// The OpenMetrics text, with the write-health flag and the store's totals.
     #[must_use]
     pub fn render(&self, stats: Option<StoreStats>) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP tacit_http_requests_total HTTP requests by route template and status.\n\
-             # TYPE tacit_http_requests_total counter"
-        );
-        for ((route, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "tacit_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tacit_http_request_duration_seconds HTTP request latency by route template.\n\
-             # TYPE tacit_http_request_duration_seconds histogram"
-        );
-        for (route, h) in lock(&self.latency).iter() {
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "tacit_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "tacit_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
-                 tacit_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
-                 tacit_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count, h.sum, h.count
-            );
-        }
-        let gauge = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
-            "tacit_websockets_open",
-            "gauge",
-            "Open WebSocket connections.",
-            self.sockets.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_envelopes_accepted_total",
-            "counter",
-            "Envelopes accepted and stored.",
-            self.envelopes_accepted.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_envelopes_pushed_total",
-            "counter",
-            "Envelopes pushed over WebSockets.",
-            self.envelopes_pushed.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_envelopes_acked_total",
-            "counter",
-            "Envelopes acknowledged and deleted.",
-            self.envelopes_acked.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_claims_rate_limited_total",
-            "counter",
-            "Bundle claims refused by the rate limiter.",
-            self.claims_rate_limited.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_write_batches_total",
-            "counter",
-            "Group-commit transactions.",
-            self.write_batches.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_write_batch_operations_total",
-            "counter",
-            "Sends and acknowledgements committed by those transactions.",
-            self.write_batch_ops.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_write_failures_total",
-            "counter",
-            "Writes that failed with an outage (a full disk, a failing or lost database).",
-            self.write_failures.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
+        let mut scrape = Registry::default();
+        scrape.register(
             "tacit_writes_failing",
-            "gauge",
-            "1 while writes fail (the server answers not ready), else 0.",
-            u8::from(self.writes_failing.load(Ordering::Relaxed)).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_auth_failures_total",
-            "counter",
-            "Requests whose credential did not authenticate.",
-            self.auth_failures.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_auth_rate_limited_total",
-            "counter",
-            "Requests refused because their source failed authentication too often.",
-            self.auth_rate_limited.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_connections_open",
-            "gauge",
-            "Open client connections.",
-            self.connections_open.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "tacit_connections_refused_total",
-            "counter",
-            "Connections refused because the server had all it takes.",
-            self.connections_refused.load(Ordering::Relaxed).to_string(),
+            "1 while writes fail (the server answers not ready), else 0",
+            ConstGauge::new(i64::from(self.writes_failing.load(Ordering::Relaxed))),
         );
         if let Some(s) = stats {
+            let mut gauge = |name: &str, help: &str, v: u64| {
+                let v = i64::try_from(v).unwrap_or(i64::MAX);
+                scrape.register(name, help, ConstGauge::new(v));
+            };
             gauge(
-                &mut out,
                 "tacit_mailbox_envelopes",
-                "gauge",
-                "Envelopes waiting in all mailboxes.",
-                s.envelopes.to_string(),
+                "Envelopes waiting in all mailboxes",
+                s.envelopes,
             );
             gauge(
-                &mut out,
                 "tacit_mailbox_depth_max",
-                "gauge",
-                "Envelopes waiting in the deepest mailbox.",
-                s.max_mailbox_depth.to_string(),
+                "Envelopes waiting in the deepest mailbox",
+                s.max_mailbox_depth,
             );
             gauge(
-                &mut out,
                 "tacit_message_bodies",
-                "gauge",
-                "Multicast ciphertexts stored once for many envelopes.",
-                s.message_bodies.to_string(),
+                "Multicast ciphertexts stored once for many envelopes",
+                s.message_bodies,
             );
-            gauge(
-                &mut out,
-                "tacit_devices",
-                "gauge",
-                "Registered devices.",
-                s.devices.to_string(),
-            );
-            let _ = writeln!(
-                out,
-                "# HELP tacit_one_time_prekeys One-time prekeys in stock, by kind.\n\
-                 # TYPE tacit_one_time_prekeys gauge\n\
-                 tacit_one_time_prekeys{{kind=\"x25519\"}} {}\n\
-                 tacit_one_time_prekeys{{kind=\"ml_kem\"}} {}",
-                s.one_time_prekeys, s.one_time_kem_prekeys
+            gauge("tacit_devices", "Registered devices", s.devices);
+            let prekeys = Family::<KindLabels, Gauge>::default();
+            for (kind, n) in [
+                ("x25519", s.one_time_prekeys),
+                ("ml_kem", s.one_time_kem_prekeys),
+            ] {
+                prekeys
+                    .get_or_create(&KindLabels { kind })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            scrape.register(
+                "tacit_one_time_prekeys",
+                "One-time prekeys in stock, by kind",
+                prekeys,
             );
         }
+        let mut out = String::new();
+        // Writing to a `String` cannot fail.
+        let _ = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &scrape))
+            .and_then(|()| encode_eof(&mut out));
         out
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Counters stay meaningful after a panic elsewhere.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample keeps the name and labels it had with the hand-written text format.
+    #[test]
+    fn names_and_labels() {
+        let m = Metrics::default();
+        m.observe_request(&Route::new(None), 404, Duration::from_millis(3));
+        m.envelopes_accepted.inc_by(2);
+        m.sockets.inc();
+        let text = m.render(Some(StoreStats {
+            envelopes: 4,
+            max_mailbox_depth: 3,
+            message_bodies: 1,
+            one_time_prekeys: 7,
+            one_time_kem_prekeys: 6,
+            devices: 2,
+        }));
+        for line in [
+            "tacit_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "tacit_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"unmatched\"} 0",
+            "tacit_http_request_duration_seconds_bucket{le=\"0.005\",route=\"unmatched\"} 1",
+            "tacit_http_request_duration_seconds_count{route=\"unmatched\"} 1",
+            "tacit_websockets_open 1",
+            "tacit_envelopes_accepted_total 2",
+            "tacit_envelopes_pushed_total 0",
+            "tacit_envelopes_acked_total 0",
+            "tacit_claims_rate_limited_total 0",
+            "tacit_write_batches_total 0",
+            "tacit_write_batch_operations_total 0",
+            "tacit_write_failures_total 0",
+            "tacit_writes_failing 0",
+            "tacit_auth_failures_total 0",
+            "tacit_auth_rate_limited_total 0",
+            "tacit_connections_open 0",
+            "tacit_connections_refused_total 0",
+            "tacit_mailbox_envelopes 4",
+            "tacit_mailbox_depth_max 3",
+            "tacit_message_bodies 1",
+            "tacit_devices 2",
+            "tacit_one_time_prekeys{kind=\"x25519\"} 7",
+            "tacit_one_time_prekeys{kind=\"ml_kem\"} 6",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let without = m.render(None);
+        assert!(!without.contains("tacit_mailbox_envelopes"), "{without}");
+        assert!(without.contains("tacit_writes_failing 0"), "{without}");
+    }
 }

@@ -650,7 +650,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static 
     operation_id = "metrics",
     summary = "Prometheus metrics: requests, latency, sockets, connections, write failures, mailbox depth, prekey stock. On the public listener only with `Authorization: Bearer <metrics.token>`; or on the separate `metrics.listen` listener.",
     responses(
-        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 200, description = "OpenMetrics text exposition format", body = String, content_type = "application/openmetrics-text"),
         (status = 404, description = "no `metrics.token` is configured, or the scraper did not present it", body = ErrorBody),
         (status = "default", description = "an error; `code` names it", body = ErrorBody),
     ),
@@ -682,7 +682,7 @@ pub(super) async fn metrics(
 pub(super) async fn render_metrics(svc: &crate::service::Services) -> impl IntoResponse + use<> {
     let stats = svc.cached_stats().await;
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         svc.metrics.render(stats),
     )
 }

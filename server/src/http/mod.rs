@@ -250,17 +250,14 @@ async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = crate::metrics::Route::new(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let start = Instant::now();
     let response = next.run(request).await;
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
     state.svc.metrics.observe_request(&route, status, elapsed);
-    debug!(%method, route, status, micros = elapsed.as_micros(), "request");
+    debug!(%method, route = route.as_str(), status, micros = elapsed.as_micros(), "request");
     response
 }
 

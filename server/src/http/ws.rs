@@ -80,7 +80,7 @@ enum End {
 async fn session(mut socket: WebSocket, state: AppState, device: AuthedDevice) {
     let svc = state.svc.clone();
     let registration = svc.hub.register(device.mailbox);
-    svc.metrics.sockets.fetch_add(1, Ordering::Relaxed);
+    svc.metrics.sockets.inc();
     debug!(
         account = device.mailbox.account,
         device = device.mailbox.device.0,
@@ -98,7 +98,7 @@ async fn session(mut socket: WebSocket, state: AppState, device: AuthedDevice) {
         let _ = close(&mut socket, 1011, "internal error").await;
     }
     svc.hub.unregister(device.mailbox, id);
-    svc.metrics.sockets.fetch_sub(1, Ordering::Relaxed);
+    svc.metrics.sockets.dec();
     debug!(
         account = device.mailbox.account,
         device = device.mailbox.device.0,
@@ -145,7 +145,7 @@ async fn run(
                     next = queue.try_recv().ok();
                 }
                 socket.flush().await.map_err(|_| End::Gone)?;
-                state.svc.metrics.envelopes_pushed.fetch_add(n, Ordering::Relaxed);
+                state.svc.metrics.envelopes_pushed.inc_by(n);
             }
             () = mail.notified() => {
                 if overflow.swap(false, Ordering::AcqRel) {
@@ -252,11 +252,7 @@ async fn push_pending(
                 .map_err(|_| End::Gone)?;
         }
         socket.flush().await.map_err(|_| End::Gone)?;
-        state
-            .svc
-            .metrics
-            .envelopes_pushed
-            .fetch_add(n as u64, Ordering::Relaxed);
+        state.svc.metrics.envelopes_pushed.inc_by(n as u64);
         if n < PUSH_BATCH as usize {
             return Ok(());
         }

@@ -8,7 +8,6 @@
 //! after the commit, by this task, so that each socket receives them in id order.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
@@ -93,10 +92,8 @@ async fn writer(
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
-        metrics.write_batches.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .write_batch_ops
-            .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        metrics.write_batches.inc();
+        metrics.write_batch_ops.inc_by(ops.len() as u64);
         let batch = Batch::from_ops(ops.drain(..));
         match batch.commit(store.as_ref(), &hub).await {
             Ok(()) => health.succeeded(),

@@ -34,7 +34,7 @@ impl WriteHealth {
         if !e.is_outage() {
             return;
         }
-        self.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.write_failures.inc();
         if !self.metrics.writes_failing.swap(true, Ordering::AcqRel) {
             *self.lock() = Some(Instant::now());
             error!(
@@ -59,7 +59,7 @@ impl WriteHealth {
 
     /// Writes that failed with an outage since the start.
     pub(crate) fn failures(&self) -> u64 {
-        self.metrics.write_failures.load(Ordering::Relaxed)
+        self.metrics.write_failures.get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {

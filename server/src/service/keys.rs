@@ -1,7 +1,6 @@
 //! Prekeys: upload, stock count, and claims that hand each one-time key out once.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 
 use tacit_api::{
     ClaimBundlesRequest, DeviceId, OneTimePrekey, PrekeyBundles, PrekeyCount, SignedPrekey,
@@ -157,9 +156,7 @@ impl Services {
             .try_take(caller.mailbox.account, cost)
             || !self.claims_by_target.try_take(account, cost)
         {
-            self.metrics
-                .claims_rate_limited
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.claims_rate_limited.inc();
             return Err(ApiError::RateLimited);
         }
         let mut bundles = Vec::with_capacity(wanted.len());

@@ -1,7 +1,6 @@
 //! Sending, fetching and acknowledging envelopes.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 
 use tacit_api::{
     Ciphertext, DeviceAddress, DeviceCiphertext, DeviceId, DeviceMismatch, Envelope, EnvelopeBatch,
@@ -282,10 +281,9 @@ impl Services {
         let server_ts = message.server_ts;
         match self.committer.send(message).await? {
             SendOutcome::Stored(mailboxes) => {
-                self.metrics.envelopes_accepted.fetch_add(
-                    u64::try_from(mailboxes.len()).unwrap_or(0),
-                    Ordering::Relaxed,
-                );
+                self.metrics
+                    .envelopes_accepted
+                    .inc_by(u64::try_from(mailboxes.len()).unwrap_or(0));
                 Ok(SendMessageResponse {
                     server_timestamp: server_ts,
                     duplicate: false,
@@ -351,9 +349,7 @@ impl Services {
             return Ok(());
         }
         let deleted = self.committer.ack(mailbox, ids.to_vec()).await?;
-        self.metrics
-            .envelopes_acked
-            .fetch_add(deleted, Ordering::Relaxed);
+        self.metrics.envelopes_acked.inc_by(deleted);
         Ok(())
     }
 }

@@ -175,9 +175,7 @@ impl Services {
     pub fn auth_attempt(&self, source: std::net::IpAddr) -> bool {
         let allowed = self.auth_failures.try_take(source, 1);
         if !allowed {
-            self.metrics
-                .auth_rate_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.auth_rate_limited.inc();
         }
         allowed
     }
@@ -187,9 +185,7 @@ impl Services {
         if authenticated {
             self.auth_failures.refund(source, 1);
         } else {
-            self.metrics
-                .auth_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.auth_failures.inc();
         }
     }
 

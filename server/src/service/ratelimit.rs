@@ -1,4 +1,30 @@
 //! A keyed token bucket, kept in memory (per server node).
+//!
+//! # Why not `governor`
+//!
+//! `governor` (GCRA, keyed stores, `check_key_n` for costs) was weighed for this and kept
+//! out, because of two things this limiter does that it cannot:
+//!
+//! - **Refund.** The failed-authentication limiter ([`Services::auth_attempt`] and
+//!   [`Services::auth_outcome`]) takes a token *before* the credential check and gives it
+//!   back for a good credential. Taking first is the protection: the check awaits the store,
+//!   so a source that fires many guesses at once would otherwise see every one pass a
+//!   "not limited yet" test before the first failure is charged. governor has no way to
+//!   return cells (nor to peek without taking: its peek and "check only" pull requests
+//!   are still open), and the alternative the brief allows (check first, charge on
+//!   failure) is exactly the race above, so it does not keep the same protection.
+//! - **A bound on keys.** Its keyed store grows with every new key until
+//!   `retain_recent` runs; there is no cap, and no way to refuse a new key when a flood
+//!   of fresh ones (spoofed-looking IPv6 /64s, new accounts) fills it. This one refuses a
+//!   new key past [`MAX_KEYS`] once the full buckets are dropped.
+//!
+//! Using governor for the claim and provisioning limiters only would leave two limiter
+//! implementations for one concept, and bring `dashmap`, `quanta` and friends for about
+//! a hundred lines that are tested here. One mutex-guarded map is enough at these rates
+//! (a claim, a linking channel, a failed credential: not every request).
+//!
+//! [`Services::auth_attempt`]: super::Services::auth_attempt
+//! [`Services::auth_outcome`]: super::Services::auth_outcome
 
 use std::collections::HashMap;
 use std::sync::Mutex;
