@@ -699,10 +699,11 @@ pub(super) async fn render_metrics(svc: &crate::service::Services) -> impl IntoR
     security(()),
 )]
 pub(super) async fn openapi(
-    axum::Extension(doc): axum::Extension<std::sync::Arc<str>>,
+    axum::Extension(doc): axum::Extension<axum::body::Bytes>,
 ) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        doc.to_string(),
+        // Made once per router; a clone is a reference count, not a copy.
+        doc,
     )
 }

@@ -87,7 +87,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The OpenAPI document with this server's limits, made once per router.
-fn openapi_document(state: &AppState) -> Arc<str> {
+fn openapi_document(state: &AppState) -> axum::body::Bytes {
     match openapi::document(&state.svc.config) {
         Ok(doc) => doc.into(),
         Err(e) => {
