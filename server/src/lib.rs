@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod http;
