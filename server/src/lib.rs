@@ -191,7 +191,7 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = upkeep.tick() => {
-                if let Err(e) = svc.store.maintain().await {
+                if let Err(e) = svc.maintain_store().await {
                     warn!(error = %e, "store upkeep failed");
                 }
                 // While writes fail, find out by ourselves when they work again.
@@ -200,7 +200,7 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
                 }
             }
             _ = tick.tick() => {
-                match svc.store.purge_expired(service::now()).await {
+                match svc.purge_expired_messages(service::now()).await {
                     Ok(0) => {}
                     Ok(n) => info!(envelopes = n, "purged expired envelopes"),
                     Err(e) => warn!(error = %e, "purging expired envelopes failed"),

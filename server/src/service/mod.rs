@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::push::Hub;
-use crate::store::{Mailbox, SecretHash, Store};
+use crate::store::{Mailbox, SecretHash, Store, StoreError};
 
 mod accounts;
 mod blobs;
@@ -22,17 +22,19 @@ mod keys;
 mod messages;
 mod provisioning;
 mod ratelimit;
+mod rules;
 
 pub use blobs::{BlobRead, UploadStatus, max_blob_bytes};
 pub(crate) use messages::MAX_MULTICAST_DEVICES;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
+pub use rules::Rules;
 
 /// Everything the handlers need, shared by all requests.
 #[derive(Debug)]
 pub struct Services {
-    /// Persistence.
-    pub store: Arc<dyn Store>,
+    /// Persistence: reached only through the service's methods.
+    store: Arc<dyn Store>,
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Connected devices.
@@ -260,6 +262,18 @@ impl Services {
     #[must_use]
     pub fn write_failures(&self) -> u64 {
         self.health.failures()
+    }
+
+    /// The store's periodic upkeep (for SQLite, the WAL checkpoint); called about once a
+    /// second.
+    pub async fn maintain_store(&self) -> Result<(), StoreError> {
+        self.store.maintain().await
+    }
+
+    /// Delete expired envelopes, idempotency records and provisioning channels. Returns
+    /// how many envelopes went.
+    pub async fn purge_expired_messages(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.store.purge_expired(now).await
     }
 
     /// Forget rate-limiter entries that have refilled; called periodically.
