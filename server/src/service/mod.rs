@@ -24,7 +24,8 @@ mod provisioning;
 mod ratelimit;
 mod rules;
 
-pub use blobs::{BlobRead, UploadStatus, max_blob_bytes};
+pub use crate::store::BlobRead;
+pub use blobs::{UploadStatus, max_blob_bytes};
 pub(crate) use messages::MAX_MULTICAST_DEVICES;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
@@ -58,7 +59,7 @@ pub struct Services {
     /// Recently checked credential hashes.
     credentials: credentials::CredentialCache,
     /// The blob directory and the uploads under way.
-    blobs: blobs::BlobFiles,
+    blobs: crate::store::BlobFiles,
     /// Username to account id. Usernames never change; a deleted account's entry is
     /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
     /// name (another node may have deleted the account and the name been registered again).
@@ -113,7 +114,7 @@ impl Services {
             stats: tokio::sync::Mutex::new(None),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             credentials: credentials::CredentialCache::default(),
-            blobs: blobs::BlobFiles::new(config.blob_dir()),
+            blobs: crate::store::BlobFiles::new(config.blob_dir()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),

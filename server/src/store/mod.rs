@@ -27,6 +27,7 @@ mod sql;
 mod sqlite;
 
 pub use backend::{Backend, Param, Value};
+pub use blobs::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard};
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;

@@ -1,4 +1,9 @@
-//! Blob records: reservation against the account's quota, lookup, deletion and expiry.
+//! Blobs: their records (reservation against the account's quota, lookup, deletion and
+//! expiry) here, their files (`BlobFiles`) in `files.rs`.
+
+mod files;
+
+pub use files::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard};
 
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
