@@ -153,7 +153,7 @@ mod tests {
     async fn second_registration_replaces_first() {
         let hub = Hub::default();
         let mb = Mailbox {
-            account: 1,
+            account: crate::store::AccountId(1),
             device: DeviceId(1),
         };
         let first = hub.register(mb);

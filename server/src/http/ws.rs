@@ -88,7 +88,7 @@ async fn session(mut socket: WebSocket, state: AppState, device: AuthedDevice) {
     let registration = svc.hub.register(device.mailbox);
     svc.metrics.sockets.inc();
     debug!(
-        account = device.mailbox.account,
+        account = device.mailbox.account.0,
         device = device.mailbox.device.0,
         "socket open"
     );
@@ -106,7 +106,7 @@ async fn session(mut socket: WebSocket, state: AppState, device: AuthedDevice) {
     svc.hub.unregister(device.mailbox, id);
     svc.metrics.sockets.dec();
     debug!(
-        account = device.mailbox.account,
+        account = device.mailbox.account.0,
         device = device.mailbox.device.0,
         "socket closed"
     );

@@ -1,5 +1,6 @@
 //! Accounts, invites and devices.
 
+use crate::store::AccountId;
 use tacit_api::{
     AddDeviceRequest, AddDeviceResponse, DeviceId, DeviceInfo, DeviceKeys, DeviceList,
     RegisterRequest, RegisterResponse,
@@ -83,11 +84,11 @@ impl Services {
             .store
             .create_account(&req.username, invite, device, now())
             .await?;
-        info!(account, "account registered");
+        info!(account = account.0, "account registered");
         Ok(RegisterResponse {
             device_id: DeviceId(1),
             credential: tacit_api::DeviceCredential {
-                account,
+                account: account.0,
                 device: DeviceId(1),
                 secret,
             },
@@ -118,11 +119,11 @@ impl Services {
                 now(),
             )
             .await?;
-        info!(account, device = device_id.0, "device added");
+        info!(account = account.0, device = device_id.0, "device added");
         Ok(AddDeviceResponse {
             device_id,
             credential: tacit_api::DeviceCredential {
-                account,
+                account: account.0,
                 device: device_id,
                 secret,
             },
@@ -146,7 +147,7 @@ impl Services {
         self.credentials.revoke(mailbox);
         self.hub.revoke(mailbox);
         info!(
-            account = mailbox.account,
+            account = mailbox.account.0,
             device = device.0,
             "device removed"
         );
@@ -168,7 +169,11 @@ impl Services {
         }
         self.forget_account_id(&caller.username);
         self.delete_account_blobs(account).await?;
-        info!(account, devices = devices.len(), "account deleted");
+        info!(
+            account = account.0,
+            devices = devices.len(),
+            "account deleted"
+        );
         Ok(())
     }
 
@@ -196,7 +201,7 @@ impl Services {
 
     async fn device_list(
         &self,
-        account: i64,
+        account: AccountId,
         username: String,
         with_names: bool,
     ) -> Result<DeviceList, ApiError> {

@@ -11,6 +11,7 @@
 //! is what lets any authenticated device fetch a complete blob; only the uploading account
 //! may see an upload's progress, write to it or delete it.
 
+use crate::store::AccountId;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{Stream, StreamExt as _};
@@ -120,7 +121,7 @@ impl Services {
             }
             Err(other) => return Err(other.into()),
         }
-        debug!(account = caller.mailbox.account, "blob reserved");
+        debug!(account = caller.mailbox.account.0, "blob reserved");
         Ok(CreateBlobResponse {
             blob_id: URL_SAFE_NO_PAD.encode(id),
             expires_at,
@@ -231,7 +232,7 @@ impl Services {
             return Err(ApiError::NotFound("blob"));
         }
         if complete {
-            debug!(account = caller.mailbox.account, "blob complete");
+            debug!(account = caller.mailbox.account.0, "blob complete");
         }
         // The expiry purge or the account's deletion (which work from the records) may
         // have removed the record while this upload wrote: then its files go too, or
@@ -277,7 +278,7 @@ impl Services {
             return Err(ApiError::NotFound("blob"));
         }
         self.blobs.remove(&id).await.map_err(io_error)?;
-        debug!(account = caller.mailbox.account, "blob deleted");
+        debug!(account = caller.mailbox.account.0, "blob deleted");
         Ok(())
     }
 
@@ -300,7 +301,7 @@ impl Services {
     }
 
     /// Delete every blob of a deleted account.
-    pub(crate) async fn delete_account_blobs(&self, account: i64) -> Result<(), ApiError> {
+    pub(crate) async fn delete_account_blobs(&self, account: AccountId) -> Result<(), ApiError> {
         let ids = self.store.delete_account_blobs(account).await?;
         for id in &ids {
             if let Err(e) = self.blobs.remove(id).await {
@@ -309,7 +310,11 @@ impl Services {
             }
         }
         if !ids.is_empty() {
-            info!(account, blobs = ids.len(), "deleted the account's blobs");
+            info!(
+                account = account.0,
+                blobs = ids.len(),
+                "deleted the account's blobs"
+            );
         }
         Ok(())
     }
@@ -360,7 +365,7 @@ mod tests {
         let keys = crate::store::tests::keys(0);
         let device = crate::store::NewDevice {
             name: None,
-            credential_hash: [1; 32],
+            credential_hash: crate::store::SecretHash::from_bytes([1; 32]),
             keys,
         };
         let account = store

@@ -1,5 +1,6 @@
 //! Sending, fetching and acknowledging envelopes.
 
+use crate::store::AccountId;
 use std::collections::BTreeSet;
 
 use tacit_api::{
@@ -97,7 +98,7 @@ impl Services {
                 .0
                 .saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
         );
-        let destination = |account: i64, d: DeviceCiphertext| {
+        let destination = |account: AccountId, d: DeviceCiphertext| {
             (
                 Mailbox {
                     account,
@@ -276,7 +277,7 @@ impl Services {
     async fn commit_send<'a>(
         &self,
         message: NewMessage,
-        username_of: impl Fn(i64) -> &'a str,
+        username_of: impl Fn(AccountId) -> &'a str,
     ) -> Result<SendMessageResponse, ApiError> {
         let server_ts = message.server_ts;
         match self.committer.send(message).await? {

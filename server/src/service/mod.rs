@@ -1,10 +1,10 @@
 //! The rules of the relay. Services decide; they know nothing of HTTP and write no SQL.
 
+use crate::store::AccountId;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tacit_api::{DeviceCredential, Timestamp};
 
 use crate::config::Config;
@@ -43,9 +43,9 @@ pub struct Services {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Claims per requester.
-    claims_by_requester: RateLimiter,
+    claims_by_requester: RateLimiter<AccountId>,
     /// Claims per target.
-    claims_by_target: RateLimiter,
+    claims_by_target: RateLimiter<AccountId>,
     /// Failed authentications per source address.
     auth_failures: RateLimiter<std::net::IpAddr>,
     /// Provisioning channels opened, by everyone together (one key).
@@ -63,7 +63,7 @@ pub struct Services {
     /// Username to account id. Usernames never change; a deleted account's entry is
     /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
     /// name (another node may have deleted the account and the name been registered again).
-    account_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    account_ids: std::sync::Mutex<std::collections::HashMap<String, AccountId>>,
 }
 
 /// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
@@ -132,7 +132,7 @@ impl Services {
         credential: &DeviceCredential,
     ) -> Result<AuthedDevice, ApiError> {
         let mailbox = Mailbox {
-            account: credential.account,
+            account: AccountId(credential.account),
             device: credential.device,
         };
         let auth = match self.credentials.get(mailbox) {
@@ -150,7 +150,7 @@ impl Services {
             return Err(ApiError::Unauthorized);
         }
         let presented = hash_secret(&credential.secret);
-        if bool::from(presented.ct_eq(&auth.credential_hash)) {
+        if presented.ct_eq(&auth.credential_hash) {
             Ok(AuthedDevice {
                 mailbox,
                 username: auth.username,
@@ -199,7 +199,7 @@ impl Services {
     }
 
     /// The account id of a username, or `NotFound`.
-    pub(crate) async fn account_id(&self, username: &str) -> Result<i64, ApiError> {
+    pub(crate) async fn account_id(&self, username: &str) -> Result<AccountId, ApiError> {
         const MAX_CACHED: usize = 100_000;
         let cached = self.lock_account_ids().get(username).copied();
         if let Some(id) = cached {
@@ -225,7 +225,7 @@ impl Services {
 
     fn lock_account_ids(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, i64>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AccountId>> {
         self.account_ids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -292,7 +292,7 @@ impl Services {
 /// brute-force.
 #[must_use]
 pub fn hash_secret(secret: &[u8]) -> SecretHash {
-    Sha256::digest(secret).into()
+    SecretHash::from_bytes(Sha256::digest(secret).into())
 }
 
 /// 32 random bytes from the operating system.

@@ -4,6 +4,7 @@
 //! the new device add itself with the one-time token the message carried. It never sees
 //! what the message holds; it only checks sizes, expiry and the token's hash.
 
+use crate::store::{CHANNEL_ID_BYTES, ChannelId};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tacit_api::{
@@ -20,15 +21,14 @@ use crate::store::{ChannelAnswer, NewDevice};
 const CHANNEL_TTL_MS: i64 = 10 * 60 * 1000;
 /// Largest sealed answer (the account identity, a token, a little metadata).
 pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Length of a channel id in bytes.
-const CHANNEL_ID_BYTES: usize = 16;
-
-/// The channel id's bytes, or `NotFound` for anything that is not one.
-fn channel_id(channel: &str) -> Result<Vec<u8>, ApiError> {
-    match URL_SAFE_NO_PAD.decode(channel) {
-        Ok(id) if id.len() == CHANNEL_ID_BYTES => Ok(id),
-        _ => Err(ApiError::NotFound("provisioning channel")),
-    }
+/// The channel id of its wire form, or `NotFound` for anything that is not one.
+fn channel_id(channel: &str) -> Result<ChannelId, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(channel)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(ChannelId)
+        .ok_or(ApiError::NotFound("provisioning channel"))
 }
 
 fn validate_token(token: &str) -> Result<(), ApiError> {
@@ -52,14 +52,15 @@ impl Services {
             return Err(ApiError::RateLimited);
         }
         let secret = random_secret()?;
-        let id = &secret[..CHANNEL_ID_BYTES];
+        let mut id = ChannelId([0; CHANNEL_ID_BYTES]);
+        id.0.copy_from_slice(&secret[..CHANNEL_ID_BYTES]);
         let now = now();
         let expires_at = Timestamp(now.0.saturating_add(CHANNEL_TTL_MS));
         self.store
-            .create_channel(id, req.public_key.as_slice(), now, expires_at)
+            .create_channel(&id, req.public_key.as_slice(), now, expires_at)
             .await?;
         Ok(OpenChannelResponse {
-            channel: URL_SAFE_NO_PAD.encode(id),
+            channel: URL_SAFE_NO_PAD.encode(id.as_bytes()),
             expires_at,
         })
     }
@@ -108,7 +109,7 @@ impl Services {
         match answer {
             ChannelAnswer::Stored => {
                 info!(
-                    account = caller.mailbox.account,
+                    account = caller.mailbox.account.0,
                     "provisioning channel answered"
                 );
                 Ok(())
@@ -149,11 +150,11 @@ impl Services {
                 "answered provisioning channel with this token",
             ));
         };
-        info!(account, device = device_id.0, "device linked");
+        info!(account = account.0, device = device_id.0, "device linked");
         Ok(AddDeviceResponse {
             device_id,
             credential: tacit_api::DeviceCredential {
-                account,
+                account: account.0,
                 device: device_id,
                 secret,
             },

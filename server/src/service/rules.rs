@@ -139,11 +139,11 @@ mod tests {
     use tacit_api::{Ciphertext, Timestamp};
 
     use super::*;
-    use crate::store::Mailbox;
+    use crate::store::{AccountId, Mailbox};
 
     fn mb(account: i64, device: u32) -> Mailbox {
         Mailbox {
-            account,
+            account: AccountId(account),
             device: DeviceId(device),
         }
     }
@@ -153,7 +153,7 @@ mod tests {
     fn send(sender: Mailbox, recipients: &[i64], to: &[Mailbox], ts: i64) -> NewMessage {
         NewMessage {
             sender,
-            recipients: recipients.to_vec(),
+            recipients: recipients.iter().copied().map(AccountId).collect(),
             sender_username: "alice".into(),
             client_message_id: "m".into(),
             server_ts: Timestamp(ts),
@@ -171,12 +171,14 @@ mod tests {
     /// Alice (account 1) has devices 1 and 2, Bob (account 2) devices 1 and 3.
     fn facts() -> DeviceFacts {
         let mut facts = DeviceFacts::default();
-        facts
-            .devices
-            .insert(1, [DeviceId(1), DeviceId(2)].into_iter().collect());
-        facts
-            .devices
-            .insert(2, [DeviceId(1), DeviceId(3)].into_iter().collect());
+        facts.devices.insert(
+            AccountId(1),
+            [DeviceId(1), DeviceId(2)].into_iter().collect(),
+        );
+        facts.devices.insert(
+            AccountId(2),
+            [DeviceId(1), DeviceId(3)].into_iter().collect(),
+        );
         facts
     }
 
@@ -193,12 +195,12 @@ mod tests {
             mismatches(&wrong, &facts),
             vec![
                 AccountMismatch {
-                    account: 2,
+                    account: AccountId(2),
                     missing: vec![DeviceId(3)],
                     stale: vec![DeviceId(2)],
                 },
                 AccountMismatch {
-                    account: 1,
+                    account: AccountId(1),
                     missing: vec![DeviceId(2)],
                     stale: vec![],
                 },
@@ -208,7 +210,7 @@ mod tests {
         assert_eq!(
             mismatches(&to_self, &facts),
             vec![AccountMismatch {
-                account: 1,
+                account: AccountId(1),
                 missing: vec![DeviceId(2)],
                 stale: vec![DeviceId(1)],
             }]
@@ -222,7 +224,7 @@ mod tests {
         assert_eq!(
             mismatches(&m, &facts),
             vec![AccountMismatch {
-                account: 9,
+                account: AccountId(9),
                 missing: vec![],
                 stale: vec![DeviceId(1)],
             }]
@@ -263,7 +265,7 @@ mod tests {
             send(mb(1, 1), &[2], &[], 80),
         ];
         let mismatch = SendOutcome::Mismatch(vec![AccountMismatch {
-            account: 2,
+            account: AccountId(2),
             missing: vec![DeviceId(1)],
             stale: vec![],
         }]);

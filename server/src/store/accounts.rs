@@ -4,6 +4,7 @@
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{DeviceAuth, DeviceRecord, InviteRecord, Mailbox, NewDevice, SecretHash, StoreError};
+use crate::store::AccountId;
 
 impl<B> SqlStore<B>
 where
@@ -25,7 +26,7 @@ where
         now: tacit_api::Timestamp,
     ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)")
-            .bind(&token_hash[..])
+            .bind(token_hash.as_bytes().as_slice())
             .bind(now.0)
             .execute(&self.write)
             .await?;
@@ -55,21 +56,21 @@ where
         invite: Option<SecretHash>,
         device: NewDevice,
         now: tacit_api::Timestamp,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<AccountId, StoreError> {
         let mut tx = self.write.begin().await?;
         if let Some(hash) = invite {
             let done = sqlx::query(
                 "UPDATE invites SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
             )
             .bind(now.0)
-            .bind(&hash[..])
+            .bind(hash.as_bytes().as_slice())
             .execute(&mut *tx)
             .await?;
             if B::rows_affected(&done) != 1 {
                 return Err(StoreError::InviteInvalid);
             }
         }
-        let account: i64 = match sqlx::query_scalar(
+        let account: AccountId = match sqlx::query_scalar(
             "INSERT INTO accounts (username, created_at, next_device_id) \
              VALUES ($1, $2, 2) RETURNING id",
         )
@@ -91,7 +92,7 @@ where
 
     pub(super) async fn insert_device(
         conn: &mut B::Connection,
-        account: i64,
+        account: AccountId,
         device_id: i64,
         device: &NewDevice,
         now: tacit_api::Timestamp,
@@ -106,7 +107,7 @@ where
         .bind(account)
         .bind(device_id)
         .bind(device.name.as_deref())
-        .bind(&device.credential_hash[..])
+        .bind(device.credential_hash.as_bytes().as_slice())
         .bind(now.0)
         .bind(k.identity_key.as_slice())
         .bind(i64::from(k.signed_prekey.id))
@@ -129,7 +130,7 @@ where
 
     pub(super) async fn add_device(
         &self,
-        account: i64,
+        account: AccountId,
         device: NewDevice,
         max_devices: u32,
         now: tacit_api::Timestamp,
@@ -142,7 +143,7 @@ where
 
     pub(super) async fn add_device_in(
         conn: &mut B::Connection,
-        account: i64,
+        account: AccountId,
         device: &NewDevice,
         max_devices: u32,
         now: tacit_api::Timestamp,
@@ -202,7 +203,7 @@ where
 
     pub(super) async fn delete_account(
         &self,
-        account: i64,
+        account: AccountId,
     ) -> Result<Vec<tacit_api::DeviceId>, StoreError> {
         let mut tx = self.write.begin().await?;
         // The row stays as a tombstone under a name no user can pick (`#` is not
@@ -256,7 +257,7 @@ where
         .transpose()
     }
 
-    pub(super) async fn account_id(&self, username: &str) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn account_id(&self, username: &str) -> Result<Option<AccountId>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
                 .bind(username)
@@ -265,7 +266,10 @@ where
         )
     }
 
-    pub(super) async fn devices(&self, account: i64) -> Result<Vec<DeviceRecord>, StoreError> {
+    pub(super) async fn devices(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
         let rows: Vec<(i64, Option<String>, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT device_id, name, created_at, identity_key FROM devices \
              WHERE account_id = $1 ORDER BY device_id",

@@ -3,6 +3,7 @@
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{KIND_KEM, KIND_X25519, Mailbox, StoreError, signed};
+use crate::store::AccountId;
 
 impl<B> SqlStore<B>
 where
@@ -20,7 +21,7 @@ where
 {
     pub(super) async fn insert_one_time(
         conn: &mut B::Connection,
-        account: i64,
+        account: AccountId,
         device_id: i64,
         x25519: &[tacit_api::OneTimePrekey],
         kem: &[tacit_api::SignedPrekey],

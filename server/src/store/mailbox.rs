@@ -1,6 +1,7 @@
 //! Mailboxes: the group-commit write of sends and acknowledgements, reading a mailbox, and
 //! purging what expired.
 
+use crate::store::AccountId;
 use std::collections::HashMap;
 
 use super::backend::{Backend, Param, Value};
@@ -93,7 +94,7 @@ where
     > {
         let mut decisions: Vec<Decision> = Vec::with_capacity(messages.len());
         // 1. Repeats of an id within this batch follow their first occurrence.
-        let mut first: HashMap<(i64, u32, &str), usize> = HashMap::new();
+        let mut first: HashMap<(AccountId, u32, &str), usize> = HashMap::new();
         for (i, m) in messages.iter().enumerate() {
             let key = (
                 m.sender.account,
@@ -128,7 +129,7 @@ where
             }
             for (account, device, id, ts) in query.fetch_all(&mut *conn).await? {
                 let device = to_device(device)?;
-                if let Some(i) = first.get(&(account, device.0, id.as_str())) {
+                if let Some(i) = first.get(&(AccountId(account), device.0, id.as_str())) {
                     decisions[*i] =
                         Decision::Done(Ok(SendOutcome::Duplicate(tacit_api::Timestamp(ts))));
                 }
@@ -136,8 +137,8 @@ where
         }
         // 3. The current devices of every account involved, with their depth.
         let mut facts = DeviceFacts::default();
-        let accounts: Vec<i64> = {
-            let mut a: Vec<i64> = open
+        let accounts: Vec<AccountId> = {
+            let mut a: Vec<AccountId> = open
                 .iter()
                 .filter(|i| matches!(decisions[**i], Decision::Open))
                 .flat_map(|i| {
@@ -161,6 +162,7 @@ where
                 query = query.bind(*account);
             }
             for (account, device, count) in query.fetch_all(&mut *conn).await? {
+                let account = AccountId(account);
                 let device = to_device(device)?;
                 facts.devices.entry(account).or_default().insert(device);
                 facts
@@ -202,7 +204,7 @@ where
                     .bind(m.remember_until.0);
             }
             for (account, device, id) in query.fetch_all(&mut *conn).await? {
-                fresh.insert((account, to_device(device)?.0, id));
+                fresh.insert((AccountId(account), to_device(device)?.0, id));
             }
         }
         // 6. The envelopes of the fresh sends, in bulk.
@@ -286,7 +288,7 @@ where
                 };
                 stored.push((
                     Mailbox {
-                        account,
+                        account: AccountId(account),
                         device: to_device(device)?,
                     },
                     tacit_api::Envelope {
@@ -371,7 +373,7 @@ where
             }
             for (account, device, id) in query.fetch_all(&mut *conn).await? {
                 let mailbox = Mailbox {
-                    account,
+                    account: AccountId(account),
                     device: sql::to_device(device)?,
                 };
                 if let Some(op) = owner.get(&(mailbox, id)) {

@@ -19,6 +19,7 @@ use tacit_api::{
 mod accounts;
 mod backend;
 mod blobs;
+mod ids;
 mod keys;
 mod mailbox;
 mod postgres;
@@ -28,12 +29,10 @@ mod sqlite;
 
 pub use backend::{Backend, Param, Value};
 pub use blobs::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard};
+pub use ids::{AccountId, CHANNEL_ID_BYTES, ChannelId, SecretHash};
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
-
-/// A SHA-256 digest of a device credential's secret or of an invite token.
-pub type SecretHash = [u8; 32];
 
 /// What can go wrong in the store. The variants other than [`StoreError::Database`] are
 /// expected outcomes that the service turns into client errors.
@@ -209,7 +208,7 @@ pub struct InviteRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mailbox {
     /// The account.
-    pub account: i64,
+    pub account: AccountId,
     /// The device.
     pub device: DeviceId,
 }
@@ -221,7 +220,7 @@ pub struct NewMessage {
     pub sender: Mailbox,
     /// The recipients' accounts; the envelopes must cover exactly their devices and the
     /// sender's other devices (a pairwise send has one recipient, a multicast several).
-    pub recipients: Vec<i64>,
+    pub recipients: Vec<AccountId>,
     /// The sender's username, copied into each envelope.
     pub sender_username: String,
     /// The client's id for idempotency.
@@ -257,7 +256,7 @@ pub enum SendOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountMismatch {
     /// The account.
-    pub account: i64,
+    pub account: AccountId,
     /// Current devices without a ciphertext.
     pub missing: Vec<DeviceId>,
     /// Devices given a ciphertext that are not current.
@@ -280,7 +279,7 @@ pub enum Decision {
 #[derive(Debug, Default)]
 pub struct DeviceFacts {
     /// The current devices of each account.
-    pub devices: std::collections::HashMap<i64, std::collections::BTreeSet<DeviceId>>,
+    pub devices: std::collections::HashMap<AccountId, std::collections::BTreeSet<DeviceId>>,
     /// Envelopes in each mailbox, counting those the batch accepted so far.
     pub depth: std::collections::HashMap<Mailbox, u64>,
 }
@@ -336,7 +335,7 @@ pub struct NewBlob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRecord {
     /// The uploading account.
-    pub account: i64,
+    pub account: AccountId,
     /// The exact size, in bytes.
     pub size: u64,
     /// When it is deleted (ms).
@@ -384,11 +383,11 @@ pub trait Store: Send + Sync + 'static {
         invite: Option<SecretHash>,
         device: NewDevice,
         now: Timestamp,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<AccountId, StoreError>;
     /// Add a device to an account, unless it already has `max_devices`.
     async fn add_device(
         &self,
-        account: i64,
+        account: AccountId,
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
@@ -399,24 +398,27 @@ pub trait Store: Send + Sync + 'static {
     /// Delete an account's devices, keys, mailboxes and idempotency records and free its
     /// username; the account number stays taken (a tombstone), so it is never reused.
     /// Returns the devices it had.
-    async fn delete_account(&self, account: i64) -> Result<Vec<DeviceId>, StoreError>;
+    async fn delete_account(&self, account: AccountId) -> Result<Vec<DeviceId>, StoreError>;
 
     /// Open a provisioning channel.
     async fn create_channel(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         public_key: &[u8],
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError>;
     /// An unexpired provisioning channel.
-    async fn channel(&self, id: &[u8], now: Timestamp)
-    -> Result<Option<ChannelRecord>, StoreError>;
+    async fn channel(
+        &self,
+        id: &ChannelId,
+        now: Timestamp,
+    ) -> Result<Option<ChannelRecord>, StoreError>;
     /// Answer a provisioning channel for `account`, once.
     async fn answer_channel(
         &self,
-        id: &[u8],
-        account: i64,
+        id: &ChannelId,
+        account: AccountId,
         token_hash: SecretHash,
         message: &[u8],
         now: Timestamp,
@@ -427,18 +429,18 @@ pub trait Store: Send + Sync + 'static {
     /// unanswered or the token is wrong.
     async fn link_device(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         token_hash: SecretHash,
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
-    ) -> Result<Option<(i64, DeviceId)>, StoreError>;
+    ) -> Result<Option<(AccountId, DeviceId)>, StoreError>;
     /// What is needed to check a device's credential.
     async fn device_auth(&self, mailbox: Mailbox) -> Result<Option<DeviceAuth>, StoreError>;
     /// The account id of a username.
-    async fn account_id(&self, username: &str) -> Result<Option<i64>, StoreError>;
+    async fn account_id(&self, username: &str) -> Result<Option<AccountId>, StoreError>;
     /// The current devices of an account, in device order.
-    async fn devices(&self, account: i64) -> Result<Vec<DeviceRecord>, StoreError>;
+    async fn devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError>;
 
     /// Replace some keys of a device and add one-time prekeys.
     async fn upload_keys(
@@ -486,13 +488,13 @@ pub trait Store: Send + Sync + 'static {
     /// An unexpired blob's record.
     async fn blob(&self, id: &[u8], now: Timestamp) -> Result<Option<BlobRecord>, StoreError>;
     /// Delete a blob's record if `account` uploaded it. Returns whether it did.
-    async fn delete_blob(&self, id: &[u8], account: i64) -> Result<bool, StoreError>;
+    async fn delete_blob(&self, id: &[u8], account: AccountId) -> Result<bool, StoreError>;
     /// Ids of up to `limit` blobs expired at `now` (their files go first, then the rows).
     async fn expired_blobs(&self, now: Timestamp, limit: u32) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Delete the records of these blobs (whoever uploaded them).
     async fn delete_blob_records(&self, ids: &[Vec<u8>]) -> Result<(), StoreError>;
     /// Delete every blob record of an account; returns their ids (to delete the files).
-    async fn delete_account_blobs(&self, account: i64) -> Result<Vec<Vec<u8>>, StoreError>;
+    async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Rewrite one small row and commit: succeeds only when writes do (room on the disk,
     /// a database that takes writes).
     async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError>;

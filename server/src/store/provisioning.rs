@@ -3,6 +3,8 @@
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{ChannelAnswer, ChannelRecord, NewDevice, SecretHash, StoreError};
+use crate::store::AccountId;
+use crate::store::ChannelId;
 
 impl<B> SqlStore<B>
 where
@@ -20,7 +22,7 @@ where
 {
     pub(super) async fn create_channel(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         public_key: &[u8],
         now: tacit_api::Timestamp,
         expires_at: tacit_api::Timestamp,
@@ -29,7 +31,7 @@ where
             "INSERT INTO provisioning_channels (id, public_key, created_at, expires_at) \
              VALUES ($1, $2, $3, $4)",
         )
-        .bind(id)
+        .bind(id.as_bytes())
         .bind(public_key)
         .bind(now.0)
         .bind(expires_at.0)
@@ -40,14 +42,14 @@ where
 
     pub(super) async fn channel(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         now: tacit_api::Timestamp,
     ) -> Result<Option<ChannelRecord>, StoreError> {
         let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT public_key, message FROM provisioning_channels \
              WHERE id = $1 AND expires_at > $2",
         )
-        .bind(id)
+        .bind(id.as_bytes())
         .bind(now.0)
         .fetch_optional(&self.read)
         .await?;
@@ -59,8 +61,8 @@ where
 
     pub(super) async fn answer_channel(
         &self,
-        id: &[u8],
-        account: i64,
+        id: &ChannelId,
+        account: AccountId,
         token_hash: SecretHash,
         message: &[u8],
         now: tacit_api::Timestamp,
@@ -71,9 +73,9 @@ where
              message = $3 WHERE id = $4 AND expires_at > $5 AND message IS NULL",
         )
         .bind(account)
-        .bind(&token_hash[..])
+        .bind(token_hash.as_bytes().as_slice())
         .bind(message)
-        .bind(id)
+        .bind(id.as_bytes())
         .bind(now.0)
         .execute(&mut *tx)
         .await?;
@@ -84,7 +86,7 @@ where
                 "SELECT created_at FROM provisioning_channels \
                  WHERE id = $1 AND expires_at > $2",
             )
-            .bind(id)
+            .bind(id.as_bytes())
             .bind(now.0)
             .fetch_optional(&mut *tx)
             .await?;
@@ -100,19 +102,18 @@ where
 
     pub(super) async fn link_device(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         token_hash: SecretHash,
         device: NewDevice,
         max_devices: u32,
         now: tacit_api::Timestamp,
-    ) -> Result<Option<(i64, tacit_api::DeviceId)>, StoreError> {
-        use subtle::ConstantTimeEq as _;
+    ) -> Result<Option<(AccountId, tacit_api::DeviceId)>, StoreError> {
         let mut tx = self.write.begin().await?;
         let row: Option<(Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT account_id, token_hash FROM provisioning_channels \
              WHERE id = $1 AND expires_at > $2",
         )
-        .bind(id)
+        .bind(id.as_bytes())
         .bind(now.0)
         .fetch_optional(&mut *tx)
         .await?;
@@ -120,16 +121,17 @@ where
             return Ok(None);
         };
         let stored = sql::to_hash(stored)?;
-        if !bool::from(stored.ct_eq(&token_hash)) {
+        if !stored.ct_eq(&token_hash) {
             return Ok(None);
         }
         let done = sqlx::query("DELETE FROM provisioning_channels WHERE id = $1")
-            .bind(id)
+            .bind(id.as_bytes())
             .execute(&mut *tx)
             .await?;
         if B::rows_affected(&done) != 1 {
             return Ok(None);
         }
+        let account = AccountId(account);
         let device_id = Self::add_device_in(&mut tx, account, &device, max_devices, now).await?;
         tx.commit().await?;
         Ok(Some((account, device_id)))

@@ -5,6 +5,8 @@
 //! `provisioning`), each an `impl<B: Backend> SqlStore<B>` block of ordinary functions; the
 //! [`Store`] implementation at the bottom of this file only delegates to them.
 
+use crate::store::AccountId;
+use crate::store::ChannelId;
 use async_trait::async_trait;
 use sqlx::Pool;
 use tacit_api::{DeviceId, Envelope, PrekeyBundle, PrekeyCount, Timestamp, UploadKeysRequest};
@@ -115,7 +117,8 @@ pub(crate) fn to_device(v: i64) -> Result<DeviceId, StoreError> {
 
 /// The database's hash bytes to a [`SecretHash`].
 pub(crate) fn to_hash(v: Vec<u8>) -> Result<SecretHash, StoreError> {
-    v.try_into()
+    <[u8; 32]>::try_from(v)
+        .map(SecretHash::from_bytes)
         .map_err(|_| StoreError::Corrupt("credential_hash"))
 }
 
@@ -231,13 +234,13 @@ where
         invite: Option<SecretHash>,
         device: NewDevice,
         now: Timestamp,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<AccountId, StoreError> {
         Self::create_account(self, username, invite, device, now).await
     }
 
     async fn add_device(
         &self,
-        account: i64,
+        account: AccountId,
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
@@ -249,13 +252,13 @@ where
         Self::remove_device(self, mailbox).await
     }
 
-    async fn delete_account(&self, account: i64) -> Result<Vec<DeviceId>, StoreError> {
+    async fn delete_account(&self, account: AccountId) -> Result<Vec<DeviceId>, StoreError> {
         Self::delete_account(self, account).await
     }
 
     async fn create_channel(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         public_key: &[u8],
         now: Timestamp,
         expires_at: Timestamp,
@@ -265,7 +268,7 @@ where
 
     async fn channel(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         now: Timestamp,
     ) -> Result<Option<ChannelRecord>, StoreError> {
         Self::channel(self, id, now).await
@@ -273,8 +276,8 @@ where
 
     async fn answer_channel(
         &self,
-        id: &[u8],
-        account: i64,
+        id: &ChannelId,
+        account: AccountId,
         token_hash: SecretHash,
         message: &[u8],
         now: Timestamp,
@@ -284,12 +287,12 @@ where
 
     async fn link_device(
         &self,
-        id: &[u8],
+        id: &ChannelId,
         token_hash: SecretHash,
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
-    ) -> Result<Option<(i64, DeviceId)>, StoreError> {
+    ) -> Result<Option<(AccountId, DeviceId)>, StoreError> {
         Self::link_device(self, id, token_hash, device, max_devices, now).await
     }
 
@@ -297,11 +300,11 @@ where
         Self::device_auth(self, mailbox).await
     }
 
-    async fn account_id(&self, username: &str) -> Result<Option<i64>, StoreError> {
+    async fn account_id(&self, username: &str) -> Result<Option<AccountId>, StoreError> {
         Self::account_id(self, username).await
     }
 
-    async fn devices(&self, account: i64) -> Result<Vec<DeviceRecord>, StoreError> {
+    async fn devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
         Self::devices(self, account).await
     }
 
@@ -364,7 +367,7 @@ where
         Self::blob(self, id, now).await
     }
 
-    async fn delete_blob(&self, id: &[u8], account: i64) -> Result<bool, StoreError> {
+    async fn delete_blob(&self, id: &[u8], account: AccountId) -> Result<bool, StoreError> {
         Self::delete_blob(self, id, account).await
     }
 
@@ -376,7 +379,7 @@ where
         Self::delete_blob_records(self, ids).await
     }
 
-    async fn delete_account_blobs(&self, account: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError> {
         Self::delete_account_blobs(self, account).await
     }
 

@@ -35,12 +35,12 @@ pub(crate) fn keys(one_time: u32) -> DeviceKeys {
 fn device(one_time: u32) -> NewDevice {
     NewDevice {
         name: Some("laptop".into()),
-        credential_hash: [9; 32],
+        credential_hash: SecretHash::from_bytes([9; 32]),
         keys: keys(one_time),
     }
 }
 
-fn mb(account: i64, device: u32) -> Mailbox {
+fn mb(account: AccountId, device: u32) -> Mailbox {
     Mailbox {
         account,
         device: DeviceId(device),
@@ -78,20 +78,33 @@ async fn suite(store: Arc<dyn Store>) {
     let now = Timestamp(1_000);
 
     // Invites: consumed once, and only when the account is created.
-    store.create_invite([1; 32], now).await.unwrap();
-    assert!(matches!(
-        store
-            .create_account("alice", Some([2; 32]), device(4), now)
-            .await,
-        Err(StoreError::InviteInvalid)
-    ));
-    let alice = store
-        .create_account("alice", Some([1; 32]), device(4), now)
+    store
+        .create_invite(SecretHash::from_bytes([1; 32]), now)
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create_account("bob", Some([1; 32]), device(4), now)
+            .create_account(
+                "alice",
+                Some(SecretHash::from_bytes([2; 32])),
+                device(4),
+                now
+            )
+            .await,
+        Err(StoreError::InviteInvalid)
+    ));
+    let alice = store
+        .create_account(
+            "alice",
+            Some(SecretHash::from_bytes([1; 32])),
+            device(4),
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_account("bob", Some(SecretHash::from_bytes([1; 32])), device(4), now)
             .await,
         Err(StoreError::InviteInvalid)
     ));
@@ -100,15 +113,23 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(invites[0].used_at, Some(now));
 
     // Usernames are unique; a failed creation consumes no invite.
-    store.create_invite([3; 32], now).await.unwrap();
+    store
+        .create_invite(SecretHash::from_bytes([3; 32]), now)
+        .await
+        .unwrap();
     assert!(matches!(
         store
-            .create_account("alice", Some([3; 32]), device(0), now)
+            .create_account(
+                "alice",
+                Some(SecretHash::from_bytes([3; 32])),
+                device(0),
+                now
+            )
             .await,
         Err(StoreError::UsernameTaken)
     ));
     let bob = store
-        .create_account("bob", Some([3; 32]), device(2), now)
+        .create_account("bob", Some(SecretHash::from_bytes([3; 32])), device(2), now)
         .await
         .unwrap();
     assert_ne!(alice, bob);
@@ -118,7 +139,7 @@ async fn suite(store: Arc<dyn Store>) {
     // Devices: numbered from 1, never reused, capped.
     let auth = store.device_auth(mb(alice, 1)).await.unwrap().unwrap();
     assert_eq!(auth.username, "alice");
-    assert_eq!(auth.credential_hash, [9; 32]);
+    assert!(auth.credential_hash.ct_eq(&SecretHash::from_bytes([9; 32])));
     assert!(store.device_auth(mb(alice, 2)).await.unwrap().is_none());
     let d2 = store.add_device(alice, device(0), 3, now).await.unwrap();
     assert_eq!(d2, DeviceId(2));
@@ -364,7 +385,7 @@ async fn suite(store: Arc<dyn Store>) {
 
 /// A multicast stores its ciphertext once; every destination reads it; the body goes
 /// when no envelope refers to it any more.
-async fn multicast(store: &dyn Store, alice: i64, bob: i64) {
+async fn multicast(store: &dyn Store, alice: AccountId, bob: AccountId) {
     let now = Timestamp(4_000);
     let before = store.stats().await.unwrap();
     let carol = store
@@ -439,40 +460,96 @@ async fn multicast(store: &dyn Store, alice: i64, bob: i64) {
 
 /// Provisioning channels (answered once, used once, token checked, expiry) and account
 /// deletion (the name is freed, the number never reused).
-async fn linking_and_deletion(store: &dyn Store, alice: i64) {
+async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
     let now = Timestamp(5_000);
     let later = Timestamp(5_000 + 600_000);
     store
-        .create_channel(&[1; 16], b"new device key", now, later)
+        .create_channel(&ChannelId([1; 16]), b"new device key", now, later)
         .await
         .unwrap();
-    let state = store.channel(&[1; 16], now).await.unwrap().unwrap();
+    let state = store
+        .channel(&ChannelId([1; 16]), now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (state.public_key.as_slice(), state.message),
         (&b"new device key"[..], None)
     );
-    assert!(store.channel(&[2; 16], now).await.unwrap().is_none());
-    assert!(store.channel(&[1; 16], later).await.unwrap().is_none());
+    assert!(
+        store
+            .channel(&ChannelId([2; 16]), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .channel(&ChannelId([1; 16]), later)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Not answered yet: no link.
     let link = store
-        .link_device(&[1; 16], [7; 32], device(1), 10, now)
+        .link_device(
+            &ChannelId([1; 16]),
+            SecretHash::from_bytes([7; 32]),
+            device(1),
+            10,
+            now,
+        )
         .await;
     assert!(link.unwrap().is_none());
-    let answer = store.answer_channel(&[1; 16], alice, [7; 32], b"sealed", now);
+    let answer = store.answer_channel(
+        &ChannelId([1; 16]),
+        alice,
+        SecretHash::from_bytes([7; 32]),
+        b"sealed",
+        now,
+    );
     assert_eq!(answer.await.unwrap(), ChannelAnswer::Stored);
-    let again = store.answer_channel(&[1; 16], alice, [8; 32], b"other", now);
+    let again = store.answer_channel(
+        &ChannelId([1; 16]),
+        alice,
+        SecretHash::from_bytes([8; 32]),
+        b"other",
+        now,
+    );
     assert_eq!(again.await.unwrap(), ChannelAnswer::AlreadyAnswered);
-    let unknown = store.answer_channel(&[2; 16], alice, [7; 32], b"x", now);
+    let unknown = store.answer_channel(
+        &ChannelId([2; 16]),
+        alice,
+        SecretHash::from_bytes([7; 32]),
+        b"x",
+        now,
+    );
     assert_eq!(unknown.await.unwrap(), ChannelAnswer::NotFound);
-    let state = store.channel(&[1; 16], now).await.unwrap().unwrap();
+    let state = store
+        .channel(&ChannelId([1; 16]), now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(state.message.as_deref(), Some(&b"sealed"[..]));
     // A wrong token does not link (and does not use the channel up).
     let wrong = store
-        .link_device(&[1; 16], [8; 32], device(1), 10, now)
+        .link_device(
+            &ChannelId([1; 16]),
+            SecretHash::from_bytes([8; 32]),
+            device(1),
+            10,
+            now,
+        )
         .await;
     assert!(wrong.unwrap().is_none());
     let (account, new_device) = store
-        .link_device(&[1; 16], [7; 32], device(1), 10, now)
+        .link_device(
+            &ChannelId([1; 16]),
+            SecretHash::from_bytes([7; 32]),
+            device(1),
+            10,
+            now,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -485,18 +562,36 @@ async fn linking_and_deletion(store: &dyn Store, alice: i64) {
             .iter()
             .any(|d| d.device_id == new_device)
     );
-    assert!(store.channel(&[1; 16], now).await.unwrap().is_none());
+    assert!(
+        store
+            .channel(&ChannelId([1; 16]), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let reuse = store
-        .link_device(&[1; 16], [7; 32], device(1), 10, now)
+        .link_device(
+            &ChannelId([1; 16]),
+            SecretHash::from_bytes([7; 32]),
+            device(1),
+            10,
+            now,
+        )
         .await;
     assert!(reuse.unwrap().is_none());
     // Expired channels are purged.
     store
-        .create_channel(&[3; 16], b"k", now, Timestamp(now.0 + 1))
+        .create_channel(&ChannelId([3; 16]), b"k", now, Timestamp(now.0 + 1))
         .await
         .unwrap();
     store.purge_expired(later).await.unwrap();
-    assert!(store.channel(&[3; 16], now).await.unwrap().is_none());
+    assert!(
+        store
+            .channel(&ChannelId([3; 16]), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Deleting the account frees the name but never its number.
     let devices = store.delete_account(alice).await.unwrap();

@@ -8,6 +8,7 @@ pub use files::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{BlobRecord, NewBlob, StoreError};
+use crate::store::AccountId;
 
 impl<B> SqlStore<B>
 where
@@ -82,7 +83,7 @@ where
         .await?;
         row.map(|(account, size, expires_at)| {
             Ok(BlobRecord {
-                account,
+                account: AccountId(account),
                 size: sql::to_u64(size, "size")?,
                 expires_at: tacit_api::Timestamp(expires_at),
             })
@@ -90,7 +91,11 @@ where
         .transpose()
     }
 
-    pub(super) async fn delete_blob(&self, id: &[u8], account: i64) -> Result<bool, StoreError> {
+    pub(super) async fn delete_blob(
+        &self,
+        id: &[u8],
+        account: AccountId,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM blobs WHERE id = $1 AND account_id = $2")
             .bind(id)
             .bind(account)
@@ -127,7 +132,7 @@ where
 
     pub(super) async fn delete_account_blobs(
         &self,
-        account: i64,
+        account: AccountId,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(
             sqlx::query_scalar("DELETE FROM blobs WHERE account_id = $1 RETURNING id")
