@@ -10,6 +10,7 @@
 //!    current offset in `Upload-Offset`; `HEAD` tells the offset too. When the last byte
 //!    arrives, the blob is complete.
 //! 3. `GET /v1/blobs/{blob_id}` streams a complete blob, from `Range: bytes=N-` if given.
+//!
 //! Blobs expire (whole or partial) after the server's blob TTL.
 
 use serde::{Deserialize, Serialize};
