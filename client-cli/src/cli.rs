@@ -1,0 +1,185 @@
+//! The command line: clap's types for every command and its arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tacit",
+    version,
+    about = "End-to-end encrypted messaging through a Tacit server"
+)]
+pub(crate) struct Cli {
+    /// The account's home directory.
+    #[arg(long, env = "TACIT_HOME", global = true)]
+    pub(crate) home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Create an account on a server.
+    Register {
+        /// `https://host:port` (or `http://` to a loopback address).
+        server: String,
+        /// Username (3 to 32 of a-z, 0-9, `_`, `-`, `.`).
+        username: String,
+        /// Invite token, unless the server has open registration.
+        #[arg(long)]
+        invite: Option<String>,
+        /// Trust exactly the server certificate with this SHA-256 fingerprint.
+        #[arg(long, conflicts_with = "ca_file")]
+        pin: Option<String>,
+        /// Trust the CA certificate(s) in this PEM file.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Send a text message (`-` reads it from standard input).
+    Send { username: String, text: String },
+    /// Send a file, end-to-end encrypted (streamed; an interrupted upload resumes).
+    #[command(
+        override_usage = "tacit send-file <USERNAME> <PATH>\n       tacit send-file --group <GROUP> <PATH>"
+    )]
+    SendFile {
+        /// Send to this group instead of a user.
+        #[arg(long)]
+        group: Option<String>,
+        /// The recipient (unless --group) and the file to send.
+        #[arg(required = true, num_args = 1..=2, value_name = "USERNAME> <PATH")]
+        args: Vec<String>,
+    },
+    /// Fetch, print and acknowledge what arrived; save received files after checking them.
+    Recv {
+        /// Keep polling up to this many seconds until something arrives.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Where received files are saved (default: `<home>/files`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// List contacts.
+    Contacts,
+    /// Show the safety number to compare with a contact.
+    SafetyNumber { username: String },
+    /// Mark a contact verified after comparing safety numbers.
+    Verify { username: String },
+    /// Accept a contact's changed identity key.
+    Trust { username: String },
+    /// Show the conversation with a contact.
+    History {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stay connected and print messages as they arrive (until Ctrl-C).
+    Listen {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat with a contact interactively: type a line to send it; Ctrl-D ends.
+    Chat { username: String },
+    /// Link devices to the account, list and remove them.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// The account itself.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Group chats.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Create a group with these members (you are its admin).
+    Create {
+        name: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Add members (admins only; they read only what is sent from now on).
+    Add {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove members (admins only; they cannot read anything sent afterwards).
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Make members admins (admins only).
+    Promote {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Leave a group.
+    Leave { group: String },
+    /// List a group's members.
+    Members {
+        group: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your groups.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a text to a group (`-` reads it from standard input).
+    Send { group: String, text: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DeviceCommand {
+    /// On a NEW device: show a link code, wait until an existing device approves it with
+    /// `tacit device add CODE`, then join the account.
+    Link {
+        /// `https://host:port` of the account's server (or `http://` to loopback).
+        server: String,
+        /// A name for this device, shown in `device list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Trust exactly the server certificate with this SHA-256 fingerprint.
+        #[arg(long, conflicts_with = "ca_file")]
+        pin: Option<String>,
+        /// Trust the CA certificate(s) in this PEM file.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Join the account the answer names without asking (when standard input is a
+        /// terminal, `tacit` otherwise asks before joining).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// On an EXISTING device: approve the new device that shows this link code.
+    Add { code: String },
+    /// List the account's devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a device of the account (its access ends at once).
+    Remove { id: u32 },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AccountCommand {
+    /// Delete the account on the server (all devices, keys and waiting messages) and the
+    /// local store. The username becomes free.
+    Delete {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}

@@ -1,0 +1,126 @@
+//! `tacit device …`: link a new device, approve one, list and remove devices.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use tacit_sdk::{Client, KeySource};
+
+use crate::cli::DeviceCommand;
+use crate::home::{Home, HomeConfig};
+use crate::output::json_line;
+
+/// One device of the account as a JSON line (keys in alphabetical order, as always).
+#[derive(Serialize)]
+struct DeviceLine<'a> {
+    created_at: i64,
+    id: u32,
+    name: Option<&'a str>,
+    this_device: bool,
+}
+
+pub(super) async fn device(home: &Home, command: DeviceCommand) -> Result<()> {
+    match command {
+        DeviceCommand::Link {
+            server,
+            name,
+            timeout,
+            pin,
+            ca_file,
+            yes,
+        } => link(home, server, name.as_deref(), timeout, pin, ca_file, yes).await?,
+        DeviceCommand::Add { code } => {
+            let client = home.open().await?;
+            client.approve_link(&code).await?;
+            println!(
+                "approved: the new device is joining {}; it must show identity fingerprint {}",
+                client.username(),
+                client.fingerprint()
+            );
+        }
+        DeviceCommand::List { json } => {
+            let client = home.open().await?;
+            for device in client.devices().await? {
+                let id = device.device_id.0;
+                let this = id == client.device_id();
+                if json {
+                    json_line(&DeviceLine {
+                        created_at: device.created_at.0,
+                        id,
+                        name: device.name.as_deref(),
+                        this_device: this,
+                    })?;
+                } else {
+                    println!(
+                        "{id}\t{}{}",
+                        device.name.as_deref().unwrap_or("-"),
+                        if this { "\t(this device)" } else { "" }
+                    );
+                }
+            }
+        }
+        DeviceCommand::Remove { id } => {
+            home.open().await?.remove_device(id).await?;
+            println!("removed device {id}");
+        }
+    }
+    Ok(())
+}
+
+/// On a new device: shows a link code, waits for an existing device to answer it, and
+/// joins the account it names (after the user confirmed, see [`confirm_link`]).
+async fn link(
+    home: &Home,
+    server: String,
+    name: Option<&str>,
+    timeout: u64,
+    pin: Option<String>,
+    ca_file: Option<PathBuf>,
+    yes: bool,
+) -> Result<()> {
+    let config = HomeConfig::new(server, pin, ca_file);
+    let new = home.prepare(&config)?;
+    let pending = Client::begin_link(new.transport).await?;
+    println!("link code: {}", pending.code());
+    eprintln!(
+        "On a device already in the account, run:\n  tacit device add {}\nWaiting up to {timeout} s...",
+        pending.code()
+    );
+    let client = Client::finish_link(
+        pending,
+        &home.store_path(),
+        KeySource::Passphrase(&new.passphrase),
+        name,
+        Duration::from_secs(timeout),
+        |preview| {
+            println!(
+                "joining account {} (identity fingerprint {})",
+                preview.username, preview.fingerprint
+            );
+            confirm_link(yes)
+        },
+    )
+    .await?;
+    home.write_config(&config)?;
+    println!(
+        "linked: this is device {} of {}",
+        client.device_id(),
+        client.username()
+    );
+    Ok(())
+}
+
+/// Whether to join the account a link answer names: yes with `--yes` or when standard
+/// input is not a terminal (a script), otherwise the user is asked after seeing the account
+/// name and identity fingerprint.
+fn confirm_link(yes: bool) -> bool {
+    use std::io::IsTerminal as _;
+    if yes || !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("Join this account? Compare the fingerprint with the approving device [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok()
+        && matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+}
