@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use tacit_sdk::{
-    Client, Incoming, IncomingKind, KeySource, MessageStatus, Progress, ReceiptKind, SocketEvent,
-    Stage, Transport, Trust,
+    Client, Conversation, Incoming, IncomingKind, KeySource, MessageStatus, Progress, ReceiptKind,
+    SocketEvent, Stage, Transport, Trust,
 };
 
 #[derive(Parser)]
@@ -453,7 +453,7 @@ async fn run(cli: Cli) -> Result<()> {
                 client.find_group(&username).await.ok()
             };
             if let Some(group) = group {
-                let key = Client::group_history_key(&group);
+                let key = Client::group_history_key(&group)?;
                 for message in client.store().history(&key).await? {
                     let text = String::from_utf8_lossy(&message.body);
                     let from = message.sender.as_deref().unwrap_or("?");
@@ -474,7 +474,11 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            for message in client.store().history(&username).await? {
+            for message in client
+                .store()
+                .history(&Conversation::direct(&username))
+                .await?
+            {
                 let text = String::from_utf8_lossy(&message.body);
                 let from = if message.outgoing {
                     "me"
@@ -805,7 +809,7 @@ async fn listen(client: &mut Client, files: &Path, json: bool) -> Result<()> {
 
 async fn chat(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     use tokio::io::AsyncBufReadExt as _;
-    let history = client.store().history(peer).await?;
+    let history = client.store().history(&Conversation::direct(peer)).await?;
     for message in history.iter().skip(history.len().saturating_sub(10)) {
         let from = if message.outgoing { "me" } else { peer };
         println!("{from}: {}", String::from_utf8_lossy(&message.body));
