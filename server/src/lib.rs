@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -98,9 +99,11 @@ where
     }
     let svc = Arc::new(Services::new(store.clone(), config.clone()));
     let (down_tx, down_rx) = watch::channel(false);
+    let sockets = tokio_util::task::TaskTracker::new();
     let app = http::router(http::AppState {
         svc: svc.clone(),
         shutdown: down_rx.clone(),
+        sockets: sockets.clone(),
     });
 
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -170,12 +173,8 @@ where
         .get()
         .copied()
         .unwrap_or_else(|| tokio::time::Instant::now() + grace);
-    while svc.metrics.sockets.get() > 0 {
-        if tokio::time::Instant::now() >= deadline {
-            warn!("shutdown grace period over with sockets still open");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if !drain(&sockets, deadline).await {
+        warn!("shutdown grace period over with sockets still open");
     }
     store.close().await;
     info!("stopped");
@@ -191,7 +190,7 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = upkeep.tick() => {
-                if let Err(e) = svc.store.maintain().await {
+                if let Err(e) = svc.maintain_store().await {
                     warn!(error = %e, "store upkeep failed");
                 }
                 // While writes fail, find out by ourselves when they work again.
@@ -200,7 +199,7 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
                 }
             }
             _ = tick.tick() => {
-                match svc.store.purge_expired(service::now()).await {
+                match svc.purge_expired_messages(service::now()).await {
                     Ok(0) => {}
                     Ok(n) => info!(envelopes = n, "purged expired envelopes"),
                     Err(e) => warn!(error = %e, "purging expired envelopes failed"),
@@ -233,8 +232,61 @@ pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Wait until every tracked task has ended, or until `deadline`; `false` if some were
+/// still running then. A task that panicked has ended (its tracker token is dropped as it
+/// unwinds), so it never holds the shutdown up.
+async fn drain(tasks: &tokio_util::task::TaskTracker, deadline: tokio::time::Instant) -> bool {
+    tasks.close();
+    tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_ok()
+}
+
 /// Completes when the shutdown flag becomes `true` (or its sender is gone).
 pub(crate) async fn shutting_down(flag: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`; drop it here.
     let _ = flag.wait_for(|down| *down).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tokio_util::task::TaskTracker;
+
+    use super::drain;
+
+    /// A socket task that panics leaves the tracker: shutdown does not wait for it until
+    /// the deadline.
+    #[tokio::test]
+    async fn a_panicking_socket_task_does_not_stall_shutdown() {
+        let tasks = TaskTracker::new();
+        let token = tasks.token();
+        let task = tokio::spawn(async move {
+            let _tracked = token;
+            panic!("a socket task failed");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let started = Instant::now();
+        assert!(drain(&tasks, started + Duration::from_secs(60)).await);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A socket task that does not end is left at the deadline.
+    #[tokio::test]
+    async fn a_socket_task_that_stays_open_is_left_at_the_deadline() {
+        let tasks = TaskTracker::new();
+        let token = tasks.token();
+        let open = tokio::spawn(async move {
+            let _tracked = token;
+            std::future::pending::<()>().await;
+        });
+        let started = Instant::now();
+        assert!(!drain(&tasks, started + Duration::from_millis(50)).await);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        open.abort();
+    }
 }

@@ -32,6 +32,9 @@ pub struct AppState {
     pub svc: Arc<Services>,
     /// Becomes `true` when the server shuts down; sockets close on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The socket tasks, waited for on shutdown. A task that ends in any way, a panic
+    /// included, leaves the tracker.
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 /// The route table.

@@ -63,9 +63,15 @@ pub(super) async fn upgrade(
         // 128 KiB each). Larger frames still work; the buffers grow on demand.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .on_upgrade(move |socket| async move {
-            session(socket, state, device).await;
-            drop(slot);
+        .on_upgrade({
+            // Taken now and dropped with the socket task however it ends (a panic too), so
+            // shutdown waits for open sockets and never for a task that is gone.
+            let tracked = state.sockets.token();
+            move |socket| async move {
+                session(socket, state, device).await;
+                drop(slot);
+                drop(tracked);
+            }
         }))
 }
 

@@ -1,35 +1,26 @@
-//! The blob store: encrypted attachments as opaque files, uploaded resumably and streamed.
+//! The blob rules: encrypted attachments as opaque files, uploaded resumably and streamed.
 //!
 //! A blob is reserved with its exact size (checked against the per-file limit and the
 //! account's quota), then written by `PATCH` requests at the offset the server holds, in
-//! the manner of the tus protocol. Bytes go straight from the request body to
-//! `<dir>/<id>.part` and never gather in memory; when the last byte arrives the file is
-//! fsynced and renamed to `<dir>/<id>`, which is what makes the blob complete. Downloads
-//! stream from that file. Whether a blob is complete is told by its file alone, so a crash
-//! between the rename and anything else leaves nothing inconsistent.
+//! the manner of the tus protocol. The files themselves (partial while uploaded, renamed
+//! when complete) are the store's: [`crate::store::BlobFiles`]; this module decides who may
+//! do what, checks sizes and offsets, and reads the request body into the file.
 //!
 //! The server never learns what a blob holds: the client encrypted it, and the key and
 //! digest travel inside an end-to-end encrypted message. Holding the id (16 random bytes)
 //! is what lets any authenticated device fetch a complete blob; only the uploading account
 //! may see an upload's progress, write to it or delete it.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{Stream, StreamExt as _};
 use tacit_api::{CreateBlobRequest, CreateBlobResponse, Timestamp};
-use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 use tracing::{debug, info, warn};
 
 use super::{AuthedDevice, Services, now, random_secret};
 use crate::error::ApiError;
-use crate::store::{BlobRecord, NewBlob, StoreError};
+use crate::store::{BLOB_ID_BYTES, BlobRead, BlobRecord, NewBlob, Opened, StoreError};
 
-/// Length of a blob id in bytes.
-const BLOB_ID_BYTES: usize = 16;
 /// Expired blobs deleted per store round trip while purging.
 const PURGE_BATCH: u32 = 500;
 /// The largest blob that carries a file of `max_file_bytes` ([`tacit_api::blob_size`]).
@@ -65,109 +56,6 @@ fn io_error(e: std::io::Error) -> ApiError {
     }
 }
 
-/// The blob directory and the uploads under way in this process.
-#[derive(Debug)]
-pub(crate) struct BlobFiles {
-    dir: PathBuf,
-    /// Blobs a `PATCH` is writing right now: a second writer is refused, not interleaved.
-    writing: Mutex<HashSet<[u8; BLOB_ID_BYTES]>>,
-}
-
-/// Marks a blob as being written until dropped.
-struct WriteGuard<'a> {
-    files: &'a BlobFiles,
-    id: [u8; BLOB_ID_BYTES],
-}
-
-impl Drop for WriteGuard<'_> {
-    fn drop(&mut self) {
-        self.files.lock().remove(&self.id);
-    }
-}
-
-impl BlobFiles {
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            writing: Mutex::new(HashSet::new()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; BLOB_ID_BYTES]>> {
-        self.writing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Mark `id` as being written, unless another request writes it already.
-    ///
-    /// The set's lock is released before a guard can exist: a guard dropped while the lock
-    /// is held would take it again on the same thread (a deadlock of the whole server).
-    fn try_write(&self, id: [u8; BLOB_ID_BYTES]) -> Option<WriteGuard<'_>> {
-        let inserted = self.lock().insert(id);
-        inserted.then(|| WriteGuard { files: self, id })
-    }
-
-    /// The complete blob's path.
-    fn complete(&self, id: &[u8]) -> PathBuf {
-        self.dir.join(URL_SAFE_NO_PAD.encode(id))
-    }
-
-    /// The partial upload's path.
-    fn partial(&self, id: &[u8]) -> PathBuf {
-        self.dir
-            .join(format!("{}.part", URL_SAFE_NO_PAD.encode(id)))
-    }
-
-    /// How many bytes of the blob the server holds: all of them once complete.
-    async fn offset(&self, id: &[u8], size: u64) -> Result<u64, ApiError> {
-        if exists(&self.complete(id)).await? {
-            return Ok(size);
-        }
-        match tokio::fs::metadata(self.partial(id)).await {
-            Ok(meta) => Ok(meta.len()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io_error(e)),
-        }
-    }
-
-    /// Makes a fully written partial upload the complete blob: fsync the file, rename it,
-    /// fsync the directory.
-    async fn seal(&self, id: &[u8], file: tokio::fs::File) -> Result<(), ApiError> {
-        file.sync_all().await.map_err(io_error)?;
-        drop(file);
-        match tokio::fs::rename(self.partial(id), self.complete(id)).await {
-            Ok(()) => {}
-            // Purged (expired) while it was being written.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApiError::NotFound("blob"));
-            }
-            Err(e) => return Err(io_error(e)),
-        }
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-            .await
-            .map_err(|e| io_error(std::io::Error::other(e)))?
-            .map_err(io_error)
-    }
-
-    /// Deletes both files of a blob (whichever exist).
-    async fn remove(&self, id: &[u8]) -> Result<(), std::io::Error> {
-        for path in [self.partial(id), self.complete(id)] {
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
-
-async fn exists(path: &Path) -> Result<bool, ApiError> {
-    tokio::fs::try_exists(path).await.map_err(io_error)
-}
-
 /// An upload's progress, for `HEAD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadStatus {
@@ -175,19 +63,6 @@ pub struct UploadStatus {
     pub offset: u64,
     /// The blob's declared size.
     pub length: u64,
-}
-
-/// A complete blob opened for reading, positioned at the first byte to send.
-#[derive(Debug)]
-pub struct BlobRead {
-    /// The file, seeked to `start`.
-    pub file: tokio::fs::File,
-    /// The first byte sent.
-    pub start: u64,
-    /// How many bytes to send from `start`.
-    pub len: u64,
-    /// The whole blob's size.
-    pub size: u64,
 }
 
 impl Services {
@@ -222,12 +97,7 @@ impl Services {
         let created_at = now();
         let ttl_ms = i64::try_from(limits.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let expires_at = Timestamp(created_at.0.saturating_add(ttl_ms));
-        tokio::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.blobs.dir)
-            .await
-            .map_err(io_error)?;
+        self.blobs.create_dir().await.map_err(io_error)?;
         let blob = NewBlob {
             id: id.to_vec(),
             owner: caller.mailbox,
@@ -266,7 +136,11 @@ impl Services {
         let id = blob_id(id)?;
         let record = self.own_blob(caller, &id).await?;
         Ok(UploadStatus {
-            offset: self.blobs.offset(&id, record.size).await?,
+            offset: self
+                .blobs
+                .offset(&id, record.size)
+                .await
+                .map_err(io_error)?,
             length: record.size,
         })
     }
@@ -298,7 +172,11 @@ impl Services {
             ));
         };
         let record = self.own_blob(caller, &id).await?;
-        let current = self.blobs.offset(&id, record.size).await?;
+        let current = self
+            .blobs
+            .offset(&id, record.size)
+            .await
+            .map_err(io_error)?;
         if offset != current {
             return Err(ApiError::OffsetMismatch(current));
         }
@@ -308,16 +186,10 @@ impl Services {
                 "the body is longer than the {room} bytes the blob has left"
             )));
         }
-        if exists(&self.blobs.complete(&id)).await? {
+        if self.blobs.is_complete(&id).await.map_err(io_error)? {
             return Ok(record.size);
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(self.blobs.partial(&id))
-            .await
-            .map_err(io_error)?;
+        let mut file = self.blobs.append(&id).await.map_err(io_error)?;
         let mut written = current;
         let mut outcome = Ok(());
         let stall = std::time::Duration::from_secs(self.config.http.body_read_timeout_secs);
@@ -345,12 +217,20 @@ impl Services {
                 )));
                 break;
             }
-            file.write_all(piece).await.map_err(io_error)?;
+            file.write(piece).await.map_err(io_error)?;
             written += len;
         }
-        file.flush().await.map_err(io_error)?;
-        if written == record.size {
-            self.blobs.seal(&id, file).await?;
+        let complete = written == record.size;
+        if !self
+            .blobs
+            .finish(&id, file, complete)
+            .await
+            .map_err(io_error)?
+        {
+            // Purged (expired) while it was being written.
+            return Err(ApiError::NotFound("blob"));
+        }
+        if complete {
             debug!(account = caller.mailbox.account, "blob complete");
         }
         // The expiry purge or the account's deletion (which work from the records) may
@@ -376,31 +256,11 @@ impl Services {
             .blob(&id, now())
             .await?
             .ok_or(ApiError::NotFound("blob"))?;
-        let mut file = match tokio::fs::File::open(self.blobs.complete(&id)).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApiError::NotFound("blob"));
-            }
-            Err(e) => return Err(io_error(e)),
-        };
-        // The file's own length: a blob damaged on disk is served as it is, and the client,
-        // which checks every chunk and the digest, refuses it with the precise reason.
-        let size = file.metadata().await.map_err(io_error)?.len();
-        if start >= size || end.is_some_and(|end| end < start) {
-            return Err(ApiError::RangeNotSatisfiable(size));
+        match self.blobs.open(&id, start, end).await.map_err(io_error)? {
+            Opened::Read(read) => Ok(read),
+            Opened::NotFound => Err(ApiError::NotFound("blob")),
+            Opened::Unsatisfiable(size) => Err(ApiError::RangeNotSatisfiable(size)),
         }
-        let last = end.map_or(size - 1, |end| end.min(size - 1));
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(io_error)?;
-        }
-        Ok(BlobRead {
-            file,
-            start,
-            len: last - start + 1,
-            size,
-        })
     }
 
     /// Delete one of the caller's blobs (complete or not).

@@ -189,7 +189,10 @@ impl Batch {
     /// Commit in one transaction and answer each caller; on failure nothing of it was
     /// stored and the batch comes back unanswered.
     async fn commit(self, store: &dyn Store, hub: &Hub) -> Result<(), (StoreError, Self)> {
-        let mut outcome = match store.write_batch(&self.messages, &self.acks).await {
+        let mut outcome = match store
+            .write_batch(&self.messages, &self.acks, &super::Rules)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(e) => return Err((e, self)),
         };

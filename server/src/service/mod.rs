@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::push::Hub;
-use crate::store::{Mailbox, SecretHash, Store};
+use crate::store::{Mailbox, SecretHash, Store, StoreError};
 
 mod accounts;
 mod blobs;
@@ -22,17 +22,20 @@ mod keys;
 mod messages;
 mod provisioning;
 mod ratelimit;
+mod rules;
 
-pub use blobs::{BlobRead, UploadStatus, max_blob_bytes};
+pub use crate::store::BlobRead;
+pub use blobs::{UploadStatus, max_blob_bytes};
 pub(crate) use messages::MAX_MULTICAST_DEVICES;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
+pub use rules::Rules;
 
 /// Everything the handlers need, shared by all requests.
 #[derive(Debug)]
 pub struct Services {
-    /// Persistence.
-    pub store: Arc<dyn Store>,
+    /// Persistence: reached only through the service's methods.
+    store: Arc<dyn Store>,
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Connected devices.
@@ -56,7 +59,7 @@ pub struct Services {
     /// Recently checked credential hashes.
     credentials: credentials::CredentialCache,
     /// The blob directory and the uploads under way.
-    blobs: blobs::BlobFiles,
+    blobs: crate::store::BlobFiles,
     /// Username to account id. Usernames never change; a deleted account's entry is
     /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
     /// name (another node may have deleted the account and the name been registered again).
@@ -111,7 +114,7 @@ impl Services {
             stats: tokio::sync::Mutex::new(None),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             credentials: credentials::CredentialCache::default(),
-            blobs: blobs::BlobFiles::new(config.blob_dir()),
+            blobs: crate::store::BlobFiles::new(config.blob_dir()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),
@@ -260,6 +263,18 @@ impl Services {
     #[must_use]
     pub fn write_failures(&self) -> u64 {
         self.health.failures()
+    }
+
+    /// The store's periodic upkeep (for SQLite, the WAL checkpoint); called about once a
+    /// second.
+    pub async fn maintain_store(&self) -> Result<(), StoreError> {
+        self.store.maintain().await
+    }
+
+    /// Delete expired envelopes, idempotency records and provisioning channels. Returns
+    /// how many envelopes went.
+    pub async fn purge_expired_messages(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.store.purge_expired(now).await
     }
 
     /// Forget rate-limiter entries that have refilled; called periodically.

@@ -1,9 +1,11 @@
 //! Persistence: one [`Store`] trait, implemented for SQLite and PostgreSQL.
 //!
-//! This is the only place that knows SQL. Both implementations share their SQL text through
-//! the `impl_store!` macro in the private `sql` module, which is instantiated once per
-//! backend; where the backends differ (the claim query's lock clause, `?` or `$n`
-//! parameters in bulk statements), the difference is a macro argument.
+//! This is the only place that knows SQL. One implementation, [`SqlStore`], serves both
+//! databases: its SQL is written once, in ordinary functions generic over a [`Backend`],
+//! one module per concern (`accounts`, `keys`, `mailbox`, `blobs`, `provisioning`); what
+//! differs between SQLite and PostgreSQL (the claim query's lock clause, `?` or `$n`
+//! parameters in bulk statements, migrations, upkeep) is the `Backend` implementation in
+//! `sqlite.rs` and `postgres.rs`.
 //!
 //! Everything stored is either public key material or opaque ciphertext, and credentials and
 //! invites are stored only as SHA-256 hashes.
@@ -14,11 +16,20 @@ use tacit_api::{
     SignedPrekey, Timestamp, UploadKeysRequest,
 };
 
+mod accounts;
+mod backend;
+mod blobs;
+mod keys;
+mod mailbox;
 mod postgres;
+mod provisioning;
 mod sql;
 mod sqlite;
 
+pub use backend::{Backend, Param, Value};
+pub use blobs::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard};
 pub use postgres::PostgresStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// A SHA-256 digest of a device credential's secret or of an invite token.
@@ -253,6 +264,47 @@ pub struct AccountMismatch {
     pub stale: Vec<DeviceId>,
 }
 
+/// The fate of one send of a batch, while the batch is being decided.
+#[derive(Debug)]
+pub enum Decision {
+    /// Not decided yet.
+    Open,
+    /// The same client message id appears earlier in the batch, at this index.
+    RepeatOf(usize),
+    /// Decided.
+    Done(Result<SendOutcome, StoreError>),
+}
+
+/// What the store read, inside the write transaction, of the accounts a batch of sends
+/// involves: the facts the [`SendRules`] decide on.
+#[derive(Debug, Default)]
+pub struct DeviceFacts {
+    /// The current devices of each account.
+    pub devices: std::collections::HashMap<i64, std::collections::BTreeSet<DeviceId>>,
+    /// Envelopes in each mailbox, counting those the batch accepted so far.
+    pub depth: std::collections::HashMap<Mailbox, u64>,
+}
+
+/// The rules a send is decided by. They are the service's (`service::rules`); the store
+/// applies them inside its write transaction, to the facts it read there, and persists
+/// what they accept.
+pub trait SendRules: Send + Sync {
+    /// Decide a send not stored before, in batch order: `None` accepts it (and counts its
+    /// envelopes in `facts.depth`), else its outcome.
+    fn check(
+        &self,
+        message: &NewMessage,
+        facts: &mut DeviceFacts,
+    ) -> Option<Result<SendOutcome, StoreError>>;
+    /// The final result of each send, from the decisions (repeats within the batch are
+    /// still [`Decision::RepeatOf`]).
+    fn resolve(
+        &self,
+        decisions: Vec<Decision>,
+        messages: &[NewMessage],
+    ) -> Vec<Result<SendOutcome, StoreError>>;
+}
+
 /// What a [`Store::write_batch`] did, in the order of its inputs.
 #[derive(Debug)]
 pub struct BatchOutcome {
@@ -401,14 +453,19 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_bundle(&self, mailbox: Mailbox) -> Result<Option<PrekeyBundle>, StoreError>;
 
     /// Store a send in one transaction, or report the earlier send with the same id, or
-    /// the device mismatch (checked in the same transaction).
-    async fn store_message(&self, message: NewMessage) -> Result<SendOutcome, StoreError>;
-    /// Store several sends (each all-or-nothing, in a savepoint) and apply several
+    /// what `rules` refused (decided in the same transaction).
+    async fn store_message(
+        &self,
+        message: NewMessage,
+        rules: &dyn SendRules,
+    ) -> Result<SendOutcome, StoreError>;
+    /// Store several sends (each all-or-nothing, as `rules` decide) and apply several
     /// acknowledgements, in one transaction with one commit: group commit.
     async fn write_batch(
         &self,
         messages: &[NewMessage],
         acks: &[(Mailbox, Vec<u64>)],
+        rules: &dyn SendRules,
     ) -> Result<BatchOutcome, StoreError>;
     /// Up to `limit` unexpired envelopes of a mailbox with an id above `after`, oldest first.
     async fn mailbox(

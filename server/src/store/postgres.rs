@@ -10,18 +10,32 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
 use super::StoreError;
-use super::sql::impl_store;
+use super::backend::Backend;
+use super::sql::SqlStore;
 
-/// The PostgreSQL implementation of [`super::Store`].
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    write: Pool<Postgres>,
-    read: Pool<Postgres>,
+/// The PostgreSQL store.
+pub type PostgresStore = SqlStore<Postgres>;
+
+impl Backend for Postgres {
+    const CLAIM_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
+    const POSITIONAL: bool = false;
+
+    async fn migrate(pool: &Pool<Self>) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/postgres").run(pool).await?;
+        Ok(())
+    }
+
+    /// PostgreSQL maintains itself (autovacuum); nothing to do.
+    async fn maintain(_read: &Pool<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
-impl PostgresStore {
-    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
-
+impl SqlStore<Postgres> {
     /// Connect to the database a `postgres://` URL names.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
@@ -33,15 +47,5 @@ impl PostgresStore {
             write: pool.clone(),
             read: pool,
         })
-    }
-}
-
-impl_store!(PostgresStore, Postgres, "FOR UPDATE SKIP LOCKED", false);
-
-impl PostgresStore {
-    /// PostgreSQL maintains itself (autovacuum); nothing to do.
-    #[allow(clippy::unused_async)] // one signature for both backends
-    pub(crate) async fn checkpoint(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }

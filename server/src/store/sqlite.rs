@@ -14,18 +14,36 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection as _, Pool, Sqlite, TransactionManager as _};
 
 use super::StoreError;
-use super::sql::impl_store;
+use super::backend::Backend;
+use super::sql::SqlStore;
 
-/// The SQLite implementation of [`super::Store`].
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    write: Pool<Sqlite>,
-    read: Pool<Sqlite>,
+/// The SQLite store.
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    const CLAIM_LOCK: &'static str = "";
+    const POSITIONAL: bool = true;
+
+    async fn migrate(pool: &Pool<Self>) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/sqlite").run(pool).await?;
+        Ok(())
+    }
+
+    /// Copy committed WAL frames into the database file without blocking the writer
+    /// (`PASSIVE`), so that the WAL does not grow without bound.
+    async fn maintain(read: &Pool<Self>) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(read)
+            .await?;
+        Ok(())
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
-impl SqliteStore {
-    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
+impl SqlStore<Sqlite> {
     /// Open (creating if needed) the database a `sqlite:` URL names.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -74,8 +92,6 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, Sqlite, "", true);
-
 /// Make a file readable and writable by its owner only (a file that is not there, such as
 /// an in-memory database's, is left alone).
 fn restrict(path: &std::path::Path) -> std::io::Result<()> {
@@ -87,16 +103,5 @@ fn restrict(path: &std::path::Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-impl SqliteStore {
-    /// Copy committed WAL frames into the database file without blocking the writer
-    /// (`PASSIVE`), so that the WAL does not grow without bound.
-    pub(crate) async fn checkpoint(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.read)
-            .await?;
-        Ok(())
     }
 }

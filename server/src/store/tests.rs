@@ -8,6 +8,7 @@ use tacit_api::{
 };
 
 use super::*;
+use crate::service::Rules;
 use tacit_tests::TestDatabase;
 
 pub(crate) fn keys(one_time: u32) -> DeviceKeys {
@@ -204,7 +205,7 @@ async fn suite(store: Arc<dyn Store>) {
     // expiry. Alice has devices 1, 2, 4; Bob has 1 and `many`.
     let to = [mb(bob, 1), mb(bob, many.0), mb(alice, 2), mb(alice, 4)];
     let out = store
-        .store_message(message(mb(alice, 1), "m0", &to[..3], 900))
+        .store_message(message(mb(alice, 1), "m0", &to[..3], 900), &Rules)
         .await
         .unwrap();
     assert_eq!(
@@ -218,7 +219,7 @@ async fn suite(store: Arc<dyn Store>) {
     let mut wrong = to.to_vec();
     wrong[1] = mb(bob, 9);
     let out = store
-        .store_message(message(mb(alice, 1), "m0", &wrong, 900))
+        .store_message(message(mb(alice, 1), "m0", &wrong, 900), &Rules)
         .await
         .unwrap();
     assert_eq!(
@@ -230,12 +231,12 @@ async fn suite(store: Arc<dyn Store>) {
         }])
     );
     let out = store
-        .store_message(message(mb(alice, 1), "m1", &to, 1_000))
+        .store_message(message(mb(alice, 1), "m1", &to, 1_000), &Rules)
         .await
         .unwrap();
     assert_eq!(out, SendOutcome::Stored(to.to_vec()));
     let again = store
-        .store_message(message(mb(alice, 1), "m1", &to, 2_000))
+        .store_message(message(mb(alice, 1), "m1", &to, 2_000), &Rules)
         .await
         .unwrap();
     assert_eq!(again, SendOutcome::Duplicate(Timestamp(1_000)));
@@ -248,13 +249,13 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(inbox[0].ciphertext.0.as_slice(), &[7, 1]);
     for (id, ts) in [("m2", 1_100), ("m3", 1_200)] {
         store
-            .store_message(message(mb(alice, 1), id, &to, ts))
+            .store_message(message(mb(alice, 1), id, &to, ts), &Rules)
             .await
             .unwrap();
     }
     assert!(matches!(
         store
-            .store_message(message(mb(alice, 1), "m4", &to, 1_300))
+            .store_message(message(mb(alice, 1), "m4", &to, 1_300), &Rules)
             .await,
         Err(StoreError::MailboxFull)
     ));
@@ -295,7 +296,7 @@ async fn suite(store: Arc<dyn Store>) {
     // The idempotency record expired with them.
     assert!(matches!(
         store
-            .store_message(message(mb(alice, 1), "m1", &to, 3_000))
+            .store_message(message(mb(alice, 1), "m1", &to, 3_000), &Rules)
             .await
             .unwrap(),
         SendOutcome::Stored(_)
@@ -312,7 +313,7 @@ async fn suite(store: Arc<dyn Store>) {
     ];
     let inbox = store.mailbox(mb(alice, 2), 0, 10, now).await.unwrap();
     let out = store
-        .write_batch(&batch, &[(mb(alice, 2), vec![inbox[0].id])])
+        .write_batch(&batch, &[(mb(alice, 2), vec![inbox[0].id])], &Rules)
         .await
         .unwrap();
     assert_eq!(out.acked, vec![1]);
@@ -349,7 +350,7 @@ async fn suite(store: Arc<dyn Store>) {
     );
     assert!(matches!(
         store
-            .store_message(message(mb(alice, 1), "m5", &to, 3_200))
+            .store_message(message(mb(alice, 1), "m5", &to, 3_200), &Rules)
             .await
             .unwrap(),
         SendOutcome::Mismatch(_)
@@ -394,10 +395,10 @@ async fn multicast(store: &dyn Store, alice: i64, bob: i64) {
     wrong.client_message_id = "multi-0".into();
     wrong.recipients.push(bob);
     assert!(matches!(
-        store.store_message(wrong).await.unwrap(),
+        store.store_message(wrong, &Rules).await.unwrap(),
         SendOutcome::Mismatch(_)
     ));
-    let outcome = store.store_message(m.clone()).await.unwrap();
+    let outcome = store.store_message(m.clone(), &Rules).await.unwrap();
     assert!(
         matches!(outcome, SendOutcome::Stored(ref to) if to.len() == destinations),
         "{outcome:?}"
@@ -414,7 +415,7 @@ async fn multicast(store: &dyn Store, alice: i64, bob: i64) {
     assert_eq!(last.ciphertext.0.as_slice(), &[42; 300][..]);
     // The same id again is a duplicate and stores nothing.
     assert!(matches!(
-        store.store_message(m).await.unwrap(),
+        store.store_message(m, &Rules).await.unwrap(),
         SendOutcome::Duplicate(_)
     ));
     // Acknowledged by one: still there for the other; by both: purged.
@@ -549,7 +550,7 @@ async fn acks_in_a_batch(store: Arc<dyn Store>) {
         m.max_mailbox_depth = 100_000;
         batch.push(m);
     }
-    let out = store.write_batch(&batch, &[]).await.unwrap();
+    let out = store.write_batch(&batch, &[], &Rules).await.unwrap();
     assert!(
         out.sent
             .iter()
@@ -572,6 +573,7 @@ async fn acks_in_a_batch(store: Arc<dyn Store>) {
                 (mb(bob, 1), ids[..20].to_vec()),
                 (mb(bob, 1), vec![u64::MAX, (i64::MAX as u64) + 1]),
             ],
+            &Rules,
         )
         .await
         .unwrap();
@@ -585,7 +587,7 @@ async fn acks_in_a_batch(store: Arc<dyn Store>) {
     let many: Vec<(Mailbox, Vec<u64>)> = (0..40)
         .map(|op| (mb(bob, 1), (1..=1000).map(|i| op * 1000 + i).collect()))
         .collect();
-    let out = store.write_batch(&[], &many).await.unwrap();
+    let out = store.write_batch(&[], &many, &Rules).await.unwrap();
     assert_eq!(out.acked.iter().sum::<u64>(), 21);
     assert!(
         store
