@@ -31,8 +31,8 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt as _;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::client::{Client, ClientError, IncomingKind, Payload, random_id, rng};
-use crate::store::{NewFile, StoreError};
+use crate::client::{Client, ClientError, IncomingKind, Inconsistent, Payload, random_id, rng};
+use crate::store::{Conversation, NewFile, StoreError};
 use crate::transport::TransportError;
 
 /// Plaintext read (and encrypted) at a time while sending.
@@ -449,8 +449,17 @@ impl Client {
         self.send_payload(username, &to_them, &to_us).await?;
         let device = self.device_id();
         let me = self.username().to_owned();
-        self.record_file(&file.descriptor, &me, username, true, device, time, &uid)
-            .await?;
+        let conversation = Conversation::direct(username);
+        self.record_file(
+            &file.descriptor,
+            &me,
+            &conversation,
+            true,
+            device,
+            time,
+            &uid,
+        )
+        .await?;
         Ok(SentFile {
             blob_id: file.descriptor.blob_id.clone(),
             name: file.descriptor.name.clone(),
@@ -467,15 +476,13 @@ impl Client {
         &self,
         descriptor: &FileDescriptor,
         sender: &str,
-        peer: &str,
+        peer: &Conversation,
         outgoing: bool,
         device: u32,
         time: i64,
         uid: &str,
     ) -> Result<(), ClientError> {
-        let sealed = Zeroizing::new(
-            serde_json::to_vec(descriptor).map_err(|e| ClientError::Inconsistent(e.to_string()))?,
-        );
+        let sealed = Zeroizing::new(serde_json::to_vec(descriptor).map_err(Inconsistent::from)?);
         let new = self
             .store
             .put_file(&NewFile {
@@ -512,7 +519,7 @@ impl Client {
     pub(crate) async fn receive_file(
         &self,
         sender: &str,
-        peer: &str,
+        peer: &Conversation,
         outgoing: bool,
         device: u32,
         time: i64,
@@ -555,7 +562,8 @@ impl Client {
             Err(other) => return Err(other),
         }
         Ok(IncomingKind::File {
-            peer: peer.to_owned(),
+            peer: peer.to_string(),
+            conversation: peer.clone(),
             name: sanitize_file_name(&descriptor.name),
             size: descriptor.size,
             blob_id: descriptor.blob_id.clone(),
@@ -704,7 +712,7 @@ mod tests {
         let mallory = bob
             .receive_file(
                 "mallory",
-                "mallory",
+                &Conversation::direct("mallory"),
                 false,
                 1,
                 1,
@@ -717,7 +725,7 @@ mod tests {
         let alice = bob
             .receive_file(
                 "alice",
-                "alice",
+                &Conversation::direct("alice"),
                 false,
                 1,
                 2,
@@ -735,9 +743,15 @@ mod tests {
         // The one record of the blob is Mallory's, and says so.
         let stored = bob.store.file(blob).await.unwrap().unwrap();
         assert_eq!(stored.sender.as_deref(), Some("mallory"));
-        assert_eq!(stored.peer, "mallory");
+        assert_eq!(stored.peer, Conversation::direct("mallory"));
         // Alice's conversation shows no file that is really Mallory's.
-        assert!(bob.store.history("alice").await.unwrap().is_empty());
+        assert!(
+            bob.store
+                .history(&Conversation::direct("alice"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

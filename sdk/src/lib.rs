@@ -7,7 +7,8 @@
 //!   identity-change detection, safety numbers.
 //! - [`files`]: files sent as encrypted attachments (streamed, resumable, checked before
 //!   they are saved).
-//! - [`store`]: the local store, encrypted at rest.
+//! - [`store`]: the local store, encrypted at rest (SQLite), an in-memory store, and the small
+//!   traits both implement that the session and group rules are written against.
 //! - [`transport`]: HTTP(S) and WebSocket to the server with system roots, a CA file or a
 //!   pinned certificate.
 
@@ -25,7 +26,8 @@ pub use client::{
 };
 pub use files::{FileError, OutgoingFile, Progress, SentFile, Stage};
 pub use store::{
-    Contact, KeySource, MessageStatus, NewFile, PrekeyKind, SessionWrite, Store, StoreError,
-    StoreKey, StoredFile, StoredMessage, StoredSession,
+    Contact, Conversation, GroupStore, KeySource, MemoryStore, MessageStatus, NewFile, PreKeyStore,
+    PrekeyKind, SenderKeyStore, SessionStore, SessionWrite, Store, StoreError, StoreKey,
+    StoredFile, StoredMessage, StoredSession,
 };
 pub use transport::{BlobDownload, ConnectProblem, Socket, Transport, TransportError, Trust};

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::Digest as _;
 use tacit_api as api;
-use tacit_sdk::{Client, IncomingKind, KeySource, StoreKey, Transport, Trust};
+use tacit_sdk::{Client, Conversation, IncomingKind, KeySource, StoreKey, Transport, Trust};
 use tacit_tests::{HostileRelay, TestServer, spawn_server};
 
 struct World {
@@ -270,7 +270,14 @@ async fn duplicated_envelopes_open_once() {
     let failed = failures(&events);
     assert_eq!(failed.len(), 2, "{events:?}");
     assert!(failed.iter().all(|f| f.contains("duplicate")), "{failed:?}");
-    assert_eq!(bob.store().history("alice").await.unwrap().len(), 2);
+    assert_eq!(
+        bob.store()
+            .history(&Conversation::direct("alice"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// The lie: an envelope delivered (and acknowledged) earlier is delivered again later.
@@ -299,7 +306,11 @@ async fn a_replayed_envelope_is_refused() {
     let failed = failures(&events);
     assert!(failed.len() >= 2, "{events:?}");
     assert!(failed.iter().all(|f| f.contains("duplicate")), "{failed:?}");
-    let history = bob.store().history("alice").await.unwrap();
+    let history = bob
+        .store()
+        .history(&Conversation::direct("alice"))
+        .await
+        .unwrap();
     assert_eq!(history.iter().filter(|m| !m.outgoing).count(), 3);
 }
 
@@ -454,9 +465,13 @@ async fn a_blob_id_announced_first_by_another_sender_is_not_merged() {
     }
     let stored = bob.store().file(&sent.blob_id).await.unwrap().unwrap();
     assert_eq!(stored.sender.as_deref(), Some("mallory"));
-    assert_eq!(stored.peer, "mallory");
+    assert_eq!(stored.peer, Conversation::direct("mallory"));
     assert!(
-        bob.store().history("alice").await.unwrap().is_empty(),
+        bob.store()
+            .history(&Conversation::direct("alice"))
+            .await
+            .unwrap()
+            .is_empty(),
         "Alice's conversation shows a file"
     );
     // What Bob can save under that id is Mallory's file, in Mallory's conversation.
@@ -496,7 +511,14 @@ async fn a_duplicated_push_over_the_websocket_opens_once() {
     let failed = failures(&events);
     assert_eq!(failed.len(), 1, "{events:?}");
     assert!(failed[0].contains("duplicate"), "{failed:?}");
-    assert_eq!(bob.store().history("alice").await.unwrap().len(), 1);
+    assert_eq!(
+        bob.store()
+            .history(&Conversation::direct("alice"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Alice makes a group of Bob, Carol, Dave and Erin and promotes Bob: two admins. Returns
@@ -713,10 +735,14 @@ async fn a_backdated_envelope_shows_the_senders_time() {
             event.time
         );
     }
-    let history = bob.store().history("alice").await.unwrap();
+    let history = bob
+        .store()
+        .history(&Conversation::direct("alice"))
+        .await
+        .unwrap();
     let group_history = bob
         .store()
-        .history(&Client::group_history_key(&group))
+        .history(&Client::group_history_key(&group).unwrap())
         .await
         .unwrap();
     for message in history.iter().chain(&group_history) {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tacit_sdk::{Client, IncomingKind, SocketEvent};
+use tacit_sdk::{Client, Conversation, IncomingKind, SocketEvent};
 
 use super::{connect, show};
 use crate::home::Home;
@@ -17,7 +17,7 @@ pub(super) async fn chat(home: &Home, peer: &str) -> Result<()> {
 /// until standard input ends.
 async fn converse(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     use tokio::io::AsyncBufReadExt as _;
-    let history = client.store().history(peer).await?;
+    let history = client.store().history(&Conversation::direct(peer)).await?;
     for message in history.iter().skip(history.len().saturating_sub(10)) {
         let from = if message.outgoing { "me" } else { peer };
         println!("{from}: {}", String::from_utf8_lossy(&message.body));

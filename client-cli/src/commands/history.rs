@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use tacit_sdk::{Client, MessageStatus};
+use tacit_sdk::{Client, Conversation, MessageStatus};
 
 use crate::home::Home;
 use crate::output::json_line;
@@ -31,7 +31,7 @@ pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<(
         client.find_group(username).await.ok()
     };
     if let Some(group) = group {
-        let key = Client::group_history_key(&group);
+        let key = Client::group_history_key(&group)?;
         for message in client.store().history(&key).await? {
             let text = String::from_utf8_lossy(&message.body);
             let from = message.sender.as_deref().unwrap_or("?");
@@ -50,7 +50,11 @@ pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<(
         }
         return Ok(());
     }
-    for message in client.store().history(username).await? {
+    for message in client
+        .store()
+        .history(&Conversation::direct(username))
+        .await?
+    {
         let text = String::from_utf8_lossy(&message.body);
         let from = if message.outgoing { "me" } else { username };
         if json {

@@ -36,7 +36,11 @@ use tacit_crypto::{
 };
 use zeroize::Zeroizing;
 
-use super::{Client, ClientError, Incoming, IncomingKind, random_id, rng};
+use super::{
+    Client, ClientError, GroupError, Incoming, IncomingKind, Inconsistent, ServerClaim, random_id,
+    rng,
+};
+use crate::store::{Conversation, GroupStore as _, SenderKeyStore};
 use crate::transport::TransportError;
 
 mod membership;
@@ -193,25 +197,13 @@ impl Drop for SenderKeyBody {
     }
 }
 
-fn group_key(id: &str) -> String {
-    format!("group:{id}")
-}
-
-fn own_key_name(id: &str) -> String {
-    format!("group-key:{id}")
-}
-
-fn record_name(id: &str, sender: &str, device: u32) -> String {
-    format!("group-record:{id}:{sender}:{device}")
-}
-
-fn inconsistent(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Inconsistent(e.to_string())
+fn inconsistent(e: impl Into<Inconsistent>) -> ClientError {
+    ClientError::Inconsistent(e.into())
 }
 
 impl Client {
     async fn load_group(&self, id: &str) -> Result<Option<GroupState>, ClientError> {
-        match self.store.secret(&group_key(id)).await? {
+        match self.store.group(group_id_bytes(id)?).await? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(inconsistent),
@@ -222,7 +214,7 @@ impl Client {
     async fn save_group(&self, state: &GroupState) -> Result<(), ClientError> {
         let bytes = Zeroizing::new(serde_json::to_vec(state).map_err(inconsistent)?);
         self.store
-            .put_secret(&group_key(&state.info.id), &bytes)
+            .put_group(group_id_bytes(&state.info.id)?, &bytes)
             .await?;
         Ok(())
     }
@@ -230,7 +222,7 @@ impl Client {
     /// The groups this device is a member of.
     pub async fn groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
         let mut out = Vec::new();
-        for (_, bytes) in self.store.secrets_with_prefix("group:").await? {
+        for (_, bytes) in self.store.groups().await? {
             let state: GroupState = serde_json::from_slice(&bytes).map_err(inconsistent)?;
             out.push(state.info);
         }
@@ -251,16 +243,15 @@ impl Client {
         };
         match found.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(ClientError::Group(format!("no group {name_or_id:?}"))),
-            _ => Err(ClientError::Group(format!(
-                "{name_or_id:?} names several groups; use the id"
-            ))),
+            [] => Err(GroupError::NotFound(name_or_id.to_owned()).into()),
+            _ => Err(GroupError::Ambiguous(name_or_id.to_owned()).into()),
         }
     }
 
-    /// The history key of a group's conversation.
-    pub fn group_history_key(info: &GroupInfo) -> String {
-        format!("group:{}", info.id)
+    /// A group's conversation (what [`Store::history`](crate::store::Store::history)
+    /// takes).
+    pub fn group_history_key(info: &GroupInfo) -> Result<Conversation, ClientError> {
+        Ok(Conversation::Group(group_id_bytes(&info.id)?))
     }
 
     /// Creates a group with us as its admin and tells every member.
@@ -270,21 +261,18 @@ impl Client {
         members: &[String],
     ) -> Result<GroupInfo, ClientError> {
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            return Err(ClientError::Group(
-                "a group name is 1 to 64 bytes, no control characters".into(),
-            ));
+            return Err(GroupError::BadName.into());
         }
         let me = self.account.username.clone();
         let mut all: BTreeSet<String> = members.iter().cloned().collect();
         all.remove(&me);
         if all.is_empty() {
-            return Err(ClientError::Group("a group needs another member".into()));
+            return Err(GroupError::NeedsAnotherMember.into());
         }
         all.insert(me.clone());
         let salt = GroupId::generate(&mut rng()).0;
         let info = GroupInfo {
-            id: bound_group_id(&me, &salt)
-                .ok_or_else(|| ClientError::Group("username too long".into()))?,
+            id: bound_group_id(&me, &salt).ok_or(GroupError::UsernameTooLong)?,
             name: name.to_owned(),
             members: all,
             admins: BTreeSet::from([me.clone()]),
@@ -318,25 +306,25 @@ impl Client {
     ) -> Result<(Change, GroupInfo), ClientError> {
         let base = state.base();
         if state.log.len() >= membership::MAX_CHANGES {
-            return Err(ClientError::Group(format!(
-                "{} has had {} membership changes, the most kept; make a new group",
-                state.info.name,
-                membership::MAX_CHANGES
-            )));
+            return Err(GroupError::TooManyChanges {
+                group: state.info.name.clone(),
+                max: membership::MAX_CHANGES,
+            }
+            .into());
         }
         let epoch = membership::next_epoch(&base, &state.log);
         let id = group_id_bytes(&state.info.id)?;
         let me = self.account.username.clone();
-        let change = Change::new(&id.0, epoch, &me, change, users)
-            .ok_or_else(|| ClientError::Group("a name is too long".into()))?;
+        let change =
+            Change::new(&id.0, epoch, &me, change, users).ok_or(GroupError::NameTooLong)?;
         state.log.push(change.clone());
         let before = state.info.clone();
         let folded = membership::fold(&base, &state.log);
         if folded.superseded.contains(&change.digest) {
-            return Err(ClientError::Group(format!(
-                "only an admin of {} can do that",
-                state.info.name
-            )));
+            return Err(GroupError::NotAdmin {
+                group: state.info.name.clone(),
+            }
+            .into());
         }
         state.base = Some(base);
         state.info = folded.info;
@@ -356,7 +344,7 @@ impl Client {
             .cloned()
             .collect();
         if users.is_empty() {
-            return Err(ClientError::Group("they are all members already".into()));
+            return Err(GroupError::AlreadyMembers.into());
         }
         let (change, _) = self
             .make_change(&mut state, GroupChange::Add, users)
@@ -388,7 +376,7 @@ impl Client {
             .cloned()
             .collect();
         if removed.is_empty() {
-            return Err(ClientError::Group("none of them is a member".into()));
+            return Err(GroupError::NoneAreMembers.into());
         }
         let (change, before) = self
             .make_change(&mut state, GroupChange::Remove, removed.clone())
@@ -417,7 +405,7 @@ impl Client {
         let mut state = self.admin_state(group).await?;
         for user in users {
             if !state.info.members.contains(user) {
-                return Err(ClientError::Group(format!("{user} is not a member")));
+                return Err(GroupError::NotAMember { user: user.clone() }.into());
             }
         }
         let users = users.iter().cloned().collect();
@@ -443,7 +431,7 @@ impl Client {
         let mut state = self
             .load_group(&info.id)
             .await?
-            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+            .ok_or(GroupError::StateMissing)?;
         let (change, before) = self
             .make_change(&mut state, GroupChange::Leave, BTreeSet::new())
             .await?;
@@ -463,22 +451,18 @@ impl Client {
         let state = self
             .load_group(&info.id)
             .await?
-            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+            .ok_or(GroupError::StateMissing)?;
         if !state.info.admins.contains(&self.account.username) {
-            return Err(ClientError::Group(format!(
-                "only an admin of {} can do that",
-                state.info.name
-            )));
+            return Err(GroupError::NotAdmin {
+                group: state.info.name.clone(),
+            }
+            .into());
         }
         Ok(state)
     }
 
     async fn forget_group(&self, id: &str) -> Result<(), ClientError> {
-        self.store.delete_secret(&group_key(id)).await?;
-        self.store.delete_secret(&own_key_name(id)).await?;
-        self.store
-            .delete_secrets_with_prefix(&format!("group-record:{id}:"))
-            .await?;
+        self.store.delete_group(group_id_bytes(id)?).await?;
         Ok(())
     }
 
@@ -488,15 +472,11 @@ impl Client {
         state: &mut GroupState,
         removed: &BTreeSet<String>,
     ) -> Result<(), ClientError> {
+        let id = group_id_bytes(&state.info.id)?;
+        forget_members(&self.store, id, removed).await?;
         for user in removed {
-            self.store
-                .delete_secrets_with_prefix(&format!("group-record:{}:{user}:", state.info.id))
-                .await?;
             state.devices.remove(user);
         }
-        self.store
-            .delete_secret(&own_key_name(&state.info.id))
-            .await?;
         state.have_our_key.clear();
         Ok(())
     }
@@ -531,14 +511,11 @@ impl Client {
 
     /// Our sender-key chain for the group, made (and stored) if there is none.
     async fn own_chain(&self, state: &mut GroupState) -> Result<SenderKeyState, ClientError> {
-        let name = own_key_name(&state.info.id);
-        if let Some(bytes) = self.store.secret(&name).await? {
-            return SenderKeyState::from_bytes(&bytes).map_err(inconsistent);
-        }
         let id = group_id_bytes(&state.info.id)?;
-        let chain = SenderKeyState::generate(&mut rng(), id);
-        self.store.put_secret(&name, &chain.to_bytes()).await?;
-        state.have_our_key.clear();
+        let (chain, new) = own_chain(&self.store, id).await?;
+        if new {
+            state.have_our_key.clear();
+        }
         Ok(chain)
     }
 
@@ -577,7 +554,7 @@ impl Client {
         let id = self
             .store
             .add_group_message(
-                &Self::group_history_key(&info),
+                group_id_bytes(&info.id)?,
                 &self.account.username,
                 true,
                 self.account.device,
@@ -612,7 +589,7 @@ impl Client {
         let kind = self
             .receive_file(
                 &self.account.username.clone(),
-                &Self::group_history_key(&info),
+                &Self::group_history_key(&info)?,
                 true,
                 self.account.device,
                 time,
@@ -621,7 +598,7 @@ impl Client {
             )
             .await?;
         if let IncomingKind::Failed { error } = kind {
-            return Err(inconsistent(error));
+            return Err(inconsistent(Inconsistent::OwnGroupFile(error)));
         }
         Ok(crate::files::SentFile {
             blob_id: file.blob_id().to_owned(),
@@ -648,7 +625,7 @@ impl Client {
         let mut state = self
             .load_group(&info.id)
             .await?
-            .ok_or_else(|| ClientError::Group("group state missing".into()))?;
+            .ok_or(GroupError::StateMissing)?;
         let me = self.account.username.clone();
         let others: Vec<String> = state
             .info
@@ -658,7 +635,7 @@ impl Client {
             .cloned()
             .collect();
         if others.is_empty() {
-            return Err(ClientError::Group("the group has no other member".into()));
+            return Err(GroupError::NoOtherMember.into());
         }
         let payload = GroupPayload {
             v: 1,
@@ -694,9 +671,9 @@ impl Client {
                     // transaction, before the send: a key is never used twice.
                     let body = self
                         .store
-                        .advance_secret(&own_key_name(&info.id), |bytes| {
+                        .advance_own_chain(group_id_bytes(&info.id)?, |bytes| {
                             let Some(bytes) = bytes else {
-                                return (None, Err(inconsistent("our chain went away")));
+                                return (None, Err(inconsistent(Inconsistent::ChainGone)));
                             };
                             match SenderKeyState::from_bytes(bytes) {
                                 Ok(mut chain) => match chain.encrypt(&plaintext) {
@@ -731,7 +708,7 @@ impl Client {
                 ciphertext: api::Ciphertext(body.into()),
             };
             if request.recipients.is_empty() {
-                return Err(ClientError::Group("no member has a device".into()));
+                return Err(GroupError::NoMemberDevices.into());
             }
             match self.transport.multicast(&request).await {
                 Ok(_) => {
@@ -750,11 +727,12 @@ impl Client {
                             .map(|a| a.device_id.0);
                         for device in claimed {
                             if !devices.contains(&device) {
-                                return Err(ClientError::ServerClaimRefused(format!(
-                                    "the server named {user}.{device} as missing from {}, but \
-                                     does not list it among {user}'s devices; nothing was sent",
-                                    info.name
-                                )));
+                                return Err(ServerClaim::UnlistedDevice {
+                                    user: user.clone(),
+                                    device: api::DeviceId(device),
+                                    group: info.name.clone(),
+                                }
+                                .into());
                             }
                         }
                         state.devices.insert(user.clone(), devices);
@@ -772,7 +750,9 @@ impl Client {
                     }
                     if rotate {
                         // A device that held our chain is gone: it must read nothing more.
-                        self.store.delete_secret(&own_key_name(&info.id)).await?;
+                        self.store
+                            .delete_own_chain(group_id_bytes(&info.id)?)
+                            .await?;
                         state.have_our_key.clear();
                         ciphertext = None;
                     }
@@ -798,16 +778,15 @@ impl Client {
         for address in mismatch.missing.iter().chain(&mismatch.stale) {
             let user = &address.username;
             if user != me && !state.info.members.contains(user) {
-                return Err(ClientError::ServerClaimRefused(format!(
-                    "the server named {user}.{} as a device of group {}, but {user} is not a \
-                     member; nothing was sent to {user}",
-                    address.device_id.0, state.info.name
-                )));
+                return Err(ServerClaim::DeviceOfNonMember {
+                    user: user.clone(),
+                    device: address.device_id,
+                    group: state.info.name.clone(),
+                }
+                .into());
             }
             if *user == *me && address.device_id.0 == self.account.device {
-                return Err(ClientError::ServerClaimRefused(
-                    "the server named this device as one to send to; nothing was sent".into(),
-                ));
+                return Err(ServerClaim::ThisDevice.into());
             }
         }
         let mut rotate = false;
@@ -1035,9 +1014,8 @@ impl Client {
         else {
             return Ok(Some("malformed sender key".into()));
         };
-        let name = record_name(&body.group_id, sender, device);
         self.store
-            .advance_secret(&name, |bytes| {
+            .advance_sender_key(group, sender, api::DeviceId(device), |bytes| {
                 let mut record = match bytes.map(SenderKeyRecord::from_bytes) {
                     Some(Ok(record)) => record,
                     Some(Err(e)) => return (None, Err(inconsistent(e))),
@@ -1074,10 +1052,9 @@ impl Client {
                 state.info.name
             )));
         }
-        let name = record_name(&id, sender, device);
         let opened = self
             .store
-            .advance_secret(&name, |bytes| {
+            .advance_sender_key(message.group_id(), sender, api::DeviceId(device), |bytes| {
                 let Some(bytes) = bytes else {
                     return (
                         None,
@@ -1115,7 +1092,7 @@ impl Client {
         let time = payload.ts.unwrap_or(time);
         let body = match payload.content {
             GroupContent::File { file } => {
-                let history = Self::group_history_key(&state.info);
+                let history = Conversation::Group(message.group_id());
                 let outgoing = sender == self.account.username;
                 let kind = self
                     .receive_file(
@@ -1134,9 +1111,11 @@ impl Client {
                         size,
                         blob_id,
                         message_id,
+                        conversation,
                         ..
                     } => IncomingKind::File {
                         peer: format!("group {}", state.info.name),
+                        conversation,
                         name,
                         size,
                         blob_id,
@@ -1155,7 +1134,7 @@ impl Client {
         };
         self.store
             .add_group_message(
-                &Self::group_history_key(&state.info),
+                message.group_id(),
                 sender,
                 sender == self.account.username,
                 device,
@@ -1206,7 +1185,7 @@ fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
-        return Err(ClientError::Group("malformed group id".into()));
+        return Err(GroupError::MalformedId.into());
     }
     let bytes = (0..id.len())
         .step_by(2)
@@ -1215,11 +1194,41 @@ fn group_id_bytes(id: &str) -> Result<GroupId, ClientError> {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         })
         .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| ClientError::Group("malformed group id".into()))?;
-    let array = bytes
-        .try_into()
-        .map_err(|_| ClientError::Group("malformed group id".into()))?;
+        .ok_or(GroupError::MalformedId)?;
+    let array = bytes.try_into().map_err(|_| GroupError::MalformedId)?;
     Ok(GroupId(array))
+}
+
+/// Our sender-key chain for a group, and whether it is new: the stored one if there is
+/// one, else a new chain, stored before it is returned (the rule of when our chain
+/// rotates: only once [`forget_members`] or a stale device deleted it).
+async fn own_chain<S: SenderKeyStore>(
+    store: &S,
+    group: GroupId,
+) -> Result<(SenderKeyState, bool), ClientError> {
+    if let Some(bytes) = store.own_chain(group).await? {
+        return Ok((
+            SenderKeyState::from_bytes(&bytes).map_err(inconsistent)?,
+            false,
+        ));
+    }
+    let chain = SenderKeyState::generate(&mut rng(), group);
+    store.put_own_chain(group, &chain.to_bytes()).await?;
+    Ok((chain, true))
+}
+
+/// Members left or were removed: their chains are dropped (nothing more of theirs is read)
+/// and so is ours, so that the next send starts a chain they never get.
+async fn forget_members<S: SenderKeyStore>(
+    store: &S,
+    group: GroupId,
+    removed: &BTreeSet<String>,
+) -> Result<(), ClientError> {
+    for user in removed {
+        store.delete_sender_keys(group, user).await?;
+    }
+    store.delete_own_chain(group).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1528,6 +1537,46 @@ mod tests {
             dave.find_group(GROUP).await.unwrap().members,
             team().members
         );
+    }
+    /// When our chain rotates: it is kept across sends, and a removal drops it (and the
+    /// removed member's records, not the others'), so the next send makes a new one.
+    #[tokio::test]
+    async fn our_chain_rotates_only_when_members_go() {
+        use crate::store::MemoryStore;
+        let store = MemoryStore::new();
+        let group = group_id_bytes(GROUP).unwrap();
+        let (first, new) = own_chain(&store, group).await.unwrap();
+        assert!(new);
+        let (again, new) = own_chain(&store, group).await.unwrap();
+        assert!(!new);
+        assert_eq!(again.chain_id(), first.chain_id());
+        let record = |user: &str| {
+            let distribution = SenderKeyState::generate(&mut rng(), group).distribution();
+            let mut record = SenderKeyRecord::new(group);
+            record.process(&distribution).unwrap();
+            (user.to_owned(), record.to_bytes())
+        };
+        for (user, bytes) in [record("bob"), record("carol")] {
+            store
+                .advance_sender_key(group, &user, api::DeviceId(1), |_| (Some(bytes), ()))
+                .await
+                .unwrap();
+        }
+        forget_members(&store, group, &set(&["bob"])).await.unwrap();
+        let held = |user: &'static str| {
+            let store = &store;
+            async move {
+                store
+                    .advance_sender_key(group, user, api::DeviceId(1), |b| (None, b.is_some()))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(!held("bob").await, "the removed member's chain is gone");
+        assert!(held("carol").await, "the others' chains stay");
+        let (rotated, new) = own_chain(&store, group).await.unwrap();
+        assert!(new);
+        assert_ne!(rotated.chain_id(), first.chain_id());
     }
 }
 

@@ -16,7 +16,7 @@ impl Client {
             .decode(&opened.channel)
             .ok()
             .filter(|c| c.len() == LINK_CHANNEL_LEN)
-            .ok_or_else(|| ClientError::Link("the server sent a malformed channel id".into()))?;
+            .ok_or(LinkError::MalformedChannel)?;
         // channel id || digest of our key || the link secret, which only the code carries.
         let secret = LinkSecret::generate(&mut rng());
         let mut code_bytes = Zeroizing::new(channel);
@@ -48,8 +48,8 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let store = Store::open(store_path, key).await?;
         if let Some(record) = store.secret("account").await? {
-            let record: AccountRecord = serde_json::from_slice(&record)
-                .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+            let record: AccountRecord =
+                serde_json::from_slice(&record).map_err(Inconsistent::from)?;
             return Err(ClientError::AlreadyRegistered(record.username));
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -57,9 +57,7 @@ impl Client {
             let state = match pending.transport.channel_state(&pending.channel).await {
                 Ok(state) => state,
                 Err(TransportError::Api { code, .. }) if code == "not_found" => {
-                    return Err(ClientError::Link(
-                        "the link code expired; start again with a new one".into(),
-                    ));
+                    return Err(LinkError::Expired.into());
                 }
                 Err(other) => return Err(other.into()),
             };
@@ -67,9 +65,7 @@ impl Client {
                 break message;
             }
             if tokio::time::Instant::now() >= deadline || now_ms() >= pending.expires_at {
-                return Err(ClientError::Link(
-                    "no device approved the link in time; start again with a new code".into(),
-                ));
+                return Err(LinkError::TimedOut.into());
             }
             tokio::time::sleep(LINK_POLL_INTERVAL).await;
         };
@@ -81,27 +77,22 @@ impl Client {
                 sealed.as_slice(),
             )
             .map_err(|e| match e {
-                ProvisionError::NotFromLinkCode => ClientError::Link(
-                    "the answer was not made by a device that saw the link code (the server \
-                     or another account answered it); nothing was linked: start again with a \
-                     new code"
-                        .into(),
-                ),
-                other => ClientError::Link(format!("the answer does not open: {other}")),
+                ProvisionError::NotFromLinkCode => LinkError::NotFromLinkCode,
+                other => LinkError::AnswerDoesNotOpen(other),
             })?;
-        let payload: LinkPayload = serde_json::from_slice(&plaintext)
-            .map_err(|_| ClientError::Link("the answer is not a link payload".into()))?;
+        let payload: LinkPayload =
+            serde_json::from_slice(&plaintext).map_err(|_| LinkError::NotALinkPayload)?;
         let identity = IdentityKeyPair::from_secret_bytes(&payload.identity)
-            .map_err(|e| ClientError::Link(format!("the account identity is malformed: {e}")))?;
+            .map_err(LinkError::MalformedIdentity)?;
         let preview = LinkPreview {
             username: payload.username.clone(),
             fingerprint: identity_fingerprint(identity.public()),
         };
         if !confirm(&preview) {
-            return Err(ClientError::Link(format!(
-                "declined to join {}; nothing was linked",
-                preview.username
-            )));
+            return Err(LinkError::Declined {
+                username: preview.username,
+            }
+            .into());
         }
         let mut account = AccountRecord::new(pending.transport.base_url(), &payload.username);
         let keys = Self::prepare_device(&store, &identity, &mut account).await?;
@@ -146,40 +137,29 @@ impl Client {
             .ok()
             .map(Zeroizing::new)
             .filter(|raw| raw.len() == LINK_CODE_LEN)
-            .ok_or_else(|| {
-                ClientError::Link(format!(
-                    "malformed link code (copy all {LINK_CODE_CHARS} characters)"
-                ))
-            })?;
+            .ok_or(LinkError::MalformedCode)?;
         let (channel, rest) = raw.split_at(LINK_CHANNEL_LEN);
         let (digest, secret) = rest.split_at(32);
-        let secret = LinkSecret::from_bytes(
-            secret
-                .try_into()
-                .map_err(|_| ClientError::Link("malformed link code".into()))?,
-        );
+        let secret =
+            LinkSecret::from_bytes(secret.try_into().map_err(|_| LinkError::MalformedSecret)?);
         let channel = URL_SAFE_NO_PAD.encode(channel);
         let state = match self.transport.channel_state(&channel).await {
             Ok(state) => state,
             Err(TransportError::Api { code, .. }) if code == "not_found" => {
-                return Err(ClientError::Link("unknown or expired link code".into()));
+                return Err(LinkError::UnknownCode.into());
             }
             Err(other) => return Err(other.into()),
         };
         if state.message.is_some() {
-            return Err(ClientError::Link("this link code was already used".into()));
+            return Err(LinkError::CodeUsed.into());
         }
         let public = ProvisioningPublicKey::from_bytes(state.public_key.as_slice())
-            .map_err(|e| ClientError::Link(format!("the new device's key is malformed: {e}")))?;
+            .map_err(LinkError::MalformedDeviceKey)?;
         if !bool::from(public.digest().as_slice().ct_eq(digest)) {
-            return Err(ClientError::Link(
-                "the key on the server does not match the link code: someone may be \
-                 interfering; nothing was sent"
-                    .into(),
-            ));
+            return Err(LinkError::KeyMismatch.into());
         }
         let mut token = Zeroizing::new([0u8; 32]);
-        getrandom::fill(token.as_mut()).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+        getrandom::fill(token.as_mut()).map_err(Inconsistent::from)?;
         let link_token = URL_SAFE_NO_PAD.encode(token.as_ref());
         let contacts = self
             .store
@@ -199,9 +179,7 @@ impl Client {
             link_token: link_token.clone(),
             contacts,
         };
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(&payload).map_err(|e| ClientError::Inconsistent(e.to_string()))?,
-        );
+        let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(Inconsistent::from)?);
         let sealed = provision::seal_answer(
             &mut rng(),
             &public,
@@ -209,7 +187,7 @@ impl Client {
             &link_context(&channel),
             &plaintext,
         )
-        .map_err(|e| ClientError::Link(e.to_string()))?;
+        .map_err(LinkError::Seal)?;
         self.transport
             .answer_channel(
                 &channel,

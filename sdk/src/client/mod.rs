@@ -46,16 +46,18 @@ mod send;
 mod sessions;
 mod trust;
 
-pub use error::ClientError;
+pub use error::{BadKey, ClientError, GroupError, Inconsistent, LinkError, ServerClaim};
 pub use link::{LINK_CODE_CHARS, LinkPreview, PendingLink, identity_fingerprint};
 pub(crate) use payload::{Content, Payload};
 
 pub use groups::{GroupChange, GroupInfo};
 
 use crate::store::{
-    KeySource, MessageStatus, PrekeyKind, SessionWrite, Store, StoreError, StoredSession,
+    Conversation, KeySource, MessageStatus, PreKeyStore, PrekeyKind, SessionStore, SessionWrite,
+    Store, StoreError, StoredSession,
 };
 use crate::transport::{Socket, Transport, TransportError};
+use tacit_api::DeviceId;
 
 /// One-time prekeys of each kind uploaded at registration and kept in stock after.
 pub const PREKEY_BATCH: u32 = 50;
@@ -186,11 +188,14 @@ pub enum IncomingKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
     },
-    /// A file in the conversation with `peer`: its descriptor is stored; fetch, check and
-    /// save it with [`Client::download_file`].
+    /// A file in a conversation: its descriptor is stored; fetch, check and save it with
+    /// [`Client::download_file`].
     File {
-        /// The conversation's other party.
+        /// The conversation's other party, or for a group `group <name>`, as shown.
         peer: String,
+        /// The conversation the file is in (not serialized: `peer` says it for the user).
+        #[serde(skip)]
+        conversation: Conversation,
         /// The file's name as the sender gave it, made safe to save
         /// ([`crate::files::sanitize_file_name`]).
         name: String,
@@ -253,10 +258,10 @@ pub(crate) fn rng() -> StdRng {
     rand::make_rng()
 }
 
-fn bad_bundle(username: &str, reason: impl std::fmt::Display) -> ClientError {
+fn bad_bundle(username: &str, reason: impl Into<BadKey>) -> ClientError {
     ClientError::BadBundle {
         username: username.to_owned(),
-        reason: reason.to_string(),
+        reason: reason.into(),
     }
 }
 
@@ -287,7 +292,7 @@ pub(crate) fn now_ms() -> i64 {
 /// A random id: 16 bytes in hex.
 pub(crate) fn random_id() -> Result<String, ClientError> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(Inconsistent::from)?;
     Ok(hex::encode(bytes))
 }
 

@@ -151,7 +151,7 @@ impl Payload {
     }
 
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, ClientError> {
-        serde_json::to_vec(self).map_err(|e| ClientError::Inconsistent(e.to_string()))
+        Ok(serde_json::to_vec(self).map_err(Inconsistent::from)?)
     }
 }
 

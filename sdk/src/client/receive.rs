@@ -185,7 +185,7 @@ impl Client {
             Content::Text { body, id } => {
                 self.store
                     .add_message(
-                        &peer,
+                        &Conversation::direct(&peer),
                         outgoing,
                         device,
                         time,
@@ -201,7 +201,15 @@ impl Client {
             }
             Content::File { file, id } => {
                 let kind = self
-                    .receive_file(&sender, &peer, outgoing, device, time, id, Some(file))
+                    .receive_file(
+                        &sender,
+                        &Conversation::direct(&peer),
+                        outgoing,
+                        device,
+                        time,
+                        id,
+                        Some(file),
+                    )
                     .await?;
                 Ok(Some(incoming(kind)))
             }
@@ -240,35 +248,13 @@ impl Client {
     ) -> Result<Vec<u8>, Failure> {
         let message = Message::from_bytes(bytes)
             .map_err(|e| Failure::Message(format!("malformed message: {e}")))?;
-        let mut rng = rng();
         // Each stored session is tried, and the one that opens the message saved, in one
         // store transaction (a decryption advances the state that the next encryption uses).
-        let (opened, stored, last_error) = self
-            .store
-            .advance_session(sender, device, |stored| {
-                let mut last_error = None;
-                for record in &stored {
-                    let mut session = match Session::from_bytes(&record.state) {
-                        Ok(session) => session,
-                        Err(e) => {
-                            let error = ClientError::Inconsistent(format!("stored session: {e}"));
-                            return (None, (Some(Err(error)), stored, None));
-                        }
-                    };
-                    match session.decrypt(&mut rng, &message) {
-                        Ok(plaintext) => {
-                            let write = SessionWrite {
-                                base_key: session.base_key().to_vec(),
-                                state: session.to_bytes(),
-                            };
-                            return (Some(write), (Some(Ok(plaintext)), stored, None));
-                        }
-                        Err(DecryptError::OtherSession) => {}
-                        Err(error) => last_error = Some(error),
-                    }
-                }
-                (None, (None, stored, last_error))
-            })
+        let sessions::Tried {
+            opened,
+            stored,
+            last_error,
+        } = sessions::decrypt_stored(&self.store, sender, api::DeviceId(device), &message)
             .await
             .map_err(|e| Failure::Local(e.into()))?;
         match opened {
@@ -301,39 +287,16 @@ impl Client {
             Err(other) => return Err(Failure::Local(other)),
         };
         let load = |e: StoreError| Failure::Local(e.into());
-        let signed = self
-            .store
-            .prekey(PrekeyKind::Signed, first.signed_prekey_id().0)
+        let named = sessions::named_prekeys(&self.store, first)
             .await
             .map_err(load)?;
-        let kem = self
-            .store
-            .prekey(PrekeyKind::Kem, first.kem_prekey_id().0)
-            .await
-            .map_err(load)?;
-        let (Some(signed), Some(kem)) = (signed, kem) else {
-            return Err(Failure::Message(
-                "message names a prekey this device does not have".into(),
-            ));
-        };
-        let one_time = match first.one_time_prekey_id() {
-            Some(id) => match self
-                .store
-                .prekey(PrekeyKind::OneTime, id.0)
-                .await
-                .map_err(load)?
-            {
-                Some(secret) => Some(secret),
-                None => {
-                    return Err(Failure::Message(
-                        "message names a one-time prekey already used".into(),
-                    ));
-                }
-            },
-            None => None,
-        };
+        let sessions::NamedPrekeys {
+            signed,
+            kem,
+            one_time,
+        } = named.map_err(|refused| Failure::Message(refused.into()))?;
         let inconsistent =
-            |e: tacit_crypto::DecodeError| Failure::Local(ClientError::Inconsistent(e.to_string()));
+            |e: tacit_crypto::DecodeError| Failure::Local(Inconsistent::from(e).into());
         let signed = SignedPreKeyPair::from_secret_bytes(&signed).map_err(inconsistent)?;
         let kem = KemPreKeyPair::from_secret_bytes(&kem).map_err(inconsistent)?;
         let one_time = one_time
@@ -349,7 +312,7 @@ impl Client {
         let local =
             Self::address(&self.account.username, self.account.device).map_err(Failure::Local)?;
         let remote = Self::address(sender, device).map_err(Failure::Local)?;
-        let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
+        let (session, plaintext) = Session::accept(&mut rng(), keys, &local, &remote, first)
             .map_err(|e| Failure::Message(format!("could not set up the session: {e}")))?;
         if unpinned {
             self.store
@@ -357,28 +320,16 @@ impl Client {
                 .await
                 .map_err(load)?;
         }
-        self.store
-            .save_session(
-                sender,
-                device,
-                session.base_key(),
-                &session.to_bytes(),
-                true,
-            )
-            .await
-            .map_err(load)?;
-        if let Some(one_time) = &one_time {
-            self.store
-                .delete_prekey(PrekeyKind::OneTime, one_time.id().0)
-                .await
-                .map_err(load)?;
-        }
-        if kem.public().kind() == KemPreKeyKind::OneTime {
-            self.store
-                .delete_prekey(PrekeyKind::Kem, kem.id().0)
-                .await
-                .map_err(load)?;
-        }
+        sessions::save_accepted(
+            &self.store,
+            sender,
+            api::DeviceId(device),
+            &session,
+            one_time.as_ref(),
+            &kem,
+        )
+        .await
+        .map_err(load)?;
         Ok(plaintext)
     }
 }

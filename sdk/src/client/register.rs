@@ -51,8 +51,8 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let store = Store::open(store_path, key).await?;
         if let Some(record) = store.secret("account").await? {
-            let record: AccountRecord = serde_json::from_slice(&record)
-                .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+            let record: AccountRecord =
+                serde_json::from_slice(&record).map_err(Inconsistent::from)?;
             return Err(ClientError::AlreadyRegistered(record.username));
         }
         let identity = IdentityKeyPair::generate(&mut rng());
@@ -91,14 +91,12 @@ impl Client {
         let Some(record) = store.secret("account").await? else {
             return Err(ClientError::NotRegistered);
         };
-        let account: AccountRecord = serde_json::from_slice(&record)
-            .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+        let account: AccountRecord = serde_json::from_slice(&record).map_err(Inconsistent::from)?;
         let identity = store
             .secret("identity")
             .await?
-            .ok_or_else(|| ClientError::Inconsistent("identity missing".into()))?;
-        let identity = IdentityKeyPair::from_secret_bytes(&identity)
-            .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+            .ok_or(Inconsistent::IdentityMissing)?;
+        let identity = IdentityKeyPair::from_secret_bytes(&identity).map_err(Inconsistent::from)?;
         let transport = transport_for(&account.server)?.with_credential(&account.credential);
         Ok(Self {
             store,
@@ -130,10 +128,7 @@ impl Client {
     }
 
     pub(super) async fn save_account(&self) -> Result<(), ClientError> {
-        let record = Zeroizing::new(
-            serde_json::to_vec(&self.account)
-                .map_err(|e| ClientError::Inconsistent(e.to_string()))?,
-        );
+        let record = Zeroizing::new(serde_json::to_vec(&self.account).map_err(Inconsistent::from)?);
         self.store.put_secret("account", &record).await?;
         Ok(())
     }
@@ -279,9 +274,7 @@ impl Client {
     /// Removes another device of our account: its credential stops working at once.
     pub async fn remove_device(&self, device: u32) -> Result<(), ClientError> {
         if device == self.account.device {
-            return Err(ClientError::Link(
-                "this is the device you are using; remove it from another device".into(),
-            ));
+            return Err(LinkError::RemoveThisDevice.into());
         }
         self.transport.remove_device(device).await?;
         Ok(())

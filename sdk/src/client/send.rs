@@ -16,7 +16,7 @@ impl Client {
         let id = self
             .store
             .add_message(
-                username,
+                &Conversation::direct(username),
                 true,
                 self.account.device,
                 time,
@@ -99,17 +99,15 @@ impl Client {
                         let named = &address.username;
                         let device = address.device_id.0;
                         if *named != me && named != username {
-                            return Err(ClientError::ServerClaimRefused(format!(
-                                "the server named {named}.{device} as a device of a message to \
-                                 {username}; nothing was sent to {named}"
-                            )));
+                            return Err(ServerClaim::DeviceOfStranger {
+                                named: named.clone(),
+                                device: address.device_id,
+                                recipient: username.to_owned(),
+                            }
+                            .into());
                         }
                         if *named == me && device == self.account.device {
-                            return Err(ClientError::ServerClaimRefused(
-                                "the server named this device as one to send to; nothing was \
-                                 sent"
-                                    .into(),
-                            ));
+                            return Err(ServerClaim::ThisDevice.into());
                         }
                     }
                     for address in mismatch.stale {

@@ -4,7 +4,7 @@ use super::*;
 
 impl Client {
     pub(super) fn address(username: &str, device: u32) -> Result<Address, ClientError> {
-        Address::new(username, device).map_err(|e| ClientError::Inconsistent(e.to_string()))
+        Ok(Address::new(username, device).map_err(Inconsistent::from)?)
     }
 
     /// Checks `identity` against the pin for `username`, pinning it on first use. A device
@@ -71,10 +71,11 @@ impl Client {
             }
         };
         if list.username != username {
-            return Err(ClientError::ServerClaimRefused(format!(
-                "asked for {username}'s devices, the server answered with {}'s",
-                list.username
-            )));
+            return Err(ServerClaim::DevicesOfAnother {
+                asked: username.to_owned(),
+                answered: list.username,
+            }
+            .into());
         }
         let mut devices = BTreeSet::new();
         for device in list.devices {
@@ -100,7 +101,7 @@ impl Client {
         match sessions.into_iter().find(|s| s.active) {
             Some(stored) => Session::from_bytes(&stored.state)
                 .map(Some)
-                .map_err(|e| ClientError::Inconsistent(format!("stored session: {e}"))),
+                .map_err(|e| Inconsistent::StoredSession(e).into()),
             None => Ok(None),
         }
     }
@@ -136,10 +137,11 @@ impl Client {
             )
             .await?;
         if bundles.username != username {
-            return Err(ClientError::ServerClaimRefused(format!(
-                "asked for {username}'s bundles, the server answered with {}'s",
-                bundles.username
-            )));
+            return Err(ServerClaim::BundlesOfAnother {
+                asked: username.to_owned(),
+                answered: bundles.username,
+            }
+            .into());
         }
         let local = Self::address(&self.account.username, self.account.device)?;
         let mut rng = rng();
@@ -147,10 +149,11 @@ impl Client {
         for bundle in &bundles.bundles {
             let device = bundle.device_id.0;
             if !missing.contains(&api::DeviceId(device)) || !claimed.insert(device) {
-                return Err(ClientError::ServerClaimRefused(format!(
-                    "the server answered with a bundle for {username}.{device}, which was not \
-                     asked for"
-                )));
+                return Err(ServerClaim::UnaskedBundle {
+                    username: username.to_owned(),
+                    device: bundle.device_id,
+                }
+                .into());
             }
             let parsed = parse_bundle(username, bundle)?;
             self.check_identity(username, bundle.device_id.0, &parsed.identity)
@@ -176,17 +179,18 @@ impl Client {
                 // A stored session: loaded again, used and saved in one store transaction,
                 // so no other writer can encrypt under the state it was loaded in.
                 SessionFor::Stored(checked) => {
-                    self.store
-                        .advance_session(username, device, |stored| {
-                            encrypt_active(&stored, &checked, plaintext)
-                        })
-                        .await??
+                    encrypt_with_active(
+                        &self.store,
+                        username,
+                        DeviceId(device),
+                        &checked,
+                        plaintext,
+                    )
+                    .await?
                 }
                 // A new session from a bundle: its keys are its own.
                 SessionFor::New(mut session) => {
-                    let ciphertext = session
-                        .encrypt(plaintext)
-                        .map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+                    let ciphertext = session.encrypt(plaintext).map_err(Inconsistent::from)?;
                     self.store
                         .save_session(
                             username,
@@ -256,33 +260,40 @@ pub(super) enum SessionFor {
     New(Box<Session>),
 }
 
+/// Encrypts under the active session with a device, which must be the one checked before
+/// (`checked`, its base key), and saves the advanced state, in one step of the store: no
+/// other writer can encrypt under the state it was loaded in.
+pub(super) async fn encrypt_with_active<S: SessionStore>(
+    store: &S,
+    username: &str,
+    device: DeviceId,
+    checked: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, ClientError> {
+    store
+        .advance_session(username, device, |stored| {
+            encrypt_active(&stored, checked, plaintext)
+        })
+        .await?
+}
+
 /// Encrypts under the active session among `stored`, which must be the one checked before
 /// (`checked`, its base key); returns the advanced state to save and the ciphertext.
-pub(super) fn encrypt_active(
+fn encrypt_active(
     stored: &[StoredSession],
     checked: &[u8; 32],
     plaintext: &[u8],
 ) -> (Option<SessionWrite>, Result<Vec<u8>, ClientError>) {
     let Some(record) = stored.iter().find(|s| s.active) else {
-        return (
-            None,
-            Err(ClientError::Inconsistent(
-                "the session went away while sending; send again".into(),
-            )),
-        );
+        return (None, Err(Inconsistent::SessionGone.into()));
     };
     if record.base_key.as_slice() != checked.as_slice() {
-        return (
-            None,
-            Err(ClientError::Inconsistent(
-                "the active session changed while sending; send again".into(),
-            )),
-        );
+        return (None, Err(Inconsistent::SessionChanged.into()));
     }
     let mut session = match Session::from_bytes(&record.state) {
         Ok(session) => session,
         Err(e) => {
-            let error = ClientError::Inconsistent(format!("stored session: {e}"));
+            let error = Inconsistent::StoredSession(e).into();
             return (None, Err(error));
         }
     };
@@ -294,6 +305,406 @@ pub(super) fn encrypt_active(
             }),
             Ok(ciphertext),
         ),
-        Err(e) => (None, Err(ClientError::Inconsistent(e.to_string()))),
+        Err(e) => (None, Err(Inconsistent::from(e).into())),
+    }
+}
+
+/// What trying the stored sessions with a device on a message gave.
+pub(super) struct Tried {
+    /// The plaintext, if one of them opened it (or why a stored session is unreadable).
+    pub(super) opened: Option<Result<Vec<u8>, ClientError>>,
+    /// The sessions as they were before.
+    pub(super) stored: Vec<StoredSession>,
+    /// Why the last session that was the message's own refused it, if one did.
+    pub(super) last_error: Option<DecryptError>,
+}
+
+/// Tries each stored session with a device on `message`, the active one first, then newest
+/// first; the one that opens it is saved, advanced, as the active session (Sesame: the
+/// session a peer uses is the one to answer on), in one step of the store. A message none
+/// opens changes nothing.
+pub(super) async fn decrypt_stored<S: SessionStore>(
+    store: &S,
+    sender: &str,
+    device: DeviceId,
+    message: &Message,
+) -> Result<Tried, StoreError> {
+    let mut rng = rng();
+    store
+        .advance_session(sender, device, |stored| {
+            let mut last_error = None;
+            for record in &stored {
+                let mut session = match Session::from_bytes(&record.state) {
+                    Ok(session) => session,
+                    Err(e) => {
+                        let error = Inconsistent::StoredSession(e).into();
+                        let tried = Tried {
+                            opened: Some(Err(error)),
+                            stored,
+                            last_error: None,
+                        };
+                        return (None, tried);
+                    }
+                };
+                match session.decrypt(&mut rng, message) {
+                    Ok(plaintext) => {
+                        let write = SessionWrite {
+                            base_key: session.base_key().to_vec(),
+                            state: session.to_bytes(),
+                        };
+                        let tried = Tried {
+                            opened: Some(Ok(plaintext)),
+                            stored,
+                            last_error: None,
+                        };
+                        return (Some(write), tried);
+                    }
+                    Err(DecryptError::OtherSession) => {}
+                    Err(error) => last_error = Some(error),
+                }
+            }
+            let tried = Tried {
+                opened: None,
+                stored,
+                last_error,
+            };
+            (None, tried)
+        })
+        .await
+}
+
+/// The secrets of the prekeys a prekey message names, or why the message cannot be
+/// accepted (a sentence for the user).
+pub(super) struct NamedPrekeys {
+    pub(super) signed: Zeroizing<Vec<u8>>,
+    pub(super) kem: Zeroizing<Vec<u8>>,
+    pub(super) one_time: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Loads the prekeys a prekey message names. A one-time prekey that is gone was used by an
+/// earlier session: the message is refused (a replay of a first message starts nothing).
+pub(super) async fn named_prekeys<S: PreKeyStore>(
+    store: &S,
+    first: &tacit_crypto::PreKeyMessage,
+) -> Result<Result<NamedPrekeys, &'static str>, StoreError> {
+    let signed = store
+        .prekey(PrekeyKind::Signed, first.signed_prekey_id().0)
+        .await?;
+    let kem = store
+        .prekey(PrekeyKind::Kem, first.kem_prekey_id().0)
+        .await?;
+    let (Some(signed), Some(kem)) = (signed, kem) else {
+        return Ok(Err("message names a prekey this device does not have"));
+    };
+    let one_time = match first.one_time_prekey_id() {
+        Some(id) => match store.prekey(PrekeyKind::OneTime, id.0).await? {
+            Some(secret) => Some(secret),
+            None => return Ok(Err("message names a one-time prekey already used")),
+        },
+        None => None,
+    };
+    Ok(Ok(NamedPrekeys {
+        signed,
+        kem,
+        one_time,
+    }))
+}
+
+/// Saves a session accepted from a prekey message as the active one, then consumes the
+/// prekeys it used: the one-time X25519 prekey and a one-time ML-KEM prekey are deleted;
+/// the signed prekey and a last-resort ML-KEM prekey stay (they serve every sender until
+/// they rotate).
+pub(super) async fn save_accepted<S: SessionStore + PreKeyStore>(
+    store: &S,
+    sender: &str,
+    device: DeviceId,
+    session: &Session,
+    one_time: Option<&OneTimePreKeyPair>,
+    kem: &KemPreKeyPair,
+) -> Result<(), StoreError> {
+    store
+        .save_session(
+            sender,
+            device,
+            session.base_key(),
+            &session.to_bytes(),
+            true,
+        )
+        .await?;
+    if let Some(one_time) = one_time {
+        store
+            .delete_prekey(PrekeyKind::OneTime, one_time.id().0)
+            .await?;
+    }
+    if kem.public().kind() == KemPreKeyKind::OneTime {
+        store.delete_prekey(PrekeyKind::Kem, kem.id().0).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// A device: its identity and the prekeys it published (kept in its store).
+    struct Device {
+        address: Address,
+        identity: IdentityKeyPair,
+        store: MemoryStore,
+        signed: SignedPreKeyPair,
+        one_time: OneTimePreKeyPair,
+        kem: KemPreKeyPair,
+    }
+
+    impl Device {
+        async fn new(user: &str, kem_kind: KemPreKeyKind) -> Self {
+            let mut rng = rng();
+            let identity = IdentityKeyPair::generate(&mut rng);
+            let signed = identity.generate_signed_prekey(&mut rng, PreKeyId(1));
+            let one_time = identity
+                .generate_one_time_prekeys(&mut rng, PreKeyId(7), 1)
+                .remove(0);
+            let kem = identity.generate_kem_prekey(&mut rng, PreKeyId(3), kem_kind);
+            let store = MemoryStore::new();
+            store
+                .put_prekey(PrekeyKind::Signed, 1, &signed.to_secret_bytes())
+                .await
+                .unwrap();
+            store
+                .put_prekey(PrekeyKind::OneTime, 7, &one_time.to_secret_bytes())
+                .await
+                .unwrap();
+            store
+                .put_prekey(PrekeyKind::Kem, 3, &kem.to_secret_bytes())
+                .await
+                .unwrap();
+            Self {
+                address: Address::new(user, 1).unwrap(),
+                identity,
+                store,
+                signed,
+                one_time,
+                kem,
+            }
+        }
+
+        fn bundle(&self) -> PreKeyBundle {
+            PreKeyBundle {
+                identity: self.identity.public().clone(),
+                signed_prekey: self.signed.public(),
+                one_time_prekey: Some(self.one_time.public()),
+                kem_prekey: self.kem.public().clone(),
+            }
+        }
+
+        /// Accepts a first message as the receive path does: the named prekeys, then the
+        /// session saved and the prekeys consumed. `Err` with the refusal.
+        async fn accept(&self, from: &Address, message: &[u8]) -> Result<Vec<u8>, String> {
+            let Message::PreKey(first) = Message::from_bytes(message).unwrap() else {
+                panic!("not a prekey message");
+            };
+            let named = named_prekeys(&self.store, &first).await.unwrap()?;
+            let signed = SignedPreKeyPair::from_secret_bytes(&named.signed).unwrap();
+            let kem = KemPreKeyPair::from_secret_bytes(&named.kem).unwrap();
+            let one_time = named
+                .one_time
+                .map(|s| OneTimePreKeyPair::from_secret_bytes(&s).unwrap());
+            let keys = ResponderKeys {
+                identity: &self.identity,
+                signed_prekey: &signed,
+                one_time_prekey: one_time.as_ref(),
+                kem_prekey: &kem,
+            };
+            let (session, plaintext) =
+                Session::accept(&mut rng(), keys, &self.address, from, &first).unwrap();
+            save_accepted(
+                &self.store,
+                from.user(),
+                DeviceId(1),
+                &session,
+                one_time.as_ref(),
+                &kem,
+            )
+            .await
+            .unwrap();
+            Ok(plaintext)
+        }
+    }
+
+    /// The base key of the active session with alice's device, which is listed first.
+    async fn active(store: &MemoryStore) -> Vec<u8> {
+        let sessions = SessionStore::sessions(store, "alice", DeviceId(1))
+            .await
+            .unwrap();
+        assert_eq!(sessions.iter().filter(|s| s.active).count(), 1);
+        assert!(sessions[0].active, "the active session is listed first");
+        sessions[0].base_key.clone()
+    }
+
+    fn alice() -> (IdentityKeyPair, Address) {
+        (
+            IdentityKeyPair::generate(&mut rng()),
+            Address::new("alice", 1).unwrap(),
+        )
+    }
+
+    /// A first message uses the one-time prekey and a one-time KEM prekey: both are gone
+    /// once the session is saved, so the same message again is refused; the signed prekey
+    /// stays.
+    #[tokio::test]
+    async fn a_first_message_consumes_its_one_time_prekeys_once() {
+        let bob = Device::new("bob", KemPreKeyKind::OneTime).await;
+        let (identity, address) = alice();
+        let mut session =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bob.bundle())
+                .unwrap();
+        let first = session.encrypt(b"hello").unwrap();
+        assert_eq!(bob.accept(&address, &first).await.unwrap(), b"hello");
+        let left = |kind, id| bob.store.prekey(kind, id);
+        assert!(left(PrekeyKind::OneTime, 7).await.unwrap().is_none());
+        assert!(left(PrekeyKind::Kem, 3).await.unwrap().is_none());
+        assert!(left(PrekeyKind::Signed, 1).await.unwrap().is_some());
+        let replay = bob.accept(&address, &first).await.unwrap_err();
+        assert!(replay.contains("already used") || replay.contains("does not have"));
+    }
+
+    /// A last-resort KEM prekey serves every sender until it rotates: it is not consumed.
+    #[tokio::test]
+    async fn a_last_resort_kem_prekey_is_kept() {
+        let bob = Device::new("bob", KemPreKeyKind::LastResort).await;
+        let (identity, address) = alice();
+        let mut session =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bob.bundle())
+                .unwrap();
+        bob.accept(&address, &session.encrypt(b"hi").unwrap())
+            .await
+            .unwrap();
+        assert!(
+            bob.store
+                .prekey(PrekeyKind::Kem, 3)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            bob.store
+                .prekey(PrekeyKind::OneTime, 7)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// Which session is tried: every stored one, the active first; the one that opens a
+    /// message becomes the active one, and a message none opens changes nothing.
+    #[tokio::test]
+    async fn the_session_that_opens_a_message_becomes_active() {
+        let bob = Device::new("bob", KemPreKeyKind::LastResort).await;
+        let (identity, address) = alice();
+        // Alice starts two sessions (two of her sends raced); Bob accepts both, the second
+        // last, so it is his active one.
+        let mut bundle = bob.bundle();
+        bundle.one_time_prekey = None;
+        let mut older =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bundle).unwrap();
+        let mut newer =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bundle).unwrap();
+        bob.accept(&address, &older.encrypt(b"one").unwrap())
+            .await
+            .unwrap();
+        bob.accept(&address, &newer.encrypt(b"two").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(active(&bob.store).await, newer.base_key().to_vec());
+
+        // A message under the older session opens (the active one is tried first and
+        // refuses it) and makes the older session the active one.
+        let message = Message::from_bytes(&older.encrypt(b"three").unwrap()).unwrap();
+        let tried = decrypt_stored(&bob.store, "alice", DeviceId(1), &message)
+            .await
+            .unwrap();
+        assert_eq!(tried.opened.unwrap().unwrap(), b"three");
+        assert_eq!(tried.stored.len(), 2);
+        assert_eq!(active(&bob.store).await, older.base_key().to_vec());
+
+        // A message of a third session opens under none, and nothing changes.
+        let before: Vec<_> = SessionStore::sessions(&bob.store, "alice", DeviceId(1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.base_key, s.active, s.state.to_vec()))
+            .collect();
+        let mut stranger =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bundle).unwrap();
+        let message = Message::from_bytes(&stranger.encrypt(b"four").unwrap()).unwrap();
+        let tried = decrypt_stored(&bob.store, "alice", DeviceId(1), &message)
+            .await
+            .unwrap();
+        assert!(tried.opened.is_none());
+        let after: Vec<_> = SessionStore::sessions(&bob.store, "alice", DeviceId(1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.base_key, s.active, s.state.to_vec()))
+            .collect();
+        assert_eq!(before, after);
+    }
+
+    /// Encrypting uses the active session, and only the one that was checked: if another
+    /// became active in between, nothing is encrypted or saved.
+    #[tokio::test]
+    async fn encryption_uses_the_checked_active_session_only() {
+        let store = MemoryStore::new();
+        let bob = Device::new("bob", KemPreKeyKind::LastResort).await;
+        let (identity, address) = alice();
+        let mut bundle = bob.bundle();
+        bundle.one_time_prekey = None;
+        let first =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bundle).unwrap();
+        let base = *first.base_key();
+        store
+            .save_session("bob", DeviceId(1), &base, &first.to_bytes(), true)
+            .await
+            .unwrap();
+        let sent = encrypt_with_active(&store, "bob", DeviceId(1), &base, b"hi")
+            .await
+            .unwrap();
+        assert_eq!(bob.accept(&address, &sent).await.unwrap(), b"hi");
+        let advanced = SessionStore::sessions(&store, "bob", DeviceId(1))
+            .await
+            .unwrap();
+        assert_ne!(
+            advanced[0].state.as_slice(),
+            first.to_bytes().as_slice(),
+            "the advanced state was saved"
+        );
+
+        let other =
+            Session::initiate(&mut rng(), &identity, &address, &bob.address, &bundle).unwrap();
+        store
+            .save_session(
+                "bob",
+                DeviceId(1),
+                other.base_key(),
+                &other.to_bytes(),
+                true,
+            )
+            .await
+            .unwrap();
+        let err = encrypt_with_active(&store, "bob", DeviceId(1), &base, b"again")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Inconsistent(Inconsistent::SessionChanged)),
+            "{err}"
+        );
+        let none = encrypt_with_active(&MemoryStore::new(), "bob", DeviceId(1), &base, b"x")
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            none,
+            ClientError::Inconsistent(Inconsistent::SessionGone)
+        ));
     }
 }

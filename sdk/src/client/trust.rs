@@ -14,8 +14,7 @@ impl Client {
             .changed_identity_key
             .as_deref()
             .unwrap_or(&contact.identity_key);
-        let theirs =
-            IdentityKey::from_bytes(key).map_err(|e| ClientError::Inconsistent(e.to_string()))?;
+        let theirs = IdentityKey::from_bytes(key).map_err(Inconsistent::from)?;
         Ok(SafetyNumber::new(
             self.account.username.as_bytes(),
             self.identity.public(),

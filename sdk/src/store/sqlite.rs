@@ -1,38 +1,27 @@
-//! The local store: one SQLite file holding a device's identity, prekeys, sessions,
-//! contacts and message history, with every secret-bearing column sealed.
-//!
-//! The store key comes from a passphrase (Argon2id, 64 MiB, 3 passes, a random 16-byte salt
-//! kept in the store) or is supplied by the app. Each sealed value is
-//! `0x01 || nonce (24) || XChaCha20-Poly1305(key, nonce, value, aad)`, where `aad` names the
-//! table, column and row (`"tacit-store-v1|" || context`), so a sealed value cannot be moved
-//! to another row. A known value sealed under the key at creation tells a wrong passphrase
-//! apart from a damaged store.
-//!
-//! Sealed: the identity and account secrets, every prekey secret, every session state, every
-//! message body, every file descriptor (name, size, attachment key and digest). Each
-//! contact row also carries a seal over its pinned identity, verified flag and pending
-//! change, checked on every read, so an edit of the file is detected. A sealed manifest
-//! records the digest of every sealed row as last written (secrets, prekeys, sessions,
-//! contacts), so a row put back to an older sealed copy of itself is detected too (not a
-//! whole store restored from a backup). Loading, using and saving a session or chain is one
-//! `BEGIN IMMEDIATE` transaction ([`Store::advance_session`], [`Store::advance_secret`]).
-//! In clear (needed for lookups): contact usernames and their public identity keys, session
-//! addresses, message and file peers, directions and times, the blob ids of files and the
-//! sender and message id that announced each.
+//! The SQLite store: one file, every secret-bearing column sealed under the store key.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
-use thiserror::Error;
 use zeroize::Zeroizing;
+
+use tacit_api::DeviceId;
+use tacit_crypto::GroupId;
+
+use super::manifest::Manifest;
+use super::traits::Secret;
+use super::{
+    Contact, Conversation, GroupStore, KeySource, MessageStatus, NewFile, PreKeyStore, PrekeyKind,
+    SenderKeyStore, SessionStore, SessionWrite, StoreError, StoreKey, StoredFile, StoredMessage,
+    StoredSession,
+};
 
 const SEAL_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -48,363 +37,6 @@ const KEY_CHECK_SEALED_CONTACTS: &[u8] = b"tacit store key check v2: contacts se
 const KEY_CHECK_MANIFEST: &[u8] = b"tacit store key check v3: contacts sealed, manifest kept";
 /// The sealing context of the manifest.
 const MANIFEST_CONTEXT: &str = "meta:manifest";
-/// How much of a sealed row's SHA-256 the manifest keeps.
-const ROW_DIGEST_LEN: usize = 16;
-/// Argon2id memory cost in KiB (64 MiB), passes and lanes.
-const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
-const ARGON2_PASSES: u32 = 3;
-const ARGON2_LANES: u32 = 1;
-
-/// Why the store could not do what was asked.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The passphrase (or app-supplied key) does not open this store.
-    #[error("wrong passphrase for this store")]
-    WrongPassphrase,
-    /// A sealed value failed authentication: the file was altered or damaged.
-    #[error("store is damaged: a sealed value ({0}) does not authenticate")]
-    Corrupt(String),
-    /// The passphrase could not be stretched (bad parameters).
-    #[error("could not derive the store key: {0}")]
-    KeyDerivation(String),
-    /// The operating system's random number generator failed.
-    #[error("no randomness available: {0}")]
-    Random(String),
-    /// SQLite failed (disk full, permissions, locked file, ...).
-    #[error("store database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Another process (or another open in this one) is using the store.
-    #[error(
-        "the store is in use by {} (another tacit, such as `listen`?); stop it or use `chat` \
-         to send while listening",
-        match .pid { Some(pid) => format!("process {pid}"), None => "another process".into() }
-    )]
-    InUse {
-        /// The process that holds the store, as its lock file says.
-        pid: Option<u32>,
-    },
-    /// The store's lock file could not be opened or locked.
-    #[error("could not lock the store: {0}")]
-    Lock(String),
-    /// A message named a blob id that another message (of another sender, or with another
-    /// key) already announced; the first record is kept and this one refused.
-    #[error(
-        "blob {blob_id} was already announced by {first}; the same blob id from {second} is \
-         refused (a server may be substituting blob ids)"
-    )]
-    BlobConflict {
-        /// The blob id both named.
-        blob_id: String,
-        /// Who announced it first.
-        first: String,
-        /// Who named it again.
-        second: String,
-    },
-    /// A sealed row authenticates but is not the value this store last wrote there (an
-    /// older copy of the row was put back, or a row was deleted or brought back): its
-    /// digest differs from the one the store's sealed manifest records.
-    #[error(
-        "store is damaged: {0} is not what this device last wrote there (an older copy put \
-         back?); it is not used"
-    )]
-    RolledBack(String),
-    /// The schema could not be brought up to date.
-    #[error("store migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-/// A 32-byte store key. Zeroized on drop; never printed.
-pub struct StoreKey(Zeroizing<[u8; 32]>);
-
-impl StoreKey {
-    /// Uses a key the app manages itself (for example one kept in the platform keystore).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(Zeroizing::new(bytes))
-    }
-
-    fn derive(passphrase: &str, salt: &[u8]) -> Result<Self, StoreError> {
-        let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, Some(32))
-            .map_err(|e| StoreError::KeyDerivation(e.to_string()))?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
-            .map_err(|e| StoreError::KeyDerivation(e.to_string()))?;
-        Ok(Self(key))
-    }
-}
-
-impl std::fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreKey(..)")
-    }
-}
-
-/// Where the store key comes from.
-#[derive(Debug)]
-pub enum KeySource<'a> {
-    /// Stretch a passphrase with Argon2id.
-    Passphrase(&'a str),
-    /// A key the app supplies.
-    Key(StoreKey),
-}
-
-/// What kind of prekey a stored secret is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrekeyKind {
-    /// The signed X25519 prekey.
-    Signed,
-    /// A one-time X25519 prekey.
-    OneTime,
-    /// An ML-KEM-768 prekey (one-time or last-resort).
-    Kem,
-}
-
-impl PrekeyKind {
-    fn code(self) -> i64 {
-        match self {
-            Self::Signed => 1,
-            Self::OneTime => 2,
-            Self::Kem => 3,
-        }
-    }
-}
-
-/// A contact as pinned on first use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contact {
-    /// Their username.
-    pub username: String,
-    /// The identity key pinned for them (encoded [`tacit_crypto::IdentityKey`]).
-    pub identity_key: Vec<u8>,
-    /// Whether the user compared safety numbers and marked them verified.
-    pub verified: bool,
-    /// A different identity key seen since, not yet accepted by the user.
-    pub changed_identity_key: Option<Vec<u8>>,
-}
-
-/// One stored message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// Local id, in arrival order.
-    pub id: i64,
-    /// The other party.
-    pub peer: String,
-    /// Whether we sent it.
-    pub outgoing: bool,
-    /// The device that sent it.
-    pub sender_device: u32,
-    /// When the sender says it sent it (its own clock, from inside the encrypted message),
-    /// in milliseconds since the Unix epoch; for a message from a client before sender
-    /// times, the server's time (only the server's claim).
-    pub sent_at: i64,
-    /// The decrypted body.
-    pub body: Vec<u8>,
-    /// The sender's id of the message (named in receipts), if it had one.
-    pub uid: Option<String>,
-    /// How far the message got.
-    pub status: MessageStatus,
-    /// In a group conversation: who wrote it.
-    pub sender: Option<String>,
-}
-
-/// How far a message got: for our own messages, what the recipient's receipts said; for
-/// incoming ones, whether we read them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageStatus {
-    /// Outgoing: accepted by the server. Incoming: not read yet.
-    Sent,
-    /// Outgoing: a device of the recipient stored it.
-    Delivered,
-    /// Read (by the recipient, for outgoing messages; by us, for incoming ones).
-    Read,
-}
-
-impl MessageStatus {
-    fn to_i64(self) -> i64 {
-        match self {
-            Self::Sent => 0,
-            Self::Delivered => 1,
-            Self::Read => 2,
-        }
-    }
-
-    fn from_i64(v: i64) -> Self {
-        match v {
-            1 => Self::Delivered,
-            2 => Self::Read,
-            _ => Self::Sent,
-        }
-    }
-}
-
-/// A file announced by a message, to record with [`Store::put_file`].
-#[derive(Debug, Clone, Copy)]
-pub struct NewFile<'a> {
-    /// The blob's id on the server (as the message named it).
-    pub blob_id: &'a str,
-    /// Who sent the message (ourselves for our own files).
-    pub sender: &'a str,
-    /// The conversation: the other party, or `group:<id>`.
-    pub peer: &'a str,
-    /// The sender's id of the message.
-    pub message_id: &'a str,
-    /// Whether we sent it.
-    pub outgoing: bool,
-    /// The device that sent it.
-    pub sender_device: u32,
-    /// When the message says it was sent (see [`StoredMessage::sent_at`]).
-    pub sent_at: i64,
-    /// The descriptor the message carried (serialized; it is sealed before it is stored).
-    pub descriptor: &'a [u8],
-}
-
-/// A file received or sent, as stored.
-#[derive(Debug)]
-pub struct StoredFile {
-    /// The blob's id on the server.
-    pub blob_id: String,
-    /// Who announced it (`None` for a record made before senders were recorded).
-    pub sender: Option<String>,
-    /// The sender's id of the message that announced it (`None` as for `sender`).
-    pub message_id: Option<String>,
-    /// The other party.
-    pub peer: String,
-    /// Whether we sent it.
-    pub outgoing: bool,
-    /// The device that sent it.
-    pub sender_device: u32,
-    /// When the message says it was sent (see [`StoredMessage::sent_at`]).
-    pub sent_at: i64,
-    /// The descriptor the file message carried (it holds the attachment key).
-    pub descriptor: Zeroizing<Vec<u8>>,
-}
-
-/// A stored session record.
-#[derive(Debug)]
-pub struct StoredSession {
-    /// The session's base key (names it).
-    pub base_key: Vec<u8>,
-    /// Whether it is the session used to send.
-    pub active: bool,
-    /// The serialized [`tacit_crypto::Session`].
-    pub state: Zeroizing<Vec<u8>>,
-}
-
-/// What [`Store::advance_session`] saves: the session used, in its advanced state.
-pub struct SessionWrite {
-    /// The session's base key (names it).
-    pub base_key: Vec<u8>,
-    /// The serialized [`tacit_crypto::Session`] after the step.
-    pub state: Zeroizing<Vec<u8>>,
-}
-
-impl std::fmt::Debug for SessionWrite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self { base_key, state: _ } = self;
-        f.debug_struct("SessionWrite")
-            .field("base_key", base_key)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The store's record of what it last wrote: for each sealed row (by its sealing context),
-/// the first 16 bytes of the SHA-256 of its sealed value. Every seal has a fresh random
-/// nonce, so each write gives a new digest, and an older copy of a row does not match. The
-/// manifest is itself sealed (in `meta`) and rewritten in the same transaction as the row.
-#[derive(Default)]
-struct Manifest(BTreeMap<String, [u8; ROW_DIGEST_LEN]>);
-
-impl Manifest {
-    fn digest(sealed: &[u8]) -> [u8; ROW_DIGEST_LEN] {
-        use sha2::Digest as _;
-        let hash = sha2::Sha256::digest(sealed);
-        let mut out = [0u8; ROW_DIGEST_LEN];
-        out.copy_from_slice(&hash[..ROW_DIGEST_LEN]);
-        out
-    }
-
-    /// `0x01 || count (4) || { len (2) || context || digest (16) }*`, in context order.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 + self.0.len() * 64);
-        out.push(1);
-        let count = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&count.to_be_bytes());
-        for (context, digest) in &self.0 {
-            let len = u16::try_from(context.len()).unwrap_or(u16::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(context.as_bytes());
-            out.extend_from_slice(digest);
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            let (head, rest) = (bytes.len() >= n).then(|| bytes.split_at(n))?;
-            *bytes = rest;
-            Some(head)
-        }
-        let mut rest = bytes;
-        if take(&mut rest, 1)? != [1] {
-            return None;
-        }
-        let count = u32::from_be_bytes(take(&mut rest, 4)?.try_into().ok()?);
-        let mut map = BTreeMap::new();
-        for _ in 0..count {
-            let len = u16::from_be_bytes(take(&mut rest, 2)?.try_into().ok()?);
-            let context = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
-            let digest = take(&mut rest, ROW_DIGEST_LEN)?.try_into().ok()?;
-            if map.insert(context.to_owned(), digest).is_some() {
-                return None;
-            }
-        }
-        rest.is_empty().then_some(Self(map))
-    }
-
-    fn set(&mut self, context: String, sealed: &[u8]) {
-        self.0.insert(context, Self::digest(sealed));
-    }
-
-    fn remove(&mut self, context: &str) {
-        self.0.remove(context);
-    }
-
-    fn remove_prefix(&mut self, prefix: &str) {
-        self.0.retain(|context, _| !context.starts_with(prefix));
-    }
-
-    /// The row `context` holds `sealed`: it must be what was last written there.
-    fn check(&self, context: &str, sealed: &[u8]) -> Result<(), StoreError> {
-        use subtle::ConstantTimeEq as _;
-        match self.0.get(context) {
-            Some(digest) if bool::from(digest.ct_eq(&Self::digest(sealed))) => Ok(()),
-            _ => Err(StoreError::RolledBack(context.to_owned())),
-        }
-    }
-
-    /// There is no row `context`: none may have been written since it was last deleted.
-    fn check_absent(&self, context: &str) -> Result<(), StoreError> {
-        match self.0.contains_key(context) {
-            true => Err(StoreError::RolledBack(format!("{context} (deleted)"))),
-            false => Ok(()),
-        }
-    }
-
-    /// Every row recorded under `prefix` was among those read (`seen`).
-    fn check_all_seen(&self, prefix: &str, seen: &BTreeSet<String>) -> Result<(), StoreError> {
-        match self
-            .0
-            .keys()
-            .filter(|c| c.starts_with(prefix))
-            .find(|c| !seen.contains(*c))
-        {
-            Some(missing) => Err(StoreError::RolledBack(format!("{missing} (deleted)"))),
-            None => Ok(()),
-        }
-    }
-}
 
 /// The encrypted local store.
 #[derive(Debug)]
@@ -428,7 +60,10 @@ fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
         .create(true)
         .truncate(false)
         .open(&lock_path)
-        .map_err(|e| StoreError::Lock(format!("{}: {e}", lock_path.display())))?;
+        .map_err(|source| StoreError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -439,7 +74,10 @@ fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
             });
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(StoreError::Lock(format!("{}: {e}", lock_path.display())));
+            return Err(StoreError::Lock {
+                path: lock_path,
+                source: e,
+            });
         }
     }
     // Ours now: say who holds it, for the next process that tries.
@@ -448,7 +86,10 @@ fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
         .and_then(|()| file.rewind())
         .and_then(|()| write!(file, "{}", std::process::id()))
         .and_then(|()| file.flush());
-    written.map_err(|e| StoreError::Lock(format!("{}: {e}", lock_path.display())))?;
+    written.map_err(|source| StoreError::Lock {
+        path: lock_path.clone(),
+        source,
+    })?;
     Ok(file)
 }
 
@@ -471,12 +112,13 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        move_group_secrets(&pool).await?;
 
         let salt = match meta(&pool, "salt").await? {
             Some(salt) => salt,
             None => {
                 let mut salt = vec![0u8; SALT_LEN];
-                getrandom::fill(&mut salt).map_err(|e| StoreError::Random(e.to_string()))?;
+                getrandom::fill(&mut salt).map_err(StoreError::Random)?;
                 salt
             }
         };
@@ -536,7 +178,7 @@ impl Store {
 
     fn seal(&self, context: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| StoreError::Random(e.to_string()))?;
+        getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
         let aad = format!("{AAD_PREFIX}{context}");
         let sealed = self
             .cipher()
@@ -1214,12 +856,11 @@ impl Store {
         self.save_manifest(conn, &manifest).await
     }
 
-    /// Appends a message to a group conversation (`peer` is the group's history key),
-    /// naming who wrote it.
+    /// Appends a message to a group's conversation, naming who wrote it.
     #[allow(clippy::too_many_arguments)] // one column each
     pub async fn add_group_message(
         &self,
-        peer: &str,
+        group: GroupId,
         sender: &str,
         outgoing: bool,
         sender_device: u32,
@@ -1227,8 +868,9 @@ impl Store {
         body: &[u8],
         uid: Option<&str>,
     ) -> Result<i64, StoreError> {
+        let conversation = Conversation::Group(group);
         let id = self
-            .add_message(peer, outgoing, sender_device, sent_at, body, uid)
+            .add_message(&conversation, outgoing, sender_device, sent_at, body, uid)
             .await?;
         sqlx::query("UPDATE messages SET sender = ? WHERE id = ?")
             .bind(sender)
@@ -1262,7 +904,7 @@ impl Store {
     /// Appends a message to the history.
     pub async fn add_message(
         &self,
-        peer: &str,
+        conversation: &Conversation,
         outgoing: bool,
         sender_device: u32,
         sent_at: i64,
@@ -1280,7 +922,7 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
-        .bind(peer)
+        .bind(conversation.key())
         .bind(i64::from(outgoing))
         .bind(i64::from(sender_device))
         .bind(sent_at)
@@ -1292,13 +934,16 @@ impl Store {
         Ok(id)
     }
 
-    /// The conversation with `peer`, oldest first.
-    pub async fn history(&self, peer: &str) -> Result<Vec<StoredMessage>, StoreError> {
+    /// A conversation's history, oldest first.
+    pub async fn history(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed, uid, status, sender \
              FROM messages WHERE peer = ? ORDER BY id",
         )
-        .bind(peer)
+        .bind(conversation.key())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -1307,9 +952,10 @@ impl Store {
                 let sealed: Vec<u8> = row.try_get(5)?;
                 let outgoing: i64 = row.try_get(2)?;
                 let device: i64 = row.try_get(3)?;
+                let peer: String = row.try_get(1)?;
                 Ok(StoredMessage {
                     id,
-                    peer: row.try_get(1)?,
+                    peer: Conversation::from_key(&peer),
                     outgoing: outgoing != 0,
                     sender_device: u32::try_from(device).unwrap_or_default(),
                     sent_at: row.try_get(4)?,
@@ -1407,14 +1053,15 @@ impl Store {
             if descriptor.as_slice() != file.descriptor {
                 return Err(conflict(sender));
             }
-            if peer == file.peer && message_id.as_deref() == Some(file.message_id) {
+            if peer == file.peer.key() && message_id.as_deref() == Some(file.message_id) {
                 return Ok(false);
             }
         }
+        let peer = file.peer.key();
         let context = file_context(
             file.blob_id,
             Some(file.sender),
-            file.peer,
+            &peer,
             Some(file.message_id),
         );
         let sealed = self.seal(&context, file.descriptor)?;
@@ -1424,7 +1071,7 @@ impl Store {
         )
         .bind(file.blob_id)
         .bind(file.sender)
-        .bind(file.peer)
+        .bind(&peer)
         .bind(file.message_id)
         .bind(i64::from(file.outgoing))
         .bind(i64::from(file.sender_device))
@@ -1457,7 +1104,7 @@ impl Store {
         Ok(Some(StoredFile {
             blob_id: blob_id.to_owned(),
             descriptor: self.open_sealed(&context, &sealed)?,
-            peer,
+            peer: Conversation::from_key(&peer),
             sender,
             message_id,
             outgoing: outgoing != 0,
@@ -1469,6 +1116,427 @@ impl Store {
     /// Closes the database cleanly.
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// A row of the group tables: which table, its key, and its sealing context. The contexts
+/// are those the rows had as secrets in `meta` (before migration 0007), so the rows of an
+/// older store move unchanged, still open, and still match the manifest.
+#[derive(Debug, Clone, Copy)]
+enum GroupRow<'a> {
+    /// A group's state (`groups`).
+    State(&'a str),
+    /// Our chain for a group (`own_sender_keys`).
+    OwnChain(&'a str),
+    /// A member device's sender-key record (`sender_keys`).
+    SenderKey(&'a str, &'a str, u32),
+}
+
+impl GroupRow<'_> {
+    fn context(self) -> String {
+        match self {
+            Self::State(id) => secret_context(&format!("group:{id}")),
+            Self::OwnChain(id) => secret_context(&format!("group-key:{id}")),
+            Self::SenderKey(id, sender, device) => {
+                secret_context(&format!("group-record:{id}:{sender}:{device}"))
+            }
+        }
+    }
+}
+
+/// The prefix of the sealing context of every sender-key record of `sender` in a group (of
+/// every member, with `sender` empty and `all`).
+fn sender_keys_context(id: &str, sender: Option<&str>) -> String {
+    match sender {
+        Some(sender) => secret_context(&format!("group-record:{id}:{sender}:")),
+        None => secret_context(&format!("group-record:{id}:")),
+    }
+}
+
+/// Moves the group rows of a store made before migration 0007 from `meta` (where they were
+/// secrets named `group:<id>`, `group-key:<id>` and `group-record:<id>:<sender>:<device>`)
+/// into their tables, in one transaction. The sealed values move as they are. A name that
+/// does not parse (never written by this code) is left where it is.
+async fn move_group_secrets(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT key, value FROM meta WHERE substr(key, 1, 12) = 'secret:group' ORDER BY key",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for (key, sealed) in rows {
+        let Some(row) = old_group_row(&key) else {
+            continue;
+        };
+        let moved =
+            match row {
+                GroupRow::State(id) => {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO groups (group_id, state_sealed) VALUES (?, ?)",
+                    )
+                    .bind(id)
+                    .bind(&sealed)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                GroupRow::OwnChain(id) => sqlx::query(
+                    "INSERT OR IGNORE INTO own_sender_keys (group_id, chain_sealed) VALUES (?, ?)",
+                )
+                .bind(id)
+                .bind(&sealed)
+                .execute(&mut *tx)
+                .await?,
+                GroupRow::SenderKey(id, sender, device) => sqlx::query(
+                    "INSERT OR IGNORE INTO sender_keys (group_id, sender, device, record_sealed) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(sender)
+                .bind(i64::from(device))
+                .bind(&sealed)
+                .execute(&mut *tx)
+                .await?,
+            };
+        if moved.rows_affected() == 1 {
+            sqlx::query("DELETE FROM meta WHERE key = ?")
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The group row an old `meta` key named, if it is one.
+fn old_group_row(key: &str) -> Option<GroupRow<'_>> {
+    let is_id = |id: &str| {
+        id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if let Some(id) = key.strip_prefix("secret:group:") {
+        return is_id(id).then_some(GroupRow::State(id));
+    }
+    if let Some(id) = key.strip_prefix("secret:group-key:") {
+        return is_id(id).then_some(GroupRow::OwnChain(id));
+    }
+    let rest = key.strip_prefix("secret:group-record:")?;
+    let (id, rest) = (rest.get(..32)?, rest.get(32..)?);
+    let (sender, device) = rest.strip_prefix(':')?.rsplit_once(':')?;
+    let device = device.parse().ok()?;
+    (is_id(id) && device_spelled(device, rest)).then_some(GroupRow::SenderKey(id, sender, device))
+}
+
+/// Whether `name` ends in `device` spelled the one way `format!` spells it.
+fn device_spelled(device: u32, name: &str) -> bool {
+    name.ends_with(&format!(":{device}"))
+}
+
+impl Store {
+    async fn group_row(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &Manifest,
+        row: GroupRow<'_>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let query = match row {
+            GroupRow::State(id) => {
+                sqlx::query("SELECT state_sealed FROM groups WHERE group_id = ?").bind(id)
+            }
+            GroupRow::OwnChain(id) => {
+                sqlx::query("SELECT chain_sealed FROM own_sender_keys WHERE group_id = ?").bind(id)
+            }
+            GroupRow::SenderKey(id, sender, device) => sqlx::query(
+                "SELECT record_sealed FROM sender_keys \
+                 WHERE group_id = ? AND sender = ? AND device = ?",
+            )
+            .bind(id)
+            .bind(sender)
+            .bind(i64::from(device)),
+        };
+        let context = row.context();
+        match query.fetch_optional(&mut *conn).await? {
+            Some(found) => {
+                let sealed: Vec<u8> = found.try_get(0)?;
+                let value = self.open_sealed(&context, &sealed)?;
+                manifest.check(&context, &sealed)?;
+                Ok(Some(value))
+            }
+            None => {
+                manifest.check_absent(&context)?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn put_group_row(
+        &self,
+        conn: &mut SqliteConnection,
+        manifest: &mut Manifest,
+        row: GroupRow<'_>,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let context = row.context();
+        let sealed = self.seal(&context, value)?;
+        let query = match row {
+            GroupRow::State(id) => sqlx::query(
+                "INSERT INTO groups (group_id, state_sealed) VALUES (?, ?) \
+                 ON CONFLICT(group_id) DO UPDATE SET state_sealed = excluded.state_sealed",
+            )
+            .bind(id),
+            GroupRow::OwnChain(id) => sqlx::query(
+                "INSERT INTO own_sender_keys (group_id, chain_sealed) VALUES (?, ?) \
+                 ON CONFLICT(group_id) DO UPDATE SET chain_sealed = excluded.chain_sealed",
+            )
+            .bind(id),
+            GroupRow::SenderKey(id, sender, device) => sqlx::query(
+                "INSERT INTO sender_keys (group_id, sender, device, record_sealed) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT(group_id, sender, device) \
+                 DO UPDATE SET record_sealed = excluded.record_sealed",
+            )
+            .bind(id)
+            .bind(sender)
+            .bind(i64::from(device)),
+        };
+        query.bind(&sealed).execute(&mut *conn).await?;
+        manifest.set(context, &sealed);
+        Ok(())
+    }
+
+    /// Reads a group row in a read transaction.
+    async fn read_group_row(
+        &self,
+        row: GroupRow<'_>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
+        self.group_row(&mut tx, &manifest, row).await
+    }
+
+    /// Writes a group row in a write transaction.
+    async fn write_group_row(&self, row: GroupRow<'_>, value: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        self.put_group_row(&mut tx, &mut manifest, row, value)
+            .await?;
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Loads a group row, lets `step` decide its new value and stores it, in one write
+    /// transaction.
+    async fn advance_group_row<T>(
+        &self,
+        row: GroupRow<'_>,
+        step: impl FnOnce(Option<&[u8]>) -> (Option<Zeroizing<Vec<u8>>>, T),
+    ) -> Result<T, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        let current = self.group_row(&mut tx, &manifest, row).await?;
+        let (new, out) = step(current.as_ref().map(|v| v.as_slice()));
+        if let Some(new) = new {
+            self.put_group_row(&mut tx, &mut manifest, row, &new)
+                .await?;
+            self.save_manifest(&mut tx, &manifest).await?;
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes group rows: `sql` (with the group id bound first, then `sender` if any) and
+    /// the manifest entries under `prefixes`, in one write transaction.
+    async fn delete_group_rows(
+        &self,
+        statements: &[&str],
+        id: &str,
+        sender: Option<&str>,
+        contexts: &[String],
+        prefixes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut manifest = self.manifest(&mut tx).await?;
+        for sql in statements {
+            let mut query = sqlx::query(sql).bind(id);
+            if let Some(sender) = sender {
+                query = query.bind(sender);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for context in contexts {
+            manifest.remove(context);
+        }
+        for prefix in prefixes {
+            manifest.remove_prefix(prefix);
+        }
+        self.save_manifest(&mut tx, &manifest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl GroupStore for Store {
+    async fn group(&self, id: GroupId) -> Result<Option<Secret>, StoreError> {
+        self.read_group_row(GroupRow::State(&hex::encode(id.0)))
+            .await
+    }
+
+    async fn put_group(&self, id: GroupId, state: &[u8]) -> Result<(), StoreError> {
+        self.write_group_row(GroupRow::State(&hex::encode(id.0)), state)
+            .await
+    }
+
+    async fn groups(&self) -> Result<Vec<(GroupId, Secret)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let manifest = self.manifest(&mut tx).await?;
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT group_id, state_sealed FROM groups ORDER BY group_id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, sealed) in rows {
+            let context = GroupRow::State(&id).context();
+            let value = self.open_sealed(&context, &sealed)?;
+            manifest.check(&context, &sealed)?;
+            let bytes = hex::decode(&id)
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| StoreError::Corrupt(context.clone()))?;
+            seen.insert(context);
+            out.push((GroupId(bytes), value));
+        }
+        manifest.check_all_seen(&secret_context("group:"), &seen)?;
+        Ok(out)
+    }
+
+    async fn delete_group(&self, id: GroupId) -> Result<(), StoreError> {
+        let id = hex::encode(id.0);
+        self.delete_group_rows(
+            &[
+                "DELETE FROM groups WHERE group_id = ?",
+                "DELETE FROM own_sender_keys WHERE group_id = ?",
+                "DELETE FROM sender_keys WHERE group_id = ?",
+            ],
+            &id,
+            None,
+            &[
+                GroupRow::State(&id).context(),
+                GroupRow::OwnChain(&id).context(),
+            ],
+            &[sender_keys_context(&id, None)],
+        )
+        .await
+    }
+}
+
+impl SenderKeyStore for Store {
+    async fn own_chain(&self, group: GroupId) -> Result<Option<Secret>, StoreError> {
+        self.read_group_row(GroupRow::OwnChain(&hex::encode(group.0)))
+            .await
+    }
+
+    async fn put_own_chain(&self, group: GroupId, chain: &[u8]) -> Result<(), StoreError> {
+        self.write_group_row(GroupRow::OwnChain(&hex::encode(group.0)), chain)
+            .await
+    }
+
+    async fn advance_own_chain<T: Send>(
+        &self,
+        group: GroupId,
+        step: impl FnOnce(Option<&[u8]>) -> (Option<Secret>, T) + Send,
+    ) -> Result<T, StoreError> {
+        self.advance_group_row(GroupRow::OwnChain(&hex::encode(group.0)), step)
+            .await
+    }
+
+    async fn delete_own_chain(&self, group: GroupId) -> Result<(), StoreError> {
+        let id = hex::encode(group.0);
+        self.delete_group_rows(
+            &["DELETE FROM own_sender_keys WHERE group_id = ?"],
+            &id,
+            None,
+            &[GroupRow::OwnChain(&id).context()],
+            &[],
+        )
+        .await
+    }
+
+    async fn advance_sender_key<T: Send>(
+        &self,
+        group: GroupId,
+        sender: &str,
+        device: DeviceId,
+        step: impl FnOnce(Option<&[u8]>) -> (Option<Secret>, T) + Send,
+    ) -> Result<T, StoreError> {
+        let id = hex::encode(group.0);
+        self.advance_group_row(GroupRow::SenderKey(&id, sender, device.0), step)
+            .await
+    }
+
+    async fn delete_sender_keys(&self, group: GroupId, sender: &str) -> Result<(), StoreError> {
+        let id = hex::encode(group.0);
+        self.delete_group_rows(
+            &["DELETE FROM sender_keys WHERE group_id = ? AND sender = ?"],
+            &id,
+            Some(sender),
+            &[],
+            &[sender_keys_context(&id, Some(sender))],
+        )
+        .await
+    }
+}
+
+impl SessionStore for Store {
+    async fn sessions(
+        &self,
+        username: &str,
+        device: DeviceId,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        Store::sessions(self, username, device.0).await
+    }
+
+    async fn save_session(
+        &self,
+        username: &str,
+        device: DeviceId,
+        base_key: &[u8],
+        state: &[u8],
+        active: bool,
+    ) -> Result<(), StoreError> {
+        Store::save_session(self, username, device.0, base_key, state, active).await
+    }
+
+    async fn advance_session<T: Send>(
+        &self,
+        username: &str,
+        device: DeviceId,
+        step: impl FnOnce(Vec<StoredSession>) -> (Option<SessionWrite>, T) + Send,
+    ) -> Result<T, StoreError> {
+        Store::advance_session(self, username, device.0, step).await
+    }
+
+    async fn delete_sessions(&self, username: &str) -> Result<(), StoreError> {
+        Store::delete_sessions(self, username).await
+    }
+}
+
+impl PreKeyStore for Store {
+    async fn put_prekey(&self, kind: PrekeyKind, id: u32, secret: &[u8]) -> Result<(), StoreError> {
+        Store::put_prekey(self, kind, id, secret).await
+    }
+
+    async fn prekey(&self, kind: PrekeyKind, id: u32) -> Result<Option<Secret>, StoreError> {
+        Store::prekey(self, kind, id).await
+    }
+
+    async fn delete_prekey(&self, kind: PrekeyKind, id: u32) -> Result<(), StoreError> {
+        Store::delete_prekey(self, kind, id).await
     }
 }
 
@@ -1562,34 +1630,6 @@ fn contact_check(contact: &Contact) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod manifest_codec {
-    use proptest::prelude::*;
-
-    use super::{Manifest, ROW_DIGEST_LEN};
-
-    proptest! {
-        /// The manifest decoder reads only bytes the store just authenticated, but it is a
-        /// parser all the same: any input is a manifest or `None`, never a panic.
-        #[test]
-        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Some(manifest) = Manifest::decode(&bytes) {
-                let again = Manifest::decode(&manifest.encode()).map(|m| m.0);
-                prop_assert_eq!(again, Some(manifest.0));
-            }
-        }
-
-        #[test]
-        fn encode_then_decode_is_the_identity(
-            rows in proptest::collection::btree_map("[a-z:0-9]{0,40}", any::<[u8; ROW_DIGEST_LEN]>(), 0..20)
-        ) {
-            let manifest = Manifest(rows);
-            let decoded = Manifest::decode(&manifest.encode());
-            prop_assert_eq!(decoded.map(|m| m.0), Some(manifest.0));
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1639,14 +1679,14 @@ mod tests {
             .await
             .unwrap();
         store
-            .add_message("bob", false, 1, 1000, marker, None)
+            .add_message(&Conversation::direct("bob"), false, 1, 1000, marker, None)
             .await
             .unwrap();
         store
             .put_file(&NewFile {
                 blob_id: "blob1",
                 sender: "bob",
-                peer: "bob",
+                peer: &Conversation::direct("bob"),
                 message_id: "m1",
                 outgoing: false,
                 sender_device: 1,
@@ -1657,7 +1697,10 @@ mod tests {
             .unwrap();
         let file = store.file("blob1").await.unwrap().unwrap();
         assert_eq!(file.descriptor.as_slice(), marker);
-        assert_eq!((file.peer.as_str(), file.outgoing), ("bob", false));
+        assert_eq!(
+            (&file.peer, file.outgoing),
+            (&Conversation::direct("bob"), false)
+        );
         assert!(store.file("blob2").await.unwrap().is_none());
         store.close().await;
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -1747,18 +1790,32 @@ mod tests {
         assert!(!store.accept_changed_identity("bob").await.unwrap());
 
         store
-            .add_message("bob", true, 1, 10, b"hi", Some("u1"))
+            .add_message(&Conversation::direct("bob"), true, 1, 10, b"hi", Some("u1"))
             .await
             .unwrap();
         store
-            .add_message("carol", false, 2, 11, b"other", Some("u2"))
+            .add_message(
+                &Conversation::direct("carol"),
+                false,
+                2,
+                11,
+                b"other",
+                Some("u2"),
+            )
             .await
             .unwrap();
         store
-            .add_message("bob", false, 3, 12, b"hello", Some("u3"))
+            .add_message(
+                &Conversation::direct("bob"),
+                false,
+                3,
+                12,
+                b"hello",
+                Some("u3"),
+            )
             .await
             .unwrap();
-        let history = store.history("bob").await.unwrap();
+        let history = store.history(&Conversation::direct("bob")).await.unwrap();
         let bodies: Vec<_> = history.iter().map(|m| m.body.as_slice()).collect();
         assert_eq!(bodies, [&b"hi"[..], &b"hello"[..]]);
         assert!(history[0].outgoing && !history[1].outgoing);
@@ -1782,7 +1839,7 @@ mod tests {
                 .unwrap(),
             0
         );
-        let history = store.history("bob").await.unwrap();
+        let history = store.history(&Conversation::direct("bob")).await.unwrap();
         assert_eq!(
             (history[0].status, history[1].status),
             (MessageStatus::Read, MessageStatus::Sent)
@@ -1799,6 +1856,11 @@ mod tests {
         let store = Store::open(&dir.path().join("store.db"), key(9))
             .await
             .unwrap();
+        let (mallory, alice) = (
+            Conversation::direct("mallory"),
+            Conversation::direct("alice"),
+        );
+        let group = Conversation::Group(GroupId([0; 16]));
         let file = |sender, peer, message_id, descriptor| NewFile {
             blob_id: "blob1",
             sender,
@@ -1809,13 +1871,13 @@ mod tests {
             sent_at: 1000,
             descriptor,
         };
-        let first = file("mallory", "mallory", "m1", b"mallory's key".as_slice());
+        let first = file("mallory", &mallory, "m1", b"mallory's key".as_slice());
         assert!(store.put_file(&first).await.unwrap());
         // The same message again (a duplicate delivery) is no change.
         assert!(!store.put_file(&first).await.unwrap());
         // Alice's message names the same blob id: refused, and the record stays Mallory's.
         let err = store
-            .put_file(&file("alice", "alice", "a1", b"alice's key"))
+            .put_file(&file("alice", &alice, "a1", b"alice's key"))
             .await
             .unwrap_err();
         assert!(
@@ -1825,7 +1887,7 @@ mod tests {
         );
         // So is the same sender naming it with another descriptor.
         let err = store
-            .put_file(&file("mallory", "group:00", "m2", b"another key"))
+            .put_file(&file("mallory", &group, "m2", b"another key"))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::BlobConflict { .. }), "{err}");
@@ -2111,6 +2173,127 @@ mod tests {
         assert!(matches!(
             store.contact("alice").await,
             Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// A store of the layout before migration 0007 kept group state and sender keys as
+    /// secrets in `meta`, named `group:<id>`, `group-key:<id>` and
+    /// `group-record:<id>:<sender>:<device>`. Made here as the old code made it (through
+    /// the secret API, which writes those rows and their manifest entries, then the new
+    /// tables dropped and migration 0007 unrecorded), it opens with every row moved to the
+    /// new tables, readable and still covered by the manifest.
+    #[tokio::test]
+    async fn group_rows_of_an_older_store_move_to_their_tables() {
+        const ID: &str = "00112233445566778899aabbccddeeff";
+        let group = GroupId([
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, key(5)).await.unwrap();
+        for (name, value) in [
+            (format!("group:{ID}"), &b"group state"[..]),
+            (format!("group-key:{ID}"), b"our chain"),
+            (format!("group-record:{ID}:bob:2"), b"bob's chain"),
+            (format!("group-record:{ID}:carol:10"), b"carol's chain"),
+            ("group-key:not-an-id".to_owned(), b"left alone"),
+        ] {
+            store.put_secret(&name, value).await.unwrap();
+        }
+        store.close().await;
+        let db = format!("sqlite://{}", path.display());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+            .await
+            .unwrap();
+        for sql in [
+            "DROP TABLE groups",
+            "DROP TABLE own_sender_keys",
+            "DROP TABLE sender_keys",
+            "DELETE FROM _sqlx_migrations WHERE version = 7",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        drop(conn);
+
+        let store = Store::open(&path, key(5)).await.unwrap();
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM meta WHERE substr(key, 1, 12) = 'secret:group'")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, ["secret:group-key:not-an-id"]);
+        let groups = store.groups().await.unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].0, group);
+        assert_eq!(groups[0].1.as_slice(), b"group state");
+        let chain = store.own_chain(group).await.unwrap().unwrap();
+        assert_eq!(chain.as_slice(), b"our chain");
+        let record = |sender: &'static str, device: u32| {
+            let store = &store;
+            async move {
+                store
+                    .advance_sender_key(group, sender, DeviceId(device), |b| {
+                        (None, b.map(<[u8]>::to_vec))
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(record("bob", 2).await.as_deref(), Some(&b"bob's chain"[..]));
+        assert_eq!(
+            record("carol", 10).await.as_deref(),
+            Some(&b"carol's chain"[..])
+        );
+        assert_eq!(record("bob", 1).await, None);
+
+        // The moved rows are still the manifest's: an older copy put back is refused.
+        let old_chain: Vec<u8> = sqlx::query_scalar("SELECT chain_sealed FROM own_sender_keys")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        store
+            .put_own_chain(group, b"our chain, later")
+            .await
+            .unwrap();
+        sqlx::query("UPDATE own_sender_keys SET chain_sealed = ?")
+            .bind(&old_chain)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.own_chain(group).await,
+            Err(StoreError::RolledBack(_))
+        ));
+        // Forgetting the group deletes its rows and their manifest entries.
+        store.delete_group(group).await.unwrap();
+        assert!(store.groups().await.unwrap().is_empty());
+        assert!(store.own_chain(group).await.unwrap().is_none());
+        assert_eq!(record("bob", 2).await, None);
+    }
+
+    /// A deleted group row is damage, not absence: the manifest still names it.
+    #[tokio::test]
+    async fn a_deleted_group_row_is_detected() {
+        let group = GroupId([7; 16]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), key(6)).await.unwrap();
+        store.put_group(group, b"state").await.unwrap();
+        store.put_own_chain(group, b"chain").await.unwrap();
+        for sql in ["DELETE FROM groups", "DELETE FROM own_sender_keys"] {
+            sqlx::query(sql).execute(&store.pool).await.unwrap();
+        }
+        assert!(matches!(
+            store.groups().await,
+            Err(StoreError::RolledBack(_))
+        ));
+        assert!(matches!(
+            store.group(group).await,
+            Err(StoreError::RolledBack(_))
+        ));
+        assert!(matches!(
+            store.own_chain(group).await,
+            Err(StoreError::RolledBack(_))
         ));
     }
 }
