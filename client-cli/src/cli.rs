@@ -37,7 +37,12 @@ pub(crate) enum Command {
         ca_file: Option<PathBuf>,
     },
     /// Send a text message (`-` reads it from standard input).
-    Send { username: String, text: String },
+    Send {
+        username: String,
+        /// The text (it may begin with `-`; `-` alone reads standard input).
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+    },
     /// Send a file, end-to-end encrypted (streamed; an interrupted upload resumes).
     #[command(
         override_usage = "tacit send-file <USERNAME> <PATH>\n       tacit send-file --group <GROUP> <PATH>"
@@ -135,7 +140,12 @@ pub(crate) enum GroupCommand {
         json: bool,
     },
     /// Send a text to a group (`-` reads it from standard input).
-    Send { group: String, text: String },
+    Send {
+        group: String,
+        /// The text (it may begin with `-`; `-` alone reads standard input).
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,7 +173,11 @@ pub(crate) enum DeviceCommand {
         yes: bool,
     },
     /// On an EXISTING device: approve the new device that shows this link code.
-    Add { code: String },
+    Add {
+        /// The code (URL-safe base64, so it may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
+        code: String,
+    },
     /// List the account's devices.
     List {
         #[arg(long)]
@@ -182,4 +196,35 @@ pub(crate) enum AccountCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// Link codes are URL-safe base64 and texts are anything: either may begin with `-`
+    /// (a link code did, one run in 64, and `device add` refused it as an unknown flag).
+    #[test]
+    fn values_may_begin_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["tacit", "device", "add", "-DtferRPXR-x8FZ"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Device(DeviceCommand::Add { code }) if code == "-DtferRPXR-x8FZ"
+        ));
+        let cli = Cli::try_parse_from(["tacit", "send", "bob", "-1 from me"]).unwrap();
+        assert!(matches!(cli.command, Command::Send { text, .. } if text == "-1 from me"));
+        let cli = Cli::try_parse_from(["tacit", "group", "send", "g", "--x"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Group(GroupCommand::Send { text, .. }) if text == "--x"
+        ));
+        let cli = Cli::try_parse_from(["tacit", "send", "bob", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Send { text, .. } if text == "-"));
+        // Flags still work where they are flags.
+        assert!(Cli::try_parse_from(["tacit", "--bogus", "send", "bob", "x"]).is_err());
+    }
 }

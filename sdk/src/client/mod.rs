@@ -37,6 +37,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 mod error;
+mod files;
 mod groups;
 mod link;
 mod payload;
