@@ -74,7 +74,6 @@ use crate::consts::{
     ATTACHMENT_CHUNK_LEN, ATTACHMENT_FORMAT_VERSION, ATTACHMENT_NONCE_LEN,
     LABEL_ATTACHMENT_PAYLOAD, SHA256_LEN, TAG_LEN,
 };
-use crate::keys::hex;
 
 /// Length of the blob's header: version byte and nonce.
 pub const HEADER_LEN: usize = 1 + ATTACHMENT_NONCE_LEN;
@@ -161,7 +160,7 @@ pub struct AttachmentDigest(pub [u8; SHA256_LEN]);
 
 impl fmt::Debug for AttachmentDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AttachmentDigest({})", hex(&self.0))
+        write!(f, "AttachmentDigest({})", hex::encode(self.0))
     }
 }
 
@@ -734,7 +733,7 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(decryptor.push(&[], &mut out), Err(error));
         let shown = format!("{key:?} {decryptor:?}");
-        assert!(!shown.contains(&hex(key.as_bytes())));
+        assert!(!shown.contains(&hex::encode(key.as_bytes())));
         assert!(!shown.to_lowercase().contains("abab"));
         assert_eq!(decryptor.finish(&mut out), Err(error));
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use ed25519_dalek::VerifyingKey;
 use zeroize::Zeroizing;
 
-use super::{ChainId, GroupId, hex, read_verifying_key};
+use super::{ChainId, GroupId, read_verifying_key};
 use crate::consts::{
     CHAIN_ID_LEN, ED25519_LEN, GROUP_ID_LEN, MESSAGE_TYPE_SENDER_KEY_DISTRIBUTION, MESSAGE_VERSION,
 };
@@ -97,7 +97,7 @@ impl fmt::Debug for SenderKeyDistribution {
             .field("group_id", group_id)
             .field("chain_id", chain_id)
             .field("iteration", &chain.index())
-            .field("signing_key", &hex(signing.as_bytes()))
+            .field("signing_key", &hex::encode(signing.as_bytes()))
             .finish_non_exhaustive()
     }
 }

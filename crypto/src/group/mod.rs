@@ -72,7 +72,6 @@ use rand_core::CryptoRng;
 use thiserror::Error;
 
 use crate::consts::{CHAIN_ID_LEN, GROUP_ID_LEN, MAX_CHAIN_JUMP};
-use crate::keys::hex;
 use crate::ratchet::chain::ChainKey;
 use crate::wire::{DecodeError, Reader};
 
@@ -164,7 +163,7 @@ impl GroupId {
 
 impl fmt::Debug for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GroupId({})", hex(&self.0))
+        write!(f, "GroupId({})", hex::encode(self.0))
     }
 }
 
@@ -174,7 +173,7 @@ pub struct ChainId(pub [u8; CHAIN_ID_LEN]);
 
 impl fmt::Debug for ChainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChainId({})", hex(&self.0))
+        write!(f, "ChainId({})", hex::encode(self.0))
     }
 }
 
@@ -585,14 +584,14 @@ mod tests {
         assert!(decrypt(&mut bob, &messages[1].0).is_ok());
         let distribution = alice.distribution();
         let shown = format!("{alice:?} {bob:?} {distribution:?}");
-        assert!(!shown.contains(&hex(alice.chain.as_bytes())));
-        assert!(!shown.contains(&hex(alice.signing.as_bytes())));
-        assert!(!shown.contains(&hex(distribution.chain.as_bytes())));
+        assert!(!shown.contains(&hex::encode(alice.chain.as_bytes())));
+        assert!(!shown.contains(&hex::encode(alice.signing.as_bytes())));
+        assert!(!shown.contains(&hex::encode(distribution.chain.as_bytes())));
         for chain in &bob.chains {
-            assert!(!shown.contains(&hex(chain.chain.as_bytes())));
+            assert!(!shown.contains(&hex::encode(chain.chain.as_bytes())));
         }
         for skipped in &bob.skipped {
-            assert!(!shown.contains(&hex(skipped.key.as_bytes())));
+            assert!(!shown.contains(&hex::encode(skipped.key.as_bytes())));
         }
     }
 }

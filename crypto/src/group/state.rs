@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::distribution::SenderKeyDistribution;
 use super::message::encode_header;
-use super::{ChainId, GroupEncryptError, GroupId, HEADER_LEN, hex, put_chain, read_chain};
+use super::{ChainId, GroupEncryptError, GroupId, HEADER_LEN, put_chain, read_chain};
 use crate::consts::{
     CHAIN_ID_LEN, ED25519_LEN, GROUP_STATE_FORMAT_VERSION, LABEL_SENDER_KEY_MESSAGE_KEYS,
     SIGNATURE_LEN, TAG_LEN,
@@ -134,7 +134,10 @@ impl fmt::Debug for SenderKeyState {
             .field("group_id", group_id)
             .field("chain_id", chain_id)
             .field("iteration", &chain.index())
-            .field("signing_key", &hex(signing.verifying_key().as_bytes()))
+            .field(
+                "signing_key",
+                &hex::encode(signing.verifying_key().as_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::kem::{KemPreKeyKind, KemPreKeyPair};
 use super::prekeys::{OneTimePreKeyPair, SignedPreKeyPair, X25519PreKeyPair};
-use super::{BadSignature, PreKeyId, hex, random32, signed_message};
+use super::{BadSignature, PreKeyId, random32, signed_message};
 use crate::consts::{
     ED25519_LEN, KEM_SEED_LEN, KEY_FORMAT_VERSION, LABEL_SIGN_IDENTITY_DH,
     LABEL_SIGN_ONE_TIME_PREKEY, LABEL_SIGN_SIGNED_PREKEY, SECRET_FORMAT_VERSION, SIGNATURE_LEN,
@@ -110,8 +110,8 @@ impl IdentityKey {
 impl fmt::Debug for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdentityKey")
-            .field("signing", &hex(self.signing.as_bytes()))
-            .field("dh", &hex(self.dh.as_bytes()))
+            .field("signing", &hex::encode(self.signing.as_bytes()))
+            .field("dh", &hex::encode(self.dh.as_bytes()))
             .finish_non_exhaustive()
     }
 }

@@ -23,8 +23,6 @@
 //! signed and one-time X25519 prekeys), `kem.rs` (the ML-KEM-768 prekeys) and `bundle.rs`
 //! (what the server hands out for one device); their types are re-exported here.
 
-use std::fmt;
-
 use rand_core::CryptoRng;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -64,16 +62,6 @@ fn signed_message(label: &[u8], id: Option<PreKeyId>, key: &[u8]) -> Vec<u8> {
     }
     message.extend_from_slice(key);
     message
-}
-
-/// Lower-case hex, for `Debug` of public values.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -130,13 +118,13 @@ mod tests {
         let id = IdentityKeyPair::generate(&mut rng);
         let secret = id.to_secret_bytes();
         let shown = format!("{id:?}");
-        assert!(!shown.contains(&hex(&secret[1..33])));
-        assert!(!shown.contains(&hex(&secret[33..65])));
+        assert!(!shown.contains(&hex::encode(&secret[1..33])));
+        assert!(!shown.contains(&hex::encode(&secret[33..65])));
         let spk = id.generate_signed_prekey(&mut rng, PreKeyId(1));
         let spk_secret = spk.to_secret_bytes();
-        assert!(!format!("{spk:?}").contains(&hex(&spk_secret[5..37])));
+        assert!(!format!("{spk:?}").contains(&hex::encode(&spk_secret[5..37])));
         let kem = id.generate_kem_prekey(&mut rng, PreKeyId(1), KemPreKeyKind::LastResort);
         let kem_secret = kem.to_secret_bytes();
-        assert!(!format!("{kem:?}").contains(&hex(&kem_secret[6..70])));
+        assert!(!format!("{kem:?}").contains(&hex::encode(&kem_secret[6..70])));
     }
 }

@@ -9,7 +9,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::identity::{IdentityKey, IdentityKeyPair};
-use super::{BadSignature, PreKeyId, hex, random32};
+use super::{BadSignature, PreKeyId, random32};
 use crate::consts::{
     KEY_FORMAT_VERSION, LABEL_SIGN_ONE_TIME_PREKEY, LABEL_SIGN_SIGNED_PREKEY,
     SECRET_FORMAT_VERSION, SIGNATURE_LEN, X25519_LEN,
@@ -185,7 +185,7 @@ macro_rules! x25519_prekey_types {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($public))
                     .field("id", &self.0.id.0)
-                    .field("key", &hex(self.0.key.as_bytes()))
+                    .field("key", &hex::encode(self.0.key.as_bytes()))
                     .finish_non_exhaustive()
             }
         }

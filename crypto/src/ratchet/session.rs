@@ -535,8 +535,8 @@ impl fmt::Debug for Session {
         f.debug_struct("Session")
             .field("local_identity", local_identity)
             .field("remote_identity", remote_identity)
-            .field("base_key", &crate::keys::hex(base_key.as_bytes()))
-            .field("ratchet_key", &crate::keys::hex(ratchet.public.as_bytes()))
+            .field("base_key", &hex::encode(base_key.as_bytes()))
+            .field("ratchet_key", &hex::encode(ratchet.public.as_bytes()))
             .field("sending_index", &sending.as_ref().map(ChainKey::index))
             .field("previous_sending_length", previous_sending_length)
             .field("receiver_chains", &receivers.len())
@@ -838,13 +838,12 @@ mod tests {
         let mut rng = test_rng(41);
         let (a, _) = established(&mut rng);
         let shown = format!("{a:?}");
-        let hex = crate::keys::hex;
-        assert!(!shown.contains(&hex(a.root.as_bytes())));
-        assert!(!shown.contains(&hex(a.ratchet.secret.as_bytes())));
+        assert!(!shown.contains(&hex::encode(a.root.as_bytes())));
+        assert!(!shown.contains(&hex::encode(a.ratchet.secret.as_bytes())));
         let sending = a.sending.as_ref().unwrap();
-        assert!(!shown.contains(&hex(sending.as_bytes())));
+        assert!(!shown.contains(&hex::encode(sending.as_bytes())));
         for receiver in &a.receivers {
-            assert!(!shown.contains(&hex(receiver.chain.as_bytes())));
+            assert!(!shown.contains(&hex::encode(receiver.chain.as_bytes())));
         }
     }
 }
