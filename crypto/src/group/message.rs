@@ -9,7 +9,7 @@ use crate::consts::{MESSAGE_TYPE_SENDER_KEY, MESSAGE_VERSION, SIGNATURE_LEN, TAG
 use crate::wire::{DecodeError, Reader};
 
 /// A group message, parsed but not yet verified: use its group id and chain id to find
-/// the record, then [`SenderKeyRecord::decrypt`] it.
+/// the record, then [`SenderKeyRecord::decrypt`](super::SenderKeyRecord::decrypt) it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SenderKeyMessage {
     pub(super) group_id: GroupId,

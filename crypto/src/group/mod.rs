@@ -11,9 +11,9 @@
 //!
 //! The sender hands its chain to each member in a [`SenderKeyDistribution`], sent over the
 //! pairwise (Double Ratchet) sessions. A member keeps, per sender and group, a
-//! [`SenderKeyRecord`] of at most [`MAX_SENDER_KEY_CHAINS`] chains. Decryption verifies the
+//! [`SenderKeyRecord`] of at most [`MAX_SENDER_KEY_CHAINS`](crate::consts::MAX_SENDER_KEY_CHAINS) chains. Decryption verifies the
 //! signature (`verify_strict`) before anything else, then derives forward at most
-//! [`MAX_CHAIN_JUMP`] keys, keeps at most [`MAX_SKIPPED_KEYS`] skipped keys per record
+//! [`MAX_CHAIN_JUMP`] keys, keeps at most [`MAX_SKIPPED_KEYS`](crate::consts::MAX_SKIPPED_KEYS) skipped keys per record
 //! (oldest evicted first), refuses replays with [`GroupDecryptError::Duplicate`], and changes
 //! the record only when the message opens.
 //!
@@ -106,7 +106,7 @@ pub enum GroupDecryptError {
     #[error("message is for another group")]
     WrongGroup,
     /// The record holds no chain with the message's chain id: its distribution has not
-    /// arrived yet, or the chain was evicted by [`MAX_SENDER_KEY_CHAINS`] newer ones.
+    /// arrived yet, or the chain was evicted by [`MAX_SENDER_KEY_CHAINS`](crate::consts::MAX_SENDER_KEY_CHAINS) newer ones.
     #[error("no sender-key chain with this id; ask the sender for its distribution")]
     UnknownChain,
     /// The signature does not verify with the chain's key: the message was altered, or was
@@ -123,7 +123,7 @@ pub enum GroupDecryptError {
         first: u32,
     },
     /// The message's key was already used: a replay or duplicate delivery. (A skipped key
-    /// evicted past [`MAX_SKIPPED_KEYS`] also reports this.)
+    /// evicted past [`MAX_SKIPPED_KEYS`](crate::consts::MAX_SKIPPED_KEYS) also reports this.)
     #[error("duplicate message: its key was already used")]
     Duplicate,
     /// The message claims to be further ahead in its chain than [`MAX_CHAIN_JUMP`] allows.
