@@ -12,15 +12,13 @@
 //! may see an upload's progress, write to it or delete it.
 
 use crate::store::AccountId;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{Stream, StreamExt as _};
 use tacit_api::{CreateBlobRequest, CreateBlobResponse, Timestamp};
 use tracing::{debug, info, warn};
 
 use super::{AuthedDevice, Services, now, random_secret};
 use crate::error::ApiError;
-use crate::store::{BLOB_ID_BYTES, BlobRead, BlobRecord, NewBlob, Opened, StoreError};
+use crate::store::{BlobId, BlobRead, BlobRecord, NewBlob, Opened, StoreError};
 
 /// Expired blobs deleted per store round trip while purging.
 const PURGE_BATCH: u32 = 500;
@@ -31,12 +29,8 @@ pub fn max_blob_bytes(max_file_bytes: u64) -> u64 {
 }
 
 /// A blob id from its wire form, or `NotFound` for anything that is not one.
-fn blob_id(text: &str) -> Result<[u8; BLOB_ID_BYTES], ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or(ApiError::NotFound("blob"))
+fn blob_id(text: &str) -> Result<BlobId, ApiError> {
+    BlobId::parse(text).ok_or(ApiError::NotFound("blob"))
 }
 
 /// Out of file descriptors (EMFILE, ENFILE): a temporary condition of the process.
@@ -68,7 +62,7 @@ pub struct UploadStatus {
 
 impl Services {
     /// The record of an unexpired blob that the caller's account uploaded, or `NotFound`.
-    async fn own_blob(&self, caller: &AuthedDevice, id: &[u8]) -> Result<BlobRecord, ApiError> {
+    async fn own_blob(&self, caller: &AuthedDevice, id: BlobId) -> Result<BlobRecord, ApiError> {
         self.store
             .blob(id, now())
             .await?
@@ -94,13 +88,13 @@ impl Services {
             )));
         }
         let secret = random_secret()?;
-        let id = &secret[..BLOB_ID_BYTES];
+        let id = BlobId::from_random(&secret);
         let created_at = now();
         let ttl_ms = i64::try_from(limits.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let expires_at = Timestamp(created_at.0.saturating_add(ttl_ms));
         self.blobs.create_dir().await.map_err(io_error)?;
         let blob = NewBlob {
-            id: id.to_vec(),
+            id,
             owner: caller.mailbox,
             size: req.size,
             created_at,
@@ -123,7 +117,7 @@ impl Services {
         }
         debug!(account = caller.mailbox.account.0, "blob reserved");
         Ok(CreateBlobResponse {
-            blob_id: URL_SAFE_NO_PAD.encode(id),
+            blob_id: id.to_string(),
             expires_at,
         })
     }
@@ -135,13 +129,9 @@ impl Services {
         id: &str,
     ) -> Result<UploadStatus, ApiError> {
         let id = blob_id(id)?;
-        let record = self.own_blob(caller, &id).await?;
+        let record = self.own_blob(caller, id).await?;
         Ok(UploadStatus {
-            offset: self
-                .blobs
-                .offset(&id, record.size)
-                .await
-                .map_err(io_error)?,
+            offset: self.blobs.offset(id, record.size).await.map_err(io_error)?,
             length: record.size,
         })
     }
@@ -172,12 +162,8 @@ impl Services {
                 "another request is uploading this blob; ask for its offset and retry",
             ));
         };
-        let record = self.own_blob(caller, &id).await?;
-        let current = self
-            .blobs
-            .offset(&id, record.size)
-            .await
-            .map_err(io_error)?;
+        let record = self.own_blob(caller, id).await?;
+        let current = self.blobs.offset(id, record.size).await.map_err(io_error)?;
         if offset != current {
             return Err(ApiError::OffsetMismatch(current));
         }
@@ -187,10 +173,10 @@ impl Services {
                 "the body is longer than the {room} bytes the blob has left"
             )));
         }
-        if self.blobs.is_complete(&id).await.map_err(io_error)? {
+        if self.blobs.is_complete(id).await.map_err(io_error)? {
             return Ok(record.size);
         }
-        let mut file = self.blobs.append(&id).await.map_err(io_error)?;
+        let mut file = self.blobs.append(id).await.map_err(io_error)?;
         let mut written = current;
         let mut outcome = Ok(());
         let stall = std::time::Duration::from_secs(self.config.http.body_read_timeout_secs);
@@ -224,7 +210,7 @@ impl Services {
         let complete = written == record.size;
         if !self
             .blobs
-            .finish(&id, file, complete)
+            .finish(id, file, complete)
             .await
             .map_err(io_error)?
         {
@@ -237,8 +223,8 @@ impl Services {
         // The expiry purge or the account's deletion (which work from the records) may
         // have removed the record while this upload wrote: then its files go too, or
         // nothing would ever delete them.
-        if self.store.blob(&id, now()).await?.is_none() {
-            self.blobs.remove(&id).await.map_err(io_error)?;
+        if self.store.blob(id, now()).await?.is_none() {
+            self.blobs.remove(id).await.map_err(io_error)?;
             return Err(ApiError::NotFound("blob"));
         }
         outcome.map(|()| written)
@@ -254,10 +240,10 @@ impl Services {
     ) -> Result<BlobRead, ApiError> {
         let id = blob_id(id)?;
         self.store
-            .blob(&id, now())
+            .blob(id, now())
             .await?
             .ok_or(ApiError::NotFound("blob"))?;
-        match self.blobs.open(&id, start, end).await.map_err(io_error)? {
+        match self.blobs.open(id, start, end).await.map_err(io_error)? {
             Opened::Read(read) => Ok(read),
             Opened::NotFound => Err(ApiError::NotFound("blob")),
             Opened::Unsatisfiable(size) => Err(ApiError::RangeNotSatisfiable(size)),
@@ -273,11 +259,11 @@ impl Services {
             ));
         };
         // An expired blob is gone for every endpoint; the purge removes it.
-        self.own_blob(caller, &id).await?;
-        if !self.store.delete_blob(&id, caller.mailbox.account).await? {
+        self.own_blob(caller, id).await?;
+        if !self.store.delete_blob(id, caller.mailbox.account).await? {
             return Err(ApiError::NotFound("blob"));
         }
-        self.blobs.remove(&id).await.map_err(io_error)?;
+        self.blobs.remove(id).await.map_err(io_error)?;
         debug!(account = caller.mailbox.account.0, "blob deleted");
         Ok(())
     }
@@ -290,7 +276,7 @@ impl Services {
         loop {
             let ids = self.store.expired_blobs(now, PURGE_BATCH).await?;
             for id in &ids {
-                self.blobs.remove(id).await.map_err(StoreError::BlobFile)?;
+                self.blobs.remove(*id).await.map_err(StoreError::BlobFile)?;
             }
             self.store.delete_blob_records(&ids).await?;
             purged += ids.len();
@@ -304,7 +290,7 @@ impl Services {
     pub(crate) async fn delete_account_blobs(&self, account: AccountId) -> Result<(), ApiError> {
         let ids = self.store.delete_account_blobs(account).await?;
         for id in &ids {
-            if let Err(e) = self.blobs.remove(id).await {
+            if let Err(e) = self.blobs.remove(*id).await {
                 // The record is gone; the file would linger until someone removes it.
                 warn!(error = %e, "could not delete a blob file of a deleted account");
             }

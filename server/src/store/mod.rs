@@ -28,8 +28,8 @@ mod sql;
 mod sqlite;
 
 pub use backend::{Backend, Param, Value};
-pub use blobs::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard};
-pub use ids::{AccountId, CHANNEL_ID_BYTES, ChannelId, SecretHash};
+pub use blobs::{Appender, BlobFiles, BlobRead, Opened, WriteGuard};
+pub use ids::{AccountId, BLOB_ID_BYTES, BlobId, CHANNEL_ID_BYTES, ChannelId, SecretHash};
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
@@ -319,8 +319,8 @@ pub struct BatchOutcome {
 /// A blob to reserve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBlob {
-    /// 16 random bytes.
-    pub id: Vec<u8>,
+    /// Its random id.
+    pub id: BlobId,
     /// The uploading device.
     pub owner: Mailbox,
     /// The exact size, in bytes.
@@ -486,15 +486,15 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::QuotaExceeded`]. Concurrent reservations of one account are serialized.
     async fn create_blob(&self, blob: &NewBlob, quota: u64) -> Result<(), StoreError>;
     /// An unexpired blob's record.
-    async fn blob(&self, id: &[u8], now: Timestamp) -> Result<Option<BlobRecord>, StoreError>;
+    async fn blob(&self, id: BlobId, now: Timestamp) -> Result<Option<BlobRecord>, StoreError>;
     /// Delete a blob's record if `account` uploaded it. Returns whether it did.
-    async fn delete_blob(&self, id: &[u8], account: AccountId) -> Result<bool, StoreError>;
+    async fn delete_blob(&self, id: BlobId, account: AccountId) -> Result<bool, StoreError>;
     /// Ids of up to `limit` blobs expired at `now` (their files go first, then the rows).
-    async fn expired_blobs(&self, now: Timestamp, limit: u32) -> Result<Vec<Vec<u8>>, StoreError>;
+    async fn expired_blobs(&self, now: Timestamp, limit: u32) -> Result<Vec<BlobId>, StoreError>;
     /// Delete the records of these blobs (whoever uploaded them).
-    async fn delete_blob_records(&self, ids: &[Vec<u8>]) -> Result<(), StoreError>;
+    async fn delete_blob_records(&self, ids: &[BlobId]) -> Result<(), StoreError>;
     /// Delete every blob record of an account; returns their ids (to delete the files).
-    async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError>;
+    async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<BlobId>, StoreError>;
     /// Rewrite one small row and commit: succeeds only when writes do (room on the disk,
     /// a database that takes writes).
     async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError>;

@@ -5,8 +5,7 @@
 //! `provisioning`), each an `impl<B: Backend> SqlStore<B>` block of ordinary functions; the
 //! [`Store`] implementation at the bottom of this file only delegates to them.
 
-use crate::store::AccountId;
-use crate::store::ChannelId;
+use crate::store::{AccountId, BlobId, ChannelId};
 use async_trait::async_trait;
 use sqlx::Pool;
 use tacit_api::{DeviceId, Envelope, PrekeyBundle, PrekeyCount, Timestamp, UploadKeysRequest};
@@ -363,23 +362,23 @@ where
         Self::create_blob(self, blob, quota).await
     }
 
-    async fn blob(&self, id: &[u8], now: Timestamp) -> Result<Option<BlobRecord>, StoreError> {
+    async fn blob(&self, id: BlobId, now: Timestamp) -> Result<Option<BlobRecord>, StoreError> {
         Self::blob(self, id, now).await
     }
 
-    async fn delete_blob(&self, id: &[u8], account: AccountId) -> Result<bool, StoreError> {
+    async fn delete_blob(&self, id: BlobId, account: AccountId) -> Result<bool, StoreError> {
         Self::delete_blob(self, id, account).await
     }
 
-    async fn expired_blobs(&self, now: Timestamp, limit: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn expired_blobs(&self, now: Timestamp, limit: u32) -> Result<Vec<BlobId>, StoreError> {
         Self::expired_blobs(self, now, limit).await
     }
 
-    async fn delete_blob_records(&self, ids: &[Vec<u8>]) -> Result<(), StoreError> {
+    async fn delete_blob_records(&self, ids: &[BlobId]) -> Result<(), StoreError> {
         Self::delete_blob_records(self, ids).await
     }
 
-    async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<BlobId>, StoreError> {
         Self::delete_account_blobs(self, account).await
     }
 

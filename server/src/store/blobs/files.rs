@@ -11,26 +11,23 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
-/// Length of a blob id in bytes.
-pub const BLOB_ID_BYTES: usize = 16;
+use crate::store::BlobId;
 
 /// The blob directory and the uploads under way in this process.
 #[derive(Debug)]
 pub struct BlobFiles {
     dir: PathBuf,
     /// Blobs a `PATCH` is writing right now: a second writer is refused, not interleaved.
-    writing: Mutex<HashSet<[u8; BLOB_ID_BYTES]>>,
+    writing: Mutex<HashSet<BlobId>>,
 }
 
 /// Marks a blob as being written until dropped.
 #[derive(Debug)]
 pub struct WriteGuard<'a> {
     files: &'a BlobFiles,
-    id: [u8; BLOB_ID_BYTES],
+    id: BlobId,
 }
 
 impl Drop for WriteGuard<'_> {
@@ -86,7 +83,7 @@ impl BlobFiles {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; BLOB_ID_BYTES]>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<BlobId>> {
         self.writing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -105,29 +102,28 @@ impl BlobFiles {
     ///
     /// The set's lock is released before a guard can exist: a guard dropped while the lock
     /// is held would take it again on the same thread (a deadlock of the whole server).
-    pub fn try_write(&self, id: [u8; BLOB_ID_BYTES]) -> Option<WriteGuard<'_>> {
+    pub fn try_write(&self, id: BlobId) -> Option<WriteGuard<'_>> {
         let inserted = self.lock().insert(id);
         inserted.then(|| WriteGuard { files: self, id })
     }
 
     /// The complete blob's path.
-    fn complete(&self, id: &[u8]) -> PathBuf {
-        self.dir.join(URL_SAFE_NO_PAD.encode(id))
+    fn complete(&self, id: BlobId) -> PathBuf {
+        self.dir.join(id.to_string())
     }
 
     /// The partial upload's path.
-    fn partial(&self, id: &[u8]) -> PathBuf {
-        self.dir
-            .join(format!("{}.part", URL_SAFE_NO_PAD.encode(id)))
+    fn partial(&self, id: BlobId) -> PathBuf {
+        self.dir.join(format!("{id}.part"))
     }
 
     /// Whether the blob is complete.
-    pub async fn is_complete(&self, id: &[u8]) -> std::io::Result<bool> {
+    pub async fn is_complete(&self, id: BlobId) -> std::io::Result<bool> {
         exists(&self.complete(id)).await
     }
 
     /// How many bytes of the blob the server holds: all of them once complete.
-    pub async fn offset(&self, id: &[u8], size: u64) -> std::io::Result<u64> {
+    pub async fn offset(&self, id: BlobId, size: u64) -> std::io::Result<u64> {
         if exists(&self.complete(id)).await? {
             return Ok(size);
         }
@@ -139,7 +135,7 @@ impl BlobFiles {
     }
 
     /// Open the partial upload for appending (creating it, mode 0600).
-    pub async fn append(&self, id: &[u8]) -> std::io::Result<Appender> {
+    pub async fn append(&self, id: BlobId) -> std::io::Result<Appender> {
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -154,7 +150,7 @@ impl BlobFiles {
     /// partial file was purged (expired) while it was being written.
     pub async fn finish(
         &self,
-        id: &[u8],
+        id: BlobId,
         appender: Appender,
         complete: bool,
     ) -> std::io::Result<bool> {
@@ -179,7 +175,7 @@ impl BlobFiles {
 
     /// Open a complete blob from byte `start` up to and including `end` (the blob's last
     /// byte if `None` or past it).
-    pub async fn open(&self, id: &[u8], start: u64, end: Option<u64>) -> std::io::Result<Opened> {
+    pub async fn open(&self, id: BlobId, start: u64, end: Option<u64>) -> std::io::Result<Opened> {
         let mut file = match tokio::fs::File::open(self.complete(id)).await {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::NotFound),
@@ -204,7 +200,7 @@ impl BlobFiles {
     }
 
     /// Deletes both files of a blob (whichever exist).
-    pub async fn remove(&self, id: &[u8]) -> std::io::Result<()> {
+    pub async fn remove(&self, id: BlobId) -> std::io::Result<()> {
         for path in [self.partial(id), self.complete(id)] {
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}

@@ -3,12 +3,12 @@
 
 mod files;
 
-pub use files::{Appender, BLOB_ID_BYTES, BlobFiles, BlobRead, Opened, WriteGuard};
+pub use files::{Appender, BlobFiles, BlobRead, Opened, WriteGuard};
 
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{BlobRecord, NewBlob, StoreError};
-use crate::store::AccountId;
+use crate::store::{AccountId, BlobId};
 
 impl<B> SqlStore<B>
 where
@@ -56,7 +56,7 @@ where
             "INSERT INTO blobs (id, account_id, device_id, size, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(blob.id.as_slice())
+        .bind(blob.id.as_bytes())
         .bind(blob.owner.account)
         .bind(i64::from(blob.owner.device.0))
         .bind(size)
@@ -70,14 +70,14 @@ where
 
     pub(super) async fn blob(
         &self,
-        id: &[u8],
+        id: BlobId,
         now: tacit_api::Timestamp,
     ) -> Result<Option<BlobRecord>, StoreError> {
         let row: Option<(i64, i64, i64)> = sqlx::query_as(
             "SELECT account_id, size, expires_at FROM blobs \
              WHERE id = $1 AND expires_at > $2",
         )
-        .bind(id)
+        .bind(id.as_bytes())
         .bind(now.0)
         .fetch_optional(&self.read)
         .await?;
@@ -93,11 +93,11 @@ where
 
     pub(super) async fn delete_blob(
         &self,
-        id: &[u8],
+        id: BlobId,
         account: AccountId,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM blobs WHERE id = $1 AND account_id = $2")
-            .bind(id)
+            .bind(id.as_bytes())
             .bind(account)
             .execute(&self.write)
             .await?;
@@ -108,21 +108,22 @@ where
         &self,
         now: tacit_api::Timestamp,
         limit: u32,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<Vec<BlobId>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
             "SELECT id FROM blobs WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
         )
         .bind(now.0)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
-        .await?)
+        .await?;
+        rows.into_iter().map(BlobId::from_row).collect()
     }
 
-    pub(super) async fn delete_blob_records(&self, ids: &[Vec<u8>]) -> Result<(), StoreError> {
+    pub(super) async fn delete_blob_records(&self, ids: &[BlobId]) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
         for id in ids {
             sqlx::query("DELETE FROM blobs WHERE id = $1")
-                .bind(id.as_slice())
+                .bind(id.as_bytes())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -133,12 +134,12 @@ where
     pub(super) async fn delete_account_blobs(
         &self,
         account: AccountId,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(
+    ) -> Result<Vec<BlobId>, StoreError> {
+        let rows: Vec<Vec<u8>> =
             sqlx::query_scalar("DELETE FROM blobs WHERE account_id = $1 RETURNING id")
                 .bind(account)
                 .fetch_all(&self.write)
-                .await?,
-        )
+                .await?;
+        rows.into_iter().map(BlobId::from_row).collect()
     }
 }
