@@ -31,3 +31,8 @@ pub use store::{
     StoredFile, StoredMessage, StoredSession,
 };
 pub use transport::{BlobDownload, ConnectProblem, Socket, Transport, TransportError, Trust};
+
+/// The identifiers an app meets in the SDK's types: a device's number within its account
+/// (from the wire types) and a group's id (from the protocol core).
+pub use tacit_api::DeviceId;
+pub use tacit_crypto::GroupId;

@@ -510,7 +510,7 @@ impl Transport {
     }
 
     /// `DELETE /v1/devices/{id}`: remove a device of the account.
-    pub async fn remove_device(&self, device: u32) -> Result<(), TransportError> {
+    pub async fn remove_device(&self, device: api::DeviceId) -> Result<(), TransportError> {
         let id = device.to_string();
         self.call::<(), serde_json::Value>(Method::DELETE, &["v1", "devices", &id], None)
             .await

@@ -195,14 +195,14 @@ async fn a_member_device_reported_stale_makes_the_sender_rotate_its_chain() {
     assert!(
         last.recipients
             .iter()
-            .all(|r| !r.device_ids.contains(&api::DeviceId(laptop.device_id()))),
+            .all(|r| !r.device_ids.contains(&laptop.device_id())),
         "the removed device is still addressed"
     );
     // The laptop still holds everything it had; it cannot open "two".
     let envelope = api::Envelope {
         id: 1,
         sender: "alice".into(),
-        sender_device: api::DeviceId(alice.device_id()),
+        sender_device: alice.device_id(),
         server_timestamp: api::Timestamp(0),
         ciphertext: last.ciphertext.clone(),
     };
@@ -535,14 +535,18 @@ async fn team_with_two_admins(w: &World) -> (Client, Vec<Client>, tacit_sdk::Gro
         client.receive().await.unwrap();
     }
     alice
-        .promote_members(&info.id, &["bob".to_owned()])
+        .promote_members(&info.id.to_string(), &["bob".to_owned()])
         .await
         .unwrap();
     for client in &mut others {
         client.receive().await.unwrap();
     }
     assert_eq!(
-        others[0].find_group(&info.id).await.unwrap().admins,
+        others[0]
+            .find_group(&info.id.to_string())
+            .await
+            .unwrap()
+            .admins,
         ["alice", "bob"].map(String::from).into()
     );
     (alice, others, info)
@@ -583,10 +587,10 @@ async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
     };
     // At once: neither has seen the other's change.
     alice
-        .remove_members(&info.id, &["dave".to_owned()])
+        .remove_members(&info.id.to_string(), &["dave".to_owned()])
         .await
         .unwrap();
-    bob.remove_members(&info.id, &["erin".to_owned()])
+    bob.remove_members(&info.id.to_string(), &["erin".to_owned()])
         .await
         .unwrap();
 
@@ -603,11 +607,11 @@ async fn concurrent_admin_changes_converge_whatever_order_the_relay_delivers() {
     }
     let agreed = (names(&["alice", "bob", "carol"]), names(&["alice", "bob"]));
     for client in [&alice, &*bob, &*carol] {
-        let group = client.find_group(&info.id).await.unwrap();
+        let group = client.find_group(&info.id.to_string()).await.unwrap();
         assert_eq!(roster(group), agreed, "{}", client.username());
     }
     for removed in [&*dave, &*erin] {
-        assert!(removed.find_group(&info.id).await.is_err());
+        assert!(removed.find_group(&info.id.to_string()).await.is_err());
     }
 }
 
@@ -624,10 +628,10 @@ async fn a_change_by_an_admin_removed_concurrently_is_superseded_everywhere_or_n
         unreachable!()
     };
     alice
-        .remove_members(&info.id, &["bob".to_owned()])
+        .remove_members(&info.id.to_string(), &["bob".to_owned()])
         .await
         .unwrap();
-    bob.remove_members(&info.id, &["erin".to_owned()])
+    bob.remove_members(&info.id.to_string(), &["erin".to_owned()])
         .await
         .unwrap();
 
@@ -649,20 +653,35 @@ async fn a_change_by_an_admin_removed_concurrently_is_superseded_everywhere_or_n
         "{dave_events:?}"
     );
 
-    let agreed = roster(alice.find_group(&info.id).await.unwrap());
-    assert_eq!(roster(carol.find_group(&info.id).await.unwrap()), agreed);
-    assert_eq!(roster(dave.find_group(&info.id).await.unwrap()), agreed);
-    assert!(bob.find_group(&info.id).await.is_err(), "Bob was removed");
+    let agreed = roster(alice.find_group(&info.id.to_string()).await.unwrap());
+    assert_eq!(
+        roster(carol.find_group(&info.id.to_string()).await.unwrap()),
+        agreed
+    );
+    assert_eq!(
+        roster(dave.find_group(&info.id.to_string()).await.unwrap()),
+        agreed
+    );
+    assert!(
+        bob.find_group(&info.id.to_string()).await.is_err(),
+        "Bob was removed"
+    );
     let (members, admins) = &agreed;
     assert_eq!(admins, &names(&["alice"]));
     let said = |events: &[tacit_sdk::Incoming]| format!("{events:?}").contains("superseded");
     if members.contains("erin") {
-        assert_eq!(roster(erin.find_group(&info.id).await.unwrap()), agreed);
+        assert_eq!(
+            roster(erin.find_group(&info.id.to_string()).await.unwrap()),
+            agreed
+        );
         assert_eq!(members, &names(&["alice", "carol", "dave", "erin"]));
         assert!(said(&carol_events), "Carol is told Bob's change was undone");
         assert!(!failures(&dave_events).is_empty() && said(&dave_events));
     } else {
-        assert!(erin.find_group(&info.id).await.is_err(), "Erin was removed");
+        assert!(
+            erin.find_group(&info.id.to_string()).await.is_err(),
+            "Erin was removed"
+        );
         assert_eq!(members, &names(&["alice", "carol", "dave"]));
         assert!(!said(&carol_events) && !said(&dave_events) && !said(&erin_events));
     }
@@ -694,7 +713,10 @@ async fn a_backdated_envelope_shows_the_senders_time() {
     bob.receive().await.unwrap();
     let before = now_ms();
     alice.send("bob", "fetched").await.unwrap();
-    alice.send_group(&group.id, "in the group").await.unwrap();
+    alice
+        .send_group(&group.id.to_string(), "in the group")
+        .await
+        .unwrap();
     w.relay.lie(|lies| lies.envelope_time = Some(0));
     let mut events = bob.receive().await.unwrap();
     let mut socket = bob.connect().await.unwrap();
@@ -742,7 +764,7 @@ async fn a_backdated_envelope_shows_the_senders_time() {
         .unwrap();
     let group_history = bob
         .store()
-        .history(&Client::group_history_key(&group).unwrap())
+        .history(&Client::group_history_key(&group))
         .await
         .unwrap();
     for message in history.iter().chain(&group_history) {

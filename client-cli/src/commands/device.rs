@@ -15,7 +15,7 @@ use crate::output::json_line;
 #[derive(Serialize)]
 struct DeviceLine<'a> {
     created_at: i64,
-    id: u32,
+    id: tacit_sdk::DeviceId,
     name: Option<&'a str>,
     this_device: bool,
 }
@@ -42,7 +42,7 @@ pub(super) async fn device(home: &Home, command: DeviceCommand) -> Result<()> {
         DeviceCommand::List { json } => {
             let client = home.open().await?;
             for device in client.devices().await? {
-                let id = device.device_id.0;
+                let id = device.device_id;
                 let this = id == client.device_id();
                 if json {
                     json_line(&DeviceLine {
@@ -61,7 +61,10 @@ pub(super) async fn device(home: &Home, command: DeviceCommand) -> Result<()> {
             }
         }
         DeviceCommand::Remove { id } => {
-            home.open().await?.remove_device(id).await?;
+            home.open()
+                .await?
+                .remove_device(tacit_sdk::DeviceId(id))
+                .await?;
             println!("removed device {id}");
         }
     }

@@ -21,7 +21,7 @@ fn describe(info: &GroupInfo) -> String {
     format!(
         "{} ({}): {}",
         info.name,
-        &info.id[..8],
+        &info.id.to_string()[..8],
         info.members
             .iter()
             .map(|m| if info.admins.contains(m) {

@@ -10,7 +10,7 @@ use crate::output::json_line;
 /// One message of a history as a JSON line (keys in alphabetical order, as always).
 #[derive(Serialize)]
 struct HistoryLine<'a> {
-    device: u32,
+    device: tacit_sdk::DeviceId,
     from: &'a str,
     /// Group histories only: the group's name.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,7 +31,7 @@ pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<(
         client.find_group(username).await.ok()
     };
     if let Some(group) = group {
-        let key = Client::group_history_key(&group)?;
+        let key = Client::group_history_key(&group);
         for message in client.store().history(&key).await? {
             let text = String::from_utf8_lossy(&message.body);
             let from = message.sender.as_deref().unwrap_or("?");

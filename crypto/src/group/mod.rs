@@ -161,9 +161,50 @@ impl GroupId {
     }
 }
 
+impl GroupId {
+    /// The id its one spelling names: exactly 32 lowercase hex digits (so that one group
+    /// can never be kept under two names); `None` for anything else.
+    #[must_use]
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 2 * GROUP_ID_LEN
+            || !text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let mut id = [0u8; GROUP_ID_LEN];
+        hex::decode_to_slice(text, &mut id).ok()?;
+        Some(Self(id))
+    }
+}
+
 impl fmt::Debug for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "GroupId({})", hex::encode(self.0))
+    }
+}
+
+/// Its one spelling: 32 lowercase hex digits.
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// As its [`Display`](fmt::Display) spelling, a JSON string.
+impl serde::Serialize for GroupId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Only from its one spelling ([`GroupId::from_hex`]).
+impl<'de> serde::Deserialize<'de> for GroupId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("a group id is 32 lowercase hex digits"))
     }
 }
 
@@ -206,6 +247,28 @@ mod tests {
     use crate::test_rng;
     use rand::rngs::StdRng;
     use zeroize::Zeroizing;
+
+    #[test]
+    fn a_group_id_has_one_spelling() {
+        const GROUP: &str = "00112233445566778899aabbccddeeff";
+        let id = GroupId::from_hex(GROUP).expect("its spelling");
+        assert_eq!(id.to_string(), GROUP);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{GROUP}\""));
+        assert_eq!(serde_json::from_str::<GroupId>(&json).unwrap(), id);
+        for other in [
+            GROUP.to_uppercase(),
+            "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f".to_owned(),
+            format!("{GROUP}00"),
+            GROUP[..30].to_owned(),
+            format!(" {}", &GROUP[1..]),
+            "é".repeat(16),
+        ] {
+            assert_eq!(GroupId::from_hex(&other), None, "{other:?} was accepted");
+            let json = serde_json::to_string(&other).unwrap();
+            assert!(serde_json::from_str::<GroupId>(&json).is_err(), "{other:?}");
+        }
+    }
 
     fn setup(rng: &mut StdRng) -> (SenderKeyState, SenderKeyRecord) {
         let group = GroupId::generate(rng);

@@ -66,7 +66,7 @@ pub enum ClientError {
     #[error(
         "device {0} of your account has a different identity key; if you did not link it, remove it with `device remove {0}`"
     )]
-    ForeignDevice(u32),
+    ForeignDevice(DeviceId),
     /// Device linking failed.
     #[error("device link failed: {0}")]
     Link(#[from] LinkError),

@@ -105,7 +105,7 @@ impl Client {
                 keys,
             })
             .await?;
-        account.device = added.device_id.0;
+        account.device = added.device_id;
         account.credential = added.credential.to_string();
         store
             .put_secret("identity", &identity.to_secret_bytes())

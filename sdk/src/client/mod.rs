@@ -59,6 +59,7 @@ use crate::store::{
 };
 use crate::transport::{Socket, Transport, TransportError};
 use tacit_api::DeviceId;
+use tacit_crypto::GroupId;
 
 /// One-time prekeys of each kind uploaded at registration and kept in stock after.
 pub const PREKEY_BATCH: u32 = 50;
@@ -72,7 +73,7 @@ const SEND_ATTEMPTS: usize = 4;
 struct AccountRecord {
     server: String,
     username: String,
-    device: u32,
+    device: DeviceId,
     credential: String,
     next_one_time_id: u32,
     next_kem_id: u32,
@@ -142,7 +143,7 @@ pub struct Incoming {
     /// The sending user.
     pub sender: String,
     /// The sending device.
-    pub sender_device: u32,
+    pub sender_device: DeviceId,
     /// When the sender says it sent this (its own clock, from inside the encrypted message),
     /// milliseconds since the Unix epoch. For what carries no such time (a receipt, a group
     /// update, a message that failed, a message from a client before sender times), the
@@ -182,7 +183,7 @@ pub enum IncomingKind {
         /// The group's name.
         group: String,
         /// The group's id.
-        group_id: String,
+        group_id: GroupId,
         /// The text.
         text: String,
         /// The sender's id of the message.
@@ -213,7 +214,7 @@ pub enum IncomingKind {
         /// The group's name.
         group: String,
         /// The group's id.
-        group_id: String,
+        group_id: GroupId,
         /// What kind of change.
         change: GroupChange,
         /// A sentence for the user.
@@ -271,7 +272,7 @@ impl AccountRecord {
         Self {
             server: server.to_owned(),
             username: username.to_owned(),
-            device: 0,
+            device: DeviceId(0),
             credential: String::new(),
             next_one_time_id: 1,
             next_kem_id: 2,
@@ -310,7 +311,7 @@ pub(crate) async fn offline_client(dir: &Path, username: &str) -> Client {
     let transport =
         Transport::new("http://127.0.0.1:9", &crate::transport::Trust::SystemRoots).unwrap();
     let mut account = AccountRecord::new(transport.base_url(), username);
-    account.device = 1;
+    account.device = DeviceId(1);
     Client {
         store,
         transport,
@@ -345,8 +346,8 @@ mod tests {
                 one_time_prekey: None,
                 kem_prekey: kem.public().clone(),
             };
-            let local = Client::address("alice", 1).unwrap();
-            let remote = Client::address("bob", 1).unwrap();
+            let local = Client::address("alice", DeviceId(1)).unwrap();
+            let remote = Client::address("bob", DeviceId(1)).unwrap();
             let session =
                 Session::initiate(&mut rng, &alice.identity, &local, &remote, &bundle).unwrap();
             alice
@@ -356,7 +357,13 @@ mod tests {
                 .unwrap();
             alice
                 .store
-                .save_session("bob", 1, session.base_key(), &session.to_bytes(), true)
+                .save_session(
+                    "bob",
+                    DeviceId(1),
+                    session.base_key(),
+                    &session.to_bytes(),
+                    true,
+                )
                 .await
                 .unwrap();
             Self {
@@ -385,8 +392,8 @@ mod tests {
                 one_time_prekey: None,
                 kem_prekey: &self.kem,
             };
-            let local = Client::address("bob", 1).unwrap();
-            let remote = Client::address(alice.username(), 1).unwrap();
+            let local = Client::address("bob", DeviceId(1)).unwrap();
+            let remote = Client::address(alice.username(), DeviceId(1)).unwrap();
             let (session, plaintext) = Session::accept(&mut rng, keys, &local, &remote, first)
                 .map_err(|e| e.to_string())?;
             self.session = Some(session);
@@ -404,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let alice = offline_client(dir.path(), "alice").await;
         let mut bob = Bob::with_session_from(&alice).await;
-        let devices = BTreeSet::from([1]);
+        let devices = BTreeSet::from([DeviceId(1)]);
         let sends = (0..SENDS).map(|i| {
             let (alice, devices) = (&alice, &devices);
             async move {
@@ -437,7 +444,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let alice = offline_client(dir.path(), "alice").await;
         let mut bob = Bob::with_session_from(&alice).await;
-        let devices = BTreeSet::from([1]);
+        let devices = BTreeSet::from([DeviceId(1)]);
         let first = alice.encrypt_for("bob", &devices, b"one").await.unwrap();
         let older = alice.store.raw_session_row("bob", 1).await;
         let second = alice.encrypt_for("bob", &devices, b"two").await.unwrap();

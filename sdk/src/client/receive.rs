@@ -117,7 +117,7 @@ impl Client {
         envelope: &api::Envelope,
     ) -> Result<Option<Incoming>, ClientError> {
         let sender = envelope.sender.clone();
-        let device = envelope.sender_device.0;
+        let device = envelope.sender_device;
         let incoming = |kind| Incoming {
             sender: sender.clone(),
             sender_device: device,
@@ -145,7 +145,7 @@ impl Client {
         envelope: &api::Envelope,
     ) -> Result<Option<Incoming>, ClientError> {
         let sender = envelope.sender.clone();
-        let device = envelope.sender_device.0;
+        let device = envelope.sender_device;
         let incoming = |kind| Incoming {
             sender: sender.clone(),
             sender_device: device,
@@ -243,7 +243,7 @@ impl Client {
     pub(super) async fn decrypt(
         &mut self,
         sender: &str,
-        device: u32,
+        device: DeviceId,
         bytes: &[u8],
     ) -> Result<Vec<u8>, Failure> {
         let message = Message::from_bytes(bytes)
@@ -254,7 +254,7 @@ impl Client {
             opened,
             stored,
             last_error,
-        } = sessions::decrypt_stored(&self.store, sender, api::DeviceId(device), &message)
+        } = sessions::decrypt_stored(&self.store, sender, device, &message)
             .await
             .map_err(|e| Failure::Local(e.into()))?;
         match opened {
@@ -323,7 +323,7 @@ impl Client {
         sessions::save_accepted(
             &self.store,
             sender,
-            api::DeviceId(device),
+            device,
             &session,
             one_time.as_ref(),
             &kem,

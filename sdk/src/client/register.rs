@@ -66,7 +66,7 @@ impl Client {
                 keys,
             })
             .await?;
-        account.device = response.device_id.0;
+        account.device = response.device_id;
         account.credential = response.credential.to_string();
         store
             .put_secret("identity", &identity.to_secret_bytes())
@@ -112,7 +112,7 @@ impl Client {
     }
 
     /// This device's id.
-    pub fn device_id(&self) -> u32 {
+    pub fn device_id(&self) -> DeviceId {
         self.account.device
     }
 
@@ -272,7 +272,7 @@ impl Client {
     }
 
     /// Removes another device of our account: its credential stops working at once.
-    pub async fn remove_device(&self, device: u32) -> Result<(), ClientError> {
+    pub async fn remove_device(&self, device: DeviceId) -> Result<(), ClientError> {
         if device == self.account.device {
             return Err(LinkError::RemoveThisDevice.into());
         }

@@ -97,7 +97,7 @@ impl Client {
                     // is refused before any of the answer is used.
                     for address in mismatch.missing.iter().chain(&mismatch.stale) {
                         let named = &address.username;
-                        let device = address.device_id.0;
+                        let device = address.device_id;
                         if *named != me && named != username {
                             return Err(ServerClaim::DeviceOfStranger {
                                 named: named.clone(),
@@ -116,7 +116,7 @@ impl Client {
                         } else {
                             &mut theirs
                         };
-                        set.remove(&address.device_id.0);
+                        set.remove(&address.device_id);
                     }
                     // A new device gets a session from a claimed bundle, whose identity is
                     // checked against the pin (or the account identity) in `sessions_for`.
@@ -126,7 +126,7 @@ impl Client {
                         } else {
                             &mut theirs
                         };
-                        set.insert(address.device_id.0);
+                        set.insert(address.device_id);
                     }
                 }
                 Err(other) => return Err(other.into()),

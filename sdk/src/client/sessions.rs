@@ -3,8 +3,8 @@
 use super::*;
 
 impl Client {
-    pub(super) fn address(username: &str, device: u32) -> Result<Address, ClientError> {
-        Ok(Address::new(username, device).map_err(Inconsistent::from)?)
+    pub(super) fn address(username: &str, device: DeviceId) -> Result<Address, ClientError> {
+        Ok(Address::new(username, device.0).map_err(Inconsistent::from)?)
     }
 
     /// Checks `identity` against the pin for `username`, pinning it on first use. A device
@@ -12,7 +12,7 @@ impl Client {
     pub(super) async fn check_identity(
         &self,
         username: &str,
-        device: u32,
+        device: DeviceId,
         identity: &IdentityKey,
     ) -> Result<(), ClientError> {
         if self.identity_unpinned(username, device, identity).await? {
@@ -28,7 +28,7 @@ impl Client {
     pub(super) async fn identity_unpinned(
         &self,
         username: &str,
-        device: u32,
+        device: DeviceId,
         identity: &IdentityKey,
     ) -> Result<bool, ClientError> {
         let encoded = identity.to_bytes();
@@ -59,7 +59,7 @@ impl Client {
     pub(super) async fn checked_devices(
         &self,
         username: &str,
-    ) -> Result<BTreeSet<u32>, ClientError> {
+    ) -> Result<BTreeSet<DeviceId>, ClientError> {
         let list = if username == self.account.username {
             self.transport.own_devices().await?
         } else {
@@ -79,7 +79,7 @@ impl Client {
         }
         let mut devices = BTreeSet::new();
         for device in list.devices {
-            let id = device.device_id.0;
+            let id = device.device_id;
             if username == self.account.username && id == self.account.device {
                 continue;
             }
@@ -95,7 +95,7 @@ impl Client {
     pub(super) async fn active_session(
         &self,
         username: &str,
-        device: u32,
+        device: DeviceId,
     ) -> Result<Option<Session>, ClientError> {
         let sessions = self.store.sessions(username, device).await?;
         match sessions.into_iter().find(|s| s.active) {
@@ -110,8 +110,8 @@ impl Client {
     pub(super) async fn sessions_for(
         &self,
         username: &str,
-        devices: &BTreeSet<u32>,
-    ) -> Result<Vec<(u32, SessionFor)>, ClientError> {
+        devices: &BTreeSet<DeviceId>,
+    ) -> Result<Vec<(DeviceId, SessionFor)>, ClientError> {
         let mut sessions = Vec::new();
         let mut missing = Vec::new();
         for &device in devices {
@@ -121,7 +121,7 @@ impl Client {
                         .await?;
                     sessions.push((device, SessionFor::Stored(*session.base_key())));
                 }
-                None => missing.push(api::DeviceId(device)),
+                None => missing.push(device),
             }
         }
         if missing.is_empty() {
@@ -147,8 +147,8 @@ impl Client {
         let mut rng = rng();
         let mut claimed = BTreeSet::new();
         for bundle in &bundles.bundles {
-            let device = bundle.device_id.0;
-            if !missing.contains(&api::DeviceId(device)) || !claimed.insert(device) {
+            let device = bundle.device_id;
+            if !missing.contains(&device) || !claimed.insert(device) {
                 return Err(ServerClaim::UnaskedBundle {
                     username: username.to_owned(),
                     device: bundle.device_id,
@@ -156,11 +156,11 @@ impl Client {
                 .into());
             }
             let parsed = parse_bundle(username, bundle)?;
-            self.check_identity(username, bundle.device_id.0, &parsed.identity)
+            self.check_identity(username, bundle.device_id, &parsed.identity)
                 .await?;
-            let remote = Self::address(username, bundle.device_id.0)?;
+            let remote = Self::address(username, bundle.device_id)?;
             let session = Session::initiate(&mut rng, &self.identity, &local, &remote, &parsed)?;
-            sessions.push((bundle.device_id.0, SessionFor::New(Box::new(session))));
+            sessions.push((bundle.device_id, SessionFor::New(Box::new(session))));
         }
         Ok(sessions)
     }
@@ -170,7 +170,7 @@ impl Client {
     pub(super) async fn encrypt_for(
         &self,
         username: &str,
-        devices: &BTreeSet<u32>,
+        devices: &BTreeSet<DeviceId>,
         plaintext: &[u8],
     ) -> Result<Vec<api::DeviceCiphertext>, ClientError> {
         let mut out = Vec::with_capacity(devices.len());
@@ -179,14 +179,7 @@ impl Client {
                 // A stored session: loaded again, used and saved in one store transaction,
                 // so no other writer can encrypt under the state it was loaded in.
                 SessionFor::Stored(checked) => {
-                    encrypt_with_active(
-                        &self.store,
-                        username,
-                        DeviceId(device),
-                        &checked,
-                        plaintext,
-                    )
-                    .await?
+                    encrypt_with_active(&self.store, username, device, &checked, plaintext).await?
                 }
                 // A new session from a bundle: its keys are its own.
                 SessionFor::New(mut session) => {
@@ -204,7 +197,7 @@ impl Client {
                 }
             };
             out.push(api::DeviceCiphertext {
-                device_id: api::DeviceId(device),
+                device_id: device,
                 ciphertext: api::Ciphertext(ciphertext.into()),
             });
         }

@@ -26,6 +26,7 @@
 //! [`SenderKeyStore`]), `memory` (an in-memory store with the same traits, for an ephemeral
 //! client and for unit tests of those rules).
 
+use tacit_api::DeviceId;
 use tacit_crypto::GroupId;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -245,7 +246,7 @@ pub struct StoredMessage {
     /// Whether we sent it.
     pub outgoing: bool,
     /// The device that sent it.
-    pub sender_device: u32,
+    pub sender_device: DeviceId,
     /// When the sender says it sent it (its own clock, from inside the encrypted message),
     /// in milliseconds since the Unix epoch; for a message from a client before sender
     /// times, the server's time (only the server's claim).
@@ -305,7 +306,7 @@ pub struct NewFile<'a> {
     /// Whether we sent it.
     pub outgoing: bool,
     /// The device that sent it.
-    pub sender_device: u32,
+    pub sender_device: DeviceId,
     /// When the message says it was sent (see [`StoredMessage::sent_at`]).
     pub sent_at: i64,
     /// The descriptor the message carried (serialized; it is sealed before it is stored).
@@ -326,7 +327,7 @@ pub struct StoredFile {
     /// Whether we sent it.
     pub outgoing: bool,
     /// The device that sent it.
-    pub sender_device: u32,
+    pub sender_device: DeviceId,
     /// When the message says it was sent (see [`StoredMessage::sent_at`]).
     pub sent_at: i64,
     /// The descriptor the file message carried (it holds the attachment key).

@@ -463,11 +463,12 @@ impl Store {
     pub async fn save_session(
         &self,
         username: &str,
-        device: u32,
+        device: DeviceId,
         base_key: &[u8],
         state: &[u8],
         active: bool,
     ) -> Result<(), StoreError> {
+        let device = device.0;
         let mut tx = self.begin_write().await?;
         let mut manifest = self.manifest(&mut tx).await?;
         self.save_session_in(
@@ -527,8 +528,9 @@ impl Store {
     pub async fn sessions(
         &self,
         username: &str,
-        device: u32,
+        device: DeviceId,
     ) -> Result<Vec<StoredSession>, StoreError> {
+        let device = device.0;
         let mut tx = self.pool.begin().await?;
         let manifest = self.manifest(&mut tx).await?;
         self.sessions_in(&mut tx, &manifest, username, device).await
@@ -577,9 +579,10 @@ impl Store {
     pub async fn advance_session<T>(
         &self,
         username: &str,
-        device: u32,
+        device: DeviceId,
         step: impl FnOnce(Vec<StoredSession>) -> (Option<SessionWrite>, T),
     ) -> Result<T, StoreError> {
+        let device = device.0;
         let mut tx = self.begin_write().await?;
         let mut manifest = self.manifest(&mut tx).await?;
         let stored = self
@@ -863,7 +866,7 @@ impl Store {
         group: GroupId,
         sender: &str,
         outgoing: bool,
-        sender_device: u32,
+        sender_device: DeviceId,
         sent_at: i64,
         body: &[u8],
         uid: Option<&str>,
@@ -906,11 +909,12 @@ impl Store {
         &self,
         conversation: &Conversation,
         outgoing: bool,
-        sender_device: u32,
+        sender_device: DeviceId,
         sent_at: i64,
         body: &[u8],
         uid: Option<&str>,
     ) -> Result<i64, StoreError> {
+        let sender_device = sender_device.0;
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")
             .fetch_one(&mut *tx)
@@ -957,7 +961,7 @@ impl Store {
                     id,
                     peer: Conversation::from_key(&peer),
                     outgoing: outgoing != 0,
-                    sender_device: u32::try_from(device).unwrap_or_default(),
+                    sender_device: DeviceId(u32::try_from(device).unwrap_or_default()),
                     sent_at: row.try_get(4)?,
                     body: self
                         .open_sealed(&format!("messages:{id}"), &sealed)?
@@ -1074,7 +1078,7 @@ impl Store {
         .bind(&peer)
         .bind(file.message_id)
         .bind(i64::from(file.outgoing))
-        .bind(i64::from(file.sender_device))
+        .bind(i64::from(file.sender_device.0))
         .bind(file.sent_at)
         .bind(sealed)
         .execute(&mut *tx)
@@ -1108,7 +1112,7 @@ impl Store {
             sender,
             message_id,
             outgoing: outgoing != 0,
-            sender_device: u32::try_from(device).unwrap_or_default(),
+            sender_device: DeviceId(u32::try_from(device).unwrap_or_default()),
             sent_at: row.try_get(3)?,
         }))
     }
@@ -1498,7 +1502,7 @@ impl SessionStore for Store {
         username: &str,
         device: DeviceId,
     ) -> Result<Vec<StoredSession>, StoreError> {
-        Store::sessions(self, username, device.0).await
+        Store::sessions(self, username, device).await
     }
 
     async fn save_session(
@@ -1509,7 +1513,7 @@ impl SessionStore for Store {
         state: &[u8],
         active: bool,
     ) -> Result<(), StoreError> {
-        Store::save_session(self, username, device.0, base_key, state, active).await
+        Store::save_session(self, username, device, base_key, state, active).await
     }
 
     async fn advance_session<T: Send>(
@@ -1518,7 +1522,7 @@ impl SessionStore for Store {
         device: DeviceId,
         step: impl FnOnce(Vec<StoredSession>) -> (Option<SessionWrite>, T) + Send,
     ) -> Result<T, StoreError> {
-        Store::advance_session(self, username, device.0, step).await
+        Store::advance_session(self, username, device, step).await
     }
 
     async fn delete_sessions(&self, username: &str) -> Result<(), StoreError> {
@@ -1675,11 +1679,18 @@ mod tests {
             .await
             .unwrap();
         store
-            .save_session("bob", 1, &[9; 32], marker, true)
+            .save_session("bob", DeviceId(1), &[9; 32], marker, true)
             .await
             .unwrap();
         store
-            .add_message(&Conversation::direct("bob"), false, 1, 1000, marker, None)
+            .add_message(
+                &Conversation::direct("bob"),
+                false,
+                DeviceId(1),
+                1000,
+                marker,
+                None,
+            )
             .await
             .unwrap();
         store
@@ -1689,7 +1700,7 @@ mod tests {
                 peer: &Conversation::direct("bob"),
                 message_id: "m1",
                 outgoing: false,
-                sender_device: 1,
+                sender_device: DeviceId(1),
                 sent_at: 1000,
                 descriptor: marker,
             })
@@ -1755,18 +1766,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db"), key(4)).await.unwrap();
         store
-            .save_session("bob", 1, &[1; 32], b"old", true)
+            .save_session("bob", DeviceId(1), &[1; 32], b"old", true)
             .await
             .unwrap();
         store
-            .save_session("bob", 1, &[2; 32], b"new", true)
+            .save_session("bob", DeviceId(1), &[2; 32], b"new", true)
             .await
             .unwrap();
         store
-            .save_session("bob", 1, &[1; 32], b"old2", false)
+            .save_session("bob", DeviceId(1), &[1; 32], b"old2", false)
             .await
             .unwrap();
-        let sessions = store.sessions("bob", 1).await.unwrap();
+        let sessions = store.sessions("bob", DeviceId(1)).await.unwrap();
         assert_eq!(sessions.len(), 2);
         assert!(sessions[0].active);
         assert_eq!(sessions[0].state.as_slice(), b"new");
@@ -1790,14 +1801,21 @@ mod tests {
         assert!(!store.accept_changed_identity("bob").await.unwrap());
 
         store
-            .add_message(&Conversation::direct("bob"), true, 1, 10, b"hi", Some("u1"))
+            .add_message(
+                &Conversation::direct("bob"),
+                true,
+                DeviceId(1),
+                10,
+                b"hi",
+                Some("u1"),
+            )
             .await
             .unwrap();
         store
             .add_message(
                 &Conversation::direct("carol"),
                 false,
-                2,
+                DeviceId(2),
                 11,
                 b"other",
                 Some("u2"),
@@ -1808,7 +1826,7 @@ mod tests {
             .add_message(
                 &Conversation::direct("bob"),
                 false,
-                3,
+                DeviceId(3),
                 12,
                 b"hello",
                 Some("u3"),
@@ -1867,7 +1885,7 @@ mod tests {
             peer,
             message_id,
             outgoing: false,
-            sender_device: 1,
+            sender_device: DeviceId(1),
             sent_at: 1000,
             descriptor,
         };
@@ -2006,12 +2024,12 @@ mod tests {
             }
         };
         store
-            .save_session("bob", 1, &[1; 32], b"state 1", true)
+            .save_session("bob", DeviceId(1), &[1; 32], b"state 1", true)
             .await
             .unwrap();
         let old_session = scalar("SELECT state_sealed FROM sessions WHERE device = 1").await;
         store
-            .save_session("bob", 1, &[1; 32], b"state 2", true)
+            .save_session("bob", DeviceId(1), &[1; 32], b"state 2", true)
             .await
             .unwrap();
 
@@ -2041,7 +2059,7 @@ mod tests {
         store.delete_prekey(PrekeyKind::OneTime, 5).await.unwrap();
 
         store
-            .save_session("dave", 2, &[2; 32], b"dave's", true)
+            .save_session("dave", DeviceId(2), &[2; 32], b"dave's", true)
             .await
             .unwrap();
         let old_dave = scalar("SELECT state_sealed FROM sessions WHERE device = 2").await;
@@ -2091,7 +2109,10 @@ mod tests {
                 "{what}: {result:?}"
             );
         };
-        rolled_back("session", store.sessions("bob", 1).await.map(drop));
+        rolled_back(
+            "session",
+            store.sessions("bob", DeviceId(1)).await.map(drop),
+        );
         rolled_back("contact", store.contact("carol").await.map(drop));
         rolled_back("contacts", store.contacts().await.map(drop));
         rolled_back("chain", store.secret("group-key:g").await.map(drop));
@@ -2103,7 +2124,10 @@ mod tests {
             "prekey",
             store.prekey(PrekeyKind::OneTime, 5).await.map(drop),
         );
-        rolled_back("deleted session", store.sessions("dave", 2).await.map(drop));
+        rolled_back(
+            "deleted session",
+            store.sessions("dave", DeviceId(2)).await.map(drop),
+        );
         // A change is not sealed over a rolled-back row.
         rolled_back("verify", store.mark_verified("carol").await.map(drop));
         // What was not rolled back still reads.

@@ -195,7 +195,7 @@ mod tests {
     fn base() -> Base {
         Base {
             info: GroupInfo {
-                id: "07".repeat(16),
+                id: tacit_crypto::GroupId([7; 16]),
                 name: "team".into(),
                 members: set(&["alice", "bob", "carol", "dave", "erin"]),
                 admins: set(&["alice", "bob"]),
