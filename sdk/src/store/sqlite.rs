@@ -313,13 +313,34 @@ impl Store {
         name: &str,
         step: impl FnOnce(Option<&[u8]>) -> (Option<Zeroizing<Vec<u8>>>, T),
     ) -> Result<T, StoreError> {
+        self.advance_sealed(Sealed::Secret(name), step).await
+    }
+
+    /// Loads a sealed value, lets `step` decide its new value (`None`: unchanged) and stores
+    /// it, in one write transaction ([`Self::advance_secret`], [`Self::advance_group_row`]).
+    async fn advance_sealed<T>(
+        &self,
+        row: Sealed<'_>,
+        step: impl FnOnce(Option<&[u8]>) -> (Option<Zeroizing<Vec<u8>>>, T),
+    ) -> Result<T, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut manifest = self.manifest(&mut tx).await?;
-        let current = self.secret_in(&mut tx, &manifest, name).await?;
+        let current = match row {
+            Sealed::Secret(name) => self.secret_in(&mut tx, &manifest, name).await?,
+            Sealed::Group(row) => self.group_row(&mut tx, &manifest, row).await?,
+        };
         let (new, out) = step(current.as_ref().map(|v| v.as_slice()));
         if let Some(new) = new {
-            self.put_secret_in(&mut tx, &mut manifest, name, &new)
-                .await?;
+            match row {
+                Sealed::Secret(name) => {
+                    self.put_secret_in(&mut tx, &mut manifest, name, &new)
+                        .await?;
+                }
+                Sealed::Group(row) => {
+                    self.put_group_row(&mut tx, &mut manifest, row, &new)
+                        .await?;
+                }
+            }
             self.save_manifest(&mut tx, &manifest).await?;
             tx.commit().await?;
         }
@@ -1123,6 +1144,15 @@ impl Store {
     }
 }
 
+/// A sealed value that [`Store::advance_sealed`] loads and stores.
+#[derive(Clone, Copy)]
+enum Sealed<'a> {
+    /// A named secret (`meta`).
+    Secret(&'a str),
+    /// A row of the group tables.
+    Group(GroupRow<'a>),
+}
+
 /// A row of the group tables: which table, its key, and its sealing context. The contexts
 /// are those the rows had as secrets in `meta` (before migration 0007), so the rows of an
 /// older store move unchanged, still open, and still match the manifest.
@@ -1340,17 +1370,7 @@ impl Store {
         row: GroupRow<'_>,
         step: impl FnOnce(Option<&[u8]>) -> (Option<Zeroizing<Vec<u8>>>, T),
     ) -> Result<T, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut manifest = self.manifest(&mut tx).await?;
-        let current = self.group_row(&mut tx, &manifest, row).await?;
-        let (new, out) = step(current.as_ref().map(|v| v.as_slice()));
-        if let Some(new) = new {
-            self.put_group_row(&mut tx, &mut manifest, row, &new)
-                .await?;
-            self.save_manifest(&mut tx, &manifest).await?;
-            tx.commit().await?;
-        }
-        Ok(out)
+        self.advance_sealed(Sealed::Group(row), step).await
     }
 
     /// Deletes group rows: `sql` (with the group id bound first, then `sender` if any) and

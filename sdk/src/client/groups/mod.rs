@@ -337,7 +337,7 @@ impl Client {
         group: &str,
         users: &[String],
     ) -> Result<GroupInfo, ClientError> {
-        let mut state = self.admin_state(group).await?;
+        let state = self.admin_state(group).await?;
         let users: BTreeSet<String> = users
             .iter()
             .filter(|u| !state.info.members.contains(*u))
@@ -346,20 +346,7 @@ impl Client {
         if users.is_empty() {
             return Err(GroupError::AlreadyMembers.into());
         }
-        let (change, _) = self
-            .make_change(&mut state, GroupChange::Add, users)
-            .await?;
-        self.save_group(&state).await?;
-        let info = state.info.clone();
-        self.broadcast_update(
-            &info,
-            change.change,
-            change.epoch,
-            &change.users,
-            &info.members,
-        )
-        .await?;
-        Ok(info)
+        self.commit_change(state, GroupChange::Add, users).await
     }
 
     /// Removes members (admins only) and rotates our sender key; every remaining member
@@ -369,7 +356,7 @@ impl Client {
         group: &str,
         users: &[String],
     ) -> Result<GroupInfo, ClientError> {
-        let mut state = self.admin_state(group).await?;
+        let state = self.admin_state(group).await?;
         let removed: BTreeSet<String> = users
             .iter()
             .filter(|u| state.info.members.contains(*u) && **u != self.account.username)
@@ -378,22 +365,8 @@ impl Client {
         if removed.is_empty() {
             return Err(GroupError::NoneAreMembers.into());
         }
-        let (change, before) = self
-            .make_change(&mut state, GroupChange::Remove, removed.clone())
-            .await?;
-        self.forget_members(&mut state, &removed).await?;
-        self.save_group(&state).await?;
-        let info = state.info.clone();
-        // The removed members are told too, so that they stop.
-        self.broadcast_update(
-            &info,
-            change.change,
-            change.epoch,
-            &change.users,
-            &before.members,
-        )
-        .await?;
-        Ok(info)
+        self.commit_change(state, GroupChange::Remove, removed)
+            .await
     }
 
     /// Makes members admins (admins only).
@@ -402,26 +375,34 @@ impl Client {
         group: &str,
         users: &[String],
     ) -> Result<GroupInfo, ClientError> {
-        let mut state = self.admin_state(group).await?;
+        let state = self.admin_state(group).await?;
         for user in users {
             if !state.info.members.contains(user) {
                 return Err(GroupError::NotAMember { user: user.clone() }.into());
             }
         }
         let users = users.iter().cloned().collect();
-        let (change, _) = self
-            .make_change(&mut state, GroupChange::Promote, users)
-            .await?;
+        self.commit_change(state, GroupChange::Promote, users).await
+    }
+
+    /// Makes an admin's change (see [`Self::make_change`]), drops the chains of whom it
+    /// removes, stores the group and tells everyone who was or is a member (the removed
+    /// too, so that they stop).
+    async fn commit_change(
+        &mut self,
+        mut state: GroupState,
+        kind: GroupChange,
+        users: BTreeSet<String>,
+    ) -> Result<GroupInfo, ClientError> {
+        let (change, before) = self.make_change(&mut state, kind, users).await?;
+        if kind == GroupChange::Remove {
+            self.forget_members(&mut state, &change.users).await?;
+        }
         self.save_group(&state).await?;
         let info = state.info.clone();
-        self.broadcast_update(
-            &info,
-            change.change,
-            change.epoch,
-            &change.users,
-            &info.members,
-        )
-        .await?;
+        let told: BTreeSet<String> = before.members.union(&info.members).cloned().collect();
+        self.broadcast_update(&info, change.change, change.epoch, &change.users, &told)
+            .await?;
         Ok(info)
     }
 
