@@ -71,7 +71,9 @@ pub use messages::{
     EnvelopeIdSchema, MulticastRecipient, MulticastRequest, SendMessageRequest,
     SendMessageResponse,
 };
-pub use primitives::{BASE64_PATTERN, Bytes, Ciphertext, DeviceId, Timestamp};
+pub use primitives::{
+    BASE64_PATTERN, Bytes, Ciphertext, DeviceId, Timestamp, USERNAME_RULE, is_username,
+};
 pub use provisioning::{
     AnswerChannelRequest, ChannelState, LinkDeviceRequest, OpenChannelRequest, OpenChannelResponse,
 };

@@ -150,9 +150,41 @@ impl fmt::Display for DeviceId {
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
+/// The rule for usernames, as said to people.
+pub const USERNAME_RULE: &str = "3 to 32 characters of a-z, 0-9, `_`, `-`, `.`";
+
+/// Whether `name` is a username: 3 to 32 of `a-z 0-9 _ - .` ([`USERNAME_RULE`]). The server
+/// registers no other; a client refuses a message whose sender the server names otherwise
+/// (a name such as `group:<id>` would pass for another conversation).
+#[must_use]
+pub fn is_username(name: &str) -> bool {
+    (3..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usernames_follow_one_rule() {
+        for good in ["bob", "alice.smith", "a_b-c", &"x".repeat(32)] {
+            assert!(is_username(good), "{good}");
+        }
+        for bad in [
+            "",
+            "al",
+            "Bob",
+            "group:00112233445566778899aabbccddeeff",
+            "b o b",
+            "bøb",
+            &"x".repeat(33),
+        ] {
+            assert!(!is_username(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn bytes_are_base64_and_debug_hides_them() {

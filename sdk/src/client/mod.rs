@@ -437,6 +437,36 @@ mod tests {
         assert_eq!(opened.len(), SENDS, "every message opened, each once");
     }
 
+    /// The server names who sent an envelope. A name no account can have is refused before
+    /// anything is decrypted or stored: `group:<id>` would otherwise be kept, and read back,
+    /// as that group's conversation.
+    #[tokio::test]
+    async fn a_sender_that_is_not_a_username_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alice = offline_client(dir.path(), "alice").await;
+        let group = GroupId([0x11; 16]);
+        let envelope = api::Envelope {
+            id: 1,
+            sender: Conversation::Group(group).key(),
+            sender_device: DeviceId(1),
+            server_timestamp: api::Timestamp(0),
+            ciphertext: api::Ciphertext(vec![4, 1, 2, 3].into()),
+        };
+        let event = alice.process_envelope(&envelope).await.unwrap().unwrap();
+        match event.kind {
+            IncomingKind::Failed { error } => {
+                assert!(error.contains("not a username"), "{error}");
+            }
+            other => panic!("accepted: {other:?}"),
+        }
+        let history = alice
+            .store
+            .history(&Conversation::Group(group))
+            .await
+            .unwrap();
+        assert!(history.is_empty(), "{history:?}");
+    }
+
     /// A session row put back to an older sealed copy of itself would make the next send
     /// reuse a message key: the client refuses the row as rolled back and sends nothing.
     #[tokio::test]

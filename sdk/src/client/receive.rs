@@ -124,6 +124,17 @@ impl Client {
             time: envelope.server_timestamp.0,
             kind,
         };
+        if !api::is_username(&sender) {
+            // The server's claim of who sent it: a name no account can have (`group:<id>`
+            // would be read back as a group's conversation) is refused before anything is
+            // decrypted or stored.
+            return Ok(Some(incoming(IncomingKind::Failed {
+                error: format!(
+                    "refused a message the server says is from {sender:?}, which is not a \
+                     username"
+                ),
+            })));
+        }
         let bytes = envelope.ciphertext.0.as_slice();
         if bytes.get(1) == Some(&tacit_crypto::consts::MESSAGE_TYPE_SENDER_KEY) {
             let opened = self

@@ -17,16 +17,13 @@ const MAX_INVITE: usize = 128;
 
 /// Usernames: 3 to 32 of `a-z 0-9 _ - .`.
 pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
-    let ok = (3..=32).contains(&username.len())
-        && username
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
-    if ok {
+    if tacit_api::is_username(username) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
-            "username: 3 to 32 characters of a-z, 0-9, `_`, `-`, `.`".into(),
-        ))
+        Err(ApiError::BadRequest(format!(
+            "username: {}",
+            tacit_api::USERNAME_RULE
+        )))
     }
 }
 
