@@ -217,8 +217,9 @@ async fn audit(
             let key = public_key.map(|hex| parse_public_key(&hex)).transpose()?;
             match svc.audit_verify(&kept, key.as_ref()).await {
                 Ok(verified) => {
+                    let plural = if verified.checkpoints == 1 { "" } else { "s" };
                     println!(
-                        "audit log verified: {} entries, head {}, {} checkpoints matched",
+                        "audit log verified: {} entries, head {}, {} checkpoint{plural} matched",
                         verified.head.seq, verified.head.hash, verified.checkpoints
                     );
                     Ok(ExitCode::SUCCESS)

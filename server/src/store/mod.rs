@@ -2,10 +2,10 @@
 //!
 //! This is the only place that knows SQL. One implementation, [`SqlStore`], serves both
 //! databases: its SQL is written once, in ordinary functions generic over a [`Backend`],
-//! one module per concern (`accounts`, `keys`, `mailbox`, `blobs`, `provisioning`); what
-//! differs between SQLite and PostgreSQL (the claim query's lock clause, `?` or `$n`
-//! parameters in bulk statements, migrations, upkeep) is the `Backend` implementation in
-//! `sqlite.rs` and `postgres.rs`.
+//! one module per concern (`accounts`, `keys`, `mailbox`, `blobs`, `provisioning`,
+//! `audit`); what differs between SQLite and PostgreSQL (the claim query's lock clause,
+//! `?` or `$n` parameters in bulk statements, migrations, upkeep) is the `Backend`
+//! implementation in `sqlite.rs` and `postgres.rs`.
 //!
 //! Everything stored is either public key material or opaque ciphertext, and credentials and
 //! invites are stored only as SHA-256 hashes. The audit log (`audit`) holds names, numbers,

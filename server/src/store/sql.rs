@@ -2,8 +2,9 @@
 //! modules share (parameter lists, conversions of the database's integers).
 //!
 //! The SQL itself is in the concern modules (`accounts`, `keys`, `mailbox`, `blobs`,
-//! `provisioning`), each an `impl<B: Backend> SqlStore<B>` block of ordinary functions; the
-//! [`Store`] implementation at the bottom of this file only delegates to them.
+//! `provisioning`, `audit`), each an `impl<B: Backend> SqlStore<B>` block of ordinary
+//! functions; the [`Store`] implementation at the bottom of this file only delegates to
+//! them.
 
 use crate::audit::{Checkpoint, Entry, Event, Head};
 use crate::store::{AccountId, BlobId, ChannelId};
