@@ -108,6 +108,9 @@ impl Host {
     /// Saves the log (rows and head), to put it back after each tampering.
     async fn save(&self) {
         self.sql(&[
+            "DROP TABLE IF EXISTS saved_log".into(),
+            "DROP TABLE IF EXISTS saved_head".into(),
+            "DROP TABLE IF EXISTS saved_checkpoints".into(),
             "CREATE TABLE saved_log AS SELECT * FROM audit_log".into(),
             "CREATE TABLE saved_head AS SELECT * FROM audit_head".into(),
             "CREATE TABLE saved_checkpoints AS SELECT * FROM audit_checkpoints".into(),
@@ -394,18 +397,26 @@ async fn audit_cli(backend: Backend) {
     );
     host.restore().await;
 
-    // The server kept appending all along: its log still verifies after a new action.
+    // An action whose entry cannot be appended is not committed either: with the head row
+    // gone, a registration fails whole (its invite stays unused, its name free).
+    let invite = host.ok(&["invite", "create"]).trim().to_owned();
+    host.save().await;
+    host.sql(&["DELETE FROM audit_head".into()]).await;
+    let register = RegisterRequest {
+        username: "carol".into(),
+        invite: Some(invite),
+        device_name: None,
+        keys: keys(1, 0),
+    };
+    let refused = anon
+        .call::<_, RegisterResponse>(Method::POST, "/v1/accounts", Some(&register))
+        .await;
+    assert!(refused.is_err());
+    host.restore().await;
+    // The server kept appending all along: with the head back, the same registration
+    // succeeds, and the log still verifies.
     let (_, _carol): (_, RegisterResponse) = anon
-        .call(
-            Method::POST,
-            "/v1/accounts",
-            Some(&RegisterRequest {
-                username: "carol".into(),
-                invite: Some(host.ok(&["invite", "create"]).trim().to_owned()),
-                device_name: None,
-                keys: keys(1, 0),
-            }),
-        )
+        .call(Method::POST, "/v1/accounts", Some(&register))
         .await
         .unwrap();
     let summary = host.verify(&["--checkpoint", kept_arg]).unwrap();
