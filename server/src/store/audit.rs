@@ -63,7 +63,7 @@ where
                 .fetch_one(&mut *conn)
                 .await?;
         let head = Head {
-            seq: sql::to_u64(seq - 1, "audit_head.seq")?,
+            seq: sql::to_u64(seq.saturating_sub(1), "audit_head.seq")?,
             hash: to_entry_hash(prev, "audit_head.hash")?,
         };
         let entry = head.next(event, time_ms);
