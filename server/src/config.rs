@@ -163,6 +163,8 @@ pub struct Config {
     pub http: Http,
     /// Where `/metrics` is served (and who may scrape it).
     pub metrics: MetricsConfig,
+    /// The audit log's signing key.
+    pub audit: AuditConfig,
     /// How long shutdown waits for requests and sockets to finish, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -318,6 +320,17 @@ impl Default for BlobConfig {
     }
 }
 
+/// The audit log (`docs/AUDIT.md`): where the key that signs its checkpoints is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 seed file (mode 0600, made on first use); `None` (or empty) means
+    /// `<data_dir>/audit.key`. Kept outside the database, so that whoever can rewrite the
+    /// database cannot sign a checkpoint of a rewritten chain: keep it out of the
+    /// database's backups too.
+    pub key_file: Option<PathBuf>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -334,6 +347,7 @@ impl Default for Config {
             blobs: BlobConfig::default(),
             http: Http::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -557,6 +571,7 @@ impl Config {
         )?;
         let b = &mut self.blobs;
         set_path(e, "TACIT_BLOBS_DIR", &mut b.dir);
+        set_path(e, "TACIT_AUDIT_KEY_FILE", &mut self.audit.key_file);
         set(
             e,
             "TACIT_BLOBS_MAX_FILE_BYTES",
@@ -818,6 +833,15 @@ impl Config {
         match &self.blobs.dir {
             Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
             _ => self.data_dir.join("blobs"),
+        }
+    }
+
+    /// The audit key file: `audit.key_file`, or `<data_dir>/audit.key`.
+    #[must_use]
+    pub fn audit_key_file(&self) -> PathBuf {
+        match &self.audit.key_file {
+            Some(file) if !file.as_os_str().is_empty() => file.clone(),
+            _ => self.data_dir.join("audit.key"),
         }
     }
 

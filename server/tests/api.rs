@@ -364,7 +364,7 @@ async fn invites(backend: Backend) {
     let store = tacit_server::store::open(&url).await.unwrap();
     let config = Arc::new(tacit_server::config::Config::default());
     let token = tacit_server::service::Services::new(store.clone(), config)
-        .create_invite()
+        .create_invite(tacit_server::service::Origin::Host)
         .await
         .unwrap();
     store.close().await;

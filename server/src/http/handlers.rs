@@ -16,7 +16,7 @@ use tacit_api::{
 use tokio::io::AsyncReadExt as _;
 
 use super::openapi::{AnyObject, RawBytes};
-use super::{ApiJson, AppState, Authed};
+use super::{ApiJson, AppState, Authed, Source};
 use crate::error::ApiError;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -37,9 +37,10 @@ type ApiResult<T> = Result<T, ApiError>;
 )]
 pub(super) async fn register(
     State(state): State<AppState>,
+    Source(origin): Source,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
-    let created = state.svc.register(req).await?;
+    let created = state.svc.register(req, origin).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -56,11 +57,12 @@ pub(super) async fn register(
 pub(super) async fn delete_account(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    Source(origin): Source,
 ) -> ApiResult<StatusCode> {
     // Its own task: a client that goes away (or a request timeout) must not cut a
     // deletion off between its steps.
     let svc = state.svc.clone();
-    tokio::spawn(async move { svc.delete_account(&caller).await })
+    tokio::spawn(async move { svc.delete_account(&caller, origin).await })
         .await
         .map_err(|_| ApiError::Unavailable)??;
     Ok(StatusCode::NO_CONTENT)
@@ -82,9 +84,10 @@ pub(super) async fn delete_account(
 )]
 pub(super) async fn link_device(
     State(state): State<AppState>,
+    Source(origin): Source,
     ApiJson(req): ApiJson<LinkDeviceRequest>,
 ) -> ApiResult<(StatusCode, Json<AddDeviceResponse>)> {
-    let added = state.svc.link_device(req).await?;
+    let added = state.svc.link_device(req, origin).await?;
     Ok((StatusCode::CREATED, Json(added)))
 }
 
@@ -189,9 +192,10 @@ pub(super) async fn own_devices(
 pub(super) async fn add_device(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    Source(origin): Source,
     ApiJson(req): ApiJson<AddDeviceRequest>,
 ) -> ApiResult<(StatusCode, Json<AddDeviceResponse>)> {
-    let added = state.svc.add_device(&caller, req).await?;
+    let added = state.svc.add_device(&caller, req, origin).await?;
     Ok((StatusCode::CREATED, Json(added)))
 }
 
@@ -213,13 +217,14 @@ pub(super) async fn add_device(
 pub(super) async fn remove_device(
     State(state): State<AppState>,
     Authed(caller): Authed,
+    Source(origin): Source,
     Path(device_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let device_id = device_id
         .parse()
         .map(DeviceId)
         .map_err(|_| ApiError::NotFound("device"))?;
-    state.svc.remove_device(&caller, device_id).await?;
+    state.svc.remove_device(&caller, device_id, origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

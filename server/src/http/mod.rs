@@ -351,6 +351,23 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     }
 }
 
+/// Where a request came from, for the audit entry of the action it causes: the peer's
+/// address as the listener saw it (no forwarding header is trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub crate::service::Origin);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<crate::listener::Connection>()
+            .map(|c| c.peer.ip().to_canonical());
+        Ok(Self(crate::service::Origin::Client(ip)))
+    }
+}
+
 /// The caller's device, authenticated from `Authorization: Bearer <credential>`.
 #[derive(Debug, Clone)]
 pub struct Authed(pub AuthedDevice);

@@ -7,7 +7,8 @@ use tacit_api::{
 };
 use tracing::info;
 
-use super::{AuthedDevice, Services, hash_secret, now, random_secret};
+use super::{AuthedDevice, Origin, Services, hash_secret, now, random_secret};
+use crate::audit::Action;
 use crate::error::ApiError;
 use crate::store::{InviteRecord, Mailbox, NewDevice, StoreError};
 
@@ -47,8 +48,12 @@ impl Services {
         self.validate_one_time(&keys.one_time_prekeys, &keys.one_time_kem_prekeys)
     }
 
-    /// Create an account and its first device.
-    pub async fn register(&self, req: RegisterRequest) -> Result<RegisterResponse, ApiError> {
+    /// Create an account and its first device (audited).
+    pub async fn register(
+        &self,
+        req: RegisterRequest,
+        origin: Origin,
+    ) -> Result<RegisterResponse, ApiError> {
         validate_username(&req.username)?;
         validate_device_name(req.device_name.as_deref())?;
         self.validate_device_keys(&req.keys)?;
@@ -77,9 +82,13 @@ impl Services {
             credential_hash: hash_secret(&secret),
             keys: req.keys,
         };
+        let audit = origin
+            .event(Action::AccountRegister)
+            .actor(&req.username)
+            .target(&req.username);
         let account = self
             .store
-            .create_account(&req.username, invite, device, now())
+            .create_account(&req.username, invite, device, now(), &audit)
             .await?;
         info!(account = account.0, "account registered");
         Ok(RegisterResponse {
@@ -92,11 +101,12 @@ impl Services {
         })
     }
 
-    /// Add a device to the caller's account.
+    /// Add a device to the caller's account (audited).
     pub async fn add_device(
         &self,
         caller: &AuthedDevice,
         req: AddDeviceRequest,
+        origin: Origin,
     ) -> Result<AddDeviceResponse, ApiError> {
         validate_device_name(req.device_name.as_deref())?;
         self.validate_device_keys(&req.keys)?;
@@ -107,6 +117,10 @@ impl Services {
             credential_hash: hash_secret(&secret),
             keys: req.keys,
         };
+        let audit = origin
+            .event(Action::DeviceAdd)
+            .actor(&caller.username)
+            .target(&caller.username);
         let device_id = self
             .store
             .add_device(
@@ -114,6 +128,7 @@ impl Services {
                 device,
                 self.config.limits.max_devices_per_account,
                 now(),
+                &audit,
             )
             .await?;
         info!(account = account.0, device = device_id.0, "device added");
@@ -128,17 +143,23 @@ impl Services {
     }
 
     /// Remove a device of the caller's account: its credential stops working at once, its
-    /// socket is closed and its mailbox and keys are deleted.
+    /// socket is closed and its mailbox and keys are deleted (audited).
     pub async fn remove_device(
         &self,
         caller: &AuthedDevice,
         device: DeviceId,
+        origin: Origin,
     ) -> Result<(), ApiError> {
         let mailbox = Mailbox {
             account: caller.mailbox.account,
             device,
         };
-        if !self.store.remove_device(mailbox).await? {
+        let audit = origin
+            .event(Action::DeviceRemove)
+            .actor(&caller.username)
+            .target(&caller.username)
+            .device(device.0);
+        if !self.store.remove_device(mailbox, now(), &audit).await? {
             return Err(ApiError::NotFound("device"));
         }
         self.credentials.revoke(mailbox);
@@ -152,10 +173,19 @@ impl Services {
     }
 
     /// Delete the caller's whole account: every device's credential stops working at once,
-    /// sockets close, keys and mailboxes are deleted and the username becomes free.
-    pub async fn delete_account(&self, caller: &AuthedDevice) -> Result<(), ApiError> {
+    /// sockets close, keys and mailboxes are deleted and the username becomes free
+    /// (audited).
+    pub async fn delete_account(
+        &self,
+        caller: &AuthedDevice,
+        origin: Origin,
+    ) -> Result<(), ApiError> {
         let account = caller.mailbox.account;
-        let devices = self.store.delete_account(account).await?;
+        let audit = origin
+            .event(Action::AccountDelete)
+            .actor(&caller.username)
+            .target(&caller.username);
+        let devices = self.store.delete_account(account, now(), &audit).await?;
         for device in &devices {
             let mailbox = Mailbox {
                 account,
@@ -217,12 +247,14 @@ impl Services {
         })
     }
 
-    /// Create a registration invite; returns the token, which is stored only as a hash.
-    pub async fn create_invite(&self) -> Result<String, ApiError> {
+    /// Create a registration invite (audited); returns the token, which is stored only as
+    /// a hash (and never in the audit log).
+    pub async fn create_invite(&self, origin: Origin) -> Result<String, ApiError> {
         let secret = random_secret()?;
         let token: String = hex::encode(secret);
+        let audit = origin.event(Action::InviteCreate);
         self.store
-            .create_invite(hash_secret(token.as_bytes()), now())
+            .create_invite(hash_secret(token.as_bytes()), now(), &audit)
             .await?;
         Ok(token)
     }

@@ -355,7 +355,16 @@ mod tests {
             keys,
         };
         let account = store
-            .create_account("alice", None, device, Timestamp(0))
+            .create_account(
+                "alice",
+                None,
+                device,
+                Timestamp(0),
+                &crate::audit::Event::new(
+                    crate::audit::Action::AccountRegister,
+                    crate::audit::Outcome::Success,
+                ),
+            )
             .await
             .unwrap();
         let config = Config {

@@ -14,6 +14,7 @@ use crate::push::Hub;
 use crate::store::{Mailbox, SecretHash, Store, StoreError};
 
 mod accounts;
+mod audit;
 mod blobs;
 mod commit;
 mod credentials;
@@ -25,6 +26,7 @@ mod ratelimit;
 mod rules;
 
 pub use crate::store::BlobRead;
+pub use audit::{AuditError, Exported, Origin, Since, Verified};
 pub use blobs::{UploadStatus, max_blob_bytes};
 pub(crate) use messages::MAX_MULTICAST_DEVICES;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;

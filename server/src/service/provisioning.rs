@@ -121,8 +121,12 @@ impl Services {
         }
     }
 
-    /// The new device adds itself with the link token.
-    pub async fn link_device(&self, req: LinkDeviceRequest) -> Result<AddDeviceResponse, ApiError> {
+    /// The new device adds itself with the link token (audited as `link-complete`).
+    pub async fn link_device(
+        &self,
+        req: LinkDeviceRequest,
+        origin: super::Origin,
+    ) -> Result<AddDeviceResponse, ApiError> {
         let id = channel_id(&req.channel)?;
         validate_token(&req.link_token)?;
         super::accounts::validate_device_name(req.device_name.as_deref())?;
@@ -141,6 +145,7 @@ impl Services {
                 device,
                 self.config.limits.max_devices_per_account,
                 now(),
+                &origin.event(crate::audit::Action::LinkComplete),
             )
             .await?
         else {

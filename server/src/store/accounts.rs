@@ -4,6 +4,7 @@
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{DeviceAuth, DeviceRecord, InviteRecord, Mailbox, NewDevice, SecretHash, StoreError};
+use crate::audit::Event;
 use crate::store::AccountId;
 
 impl<B> SqlStore<B>
@@ -24,12 +25,16 @@ where
         &self,
         token_hash: SecretHash,
         now: tacit_api::Timestamp,
+        audit: &Event,
     ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
         sqlx::query("INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)")
             .bind(token_hash.as_bytes().as_slice())
             .bind(now.0)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        Self::append(&mut tx, audit, now.0).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -56,6 +61,7 @@ where
         invite: Option<SecretHash>,
         device: NewDevice,
         now: tacit_api::Timestamp,
+        audit: &Event,
     ) -> Result<AccountId, StoreError> {
         let mut tx = self.write.begin().await?;
         if let Some(hash) = invite {
@@ -86,6 +92,7 @@ where
             Err(e) => return Err(e.into()),
         };
         Self::insert_device(&mut tx, account, 1, &device, now).await?;
+        Self::append(&mut tx, audit, now.0).await?;
         tx.commit().await?;
         Ok(account)
     }
@@ -134,9 +141,11 @@ where
         device: NewDevice,
         max_devices: u32,
         now: tacit_api::Timestamp,
+        audit: &Event,
     ) -> Result<tacit_api::DeviceId, StoreError> {
         let mut tx = self.write.begin().await?;
         let device_id = Self::add_device_in(&mut tx, account, &device, max_devices, now).await?;
+        Self::append(&mut tx, &audit.clone().device(device_id.0), now.0).await?;
         tx.commit().await?;
         Ok(device_id)
     }
@@ -175,7 +184,12 @@ where
         Ok(device_id)
     }
 
-    pub(super) async fn remove_device(&self, mailbox: Mailbox) -> Result<bool, StoreError> {
+    pub(super) async fn remove_device(
+        &self,
+        mailbox: Mailbox,
+        now: tacit_api::Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
         // Lock the account row, so that two devices removing each other at once
         // cannot leave the account with none.
@@ -197,13 +211,19 @@ where
             // Dropping the transaction rolls the deletion back.
             return Err(StoreError::LastDevice);
         }
+        let removed = B::rows_affected(&done) == 1;
+        if removed {
+            Self::append(&mut tx, audit, now.0).await?;
+        }
         tx.commit().await?;
-        Ok(B::rows_affected(&done) == 1)
+        Ok(removed)
     }
 
     pub(super) async fn delete_account(
         &self,
         account: AccountId,
+        now: tacit_api::Timestamp,
+        audit: &Event,
     ) -> Result<Vec<tacit_api::DeviceId>, StoreError> {
         let mut tx = self.write.begin().await?;
         // The row stays as a tombstone under a name no user can pick (`#` is not
@@ -231,6 +251,7 @@ where
         ] {
             sqlx::query(sql).bind(account).execute(&mut *tx).await?;
         }
+        Self::append(&mut tx, audit, now.0).await?;
         tx.commit().await?;
         devices.into_iter().map(sql::to_device).collect()
     }

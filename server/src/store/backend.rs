@@ -2,10 +2,11 @@
 //!
 //! The store's SQL is written once, in ordinary functions generic over a [`Backend`]
 //! (`impl<B: Backend> SqlStore<B>` in `accounts`, `keys`, `mailbox`, `blobs`,
-//! `provisioning`). The trait holds the few real differences between the databases; the
-//! sqlx bounds those functions need are the `where` clause spelled out below the trait
-//! (Rust does not carry a trait's `where` clause over to its users, so each generic `impl`
-//! block repeats it: it is the same list everywhere, checked by the compiler).
+//! `provisioning`, `audit`). The trait holds the few real differences between the
+//! databases; the sqlx bounds those functions need are the `where` clause spelled out below
+//! the trait (Rust does not carry a trait's `where` clause over to its users, so each
+//! generic `impl` block repeats it: it is the same list everywhere, checked by the
+//! compiler).
 
 use std::future::Future;
 

@@ -2,21 +2,30 @@
 //!
 //! This is the only place that knows SQL. One implementation, [`SqlStore`], serves both
 //! databases: its SQL is written once, in ordinary functions generic over a [`Backend`],
-//! one module per concern (`accounts`, `keys`, `mailbox`, `blobs`, `provisioning`); what
-//! differs between SQLite and PostgreSQL (the claim query's lock clause, `?` or `$n`
-//! parameters in bulk statements, migrations, upkeep) is the `Backend` implementation in
-//! `sqlite.rs` and `postgres.rs`.
+//! one module per concern (`accounts`, `keys`, `mailbox`, `blobs`, `provisioning`,
+//! `audit`); what differs between SQLite and PostgreSQL (the claim query's lock clause,
+//! `?` or `$n` parameters in bulk statements, migrations, upkeep) is the `Backend`
+//! implementation in `sqlite.rs` and `postgres.rs`.
 //!
 //! Everything stored is either public key material or opaque ciphertext, and credentials and
-//! invites are stored only as SHA-256 hashes.
+//! invites are stored only as SHA-256 hashes. The audit log (`audit`) holds names, numbers,
+//! addresses and short codes only.
+//!
+//! The audited actions (registration, adding, linking and removing a device, deleting an
+//! account, creating an invite) take the audit [`Event`] from the service and append its
+//! entry inside the action's own transaction: no action commits without its entry, and no
+//! entry without its action.
 
 use async_trait::async_trait;
+
+use crate::audit::{Checkpoint, Entry, Event, Head};
 use tacit_api::{
     Ciphertext, DeviceId, DeviceKeys, Envelope, OneTimePrekey, PrekeyBundle, PrekeyCount,
     SignedPrekey, Timestamp, UploadKeysRequest,
 };
 
 mod accounts;
+mod audit;
 mod backend;
 mod blobs;
 mod ids;
@@ -63,6 +72,15 @@ pub enum StoreError {
     /// A value from the database is out of the range the code expects.
     #[error("corrupt value in column {0}")]
     Corrupt(&'static str),
+    /// An audit log row cannot be read as an entry: a column holds a value no append
+    /// writes (it was edited in the database).
+    #[error("audit entry {seq}: {problem} (edited)")]
+    AuditUnreadable {
+        /// The row's sequence number, as stored.
+        seq: i64,
+        /// Which column is unreadable.
+        problem: AuditProblem,
+    },
     /// The database failed or is unreachable.
     #[error(transparent)]
     Database(sqlx::Error),
@@ -82,6 +100,24 @@ pub enum StoreError {
     /// Reading or writing a file of the blob directory failed.
     #[error("blob file: {0}")]
     BlobFile(#[source] std::io::Error),
+}
+
+/// Which column of an audit log row is unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditProblem {
+    /// The sequence number is negative.
+    #[error("its sequence number is negative")]
+    Seq,
+    /// The device number is out of range.
+    #[error("its device number is out of range")]
+    TargetDevice,
+    /// The details are not a JSON object of strings.
+    #[error("its details are not a JSON object of strings")]
+    Details,
+    /// A hash is not 32 bytes.
+    #[error("a hash is not 32 bytes")]
+    Hash,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -369,36 +405,54 @@ pub trait Store: Send + Sync + 'static {
     /// Flush and close connections.
     async fn close(&self);
 
-    /// Store a new invite.
-    async fn create_invite(&self, token_hash: SecretHash, now: Timestamp)
-    -> Result<(), StoreError>;
+    /// Store a new invite, with its audit entry.
+    async fn create_invite(
+        &self,
+        token_hash: SecretHash,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<(), StoreError>;
     /// All invites, newest first.
     async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError>;
 
     /// Create an account with its first device (number 1), consuming the invite if one is
-    /// given, all in one transaction. Returns the account id.
+    /// given, and append its audit entry, all in one transaction. Returns the account id.
     async fn create_account(
         &self,
         username: &str,
         invite: Option<SecretHash>,
         device: NewDevice,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<AccountId, StoreError>;
-    /// Add a device to an account, unless it already has `max_devices`.
+    /// Add a device to an account, unless it already has `max_devices`, and append its
+    /// audit entry (`audit` with the new device's number filled in).
     async fn add_device(
         &self,
         account: AccountId,
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<DeviceId, StoreError>;
-    /// Remove a device with its keys and its mailbox. Returns whether it existed; refuses
-    /// ([`StoreError::LastDevice`]) to remove an account's last device.
-    async fn remove_device(&self, mailbox: Mailbox) -> Result<bool, StoreError>;
+    /// Remove a device with its keys and its mailbox, and append its audit entry. Returns
+    /// whether it existed (no entry when it did not); refuses ([`StoreError::LastDevice`])
+    /// to remove an account's last device.
+    async fn remove_device(
+        &self,
+        mailbox: Mailbox,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError>;
     /// Delete an account's devices, keys, mailboxes and idempotency records and free its
-    /// username; the account number stays taken (a tombstone), so it is never reused.
-    /// Returns the devices it had.
-    async fn delete_account(&self, account: AccountId) -> Result<Vec<DeviceId>, StoreError>;
+    /// username, and append its audit entry; the account number stays taken (a
+    /// tombstone), so it is never reused. Returns the devices it had.
+    async fn delete_account(
+        &self,
+        account: AccountId,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<Vec<DeviceId>, StoreError>;
 
     /// Open a provisioning channel.
     async fn create_channel(
@@ -424,9 +478,10 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<ChannelAnswer, StoreError>;
     /// Add a device to the account that answered the channel, if `token_hash` matches
-    /// (compared in constant time), and delete the channel, in one transaction. Returns the
-    /// account and the new device, or `None` when the channel is unknown, expired,
-    /// unanswered or the token is wrong.
+    /// (compared in constant time), delete the channel, and append the audit entry
+    /// (`audit` with the account's username as actor and target and the new device's
+    /// number filled in), in one transaction. Returns the account and the new device, or
+    /// `None` when the channel is unknown, expired, unanswered or the token is wrong.
     async fn link_device(
         &self,
         id: &ChannelId,
@@ -434,6 +489,7 @@ pub trait Store: Send + Sync + 'static {
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<Option<(AccountId, DeviceId)>, StoreError>;
     /// What is needed to check a device's credential.
     async fn device_auth(&self, mailbox: Mailbox) -> Result<Option<DeviceAuth>, StoreError>;
@@ -495,6 +551,25 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_blob_records(&self, ids: &[BlobId]) -> Result<(), StoreError>;
     /// Delete every blob record of an account; returns their ids (to delete the files).
     async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<BlobId>, StoreError>;
+    /// Append an audit entry on its own, for an event no other write goes with.
+    async fn append_audit(&self, event: &Event, now: Timestamp) -> Result<Entry, StoreError>;
+    /// Up to `limit` audit entries with a sequence number above `after`, in ascending
+    /// order (read them all with `after` = the last one's number, from 0). A row that
+    /// cannot be read as an entry (edited into a value no append writes) ends the page; a
+    /// page that would begin with it is [`StoreError::AuditUnreadable`].
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError>;
+    /// The audit log's head as the database records it (updated by every append).
+    async fn audit_head(&self) -> Result<Head, StoreError>;
+    /// Store a signed checkpoint and append its `audit-checkpoint` entry, in one
+    /// transaction.
+    async fn put_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        audit: &Event,
+        now: Timestamp,
+    ) -> Result<Entry, StoreError>;
+    /// The checkpoint stored last.
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
     /// Rewrite one small row and commit: succeeds only when writes do (room on the disk,
     /// a database that takes writes).
     async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError>;

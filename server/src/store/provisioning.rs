@@ -3,6 +3,7 @@
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{ChannelAnswer, ChannelRecord, NewDevice, SecretHash, StoreError};
+use crate::audit::Event;
 use crate::store::AccountId;
 use crate::store::ChannelId;
 
@@ -107,6 +108,7 @@ where
         device: NewDevice,
         max_devices: u32,
         now: tacit_api::Timestamp,
+        audit: &Event,
     ) -> Result<Option<(AccountId, tacit_api::DeviceId)>, StoreError> {
         let mut tx = self.write.begin().await?;
         let row: Option<(Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
@@ -133,6 +135,16 @@ where
         }
         let account = AccountId(account);
         let device_id = Self::add_device_in(&mut tx, account, &device, max_devices, now).await?;
+        let username: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?;
+        let event = audit
+            .clone()
+            .actor(username.clone())
+            .target(username)
+            .device(device_id.0);
+        Self::append(&mut tx, &event, now.0).await?;
         tx.commit().await?;
         Ok(Some((account, device_id)))
     }

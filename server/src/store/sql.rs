@@ -2,9 +2,11 @@
 //! modules share (parameter lists, conversions of the database's integers).
 //!
 //! The SQL itself is in the concern modules (`accounts`, `keys`, `mailbox`, `blobs`,
-//! `provisioning`), each an `impl<B: Backend> SqlStore<B>` block of ordinary functions; the
-//! [`Store`] implementation at the bottom of this file only delegates to them.
+//! `provisioning`, `audit`), each an `impl<B: Backend> SqlStore<B>` block of ordinary
+//! functions; the [`Store`] implementation at the bottom of this file only delegates to
+//! them.
 
+use crate::audit::{Checkpoint, Entry, Event, Head};
 use crate::store::{AccountId, BlobId, ChannelId};
 use async_trait::async_trait;
 use sqlx::Pool;
@@ -219,8 +221,9 @@ where
         &self,
         token_hash: SecretHash,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<(), StoreError> {
-        Self::create_invite(self, token_hash, now).await
+        Self::create_invite(self, token_hash, now, audit).await
     }
 
     async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
@@ -233,8 +236,9 @@ where
         invite: Option<SecretHash>,
         device: NewDevice,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<AccountId, StoreError> {
-        Self::create_account(self, username, invite, device, now).await
+        Self::create_account(self, username, invite, device, now, audit).await
     }
 
     async fn add_device(
@@ -243,16 +247,27 @@ where
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<DeviceId, StoreError> {
-        Self::add_device(self, account, device, max_devices, now).await
+        Self::add_device(self, account, device, max_devices, now, audit).await
     }
 
-    async fn remove_device(&self, mailbox: Mailbox) -> Result<bool, StoreError> {
-        Self::remove_device(self, mailbox).await
+    async fn remove_device(
+        &self,
+        mailbox: Mailbox,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError> {
+        Self::remove_device(self, mailbox, now, audit).await
     }
 
-    async fn delete_account(&self, account: AccountId) -> Result<Vec<DeviceId>, StoreError> {
-        Self::delete_account(self, account).await
+    async fn delete_account(
+        &self,
+        account: AccountId,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        Self::delete_account(self, account, now, audit).await
     }
 
     async fn create_channel(
@@ -291,8 +306,9 @@ where
         device: NewDevice,
         max_devices: u32,
         now: Timestamp,
+        audit: &Event,
     ) -> Result<Option<(AccountId, DeviceId)>, StoreError> {
-        Self::link_device(self, id, token_hash, device, max_devices, now).await
+        Self::link_device(self, id, token_hash, device, max_devices, now, audit).await
     }
 
     async fn device_auth(&self, mailbox: Mailbox) -> Result<Option<DeviceAuth>, StoreError> {
@@ -380,6 +396,31 @@ where
 
     async fn delete_account_blobs(&self, account: AccountId) -> Result<Vec<BlobId>, StoreError> {
         Self::delete_account_blobs(self, account).await
+    }
+
+    async fn append_audit(&self, event: &Event, now: Timestamp) -> Result<Entry, StoreError> {
+        Self::append_audit(self, event, now).await
+    }
+
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        Self::audit_entries(self, after, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<Head, StoreError> {
+        Self::audit_head(self).await
+    }
+
+    async fn put_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        audit: &Event,
+        now: Timestamp,
+    ) -> Result<Entry, StoreError> {
+        Self::put_checkpoint(self, checkpoint, audit, now).await
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Self::last_checkpoint(self).await
     }
 
     async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError> {

@@ -32,6 +32,14 @@ pub(crate) fn keys(one_time: u32) -> DeviceKeys {
     }
 }
 
+/// An audit event for an audited store call.
+fn ev() -> Event {
+    Event::new(
+        crate::audit::Action::AccountRegister,
+        crate::audit::Outcome::Success,
+    )
+}
+
 fn device(one_time: u32) -> NewDevice {
     NewDevice {
         name: Some("laptop".into()),
@@ -79,7 +87,7 @@ async fn suite(store: Arc<dyn Store>) {
 
     // Invites: consumed once, and only when the account is created.
     store
-        .create_invite(SecretHash::from_bytes([1; 32]), now)
+        .create_invite(SecretHash::from_bytes([1; 32]), now, &ev())
         .await
         .unwrap();
     assert!(matches!(
@@ -88,7 +96,8 @@ async fn suite(store: Arc<dyn Store>) {
                 "alice",
                 Some(SecretHash::from_bytes([2; 32])),
                 device(4),
-                now
+                now,
+                &ev()
             )
             .await,
         Err(StoreError::InviteInvalid)
@@ -99,12 +108,19 @@ async fn suite(store: Arc<dyn Store>) {
             Some(SecretHash::from_bytes([1; 32])),
             device(4),
             now,
+            &ev(),
         )
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create_account("bob", Some(SecretHash::from_bytes([1; 32])), device(4), now)
+            .create_account(
+                "bob",
+                Some(SecretHash::from_bytes([1; 32])),
+                device(4),
+                now,
+                &ev()
+            )
             .await,
         Err(StoreError::InviteInvalid)
     ));
@@ -114,7 +130,7 @@ async fn suite(store: Arc<dyn Store>) {
 
     // Usernames are unique; a failed creation consumes no invite.
     store
-        .create_invite(SecretHash::from_bytes([3; 32]), now)
+        .create_invite(SecretHash::from_bytes([3; 32]), now, &ev())
         .await
         .unwrap();
     assert!(matches!(
@@ -123,13 +139,20 @@ async fn suite(store: Arc<dyn Store>) {
                 "alice",
                 Some(SecretHash::from_bytes([3; 32])),
                 device(0),
-                now
+                now,
+                &ev()
             )
             .await,
         Err(StoreError::UsernameTaken)
     ));
     let bob = store
-        .create_account("bob", Some(SecretHash::from_bytes([3; 32])), device(2), now)
+        .create_account(
+            "bob",
+            Some(SecretHash::from_bytes([3; 32])),
+            device(2),
+            now,
+            &ev(),
+        )
         .await
         .unwrap();
     assert_ne!(alice, bob);
@@ -141,26 +164,45 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(auth.username, "alice");
     assert!(auth.credential_hash.ct_eq(&SecretHash::from_bytes([9; 32])));
     assert!(store.device_auth(mb(alice, 2)).await.unwrap().is_none());
-    let d2 = store.add_device(alice, device(0), 3, now).await.unwrap();
+    let d2 = store
+        .add_device(alice, device(0), 3, now, &ev())
+        .await
+        .unwrap();
     assert_eq!(d2, DeviceId(2));
-    let d3 = store.add_device(alice, device(0), 3, now).await.unwrap();
-    assert!(matches!(
-        store.add_device(alice, device(0), 3, now).await,
-        Err(StoreError::TooManyDevices)
-    ));
-    assert!(store.remove_device(mb(alice, d3.0)).await.unwrap());
-    assert!(!store.remove_device(mb(alice, d3.0)).await.unwrap());
-    // The last device of an account stays: only deleting the account removes it.
-    let solo = store
-        .create_account("solo", None, device(0), now)
+    let d3 = store
+        .add_device(alice, device(0), 3, now, &ev())
         .await
         .unwrap();
     assert!(matches!(
-        store.remove_device(mb(solo, 1)).await,
+        store.add_device(alice, device(0), 3, now, &ev()).await,
+        Err(StoreError::TooManyDevices)
+    ));
+    assert!(
+        store
+            .remove_device(mb(alice, d3.0), now, &ev())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_device(mb(alice, d3.0), now, &ev())
+            .await
+            .unwrap()
+    );
+    // The last device of an account stays: only deleting the account removes it.
+    let solo = store
+        .create_account("solo", None, device(0), now, &ev())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_device(mb(solo, 1), now, &ev()).await,
         Err(StoreError::LastDevice)
     ));
     assert!(store.device_auth(mb(solo, 1)).await.unwrap().is_some());
-    let d4 = store.add_device(alice, device(0), 3, now).await.unwrap();
+    let d4 = store
+        .add_device(alice, device(0), 3, now, &ev())
+        .await
+        .unwrap();
     assert_eq!(d4, DeviceId(4));
     let devices = store.devices(alice).await.unwrap();
     assert_eq!(
@@ -207,7 +249,10 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(b.one_time_prekey.unwrap().id, 50);
 
     // Concurrent claims hand out each one-time key once.
-    let many = store.add_device(bob, device(10), 10, now).await.unwrap();
+    let many = store
+        .add_device(bob, device(10), 10, now, &ev())
+        .await
+        .unwrap();
     let claims = (0..40).map(|_| {
         let store = store.clone();
         tokio::spawn(async move { store.claim_bundle(mb(bob, many.0)).await })
@@ -361,7 +406,7 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(out.sent.len(), 6);
 
     // Removing a device deletes its mailbox; sends naming it are refused.
-    assert!(store.remove_device(mb(bob, 1)).await.unwrap());
+    assert!(store.remove_device(mb(bob, 1), now, &ev()).await.unwrap());
     assert!(
         store
             .mailbox(mb(bob, 1), 0, 10, now)
@@ -389,7 +434,7 @@ async fn multicast(store: &dyn Store, alice: AccountId, bob: AccountId) {
     let now = Timestamp(4_000);
     let before = store.stats().await.unwrap();
     let carol = store
-        .create_account("carol", None, device(0), now)
+        .create_account("carol", None, device(0), now, &ev())
         .await
         .unwrap();
     let mut m = message(
@@ -498,6 +543,7 @@ async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
             device(1),
             10,
             now,
+            &ev(),
         )
         .await;
     assert!(link.unwrap().is_none());
@@ -539,6 +585,7 @@ async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
             device(1),
             10,
             now,
+            &ev(),
         )
         .await;
     assert!(wrong.unwrap().is_none());
@@ -549,6 +596,7 @@ async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
             device(1),
             10,
             now,
+            &ev(),
         )
         .await
         .unwrap()
@@ -576,6 +624,7 @@ async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
             device(1),
             10,
             now,
+            &ev(),
         )
         .await;
     assert!(reuse.unwrap().is_none());
@@ -594,12 +643,12 @@ async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
     );
 
     // Deleting the account frees the name but never its number.
-    let devices = store.delete_account(alice).await.unwrap();
+    let devices = store.delete_account(alice, now, &ev()).await.unwrap();
     assert!(devices.contains(&new_device));
     assert!(store.devices(alice).await.unwrap().is_empty());
     assert_eq!(store.account_id("alice").await.unwrap(), None);
     let again = store
-        .create_account("alice", None, device(0), now)
+        .create_account("alice", None, device(0), now, &ev())
         .await
         .unwrap();
     assert_ne!(again, alice);
@@ -628,15 +677,15 @@ async fn acks_in_a_batch(store: Arc<dyn Store>) {
     store.migrate().await.unwrap();
     let now = Timestamp(1_000);
     let bob = store
-        .create_account("bob", None, device(0), now)
+        .create_account("bob", None, device(0), now, &ev())
         .await
         .unwrap();
     let mallory = store
-        .create_account("mallory", None, device(0), now)
+        .create_account("mallory", None, device(0), now, &ev())
         .await
         .unwrap();
     let alice = store
-        .create_account("alice", None, device(0), now)
+        .create_account("alice", None, device(0), now, &ev())
         .await
         .unwrap();
     let mut batch = Vec::new();
@@ -707,4 +756,188 @@ async fn postgres_acks_in_a_batch() {
         .await
         .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
     acks_in_a_batch(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
+
+/// The audit log in the database: audited actions append their entry in their own
+/// transaction (and a refused action appends none), entries read back exactly as hashed,
+/// the head follows every append, checkpoints are stored, and concurrent appenders never
+/// fork the chain.
+async fn audit_log(store: Arc<dyn Store>) {
+    use crate::audit::{Action, AuditKey, Detail, Head, Outcome, chain};
+
+    store.migrate().await.unwrap();
+    let now = Timestamp(1_000);
+    assert_eq!(store.audit_head().await.unwrap(), Head::EMPTY);
+    assert!(store.audit_entries(0, 10).await.unwrap().is_empty());
+    assert!(store.last_checkpoint().await.unwrap().is_none());
+
+    let event = |action| Event::new(action, Outcome::Success);
+    store
+        .create_invite(
+            SecretHash::from_bytes([1; 32]),
+            now,
+            &event(Action::InviteCreate).detail(Detail::Via, "host"),
+        )
+        .await
+        .unwrap();
+    let register = event(Action::AccountRegister)
+        .actor("alice")
+        .target("alice")
+        .source("192.0.2.7");
+    let alice = store
+        .create_account(
+            "alice",
+            Some(SecretHash::from_bytes([1; 32])),
+            device(0),
+            now,
+            &register,
+        )
+        .await
+        .unwrap();
+    // Refused actions roll back with their entries.
+    assert!(matches!(
+        store
+            .create_account(
+                "bob",
+                Some(SecretHash::from_bytes([1; 32])),
+                device(0),
+                now,
+                &register,
+            )
+            .await,
+        Err(StoreError::InviteInvalid)
+    ));
+    assert!(matches!(
+        store
+            .create_account("alice", None, device(0), now, &register)
+            .await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert!(matches!(
+        store
+            .remove_device(mb(alice, 1), now, &event(Action::DeviceRemove))
+            .await,
+        Err(StoreError::LastDevice)
+    ));
+    let added = store
+        .add_device(alice, device(0), 5, now, &event(Action::DeviceAdd))
+        .await
+        .unwrap();
+    let remove = event(Action::DeviceRemove).actor("alice").device(added.0);
+    assert!(
+        store
+            .remove_device(mb(alice, added.0), now, &remove)
+            .await
+            .unwrap()
+    );
+    // Removing it again removes nothing and records nothing.
+    assert!(
+        !store
+            .remove_device(mb(alice, added.0), now, &remove)
+            .await
+            .unwrap()
+    );
+    store
+        .delete_account(alice, Timestamp(2_000), &event(Action::AccountDelete))
+        .await
+        .unwrap();
+
+    let entries = store.audit_entries(0, 100).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "invite-create",
+            "account-register",
+            "device-add",
+            "device-remove",
+            "account-delete"
+        ]
+    );
+    assert_eq!(entries[1].source_ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(
+        entries[2].target_device,
+        Some(added.0),
+        "the store fills it in"
+    );
+    assert_eq!(
+        entries[0].details.get("via").map(String::as_str),
+        Some("host")
+    );
+    assert_eq!(entries[4].time_ms, 2_000);
+    let head = chain::verify(&entries, vec![]).unwrap();
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    // Paged.
+    let page = store.audit_entries(2, 2).await.unwrap();
+    assert_eq!(page, entries[2..4].to_vec());
+
+    // A standalone entry, and a checkpoint stored with its own entry.
+    let appended = store
+        .append_audit(&event(Action::ConfigReload), now)
+        .await
+        .unwrap();
+    assert_eq!(appended.seq, 6);
+    assert_eq!(appended.prev_hash, head.hash);
+    let key = AuditKey::from_seed(&[7; 32]);
+    let checkpoint = key.checkpoint(Head::of(&appended), 3_000);
+    let entry = store
+        .put_checkpoint(
+            &checkpoint,
+            &event(Action::AuditCheckpoint).detail(Detail::ToSeq, 6),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(entry.seq, 7);
+    let stored = store.last_checkpoint().await.unwrap().unwrap();
+    assert_eq!(stored, checkpoint);
+    assert_eq!(stored.verify(&key.public()).unwrap(), Head::of(&appended));
+
+    // Concurrent appenders serialize on the head row: no two entries share a number or a
+    // predecessor, and the chain stays whole.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let user = format!("user{i}");
+                store
+                    .create_account(
+                        &user,
+                        None,
+                        device(0),
+                        now,
+                        &event(Action::AccountRegister).target(&user),
+                    )
+                    .await
+                    .unwrap();
+                store
+                    .append_audit(&event(Action::RateLimitTrip), now)
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = store.audit_entries(0, 1000).await.unwrap();
+    assert_eq!(all.len(), 7 + 32);
+    let head = chain::verify(&all, vec![Head::of(&appended)]).unwrap();
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    audit_log(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_audit_log() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    audit_log(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
 }

@@ -1,0 +1,240 @@
+//! The audit log as the services use it: who caused an audited action ([`Origin`]), and
+//! verifying, exporting and checkpointing the stored chain (`tacit-server audit ...`).
+//!
+//! The entries of audited actions are appended by the store inside each action's own
+//! transaction; this module only builds their events. Verification reads the chain in
+//! pages through [`Verifier`], so the whole log is never held in memory, and works while
+//! the server appends (the head is read first, and entries are only ever added after it).
+
+use std::net::IpAddr;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::{Services, now};
+use crate::audit::export::Record;
+use crate::audit::{
+    Action, AuditKey, Broken, Checkpoint, CheckpointError, Detail, Event, Head, Outcome, Verifier,
+};
+use crate::store::StoreError;
+
+/// Entries read per page when verifying or exporting.
+const PAGE: u32 = 1000;
+
+/// Who caused an audited action: what its entry records of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `tacit-server` run on the server host (recorded as `via: host`).
+    Host,
+    /// A client's request, from this address when the listener knows it.
+    Client(Option<IpAddr>),
+}
+
+impl Origin {
+    /// A successful `action`'s event, with what this origin records.
+    #[must_use]
+    pub fn event(self, action: Action) -> Event {
+        let event = Event::new(action, Outcome::Success);
+        match self {
+            Self::Host => event.detail(Detail::Via, "host"),
+            Self::Client(Some(ip)) => event.source(ip.to_string()),
+            Self::Client(None) => event,
+        }
+    }
+}
+
+/// Where an export starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// Every entry.
+    Start,
+    /// Entries from this sequence number on.
+    Seq(u64),
+    /// Entries appended at or after this time (ms since the epoch).
+    Time(i64),
+}
+
+/// Why the audit log could not be verified, or where it is broken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The chain is broken at this entry.
+    #[error(transparent)]
+    Broken(#[from] Broken),
+    /// The chain ends before the head the database records: its last entries were
+    /// deleted.
+    #[error(
+        "audit entry {missing}: it is missing: the log ends at entry {last} but the database's head records entry {head} (truncated)"
+    )]
+    BehindHead {
+        /// The first missing entry.
+        missing: u64,
+        /// The last stored entry.
+        last: u64,
+        /// The entry the head records.
+        head: u64,
+    },
+    /// The entry the database's head names has another hash than the head records.
+    #[error(
+        "audit entry {0}: it differs from the head the database records (rewritten at or before it)"
+    )]
+    HeadMismatch(u64),
+    /// A checkpoint (kept or stored) is not valid under the server's audit key.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The store failed, or a row is unreadable ([`StoreError::AuditUnreadable`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the export failed.
+    #[error("writing the export: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+impl AuditError {
+    /// Whether the log itself is found broken (as opposed to the check failing to run).
+    #[must_use]
+    pub fn is_broken(&self) -> bool {
+        matches!(
+            self,
+            Self::Broken(_)
+                | Self::BehindHead { .. }
+                | Self::HeadMismatch(_)
+                | Self::Store(StoreError::AuditUnreadable { .. })
+        )
+    }
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The head of the unbroken chain (its `seq` is the number of entries).
+    pub head: Head,
+    /// How many checkpoints it was compared against.
+    pub checkpoints: usize,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exported {
+    /// How many entries.
+    pub count: u64,
+    /// The first and last exported entry, if any.
+    pub range: Option<(u64, u64)>,
+}
+
+impl Services {
+    /// Checks the stored chain from its first entry: every hash, every link, no gap; that
+    /// it reaches the head the database records; and that it matches every checkpoint in
+    /// `kept` and the last stored one (each checked under `key` first). Returns the first
+    /// problem found.
+    pub async fn audit_verify(
+        &self,
+        kept: &[Checkpoint],
+        key: Option<&VerifyingKey>,
+    ) -> Result<Verified, AuditError> {
+        // The head first: whatever is appended while we read lies after it.
+        let recorded = self.store.audit_head().await?;
+        let mut checkpoints: Vec<&Checkpoint> = kept.iter().collect();
+        let stored = self.store.last_checkpoint().await?;
+        checkpoints.extend(stored.as_ref());
+        let mut expected = Vec::with_capacity(checkpoints.len());
+        if !checkpoints.is_empty() {
+            let key = match key {
+                Some(key) => *key,
+                None => AuditKey::load(&self.config.audit_key_file())?.public(),
+            };
+            for checkpoint in &checkpoints {
+                expected.push(checkpoint.verify(&key)?);
+            }
+        }
+        let mut verifier = Verifier::new(expected);
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_entries(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                verifier.push(entry)?;
+                if entry.seq == recorded.seq && entry.hash != recorded.hash {
+                    return Err(AuditError::HeadMismatch(entry.seq));
+                }
+            }
+        }
+        let head = verifier.finish()?;
+        if head.seq < recorded.seq {
+            return Err(AuditError::BehindHead {
+                missing: head.seq + 1,
+                last: head.seq,
+                head: recorded.seq,
+            });
+        }
+        Ok(Verified {
+            head,
+            checkpoints: checkpoints.len(),
+        })
+    }
+
+    /// Writes the entries from `since` on as ECS-style JSON lines (see `docs/AUDIT.md`),
+    /// then records the export itself in the log (an `audit-export` entry, after the ones
+    /// exported).
+    pub async fn audit_export(
+        &self,
+        since: Since,
+        out: &mut (dyn std::io::Write + Send),
+        origin: Origin,
+    ) -> Result<Exported, AuditError> {
+        let mut after = match since {
+            Since::Seq(seq) => seq.saturating_sub(1),
+            Since::Start | Since::Time(_) => 0,
+        };
+        let mut exported = Exported {
+            count: 0,
+            range: None,
+        };
+        loop {
+            let page = self.store.audit_entries(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                if let Since::Time(time) = since
+                    && entry.time_ms < time
+                {
+                    continue;
+                }
+                writeln!(out, "{}", Record::of(entry).to_line()).map_err(AuditError::Write)?;
+                exported.count += 1;
+                exported.range = Some(match exported.range {
+                    Some((first, _)) => (first, entry.seq),
+                    None => (entry.seq, entry.seq),
+                });
+            }
+        }
+        out.flush().map_err(AuditError::Write)?;
+        let mut event = origin
+            .event(Action::AuditExport)
+            .detail(Detail::Count, exported.count);
+        if let Some((first, last)) = exported.range {
+            event = event
+                .detail(Detail::FromSeq, first)
+                .detail(Detail::ToSeq, last);
+        }
+        self.store.append_audit(&event, now()).await?;
+        Ok(exported)
+    }
+
+    /// Signs the head the database records now with `key`, stores the checkpoint and
+    /// records it in the log (an `audit-checkpoint` entry, after the ones it covers).
+    pub async fn audit_checkpoint(
+        &self,
+        key: &AuditKey,
+        origin: Origin,
+    ) -> Result<Checkpoint, AuditError> {
+        let head = self.store.audit_head().await?;
+        let time = now();
+        let checkpoint = key.checkpoint(head, time.0);
+        let event = origin
+            .event(Action::AuditCheckpoint)
+            .detail(Detail::ToSeq, head.seq);
+        self.store.put_checkpoint(&checkpoint, &event, time).await?;
+        Ok(checkpoint)
+    }
+}

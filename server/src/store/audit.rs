@@ -1,0 +1,245 @@
+//! The audit log's rows: appending an entry (inside the transaction of the action it
+//! records, or on its own), reading the chain in pages, its head, and the signed
+//! checkpoints.
+//!
+//! A row holds exactly the fields [`crate::audit::chain`] hashes, as the strings that were
+//! hashed, so a verifier recomputes every hash from the rows alone. Every append first
+//! updates the one row of `audit_head` (`UPDATE ... RETURNING`): on PostgreSQL concurrent
+//! appenders wait for each other's commit on that row lock, on SQLite the single writer
+//! serializes them, so two entries never take the same predecessor and the chain never
+//! forks. An action and its entry commit together or not at all.
+
+use std::collections::BTreeMap;
+
+use super::backend::{Backend, Param, Value};
+use super::sql::{self, SqlStore};
+use super::{AuditProblem, StoreError};
+use crate::audit::{Checkpoint, Entry, EntryHash, Event, Head};
+
+/// One `audit_log` row as read: seq, time, action, outcome, actor, target user, target
+/// device, source, details (JSON), previous hash, hash.
+type Row = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+/// One `audit_checkpoints` row as read: seq, head, time, public key, signature.
+type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>);
+
+impl<B> SqlStore<B>
+where
+    B: Backend,
+    for<'c> &'c mut B::Connection: sqlx::Executor<'c, Database = B>,
+    for<'q> B::Arguments<'q>: sqlx::IntoArguments<'q, B>,
+    usize: sqlx::ColumnIndex<B::Row>,
+    i64: Value<B>,
+    Option<i64>: Value<B>,
+    String: Value<B>,
+    Vec<u8>: Value<B>,
+    for<'q> &'q str: Param<'q, B>,
+    for<'q> &'q [u8]: Param<'q, B>,
+    for<'q> Option<&'q str>: Param<'q, B>,
+{
+    /// Appends `event` at `time_ms` inside the caller's transaction: the entry commits
+    /// with the action or not at all. Returns the entry.
+    pub(super) async fn append(
+        conn: &mut B::Connection,
+        event: &Event,
+        time_ms: i64,
+    ) -> Result<Entry, StoreError> {
+        // Taking the next number locks the head row until the commit (PostgreSQL); the
+        // hash returned is still the predecessor's, rewritten below.
+        let (seq, prev): (i64, Vec<u8>) =
+            sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *conn)
+                .await?;
+        let head = Head {
+            seq: sql::to_u64(seq.saturating_sub(1), "audit_head.seq")?,
+            hash: to_entry_hash(prev, "audit_head.hash")?,
+        };
+        let entry = head.next(event, time_ms);
+        let details = details_json(&entry.details);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, time_ms, action, outcome, actor, target_user, \
+             target_device, source_ip, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(seq)
+        .bind(entry.time_ms)
+        .bind(entry.action.as_str())
+        .bind(entry.outcome.as_str())
+        .bind(entry.actor.as_deref())
+        .bind(entry.target_user.as_deref())
+        .bind(entry.target_device.map(i64::from))
+        .bind(entry.source_ip.as_deref())
+        .bind(details.as_str())
+        .bind(entry.prev_hash.0.as_slice())
+        .bind(entry.hash.0.as_slice())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(entry.hash.0.as_slice())
+            .execute(&mut *conn)
+            .await?;
+        Ok(entry)
+    }
+
+    /// Appends `event` on its own (an event that no other write goes with).
+    pub(super) async fn append_audit(
+        &self,
+        event: &Event,
+        now: tacit_api::Timestamp,
+    ) -> Result<Entry, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let entry = Self::append(&mut tx, event, now.0).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    /// Up to `limit` entries with a sequence number above `after`, in ascending order. A
+    /// row that cannot be read as an entry ends the page; a page that would begin with
+    /// one is [`StoreError::AuditUnreadable`].
+    pub(super) async fn audit_entries(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, time_ms, action, outcome, actor, target_user, target_device, \
+             source_ip, details, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(sql::to_i64(after, "audit_log.seq")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        // An unreadable row ends the page before it, so that the entries ahead of it are
+        // verified first; read from there, it is the error.
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            match entry(row) {
+                Ok(entry) => entries.push(entry),
+                Err(e) if entries.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The head the database records: the last appended entry's number and hash.
+    pub(super) async fn audit_head(&self) -> Result<Head, StoreError> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(Head {
+            seq: sql::to_u64(seq, "audit_head.seq")?,
+            hash: to_entry_hash(hash, "audit_head.hash")?,
+        })
+    }
+
+    /// Stores a signed checkpoint and appends `event` (its `audit-checkpoint` entry), in
+    /// one transaction.
+    pub(super) async fn put_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        event: &Event,
+        now: tacit_api::Timestamp,
+    ) -> Result<Entry, StoreError> {
+        let bytes = |text: &str, what| hex::decode(text).map_err(|_| StoreError::Corrupt(what));
+        let head = bytes(&checkpoint.head, "checkpoint.head")?;
+        let public_key = bytes(&checkpoint.public_key, "checkpoint.public_key")?;
+        let signature = bytes(&checkpoint.signature, "checkpoint.signature")?;
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, head, time_ms, public_key, signature) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(sql::to_i64(checkpoint.seq, "checkpoint.seq")?)
+        .bind(head.as_slice())
+        .bind(checkpoint.time_ms)
+        .bind(public_key.as_slice())
+        .bind(signature.as_slice())
+        .execute(&mut *tx)
+        .await?;
+        let entry = Self::append(&mut tx, event, now.0).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    /// The checkpoint stored last, if any.
+    pub(super) async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<CheckpointRow> = sqlx::query_as(
+            "SELECT seq, head, time_ms, public_key, signature FROM audit_checkpoints \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|(seq, head, time_ms, public_key, signature)| {
+            Ok(Checkpoint {
+                version: 1,
+                seq: sql::to_u64(seq, "audit_checkpoints.seq")?,
+                head: hex::encode(head),
+                time_ms,
+                public_key: hex::encode(public_key),
+                signature: hex::encode(signature),
+            })
+        })
+        .transpose()
+    }
+}
+
+/// The details as stored: a JSON object of strings, keys in order.
+fn details_json(details: &BTreeMap<String, String>) -> String {
+    // A map of strings always serializes.
+    serde_json::to_string(details).unwrap_or_default()
+}
+
+fn to_entry_hash(bytes: Vec<u8>, what: &'static str) -> Result<EntryHash, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(EntryHash)
+        .map_err(|_| StoreError::Corrupt(what))
+}
+
+/// A row as an entry. A row that cannot even be read as one (a column edited into a
+/// value no append writes) is reported with its sequence number, as verification reports
+/// any other edited entry.
+fn entry(row: Row) -> Result<Entry, StoreError> {
+    let (seq, time_ms, action, outcome, actor, target_user, device, source_ip, details, prev, hash) =
+        row;
+    let unreadable = |problem| StoreError::AuditUnreadable { seq, problem };
+    let seq_number = u64::try_from(seq).map_err(|_| unreadable(AuditProblem::Seq))?;
+    let target_device = device
+        .map(u32::try_from)
+        .transpose()
+        .map_err(|_| unreadable(AuditProblem::TargetDevice))?;
+    let details: BTreeMap<String, String> =
+        serde_json::from_str(&details).map_err(|_| unreadable(AuditProblem::Details))?;
+    let hash_of = |bytes: Vec<u8>| {
+        <[u8; 32]>::try_from(bytes)
+            .map(EntryHash)
+            .map_err(|_| unreadable(AuditProblem::Hash))
+    };
+    Ok(Entry {
+        seq: seq_number,
+        time_ms,
+        action,
+        outcome,
+        actor,
+        target_user,
+        target_device,
+        source_ip,
+        details,
+        prev_hash: hash_of(prev)?,
+        hash: hash_of(hash)?,
+    })
+}
