@@ -32,6 +32,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// 403: registration needs a valid, unused invite.
     InviteRequired,
+    /// 403: the caller's account lacks the role the endpoint needs (`admin`, or for the
+    /// audit log `auditor`).
+    Forbidden,
+    /// 403: the caller's account is disabled by an administrator: every request of its
+    /// devices is refused until it is enabled again.
+    AccountDisabled,
     /// 404: no such user, device or route.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -85,7 +91,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
-            Self::InviteRequired => 403,
+            Self::InviteRequired | Self::Forbidden | Self::AccountDisabled => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UsernameTaken | Self::DeviceMismatch | Self::TooManyDevices | Self::Conflict => {
@@ -111,6 +117,8 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::InviteRequired => "invite_required",
+            Self::Forbidden => "forbidden",
+            Self::AccountDisabled => "account_disabled",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UsernameTaken => "username_taken",

@@ -32,6 +32,17 @@
 //! | `PATCH /v1/blobs/{blob_id}` | raw bytes ([`BLOB_UPLOAD_CONTENT_TYPE`]) at [`UPLOAD_OFFSET`] | `204` with the new [`UPLOAD_OFFSET`] (uploader only) |
 //! | `GET /v1/blobs/{blob_id}` | optional `Range: bytes=N-` | `200` or `206`: the complete blob's bytes |
 //! | `DELETE /v1/blobs/{blob_id}` | - | `204` (uploader only) |
+//! | `GET /v1/admin/users?search=&after=&limit=` | - (admin) | [`AdminUserList`] |
+//! | `GET /v1/admin/users/{username}` | - (admin) | [`AdminUser`] |
+//! | `DELETE /v1/admin/users/{username}` | - (admin) | `204` (the account is deleted; the name is free again) |
+//! | `POST /v1/admin/users/{username}/disable`, `/enable` | - (admin) | `204` |
+//! | `DELETE /v1/admin/users/{username}/devices/{device_id}` | - (admin) | `204` |
+//! | `PUT`, `DELETE /v1/admin/users/{username}/roles/{role}` | - (admin) | `204` |
+//! | `PUT /v1/admin/users/{username}/quota` | [`SetQuotaRequest`] (admin) | `204` |
+//! | `GET /v1/admin/invites` | - (admin) | [`InviteList`] |
+//! | `POST /v1/admin/invites` | [`CreateInviteRequest`] (admin) | `201` [`CreateInviteResponse`] |
+//! | `DELETE /v1/admin/invites/{id}` | - (admin) | `204` |
+//! | `GET /v1/admin/audit?after=&limit=` | - (auditor or admin) | [`AuditPage`] |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | - | operations |
 //!
 //! Every authenticated request carries `Authorization: Bearer <credential>`, where the
@@ -40,9 +51,10 @@
 //! [`ErrorCode`].
 //!
 //! The types live in one private module per concern (`primitives`, `credential`, `keys`,
-//! `accounts`, `provisioning`, `messages`, `blobs`, `ws`, `errors`), all re-exported here.
+//! `accounts`, `admin`, `provisioning`, `messages`, `blobs`, `ws`, `errors`), all re-exported here.
 
 mod accounts;
+mod admin;
 mod blobs;
 mod credential;
 mod errors;
@@ -55,6 +67,10 @@ mod ws;
 
 pub use accounts::{
     AddDeviceRequest, AddDeviceResponse, DeviceInfo, DeviceList, RegisterRequest, RegisterResponse,
+};
+pub use admin::{
+    AdminDevice, AdminUser, AdminUserList, AuditPage, CreateInviteRequest, CreateInviteResponse,
+    InviteInfo, InviteList, Role, SetQuotaRequest,
 };
 pub use blobs::{
     BLOB_UPLOAD_CONTENT_TYPE, CreateBlobRequest, CreateBlobResponse, UPLOAD_LENGTH, UPLOAD_OFFSET,

@@ -20,6 +20,12 @@ pub enum ApiError {
     /// Registration without a valid invite.
     #[error("registration needs a valid, unused invite")]
     InviteRequired,
+    /// The caller's account lacks the role the endpoint needs (named here).
+    #[error("this needs the {0} role")]
+    Forbidden(&'static str),
+    /// The caller's account is disabled by an administrator.
+    #[error("this account is disabled by an administrator")]
+    AccountDisabled,
     /// No such user, device or route.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -103,6 +109,8 @@ impl ApiError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::InviteRequired => ErrorCode::InviteRequired,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::AccountDisabled => ErrorCode::AccountDisabled,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::UsernameTaken => ErrorCode::UsernameTaken,

@@ -98,6 +98,11 @@ where
         Err(e) => warn!(error = %e, "could not raise the open-file limit"),
     }
     let svc = Arc::new(Services::new(store.clone(), config.clone()));
+    // Note where the revocations end before serving: this node's caches are empty, and
+    // every later revocation (from another node or `tacit-server admin`) is applied.
+    if let Err(e) = svc.apply_revocations().await {
+        warn!(error = %e, "reading the revocations failed; retrying in the background");
+    }
     let (down_tx, down_rx) = watch::channel(false);
     let sockets = tokio_util::task::TaskTracker::new();
     let app = http::router(http::AppState {
@@ -119,6 +124,7 @@ where
         }
     });
     tokio::spawn(housekeeping(svc.clone(), down_rx.clone()));
+    tokio::spawn(watch_revocations(svc.clone(), down_rx.clone()));
     if let Some(addr) = config.metrics.listen {
         let metrics = std::net::TcpListener::bind(addr)?;
         metrics.set_nonblocking(true)?;
@@ -212,6 +218,42 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
                 svc.prune();
             }
             () = shutting_down(&mut down) => return,
+        }
+    }
+}
+
+/// How often the revocations made elsewhere are read: a device removed or an account
+/// disabled on the server host or through another node is refused, and its sockets closed,
+/// within about this long.
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often the devices' last authentications are written.
+const LAST_SEEN_FLUSH: Duration = Duration::from_secs(60);
+
+/// Apply revocations made elsewhere (every [`REVOCATION_POLL`]) and write the devices'
+/// last authentications (every [`LAST_SEEN_FLUSH`], and once more at shutdown).
+async fn watch_revocations(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
+    let mut poll = tokio::time::interval(REVOCATION_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(LAST_SEEN_FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                if let Err(e) = svc.apply_revocations().await {
+                    warn!(error = %e, "reading the revocations failed");
+                }
+            }
+            _ = flush.tick() => {
+                if let Err(e) = svc.flush_last_seen().await {
+                    warn!(error = %e, "recording devices' last authentication failed");
+                }
+            }
+            () = shutting_down(&mut down) => {
+                if let Err(e) = svc.flush_last_seen().await {
+                    warn!(error = %e, "recording devices' last authentication failed");
+                }
+                return;
+            }
         }
     }
 }

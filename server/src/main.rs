@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tacit_server::audit::{AuditKey, Checkpoint};
 use tacit_server::config::{Config, LogFormat, Redacted};
-use tacit_server::service::{Origin, Services, Since};
+use tacit_server::service::{Admin, Origin, Services, Since};
 use tacit_server::store;
 
 /// The Tacit relay server.
@@ -71,6 +71,109 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Administer users, devices, roles, invites and quotas on the configured database,
+    /// while the server runs too (docs/ADMIN.md). Every change is audited (`via: host`).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// List users with their devices (name, created, last seen, prekey stock, mailbox
+    /// depth).
+    Users {
+        /// Only users whose name contains this.
+        #[arg(long)]
+        search: Option<String>,
+        /// Print JSON (the API's AdminUserList) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user with their devices.
+    User {
+        /// The user.
+        username: String,
+        /// Print JSON (the API's AdminUser) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: every credential refused, every socket closed within a second.
+    Disable {
+        /// The user.
+        username: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The user.
+        username: String,
+    },
+    /// Remove one device of a user (not the last: delete the account instead).
+    RemoveDevice {
+        /// The user.
+        username: String,
+        /// The device's number.
+        device_id: u32,
+    },
+    /// Delete a user's account (for one who lost every device); the name is free again.
+    Delete {
+        /// The user.
+        username: String,
+        /// Confirm: the account's keys and waiting messages are deleted for good.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Grant a role (`admin` or `auditor`).
+    Grant {
+        /// The user.
+        username: String,
+        /// The role.
+        role: String,
+    },
+    /// Revoke a role.
+    Revoke {
+        /// The user.
+        username: String,
+        /// The role.
+        role: String,
+    },
+    /// Set a user's own limits; an option left out returns that limit to the server's.
+    Quota {
+        /// The user.
+        username: String,
+        /// Most devices.
+        #[arg(long, value_name = "N")]
+        max_devices: Option<u32>,
+        /// Most bytes of blobs.
+        #[arg(long, value_name = "BYTES")]
+        blob_quota_bytes: Option<u64>,
+    },
+    /// Manage invites with expiry and use counts.
+    Invite {
+        #[command(subcommand)]
+        command: AdminInviteCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminInviteCommand {
+    /// Create an invite and print its token (alone) on stdout.
+    Create {
+        /// Seconds until it expires (default: never).
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+        /// How many registrations it admits (default 1).
+        #[arg(long, value_name = "N")]
+        max_uses: Option<u32>,
+    },
+    /// List invites (id, created, expires, uses).
+    List,
+    /// Revoke an invite by its id (from `list`).
+    Revoke {
+        /// The invite's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,7 +216,7 @@ enum ExportFormat {
 enum InviteCommand {
     /// Create an invite and print its token (alone) on stdout.
     Create,
-    /// List invites (hash prefix, created, used).
+    /// List invites (id, created, expires, uses); the same as `admin invite list`.
     List,
 }
 
@@ -177,15 +280,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Invite {
                 command: InviteCommand::List,
             } => {
-                let invites = store.list_invites().await.context("listing invites")?;
+                let code = admin(
+                    AdminCommand::Invite {
+                        command: AdminInviteCommand::List,
+                    },
+                    &config,
+                    store.clone(),
+                )
+                .await;
                 store.close().await;
-                for i in invites {
-                    let used = i
-                        .used_at
-                        .map_or_else(|| "-".to_owned(), |t| t.0.to_string());
-                    println!("{}\tcreated={}\tused={used}", i.hash_prefix, i.created_at.0);
-                }
-                Ok(ExitCode::SUCCESS)
+                code
+            }
+            Command::Admin { command } => {
+                let code = admin(command, &config, store.clone()).await;
+                store.close().await;
+                code
             }
             Command::Config { .. } => Ok(ExitCode::SUCCESS),
         }
@@ -263,6 +372,233 @@ async fn audit(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tacit-server admin ...`, on the configured database (while the server runs, too: the
+/// server applies revocations made here within a second).
+async fn admin(
+    command: AdminCommand,
+    config: &Arc<Config>,
+    store: Arc<dyn store::Store>,
+) -> anyhow::Result<ExitCode> {
+    let svc = Services::new(store, config.clone());
+    let host = Admin::Host;
+    match command {
+        AdminCommand::Users { search, json } => {
+            let mut after = None;
+            let mut all = Vec::new();
+            loop {
+                let page = svc
+                    .admin_users(host, search.as_deref(), after.as_deref(), Some(1000))
+                    .await
+                    .context("listing users")?;
+                all.extend(page.users);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            if json {
+                let list = tacit_api::AdminUserList {
+                    users: all,
+                    next: None,
+                };
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for user in &all {
+                    print_user(user);
+                }
+                if all.is_empty() {
+                    eprintln!("no users");
+                }
+            }
+        }
+        AdminCommand::User { username, json } => {
+            let user = svc
+                .admin_user(host, &username)
+                .await
+                .with_context(|| format!("reading user {username}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&user)?);
+            } else {
+                print_user(&user);
+            }
+        }
+        AdminCommand::Disable { username } => {
+            let changed = svc
+                .set_user_disabled(host, &username, true)
+                .await
+                .with_context(|| format!("disabling {username}"))?;
+            println!(
+                "{username}: {}",
+                if changed {
+                    "disabled"
+                } else {
+                    "already disabled"
+                }
+            );
+        }
+        AdminCommand::Enable { username } => {
+            let changed = svc
+                .set_user_disabled(host, &username, false)
+                .await
+                .with_context(|| format!("enabling {username}"))?;
+            println!(
+                "{username}: {}",
+                if changed { "enabled" } else { "not disabled" }
+            );
+        }
+        AdminCommand::RemoveDevice {
+            username,
+            device_id,
+        } => {
+            svc.admin_remove_device(host, &username, tacit_api::DeviceId(device_id))
+                .await
+                .with_context(|| format!("removing device {device_id} of {username}"))?;
+            println!("{username}: device {device_id} removed");
+        }
+        AdminCommand::Delete { username, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "deleting {username} deletes their keys and waiting messages for good: \
+                     run again with --yes to confirm"
+                );
+            }
+            svc.admin_delete_user(host, &username)
+                .await
+                .with_context(|| format!("deleting {username}"))?;
+            println!("{username}: account deleted (the name can be registered again)");
+        }
+        AdminCommand::Grant { role, .. } | AdminCommand::Revoke { role, .. }
+            if tacit_api::Role::from_name(&role).is_none() =>
+        {
+            anyhow::bail!("no role {role:?}: the roles are `admin` and `auditor`");
+        }
+        AdminCommand::Grant { username, role } => {
+            let role = tacit_api::Role::from_name(&role).context("no such role")?;
+            let changed = svc
+                .set_role(host, &username, role, true)
+                .await
+                .with_context(|| format!("granting {role} to {username}"))?;
+            println!(
+                "{username}: {role} {}",
+                if changed { "granted" } else { "already held" }
+            );
+        }
+        AdminCommand::Revoke { username, role } => {
+            let role = tacit_api::Role::from_name(&role).context("no such role")?;
+            let changed = svc
+                .set_role(host, &username, role, false)
+                .await
+                .with_context(|| format!("revoking {role} from {username}"))?;
+            println!(
+                "{username}: {role} {}",
+                if changed { "revoked" } else { "not held" }
+            );
+        }
+        AdminCommand::Quota {
+            username,
+            max_devices,
+            blob_quota_bytes,
+        } => {
+            let quota = tacit_api::SetQuotaRequest {
+                max_devices,
+                blob_quota_bytes,
+            };
+            svc.set_quota(host, &username, &quota)
+                .await
+                .with_context(|| format!("setting the quota of {username}"))?;
+            println!("{username}: quota set");
+        }
+        AdminCommand::Invite { command } => match command {
+            AdminInviteCommand::Create {
+                expires_in,
+                max_uses,
+            } => {
+                let req = tacit_api::CreateInviteRequest {
+                    expires_in_secs: expires_in,
+                    max_uses,
+                };
+                let created = svc
+                    .admin_create_invite(host, &req)
+                    .await
+                    .context("creating the invite")?;
+                println!("{}", created.token);
+            }
+            AdminInviteCommand::List => {
+                let list = svc.admin_invites(host).await.context("listing invites")?;
+                for i in list.invites {
+                    println!("{}", invite_line(&i));
+                }
+            }
+            AdminInviteCommand::Revoke { id } => {
+                svc.admin_revoke_invite(host, &id)
+                    .await
+                    .with_context(|| format!("revoking invite {id}"))?;
+                println!("invite {id} revoked");
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A time for people: RFC 3339 in UTC, or `-`.
+fn show_time(t: Option<tacit_api::Timestamp>) -> String {
+    t.and_then(|t| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000).ok()
+    })
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}
+
+fn print_user(user: &tacit_api::AdminUser) {
+    let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+    println!(
+        "{}\tcreated={}\t{}\troles={}",
+        user.username,
+        show_time(Some(user.created_at)),
+        if user.disabled_at.is_some() {
+            format!("disabled={}", show_time(user.disabled_at))
+        } else {
+            "active".to_owned()
+        },
+        if roles.is_empty() {
+            "member".to_owned()
+        } else {
+            roles.join(",")
+        }
+    );
+    for d in &user.devices {
+        println!(
+            "  device {}\tname={}\tcreated={}\tlast_seen={}\tprekeys={}/{}\tmailbox={}",
+            d.device_id.0,
+            d.name.as_deref().unwrap_or("-"),
+            show_time(Some(d.created_at)),
+            show_time(d.last_seen_at),
+            d.one_time_prekeys,
+            d.one_time_kem_prekeys,
+            d.mailbox_depth
+        );
+    }
+}
+
+fn invite_line(i: &tacit_api::InviteInfo) -> String {
+    format!(
+        "{}\tcreated={}\texpires={}\tuses={}/{}{}",
+        i.id,
+        show_time(Some(i.created_at)),
+        show_time(i.expires_at),
+        i.uses,
+        i.max_uses,
+        if i.revoked_at.is_some() {
+            "\trevoked"
+        } else {
+            ""
+        }
+    )
 }
 
 /// `--since`: a sequence number, or an RFC 3339 time.

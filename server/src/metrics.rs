@@ -82,6 +82,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -123,6 +128,10 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Open client connections (HTTP and the WebSockets upgraded from them).
     pub connections_open: Gauge,
+    /// Administrative changes made, by audit action.
+    admin_actions: Family<ActionLabels, Counter>,
+    /// Admin API requests refused because the caller lacked the role.
+    pub admin_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -139,6 +148,12 @@ impl Default for Metrics {
             "tacit_http_request_duration_seconds",
             "HTTP request latency by route template",
             latency.clone(),
+        );
+        let admin_actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "tacit_admin_actions",
+            "Administrative changes made (API or server host), by audit action",
+            admin_actions.clone(),
         );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
@@ -187,7 +202,12 @@ impl Default for Metrics {
                 "tacit_connections_refused",
                 "Connections refused because the server had all it takes",
             ),
+            admin_refused: counter(
+                "tacit_admin_refused",
+                "Admin API requests refused because the caller lacked the role",
+            ),
             writes_failing: AtomicBool::new(false),
+            admin_actions,
             registry,
             requests,
             latency,
@@ -198,6 +218,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Count one administrative change.
+    pub fn admin_action(&self, action: crate::audit::Action) {
+        self.admin_actions
+            .get_or_create(&ActionLabels {
+                action: action.as_str(),
+            })
+            .inc();
+    }
+
     /// Count one request: two map look-ups under a read lock (a write lock only for the
     /// first request of a route and status), no allocation.
     pub fn observe_request(&self, route: &Route, status: u16, elapsed: Duration) {

@@ -984,11 +984,13 @@ async fn operations(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 21);
+    assert_eq!(paths.len(), 31);
     for (path, ops) in paths {
         let concrete = path
             .replace("{username}", "alice")
-            .replace("{device_id}", "77");
+            .replace("{device_id}", "77")
+            .replace("{role}", "admin")
+            .replace("{id}", &"ab".repeat(32));
         for method in ops.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             let response = alice

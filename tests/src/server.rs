@@ -59,6 +59,8 @@ pub struct TestServer {
     pub db: Option<TestDatabase>,
     /// The store's URL (SQLite file or PostgreSQL database), for tests that look inside.
     pub database_url: String,
+    /// The configuration the server runs with.
+    pub config: Arc<Config>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tacit_server::ServeError>>>,
 }
@@ -95,9 +97,10 @@ impl TestServer {
         let scheme = if config.plain_http { "http" } else { "https" };
         let base = format!("{scheme}://{addr}");
         let (stop, stopped) = oneshot::channel::<()>();
+        let config = Arc::new(config);
         let task = tokio::spawn(tacit_server::run(
             listener,
-            Arc::new(config),
+            config.clone(),
             store,
             async move {
                 let _ = stopped.await;
@@ -110,6 +113,7 @@ impl TestServer {
             data_dir,
             db,
             database_url,
+            config,
             stop: Some(stop),
             task: Some(task),
         };
@@ -137,6 +141,14 @@ impl TestServer {
             c.close().await.unwrap();
             n
         }
+    }
+
+    /// The services over a store of their own on the server's database, as
+    /// `tacit-server admin ...` on the server host has them: what they change, the running
+    /// server learns only from the database.
+    pub async fn host(&self) -> tacit_server::service::Services {
+        let store = tacit_server::store::open(&self.database_url).await.unwrap();
+        tacit_server::service::Services::new(store, self.config.clone())
     }
 
     /// Waits until `/readyz` answers 200.

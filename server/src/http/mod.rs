@@ -21,6 +21,7 @@ use tracing::{debug, error};
 use crate::error::ApiError;
 use crate::service::{AuthedDevice, Services};
 
+mod admin;
 mod handlers;
 mod openapi;
 mod ws;
@@ -74,6 +75,34 @@ pub fn router(state: AppState) -> Router {
                 .merge(patch(handlers::upload_blob).layer(DefaultBodyLimit::disable()))
                 .delete(handlers::delete_blob),
         )
+        .route("/v1/admin/users", get(admin::list_users))
+        .route(
+            "/v1/admin/users/{username}",
+            get(admin::get_user).delete(admin::delete_user),
+        )
+        .route(
+            "/v1/admin/users/{username}/disable",
+            post(admin::disable_user),
+        )
+        .route(
+            "/v1/admin/users/{username}/enable",
+            post(admin::enable_user),
+        )
+        .route(
+            "/v1/admin/users/{username}/devices/{device_id}",
+            delete(admin::remove_device),
+        )
+        .route(
+            "/v1/admin/users/{username}/roles/{role}",
+            put(admin::grant_role).delete(admin::revoke_role),
+        )
+        .route("/v1/admin/users/{username}/quota", put(admin::set_quota))
+        .route(
+            "/v1/admin/invites",
+            get(admin::list_invites).post(admin::create_invite),
+        )
+        .route("/v1/admin/invites/{id}", delete(admin::revoke_invite))
+        .route("/v1/admin/audit", get(admin::audit_log))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

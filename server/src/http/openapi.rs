@@ -14,12 +14,16 @@ use tacit_api::{
     OpenChannelResponse, PrekeyBundles, PrekeyCount, RegisterRequest, RegisterResponse,
     SendMessageRequest, SendMessageResponse, ServerFrame, UploadKeysRequest,
 };
+use tacit_api::{
+    AdminUser, AdminUserList, AuditPage, CreateInviteRequest, CreateInviteResponse, InviteList,
+    Role, SetQuotaRequest,
+};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{handlers, ws};
+use super::{admin, handlers, ws};
 use crate::config::Config;
 use crate::service::{MAX_ANSWER_BYTES, MAX_MULTICAST_DEVICES, max_blob_bytes};
 
@@ -93,6 +97,19 @@ impl Modify for DeviceCredentialScheme {
         handlers::upload_blob,
         handlers::download_blob,
         handlers::delete_blob,
+        admin::list_users,
+        admin::get_user,
+        admin::delete_user,
+        admin::disable_user,
+        admin::enable_user,
+        admin::remove_device,
+        admin::grant_role,
+        admin::revoke_role,
+        admin::set_quota,
+        admin::list_invites,
+        admin::create_invite,
+        admin::revoke_invite,
+        admin::audit_log,
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
@@ -123,6 +140,14 @@ impl Modify for DeviceCredentialScheme {
         CreateBlobRequest,
         CreateBlobResponse,
         ErrorBody,
+        AdminUserList,
+        AdminUser,
+        CreateInviteRequest,
+        CreateInviteResponse,
+        InviteList,
+        SetQuotaRequest,
+        AuditPage,
+        Role,
     )),
     modifiers(&DeviceCredentialScheme),
     security(("deviceCredential" = [])),
@@ -321,7 +346,23 @@ mod tests {
             json!(713)
         );
         assert_eq!(doc["openapi"], json!("3.1.0"));
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 21);
+        // 21 for devices and 10 under /v1/admin/, each of which documents the 403 of a
+        // caller without the role.
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), 31);
+        let admin: Vec<_> = paths
+            .iter()
+            .filter(|(path, _)| path.starts_with("/v1/admin/"))
+            .collect();
+        assert_eq!(admin.len(), 10);
+        for (path, ops) in admin {
+            for (method, op) in ops.as_object().unwrap() {
+                assert!(
+                    op["responses"]["403"].is_object(),
+                    "{method} {path} documents no 403"
+                );
+            }
+        }
         let link = &doc["paths"]["/v1/blobs"]["post"]["responses"]["201"]["links"]["uploadBlob"];
         assert_eq!(
             link["parameters"]["blob_id"],

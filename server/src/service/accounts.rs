@@ -10,7 +10,7 @@ use tracing::info;
 use super::{AuthedDevice, Origin, Services, hash_secret, now, random_secret};
 use crate::audit::Action;
 use crate::error::ApiError;
-use crate::store::{InviteRecord, Mailbox, NewDevice, StoreError};
+use crate::store::{Mailbox, NewDevice, StoreError};
 
 const MAX_DEVICE_NAME: usize = 64;
 /// Longest invite token a request may carry (tokens the server makes are 43 characters).
@@ -162,7 +162,8 @@ impl Services {
         if !self.store.remove_device(mailbox, now(), &audit).await? {
             return Err(ApiError::NotFound("device"));
         }
-        self.credentials.revoke(mailbox);
+        self.credentials
+            .revoke(mailbox, super::credentials::Revoked::Removed);
         self.hub.revoke(mailbox);
         info!(
             account = mailbox.account.0,
@@ -180,21 +181,32 @@ impl Services {
         caller: &AuthedDevice,
         origin: Origin,
     ) -> Result<(), ApiError> {
-        let account = caller.mailbox.account;
         let audit = origin
             .event(Action::AccountDelete)
             .actor(&caller.username)
             .target(&caller.username);
-        let devices = self.store.delete_account(account, now(), &audit).await?;
+        self.delete_account_of(caller.mailbox.account, &caller.username, &audit)
+            .await
+    }
+
+    /// Delete an account (see [`Self::delete_account`]), recording `audit`.
+    pub(crate) async fn delete_account_of(
+        &self,
+        account: AccountId,
+        username: &str,
+        audit: &crate::audit::Event,
+    ) -> Result<(), ApiError> {
+        let devices = self.store.delete_account(account, now(), audit).await?;
         for device in &devices {
             let mailbox = Mailbox {
                 account,
                 device: *device,
             };
-            self.credentials.revoke(mailbox);
+            self.credentials
+                .revoke(mailbox, super::credentials::Revoked::Removed);
             self.hub.revoke(mailbox);
         }
-        self.forget_account_id(&caller.username);
+        self.forget_account_id(username);
         self.delete_account_blobs(account).await?;
         info!(
             account = account.0,
@@ -247,21 +259,45 @@ impl Services {
         })
     }
 
-    /// Create a registration invite (audited); returns the token, which is stored only as
-    /// a hash (and never in the audit log).
+    /// Create a registration invite for one registration that never expires (audited);
+    /// returns the token, which is stored only as a hash (and never in the audit log).
     pub async fn create_invite(&self, origin: Origin) -> Result<String, ApiError> {
-        let secret = random_secret()?;
-        let token: String = hex::encode(secret);
         let audit = origin.event(Action::InviteCreate);
-        self.store
-            .create_invite(hash_secret(token.as_bytes()), now(), &audit)
-            .await?;
-        Ok(token)
+        let created = self.create_invite_with(None, 1, &audit).await?;
+        Ok(created.token)
     }
 
-    /// All invites (hash prefixes and dates; the tokens are not stored).
-    pub async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
-        self.store.list_invites().await
+    /// Create an invite admitting `max_uses` registrations until `expires_at` (audited).
+    pub(crate) async fn create_invite_with(
+        &self,
+        expires_at: Option<tacit_api::Timestamp>,
+        max_uses: u32,
+        audit: &crate::audit::Event,
+    ) -> Result<tacit_api::CreateInviteResponse, ApiError> {
+        let secret = random_secret()?;
+        let token: String = hex::encode(secret);
+        let hash = hash_secret(token.as_bytes());
+        let created_at = now();
+        let audit = audit.clone().detail(crate::audit::Detail::Limit, max_uses);
+        self.store
+            .create_invite(hash, expires_at, max_uses, created_at, &audit)
+            .await?;
+        Ok(tacit_api::CreateInviteResponse {
+            token,
+            invite: tacit_api::InviteInfo {
+                id: hex::encode(hash.as_bytes()),
+                created_at,
+                expires_at,
+                max_uses,
+                uses: 0,
+                revoked_at: None,
+            },
+        })
+    }
+
+    /// All invites, newest first (the tokens are not stored).
+    pub async fn list_invites(&self) -> Result<Vec<tacit_api::InviteInfo>, StoreError> {
+        self.store.invites().await
     }
 }
 

@@ -32,8 +32,17 @@ pub(crate) struct CredentialCache {
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<Mailbox, (DeviceAuth, Instant)>,
-    /// Revoked devices, with when: pruned after [`REVOKED_KEEP`].
-    revoked: HashMap<Mailbox, Instant>,
+    /// Revoked devices, with when and why: pruned after [`REVOKED_KEEP`].
+    revoked: HashMap<Mailbox, (Instant, Revoked)>,
+}
+
+/// Why a device's credential was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revoked {
+    /// The device was removed, or its account deleted.
+    Removed,
+    /// Its account was disabled by an administrator.
+    Disabled,
 }
 
 impl CredentialCache {
@@ -54,21 +63,31 @@ impl CredentialCache {
         inner.entries.insert(mailbox, (auth, Instant::now()));
     }
 
-    pub(crate) fn revoke(&self, mailbox: Mailbox) {
+    pub(crate) fn revoke(&self, mailbox: Mailbox, why: Revoked) {
         let mut inner = self.lock();
         inner.entries.remove(&mailbox);
-        inner.revoked.insert(mailbox, Instant::now());
+        inner.revoked.insert(mailbox, (Instant::now(), why));
     }
 
-    pub(crate) fn is_revoked(&self, mailbox: Mailbox) -> bool {
-        self.lock().revoked.contains_key(&mailbox)
+    /// Forget a revocation (the account was enabled again) and the cached entry, so that
+    /// the next lookup reads the database.
+    pub(crate) fn restore(&self, mailbox: Mailbox) {
+        let mut inner = self.lock();
+        inner.entries.remove(&mailbox);
+        inner.revoked.remove(&mailbox);
+    }
+
+    pub(crate) fn revoked(&self, mailbox: Mailbox) -> Option<Revoked> {
+        self.lock().revoked.get(&mailbox).map(|(_, why)| *why)
     }
 
     /// Forget revocations older than [`REVOKED_KEEP`] and expired entries; called
     /// periodically, so the cache's memory stays bounded however many devices go.
     pub(crate) fn prune(&self) {
         let mut inner = self.lock();
-        inner.revoked.retain(|_, at| at.elapsed() < REVOKED_KEEP);
+        inner
+            .revoked
+            .retain(|_, (at, _)| at.elapsed() < REVOKED_KEEP);
         inner.entries.retain(|_, (_, at)| at.elapsed() < TTL);
     }
 

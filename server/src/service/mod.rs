@@ -14,6 +14,7 @@ use crate::push::Hub;
 use crate::store::{Mailbox, SecretHash, Store, StoreError};
 
 mod accounts;
+mod admin;
 mod audit;
 mod blobs;
 mod commit;
@@ -26,6 +27,7 @@ mod ratelimit;
 mod rules;
 
 pub use crate::store::BlobRead;
+pub use admin::Admin;
 pub use audit::{AuditError, Exported, Origin, Since, Verified};
 pub use blobs::{UploadStatus, max_blob_bytes};
 pub(crate) use messages::MAX_MULTICAST_DEVICES;
@@ -62,6 +64,10 @@ pub struct Services {
     credentials: credentials::CredentialCache,
     /// The blob directory and the uploads under way.
     blobs: crate::store::BlobFiles,
+    /// When devices last authenticated, written to the store about once a minute.
+    last_seen: admin::LastSeen,
+    /// The last revocation this node applied (see [`Services::apply_revocations`]).
+    revocations_seen: tokio::sync::Mutex<Option<i64>>,
     /// Username to account id. Usernames never change; a deleted account's entry is
     /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
     /// name (another node may have deleted the account and the name been registered again).
@@ -116,6 +122,8 @@ impl Services {
             stats: tokio::sync::Mutex::new(None),
             account_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             credentials: credentials::CredentialCache::default(),
+            last_seen: admin::LastSeen::default(),
+            revocations_seen: tokio::sync::Mutex::new(None),
             blobs: crate::store::BlobFiles::new(config.blob_dir()),
             claims_by_requester: RateLimiter::per_minute(r.claims_per_minute_per_requester),
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
@@ -147,12 +155,18 @@ impl Services {
                 auth
             }
         };
-        // Checked after the lookup: a removal that raced with it still wins.
-        if self.credentials.is_revoked(mailbox) {
+        // Checked after the lookup: a removal or a disabling that raced with it still wins.
+        let revoked = self.credentials.revoked(mailbox);
+        if revoked == Some(credentials::Revoked::Removed) {
             return Err(ApiError::Unauthorized);
         }
         let presented = hash_secret(&credential.secret);
         if presented.ct_eq(&auth.credential_hash) {
+            // Only the holder of the credential learns that the account is disabled.
+            if auth.disabled || revoked == Some(credentials::Revoked::Disabled) {
+                return Err(ApiError::AccountDisabled);
+            }
+            self.last_seen.saw(mailbox);
             Ok(AuthedDevice {
                 mailbox,
                 username: auth.username,
@@ -194,10 +208,10 @@ impl Services {
         }
     }
 
-    /// Whether the device was removed (or its account deleted) on this node lately.
+    /// Whether the device was removed (or its account deleted or disabled) lately.
     #[must_use]
     pub fn is_revoked(&self, mailbox: Mailbox) -> bool {
-        self.credentials.is_revoked(mailbox)
+        self.credentials.revoked(mailbox).is_some()
     }
 
     /// The account id of a username, or `NotFound`.

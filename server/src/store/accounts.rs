@@ -3,7 +3,7 @@
 
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
-use super::{DeviceAuth, DeviceRecord, InviteRecord, Mailbox, NewDevice, SecretHash, StoreError};
+use super::{DeviceAuth, DeviceRecord, Mailbox, NewDevice, RevocationKind, SecretHash, StoreError};
 use crate::audit::Event;
 use crate::store::AccountId;
 
@@ -24,35 +24,25 @@ where
     pub(super) async fn create_invite(
         &self,
         token_hash: SecretHash,
+        expires_at: Option<tacit_api::Timestamp>,
+        max_uses: u32,
         now: tacit_api::Timestamp,
         audit: &Event,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        sqlx::query("INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)")
-            .bind(token_hash.as_bytes().as_slice())
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO invites (token_hash, created_at, expires_at, max_uses) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(now.0)
+        .bind(expires_at.map(|t| t.0))
+        .bind(i64::from(max_uses))
+        .execute(&mut *tx)
+        .await?;
         Self::append(&mut tx, audit, now.0).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    pub(super) async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
-        let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT token_hash, created_at, used_at FROM invites \
-             ORDER BY created_at DESC",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(hash, created_at, used_at)| InviteRecord {
-                hash_prefix: hex::encode(&hash[..hash.len().min(4)]),
-                created_at: tacit_api::Timestamp(created_at),
-                used_at: used_at.map(tacit_api::Timestamp),
-            })
-            .collect())
     }
 
     pub(super) async fn create_account(
@@ -65,8 +55,12 @@ where
     ) -> Result<AccountId, StoreError> {
         let mut tx = self.write.begin().await?;
         if let Some(hash) = invite {
+            // An invite admits up to `max_uses` registrations, until it expires or is
+            // revoked.
             let done = sqlx::query(
-                "UPDATE invites SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+                "UPDATE invites SET uses = uses + 1, used_at = COALESCE(used_at, $1) \
+                 WHERE token_hash = $2 AND uses < max_uses AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $1)",
             )
             .bind(now.0)
             .bind(hash.as_bytes().as_slice())
@@ -161,22 +155,25 @@ where
         // additions cannot both pass the count check.
         // A deleted account (its tombstone) takes no device: this waits for a
         // deletion under way and then finds the tombstone.
-        let next: Option<i64> = sqlx::query_scalar(
+        // A disabled account takes no device either; the account's own limit (set by an
+        // administrator) replaces the server's.
+        let next: Option<(i64, Option<i64>)> = sqlx::query_as(
             "UPDATE accounts SET next_device_id = next_device_id + 1 \
-             WHERE id = $1 AND username NOT LIKE '#deleted-%' \
-             RETURNING next_device_id - 1",
+             WHERE id = $1 AND username NOT LIKE '#deleted-%' AND disabled_at IS NULL \
+             RETURNING next_device_id - 1, max_devices",
         )
         .bind(account)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(next) = next else {
+        let Some((next, own_max)) = next else {
             return Err(StoreError::AccountGone);
         };
+        let max_devices = own_max.unwrap_or(i64::from(max_devices));
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE account_id = $1")
             .bind(account)
             .fetch_one(&mut *conn)
             .await?;
-        if count >= i64::from(max_devices) {
+        if count >= max_devices {
             return Err(StoreError::TooManyDevices);
         }
         let device_id = sql::to_device(next)?;
@@ -213,6 +210,14 @@ where
         }
         let removed = B::rows_affected(&done) == 1;
         if removed {
+            Self::record_revocations(
+                &mut tx,
+                mailbox.account,
+                &[i64::from(mailbox.device.0)],
+                RevocationKind::Revoke,
+                now,
+            )
+            .await?;
             Self::append(&mut tx, audit, now.0).await?;
         }
         tx.commit().await?;
@@ -233,10 +238,12 @@ where
         // being added at the same time either committed before (and is deleted
         // here or by the blob deletion that follows) or waits and then finds the
         // account gone.
-        sqlx::query("UPDATE accounts SET username = '#deleted-' || id WHERE id = $1")
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE accounts SET username = '#deleted-' || id, disabled_at = NULL WHERE id = $1",
+        )
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
         let devices: Vec<i64> = sqlx::query_scalar(
             "SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id",
         )
@@ -248,9 +255,11 @@ where
             "DELETE FROM devices WHERE account_id = $1",
             "DELETE FROM sent_messages WHERE account_id = $1",
             "DELETE FROM provisioning_channels WHERE account_id = $1",
+            "DELETE FROM account_roles WHERE account_id = $1",
         ] {
             sqlx::query(sql).bind(account).execute(&mut *tx).await?;
         }
+        Self::record_revocations(&mut tx, account, &devices, RevocationKind::Revoke, now).await?;
         Self::append(&mut tx, audit, now.0).await?;
         tx.commit().await?;
         devices.into_iter().map(sql::to_device).collect()
@@ -260,8 +269,8 @@ where
         &self,
         mailbox: Mailbox,
     ) -> Result<Option<DeviceAuth>, StoreError> {
-        let row: Option<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT a.username, d.credential_hash FROM devices d \
+        let row: Option<(String, Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT a.username, d.credential_hash, a.disabled_at FROM devices d \
              JOIN accounts a ON a.id = d.account_id \
              WHERE d.account_id = $1 AND d.device_id = $2",
         )
@@ -269,10 +278,11 @@ where
         .bind(i64::from(mailbox.device.0))
         .fetch_optional(&self.read)
         .await?;
-        row.map(|(username, hash)| {
+        row.map(|(username, hash, disabled_at)| {
             Ok(DeviceAuth {
                 username,
                 credential_hash: sql::to_hash(hash)?,
+                disabled: disabled_at.is_some(),
             })
         })
         .transpose()

@@ -478,6 +478,10 @@ where
             .bind(now.0)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM revocations WHERE created_at <= $1")
+            .bind(now.0.saturating_sub(super::admin::REVOCATION_KEEP_MS))
+            .execute(&mut *tx)
+            .await?;
         // Multicast bodies no envelope refers to any more (acknowledged or expired).
         sqlx::query(
             "DELETE FROM message_bodies WHERE expires_at <= $1 OR NOT EXISTS \

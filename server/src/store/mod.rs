@@ -25,6 +25,7 @@ use tacit_api::{
 };
 
 mod accounts;
+mod admin;
 mod audit;
 mod backend;
 mod blobs;
@@ -227,17 +228,53 @@ pub struct DeviceAuth {
     pub username: String,
     /// SHA-256 of the credential secret.
     pub credential_hash: SecretHash,
+    /// Whether an administrator disabled the account.
+    pub disabled: bool,
 }
 
-/// An invite as listed (the token itself is never stored).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InviteRecord {
-    /// A short, non-secret prefix of the token hash, to tell invites apart.
-    pub hash_prefix: String,
-    /// When it was created (ms).
-    pub created_at: Timestamp,
-    /// When it was used (ms), if it was.
-    pub used_at: Option<Timestamp>,
+/// What a [`Revocation`] tells every node to do with a device's cached credential and
+/// sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// The device was removed or its account deleted: refuse it, close its sockets.
+    Revoke,
+    /// Its account was disabled: refuse it as disabled, close its sockets.
+    Disable,
+    /// Its account was enabled again: forget an earlier revocation.
+    Restore,
+}
+
+impl RevocationKind {
+    /// The stored name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Disable => "disable",
+            Self::Restore => "restore",
+        }
+    }
+
+    /// The kind of a stored name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Revoke, Self::Disable, Self::Restore]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+/// A change to a device's credential, recorded in the same transaction as the change, so
+/// that every node (and the server that did not make it, when `tacit-server admin` did)
+/// applies it to its caches and sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its position (increasing).
+    pub id: i64,
+    /// The device.
+    pub mailbox: Mailbox,
+    /// What to do.
+    pub kind: RevocationKind,
 }
 
 /// A device of some account, the address of a mailbox.
@@ -405,15 +442,74 @@ pub trait Store: Send + Sync + 'static {
     /// Flush and close connections.
     async fn close(&self);
 
-    /// Store a new invite, with its audit entry.
+    /// Store a new invite admitting `max_uses` registrations until `expires_at`, with its
+    /// audit entry.
     async fn create_invite(
         &self,
         token_hash: SecretHash,
+        expires_at: Option<Timestamp>,
+        max_uses: u32,
         now: Timestamp,
         audit: &Event,
     ) -> Result<(), StoreError>;
     /// All invites, newest first.
-    async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError>;
+    async fn invites(&self) -> Result<Vec<tacit_api::InviteInfo>, StoreError>;
+    /// Revoke an invite that is not yet revoked, with its audit entry; whether it was.
+    async fn revoke_invite(
+        &self,
+        token_hash: SecretHash,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError>;
+    /// Grant (`grant`) or revoke a role, with its audit entry; whether anything changed
+    /// (no entry when not). [`StoreError::AccountGone`] for a deleted account.
+    async fn grant_role(
+        &self,
+        account: AccountId,
+        role: tacit_api::Role,
+        grant: bool,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError>;
+    /// The roles an account holds.
+    async fn roles(&self, account: AccountId) -> Result<Vec<tacit_api::Role>, StoreError>;
+    /// Disable (`disabled`) or enable an account, recording a [`Revocation`] of each of its
+    /// devices and the audit entry in one transaction. Returns its devices, or `None` when
+    /// the account was already in that state (nothing written).
+    async fn set_disabled(
+        &self,
+        account: AccountId,
+        disabled: bool,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError>;
+    /// Set an account's own limits (absent: the server's), with the audit entry.
+    async fn set_quota(
+        &self,
+        account: AccountId,
+        quota: &tacit_api::SetQuotaRequest,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` live accounts in name order after `after`, whose name contains
+    /// `search` (or is `exact`), with their devices as an administrator sees them.
+    async fn admin_users(
+        &self,
+        search: Option<&str>,
+        exact: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<tacit_api::AdminUser>, StoreError>;
+    /// Record when devices last authenticated, in one transaction.
+    async fn touch_devices(&self, seen: &[(Mailbox, Timestamp)]) -> Result<(), StoreError>;
+    /// Up to `limit` revocations after `after`, in order.
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError>;
+    /// The last revocation's position (0 when there is none).
+    async fn last_revocation(&self) -> Result<i64, StoreError>;
 
     /// Create an account with its first device (number 1), consuming the invite if one is
     /// given, and append its audit entry, all in one transaction. Returns the account id.

@@ -14,8 +14,8 @@ use tacit_api::{DeviceId, Envelope, PrekeyBundle, PrekeyCount, Timestamp, Upload
 
 use super::backend::{Backend, Param, Value};
 use super::{
-    BatchOutcome, BlobRecord, ChannelAnswer, ChannelRecord, DeviceAuth, DeviceRecord, InviteRecord,
-    KIND_KEM, KIND_X25519, Mailbox, NewBlob, NewDevice, NewMessage, SecretHash, SendOutcome,
+    BatchOutcome, BlobRecord, ChannelAnswer, ChannelRecord, DeviceAuth, DeviceRecord, KIND_KEM,
+    KIND_X25519, Mailbox, NewBlob, NewDevice, NewMessage, Revocation, SecretHash, SendOutcome,
     SendRules, Store, StoreError, StoreStats,
 };
 
@@ -220,14 +220,87 @@ where
     async fn create_invite(
         &self,
         token_hash: SecretHash,
+        expires_at: Option<Timestamp>,
+        max_uses: u32,
         now: Timestamp,
         audit: &Event,
     ) -> Result<(), StoreError> {
-        Self::create_invite(self, token_hash, now, audit).await
+        self.create_invite(token_hash, expires_at, max_uses, now, audit)
+            .await
     }
 
-    async fn list_invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
-        Self::list_invites(self).await
+    async fn invites(&self) -> Result<Vec<tacit_api::InviteInfo>, StoreError> {
+        self.invites().await
+    }
+
+    async fn revoke_invite(
+        &self,
+        token_hash: SecretHash,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError> {
+        self.revoke_invite(token_hash, now, audit).await
+    }
+
+    async fn grant_role(
+        &self,
+        account: AccountId,
+        role: tacit_api::Role,
+        grant: bool,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError> {
+        self.grant_role(account, role, grant, now, audit).await
+    }
+
+    async fn roles(&self, account: AccountId) -> Result<Vec<tacit_api::Role>, StoreError> {
+        self.roles(account).await
+    }
+
+    async fn set_disabled(
+        &self,
+        account: AccountId,
+        disabled: bool,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+        self.set_disabled(account, disabled, now, audit).await
+    }
+
+    async fn set_quota(
+        &self,
+        account: AccountId,
+        quota: &tacit_api::SetQuotaRequest,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<(), StoreError> {
+        self.set_quota(account, quota, now, audit).await
+    }
+
+    async fn admin_users(
+        &self,
+        search: Option<&str>,
+        exact: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<tacit_api::AdminUser>, StoreError> {
+        self.admin_users(search, exact, after, limit).await
+    }
+
+    async fn touch_devices(&self, seen: &[(Mailbox, Timestamp)]) -> Result<(), StoreError> {
+        self.touch_devices(seen).await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        self.revocations_after(after, limit).await
+    }
+
+    async fn last_revocation(&self) -> Result<i64, StoreError> {
+        self.last_revocation().await
     }
 
     async fn create_account(

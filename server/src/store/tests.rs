@@ -87,7 +87,7 @@ async fn suite(store: Arc<dyn Store>) {
 
     // Invites: consumed once, and only when the account is created.
     store
-        .create_invite(SecretHash::from_bytes([1; 32]), now, &ev())
+        .create_invite(SecretHash::from_bytes([1; 32]), None, 1, now, &ev())
         .await
         .unwrap();
     assert!(matches!(
@@ -124,13 +124,13 @@ async fn suite(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::InviteInvalid)
     ));
-    let invites = store.list_invites().await.unwrap();
+    let invites = store.invites().await.unwrap();
     assert_eq!(invites.len(), 1);
-    assert_eq!(invites[0].used_at, Some(now));
+    assert_eq!((invites[0].uses, invites[0].max_uses), (1, 1));
 
     // Usernames are unique; a failed creation consumes no invite.
     store
-        .create_invite(SecretHash::from_bytes([3; 32]), now, &ev())
+        .create_invite(SecretHash::from_bytes([3; 32]), None, 1, now, &ev())
         .await
         .unwrap();
     assert!(matches!(
@@ -775,6 +775,8 @@ async fn audit_log(store: Arc<dyn Store>) {
     store
         .create_invite(
             SecretHash::from_bytes([1; 32]),
+            None,
+            1,
             now,
             &event(Action::InviteCreate).detail(Detail::Via, "host"),
         )
@@ -940,4 +942,315 @@ async fn postgres_audit_log() {
         .await
         .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
     audit_log(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
+
+/// Administration: invites with use counts, expiry and revocation; roles; disabling
+/// (authentication sees it, no device is added, revocations are recorded in order);
+/// per-account limits; the administrator's listing, search and last-seen times.
+async fn administration(store: Arc<dyn Store>) {
+    use crate::store::RevocationKind;
+    use tacit_api::{Role, SetQuotaRequest};
+    store.migrate().await.unwrap();
+    let now = Timestamp(10_000);
+    let hash = |b: u8| SecretHash::from_bytes([b; 32]);
+
+    // An invite for two registrations, one that expires, one revoked.
+    store
+        .create_invite(hash(1), None, 2, now, &ev())
+        .await
+        .unwrap();
+    store
+        .create_invite(hash(2), Some(Timestamp(now.0 + 5)), 5, now, &ev())
+        .await
+        .unwrap();
+    store
+        .create_invite(hash(3), None, 5, now, &ev())
+        .await
+        .unwrap();
+    assert!(store.revoke_invite(hash(3), now, &ev()).await.unwrap());
+    assert!(
+        !store.revoke_invite(hash(3), now, &ev()).await.unwrap(),
+        "once"
+    );
+    let alice = store
+        .create_account("alice", Some(hash(1)), device(3), now, &ev())
+        .await
+        .unwrap();
+    let bob = store
+        .create_account("bob_b", Some(hash(1)), device(3), now, &ev())
+        .await
+        .unwrap();
+    for (name, invite, at) in [
+        ("carol", 1, now),
+        ("carol", 2, Timestamp(now.0 + 5)),
+        ("carol", 3, now),
+    ] {
+        assert!(
+            matches!(
+                store
+                    .create_account(name, Some(hash(invite)), device(1), at, &ev())
+                    .await,
+                Err(StoreError::InviteInvalid)
+            ),
+            "invite {invite}: used up, expired or revoked"
+        );
+    }
+    store
+        .create_account(
+            "carol",
+            Some(hash(2)),
+            device(1),
+            Timestamp(now.0 + 4),
+            &ev(),
+        )
+        .await
+        .unwrap();
+    let invites = store.invites().await.unwrap();
+    let by_id = |b: u8| {
+        invites
+            .iter()
+            .find(|i| i.id == hex::encode([b; 32]))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!((by_id(1).uses, by_id(1).max_uses), (2, 2));
+    assert_eq!(by_id(2).expires_at, Some(Timestamp(now.0 + 5)));
+    assert_eq!(by_id(3).revoked_at, Some(now));
+
+    // Roles: granted once, revoked once.
+    assert!(
+        store
+            .grant_role(alice, Role::Admin, true, now, &ev())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .grant_role(alice, Role::Admin, true, now, &ev())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .grant_role(alice, Role::Auditor, true, now, &ev())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.roles(alice).await.unwrap(),
+        vec![Role::Admin, Role::Auditor]
+    );
+    assert!(
+        store
+            .grant_role(alice, Role::Auditor, false, now, &ev())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .grant_role(alice, Role::Auditor, false, now, &ev())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.roles(alice).await.unwrap(), vec![Role::Admin]);
+    assert!(store.roles(bob).await.unwrap().is_empty());
+
+    // Disabling: once; authentication sees it; the account takes no device; enabling
+    // undoes it; each records a revocation per device, in order.
+    let before = store.last_revocation().await.unwrap();
+    store
+        .add_device(bob, device(0), 10, now, &ev())
+        .await
+        .unwrap();
+    let devices = store.set_disabled(bob, true, now, &ev()).await.unwrap();
+    assert_eq!(devices, Some(vec![DeviceId(1), DeviceId(2)]));
+    assert_eq!(
+        store.set_disabled(bob, true, now, &ev()).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .device_auth(mb(bob, 1))
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    assert!(
+        !store
+            .device_auth(mb(alice, 1))
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    assert!(matches!(
+        store.add_device(bob, device(0), 10, now, &ev()).await,
+        Err(StoreError::AccountGone)
+    ));
+    assert!(
+        matches!(
+            store
+                .create_account("bob_b", None, device(0), now, &ev())
+                .await,
+            Err(StoreError::UsernameTaken)
+        ),
+        "a disabled user's name stays taken"
+    );
+    assert_eq!(
+        store.set_disabled(bob, false, now, &ev()).await.unwrap(),
+        Some(vec![DeviceId(1), DeviceId(2)])
+    );
+    assert!(
+        !store
+            .device_auth(mb(bob, 1))
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    assert!(store.remove_device(mb(bob, 2), now, &ev()).await.unwrap());
+    let kinds: Vec<_> = store
+        .revocations_after(before, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.mailbox.device.0, r.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, RevocationKind::Disable),
+            (2, RevocationKind::Disable),
+            (1, RevocationKind::Restore),
+            (2, RevocationKind::Restore),
+            (2, RevocationKind::Revoke),
+        ]
+    );
+    let page = store.revocations_after(before, 2).await.unwrap();
+    assert_eq!(page.len(), 2, "paged");
+    assert_eq!(
+        store.last_revocation().await.unwrap(),
+        store
+            .revocations_after(before, 100)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .id
+    );
+
+    // Per-account limits replace the server's, and can be returned to it.
+    let one = SetQuotaRequest {
+        max_devices: Some(1),
+        blob_quota_bytes: Some(10),
+    };
+    store.set_quota(alice, &one, now, &ev()).await.unwrap();
+    assert!(matches!(
+        store.add_device(alice, device(0), 10, now, &ev()).await,
+        Err(StoreError::TooManyDevices)
+    ));
+    let blob = |id: u8, size: u64| crate::store::NewBlob {
+        id: crate::store::BlobId::from_random(&[id; 32]),
+        owner: mb(alice, 1),
+        size,
+        created_at: now,
+        expires_at: Timestamp(now.0 + 1000),
+    };
+    assert!(matches!(
+        store.create_blob(&blob(1, 11), 1_000_000).await,
+        Err(StoreError::QuotaExceeded)
+    ));
+    store.create_blob(&blob(2, 10), 1_000_000).await.unwrap();
+    store
+        .set_quota(alice, &SetQuotaRequest::default(), now, &ev())
+        .await
+        .unwrap();
+    store
+        .add_device(alice, device(0), 10, now, &ev())
+        .await
+        .unwrap();
+
+    // The administrator's view: search (a `_` is literal), paging, exact name, counts,
+    // last seen.
+    store
+        .touch_devices(&[(mb(alice, 1), Timestamp(now.0 + 7))])
+        .await
+        .unwrap();
+    let all = store.admin_users(None, None, None, 10).await.unwrap();
+    let names: Vec<_> = all.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob_b", "carol"]);
+    let found = store.admin_users(Some("b_"), None, None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].username, "bob_b");
+    assert_eq!(
+        store
+            .admin_users(Some("o"), None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "alice is not matched by `o`"
+    );
+    assert!(
+        store
+            .admin_users(Some("%"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let page = store
+        .admin_users(None, None, Some("alice"), 1)
+        .await
+        .unwrap();
+    assert_eq!(page[0].username, "bob_b");
+    let alice_view = store
+        .admin_users(None, Some("alice"), None, 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(alice_view.roles, vec![Role::Admin]);
+    assert_eq!(alice_view.devices.len(), 2);
+    let first = &alice_view.devices[0];
+    assert_eq!(first.last_seen_at, Some(Timestamp(now.0 + 7)));
+    assert_eq!((first.one_time_prekeys, first.one_time_kem_prekeys), (3, 3));
+    assert_eq!(first.mailbox_depth, 0);
+    assert_eq!(alice_view.devices[1].last_seen_at, None);
+
+    // Deleting an account drops its roles and records a revocation per device.
+    let before = store.last_revocation().await.unwrap();
+    store.delete_account(alice, now, &ev()).await.unwrap();
+    assert_eq!(store.revocations_after(before, 100).await.unwrap().len(), 2);
+    assert!(store.roles(alice).await.unwrap().is_empty());
+    assert!(
+        store
+            .admin_users(Some("alice"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Revocations older than ten minutes are purged with the expired envelopes.
+    store
+        .purge_expired(Timestamp(now.0 + 11 * 60 * 1000))
+        .await
+        .unwrap();
+    assert!(store.revocations_after(0, 100).await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_administration() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    administration(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_administration() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    administration(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
 }

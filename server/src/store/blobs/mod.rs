@@ -31,16 +31,18 @@ where
         // Lock the account row (a no-op update), so that two concurrent
         // reservations of one account cannot both pass the quota check.
         // A deleted account (its tombstone) reserves nothing.
-        let live = sqlx::query(
+        // The account's own quota (set by an administrator) replaces the server's.
+        let live: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE accounts SET next_device_id = next_device_id \
-             WHERE id = $1 AND username NOT LIKE '#deleted-%'",
+             WHERE id = $1 AND username NOT LIKE '#deleted-%' RETURNING blob_quota_bytes",
         )
         .bind(blob.owner.account)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if B::rows_affected(&live) != 1 {
+        let Some(own_quota) = live else {
             return Err(StoreError::AccountGone);
-        }
+        };
+        let quota = own_quota.unwrap_or(quota);
         let used: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs \
              WHERE account_id = $1 AND expires_at > $2",
