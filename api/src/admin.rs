@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{DeviceId, Timestamp};
+use crate::{DeviceId, Timestamp, whole};
 
 /// A role an account may hold (several at once). Every account is a member; the roles
 /// here are the ones granted on top.
@@ -109,11 +109,19 @@ pub struct AdminUserList {
 #[serde(deny_unknown_fields)]
 pub struct CreateInviteRequest {
     /// Seconds until it expires (absent: never).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::deserialize_option"
+    )]
     #[schema(minimum = 1, maximum = 31_622_400)]
     pub expires_in_secs: Option<u64>,
     /// How many registrations it admits (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::deserialize_option"
+    )]
     #[schema(minimum = 1, maximum = 100_000)]
     pub max_uses: Option<u32>,
 }
@@ -160,11 +168,19 @@ pub struct InviteList {
 #[serde(deny_unknown_fields)]
 pub struct SetQuotaRequest {
     /// Most devices the account may have.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::deserialize_option"
+    )]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_devices: Option<u32>,
     /// Most bytes of blobs (stored and reserved) the account may hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::deserialize_option"
+    )]
     #[schema(minimum = 0, maximum = 4_611_686_018_427_387_903_u64)]
     pub blob_quota_bytes: Option<u64>,
 }
@@ -179,4 +195,49 @@ pub struct AuditPage {
     /// Pass as `after` for the next page; absent when this page reached the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn integers_may_be_spelled_as_floats_and_null_is_absent() {
+        let q: SetQuotaRequest =
+            serde_json::from_str(r#"{"max_devices": 3.0, "blob_quota_bytes": null}"#).unwrap();
+        assert_eq!(
+            q,
+            SetQuotaRequest {
+                max_devices: Some(3),
+                blob_quota_bytes: None
+            }
+        );
+        let i: CreateInviteRequest = serde_json::from_str(r#"{"max_uses": 994.0}"#).unwrap();
+        assert_eq!(i.max_uses, Some(994));
+        assert_eq!(
+            serde_json::from_str::<CreateInviteRequest>("{}").unwrap(),
+            CreateInviteRequest::default()
+        );
+        for bad in [
+            r#"{"max_uses": 1.5}"#,
+            r#"{"max_uses": -1}"#,
+            r#"{"max_uses": "2"}"#,
+            r#"{"other": 1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<CreateInviteRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn roles_have_stable_names() {
+        for role in Role::ALL {
+            assert_eq!(Role::from_name(role.as_str()), Some(role));
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
+        assert_eq!(Role::from_name("member"), None);
+    }
 }

@@ -71,6 +71,29 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>, T: Whole>(d: D) -> Result<T
     d.deserialize_any(WholeVisitor(PhantomData))
 }
 
+/// An optional integer: absent, `null`, `2` or `2.0` (with `#[serde(default)]`).
+pub(crate) fn deserialize_option<'de, D: Deserializer<'de>, T: Whole>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    struct OptionVisitor<T>(PhantomData<T>);
+    impl<'de, T: Whole> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            deserialize(d).map(Some)
+        }
+    }
+    d.deserialize_option(OptionVisitor(PhantomData))
+}
+
 /// A JSON array of integers, each `2` or `2.0`.
 pub(crate) fn deserialize_vec<'de, D: Deserializer<'de>, T: Whole>(
     d: D,
