@@ -320,8 +320,9 @@ impl Default for BlobConfig {
     }
 }
 
-/// The audit log (`docs/AUDIT.md`): where the key that signs its checkpoints is kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The audit log (`docs/AUDIT.md`): where the key that signs its checkpoints is kept, and
+/// how often the running server signs one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// The Ed25519 seed file (mode 0600, made on first use); `None` (or empty) means
@@ -329,6 +330,19 @@ pub struct AuditConfig {
     /// database cannot sign a checkpoint of a rewritten chain: keep it out of the
     /// database's backups too.
     pub key_file: Option<PathBuf>,
+    /// Seconds between the checkpoints the running server signs and stores by itself
+    /// (only when entries were appended since the last one); `0` turns them off. It bounds
+    /// how long entries are protected by the chain alone.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            checkpoint_interval_secs: 3600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -572,6 +586,12 @@ impl Config {
         let b = &mut self.blobs;
         set_path(e, "TACIT_BLOBS_DIR", &mut b.dir);
         set_path(e, "TACIT_AUDIT_KEY_FILE", &mut self.audit.key_file);
+        set(
+            e,
+            "TACIT_AUDIT_CHECKPOINT_INTERVAL_SECS",
+            "audit.checkpoint_interval_secs",
+            &mut self.audit.checkpoint_interval_secs,
+        )?;
         set(
             e,
             "TACIT_BLOBS_MAX_FILE_BYTES",
@@ -824,6 +844,12 @@ impl Config {
         if b.ttl_secs > 10 * 365 * 24 * 3600 {
             return Err(invalid("blobs.ttl_secs", "must be at most ten years"));
         }
+        if self.audit.checkpoint_interval_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "audit.checkpoint_interval_secs",
+                "must be at most one week (604800); 0 turns periodic checkpoints off",
+            ));
+        }
         Ok(())
     }
 
@@ -1001,5 +1027,27 @@ mod tests {
                 .to_string()
                 .contains("blobs.ttl_secs")
         );
+    }
+
+    #[test]
+    fn checkpoint_interval() {
+        let mut c = Config::default();
+        assert_eq!(c.audit.checkpoint_interval_secs, 3600);
+        let c2 = Config::from_toml("[audit]\ncheckpoint_interval_secs = 0\n").unwrap();
+        assert_eq!(c2.audit.checkpoint_interval_secs, 0);
+        c2.validate().unwrap();
+        c.apply_env(|v| (v == "TACIT_AUDIT_CHECKPOINT_INTERVAL_SECS").then(|| "60".to_owned()))
+            .unwrap();
+        assert_eq!(c.audit.checkpoint_interval_secs, 60);
+        let err = c
+            .apply_env(|v| (v == "TACIT_AUDIT_CHECKPOINT_INTERVAL_SECS").then(|| "-1".to_owned()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("audit.checkpoint_interval_secs"),
+            "{err}"
+        );
+        c.audit.checkpoint_interval_secs = 7 * 24 * 3600 + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("audit.checkpoint_interval_secs"), "{err}");
     }
 }

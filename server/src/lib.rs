@@ -34,6 +34,10 @@ use store::Store;
 /// How often expired envelopes are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the security events counted in memory are written to the audit log (each
+/// source or rate limit at most once per [`service::WINDOW`]).
+const SECURITY_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +48,12 @@ pub enum ServeError {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The audit key, which signs the periodic checkpoints, could not be loaded or made.
+    #[error(
+        "loading the audit key (config key `audit.key_file`; periodic checkpoints need it, \
+         `audit.checkpoint_interval_secs = 0` turns them off): {0}"
+    )]
+    AuditKey(#[source] audit::CheckpointError),
 }
 
 /// Serve on `listener` until `shutdown` completes, then drain: stop accepting, let requests
@@ -51,7 +61,8 @@ pub enum ServeError {
 /// close the store.
 ///
 /// The store must be migrated. The configuration must be validated (plain HTTP on a
-/// non-loopback address is refused again here).
+/// non-loopback address is refused again here). Unless `audit.checkpoint_interval_secs` is
+/// 0, the audit key is loaded (or made) first, and the server does not start without it.
 pub async fn run<F>(
     listener: TcpListener,
     config: Arc<Config>,
@@ -67,6 +78,14 @@ where
             "plain HTTP is only allowed on a loopback address",
         )));
     }
+    let audit_key = match config.audit.checkpoint_interval_secs {
+        0 => None,
+        secs => {
+            let key = audit::AuditKey::load_or_create(&config.audit_key_file())
+                .map_err(ServeError::AuditKey)?;
+            Some((key, Duration::from_secs(secs)))
+        }
+    };
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let mut config = config;
@@ -123,7 +142,7 @@ where
             let _ = down_tx.send(true);
         }
     });
-    tokio::spawn(housekeeping(svc.clone(), down_rx.clone()));
+    let housekeeper = tokio::spawn(housekeeping(svc.clone(), audit_key, down_rx.clone()));
     tokio::spawn(watch_revocations(svc.clone(), down_rx.clone()));
     if let Some(addr) = config.metrics.listen {
         let metrics = std::net::TcpListener::bind(addr)?;
@@ -182,19 +201,53 @@ where
     if !drain(&sockets, deadline).await {
         warn!("shutdown grace period over with sockets still open");
     }
+    // Its last flush of security events, before the store closes.
+    if tokio::time::timeout_at(deadline, housekeeper)
+        .await
+        .is_err()
+    {
+        warn!("shutdown grace period over with the housekeeping task still running");
+    }
     store.close().await;
     info!("stopped");
     Ok(())
 }
 
 /// Purge expired envelopes and blobs (complete or abandoned part-way) and forget idle
-/// rate-limit buckets (every minute), and run the store's upkeep (every second), until
-/// shutdown.
-async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
+/// rate-limit buckets (every minute), run the store's upkeep (every second), write the
+/// security events counted meanwhile to the audit log (every few seconds), and sign a
+/// checkpoint of the audit log with `audit_key` (every interval, when entries were
+/// appended since the last one), until shutdown. Failures are logged; none ends the task.
+async fn housekeeping(
+    svc: Arc<Services>,
+    audit_key: Option<(audit::AuditKey, Duration)>,
+    mut down: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     let mut upkeep = tokio::time::interval(Duration::from_secs(1));
+    let mut security = tokio::time::interval(SECURITY_FLUSH_INTERVAL);
+    // The first checkpoint one interval after the start, not at once.
+    let mut checkpoints = audit_key.map(|(key, every)| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (key, timer)
+    });
     loop {
         tokio::select! {
+            () = next_checkpoint(&mut checkpoints) => {
+                if let Some((key, _)) = &checkpoints {
+                    match svc.periodic_checkpoint(key).await {
+                        Ok(Some(checkpoint)) => {
+                            info!(seq = checkpoint.seq, "signed an audit checkpoint");
+                        }
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "signing an audit checkpoint failed"),
+                    }
+                }
+            }
+            _ = security.tick() => {
+                svc.flush_security_events().await;
+            }
             _ = upkeep.tick() => {
                 if let Err(e) = svc.maintain_store().await {
                     warn!(error = %e, "store upkeep failed");
@@ -217,7 +270,10 @@ async fn housekeeping(svc: Arc<Services>, mut down: watch::Receiver<bool>) {
                 }
                 svc.prune();
             }
-            () = shutting_down(&mut down) => return,
+            () = shutting_down(&mut down) => {
+                svc.flush_security_events().await;
+                return;
+            }
         }
     }
 }
@@ -255,6 +311,16 @@ async fn watch_revocations(svc: Arc<Services>, mut down: watch::Receiver<bool>) 
                 return;
             }
         }
+    }
+}
+
+/// The next tick of the checkpoint timer; never, without one.
+async fn next_checkpoint(timer: &mut Option<(audit::AuditKey, tokio::time::Interval)>) {
+    match timer {
+        Some((_, timer)) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::audit::Action;
 use crate::store::StoreStats;
 
 /// The content type of [`Metrics::render`]'s text.
@@ -101,6 +102,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    audit_events: Family<ActionLabels, Counter>,
     /// Open WebSockets.
     pub sockets: Gauge,
     /// Envelopes accepted (stored).
@@ -128,8 +130,9 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Open client connections (HTTP and the WebSockets upgraded from them).
     pub connections_open: Gauge,
-    /// Administrative changes made, by audit action.
-    admin_actions: Family<ActionLabels, Counter>,
+    /// Audit entries of their own (security events, checkpoints, exports) that could not
+    /// be appended.
+    pub audit_append_failures: Counter,
     /// Admin API requests refused because the caller lacked the role.
     pub admin_refused: Counter,
 }
@@ -149,11 +152,17 @@ impl Default for Metrics {
             "HTTP request latency by route template",
             latency.clone(),
         );
-        let admin_actions = Family::<ActionLabels, Counter>::default();
+        let audit_events = Family::<ActionLabels, Counter>::default();
+        // Every action is listed from the start, at zero.
+        for action in Action::ALL {
+            drop(audit_events.get_or_create(&ActionLabels {
+                action: action.as_str(),
+            }));
+        }
         registry.register(
-            "tacit_admin_actions",
-            "Administrative changes made (API or server host), by audit action",
-            admin_actions.clone(),
+            "tacit_audit_events",
+            "Entries appended to the audit log, by action",
+            audit_events.clone(),
         );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
@@ -206,8 +215,12 @@ impl Default for Metrics {
                 "tacit_admin_refused",
                 "Admin API requests refused because the caller lacked the role",
             ),
+            audit_append_failures: counter(
+                "tacit_audit_append_failures",
+                "Audit entries of their own (security events, checkpoints, exports) that could not be appended",
+            ),
             writes_failing: AtomicBool::new(false),
-            admin_actions,
+            audit_events,
             registry,
             requests,
             latency,
@@ -218,15 +231,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Count one administrative change.
-    pub fn admin_action(&self, action: crate::audit::Action) {
-        self.admin_actions
-            .get_or_create(&ActionLabels {
-                action: action.as_str(),
-            })
-            .inc();
-    }
-
     /// Count one request: two map look-ups under a read lock (a write lock only for the
     /// first request of a route and status), no allocation.
     pub fn observe_request(&self, route: &Route, status: u16, elapsed: Duration) {
@@ -241,6 +245,15 @@ impl Metrics {
                 route: route.clone(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count one entry appended to the audit log.
+    pub fn audited(&self, action: Action) {
+        self.audit_events
+            .get_or_create(&ActionLabels {
+                action: action.as_str(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text, with the write-health flag and the store's totals.
@@ -308,6 +321,9 @@ mod tests {
         m.observe_request(&Route::new(None), 404, Duration::from_millis(3));
         m.envelopes_accepted.inc_by(2);
         m.sockets.inc();
+        m.audited(Action::AuthFailureBurst);
+        m.audited(Action::AuthFailureBurst);
+        m.audit_append_failures.inc();
         let text = m.render(Some(StoreStats {
             envelopes: 4,
             max_mailbox_depth: 3,
@@ -340,6 +356,9 @@ mod tests {
             "tacit_devices 2",
             "tacit_one_time_prekeys{kind=\"x25519\"} 7",
             "tacit_one_time_prekeys{kind=\"ml_kem\"} 6",
+            "tacit_audit_events_total{action=\"auth-failure-burst\"} 2",
+            "tacit_audit_events_total{action=\"audit-checkpoint\"} 0",
+            "tacit_audit_append_failures_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -347,6 +366,16 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        for action in Action::ALL {
+            let prefix = format!(
+                "tacit_audit_events_total{{action=\"{}\"}} ",
+                action.as_str()
+            );
+            assert!(
+                text.lines().any(|l| l.starts_with(&prefix)),
+                "{prefix} missing from\n{text}"
+            );
+        }
         let without = m.render(None);
         assert!(!without.contains("tacit_mailbox_envelopes"), "{without}");
         assert!(without.contains("tacit_writes_failing 0"), "{without}");

@@ -37,7 +37,7 @@ fn admin(caller: &AuthedDevice, origin: Origin) -> Admin<'_> {
         caller,
         source: match origin {
             Origin::Client(ip) => ip,
-            Origin::Host => None,
+            Origin::Host | Origin::Server => None,
         },
     }
 }

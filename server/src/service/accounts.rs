@@ -90,6 +90,7 @@ impl Services {
             .store
             .create_account(&req.username, invite, device, now(), &audit)
             .await?;
+        self.count_audited(Action::AccountRegister);
         info!(account = account.0, "account registered");
         Ok(RegisterResponse {
             device_id: DeviceId(1),
@@ -131,6 +132,7 @@ impl Services {
                 &audit,
             )
             .await?;
+        self.count_audited(Action::DeviceAdd);
         info!(account = account.0, device = device_id.0, "device added");
         Ok(AddDeviceResponse {
             device_id,
@@ -162,6 +164,7 @@ impl Services {
         if !self.store.remove_device(mailbox, now(), &audit).await? {
             return Err(ApiError::NotFound("device"));
         }
+        self.count_audited(Action::DeviceRemove);
         self.credentials
             .revoke(mailbox, super::credentials::Revoked::Removed);
         self.hub.revoke(mailbox);
@@ -197,6 +200,7 @@ impl Services {
         audit: &crate::audit::Event,
     ) -> Result<(), ApiError> {
         let devices = self.store.delete_account(account, now(), audit).await?;
+        self.count_audited(Action::AccountDelete);
         for device in &devices {
             let mailbox = Mailbox {
                 account,
@@ -282,6 +286,7 @@ impl Services {
         self.store
             .create_invite(hash, expires_at, max_uses, created_at, &audit)
             .await?;
+        self.count_audited(Action::InviteCreate);
         Ok(tacit_api::CreateInviteResponse {
             token,
             invite: tacit_api::InviteInfo {

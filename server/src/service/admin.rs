@@ -214,7 +214,7 @@ impl Services {
                 self.credentials.restore(mailbox);
             }
         }
-        self.metrics.admin_action(action);
+        self.count_audited(action);
         info!(account = account.0, disabled, "account disabled or enabled");
         Ok(true)
     }
@@ -238,7 +238,7 @@ impl Services {
         }
         self.credentials.revoke(mailbox, Revoked::Removed);
         self.hub.revoke(mailbox);
-        self.metrics.admin_action(Action::DeviceRemove);
+        self.count_audited(Action::DeviceRemove);
         info!(
             account = account.0,
             device = device.0,
@@ -258,7 +258,6 @@ impl Services {
         let account = self.admin_account(username).await?;
         let audit = admin.event(Action::AccountDelete).target(username);
         self.delete_account_of(account, username, &audit).await?;
-        self.metrics.admin_action(Action::AccountDelete);
         Ok(())
     }
 
@@ -290,7 +289,7 @@ impl Services {
                 e => e.into(),
             })?;
         if changed {
-            self.metrics.admin_action(action);
+            self.count_audited(action);
         }
         Ok(changed)
     }
@@ -337,7 +336,7 @@ impl Services {
                 StoreError::AccountGone => ApiError::NotFound("user"),
                 e => e.into(),
             })?;
-        self.metrics.admin_action(Action::QuotaSet);
+        self.count_audited(Action::QuotaSet);
         Ok(())
     }
 
@@ -372,7 +371,6 @@ impl Services {
         let created = self
             .create_invite_with(expires_at, max_uses, &audit)
             .await?;
-        self.metrics.admin_action(Action::InviteCreate);
         Ok(created)
     }
 
@@ -399,7 +397,7 @@ impl Services {
         {
             return Err(ApiError::NotFound("invite"));
         }
-        self.metrics.admin_action(Action::InviteRevoke);
+        self.count_audited(Action::InviteRevoke);
         Ok(())
     }
 
@@ -423,7 +421,7 @@ impl Services {
                 .detail(Detail::ToSeq, last.seq);
         }
         self.store.append_audit(&event, now()).await?;
-        self.metrics.admin_action(Action::AuditExport);
+        self.count_audited(Action::AuditExport);
         let next = (entries.len() == limit as usize)
             .then(|| entries.last().map(|e| e.seq))
             .flatten();

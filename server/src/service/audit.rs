@@ -27,6 +27,8 @@ pub enum Origin {
     Host,
     /// A client's request, from this address when the listener knows it.
     Client(Option<IpAddr>),
+    /// The running server by itself (its housekeeping: periodic checkpoints, purges).
+    Server,
 }
 
 impl Origin {
@@ -37,7 +39,7 @@ impl Origin {
         match self {
             Self::Host => event.detail(Detail::Via, "host"),
             Self::Client(Some(ip)) => event.source(ip.to_string()),
-            Self::Client(None) => event,
+            Self::Client(None) | Self::Server => event,
         }
     }
 }
@@ -217,7 +219,7 @@ impl Services {
                 .detail(Detail::FromSeq, first)
                 .detail(Detail::ToSeq, last);
         }
-        self.store.append_audit(&event, now()).await?;
+        self.audit_event(&event).await?;
         Ok(exported)
     }
 
@@ -234,7 +236,96 @@ impl Services {
         let event = origin
             .event(Action::AuditCheckpoint)
             .detail(Detail::ToSeq, head.seq);
-        self.store.put_checkpoint(&checkpoint, &event, time).await?;
+        match self.store.put_checkpoint(&checkpoint, &event, time).await {
+            Ok(_) => self.count_audited(Action::AuditCheckpoint),
+            Err(e) => {
+                self.metrics.audit_append_failures.inc();
+                return Err(e.into());
+            }
+        }
         Ok(checkpoint)
+    }
+
+    /// The housekeeping task's checkpoint: signs and stores one with `key` (as
+    /// [`Services::audit_checkpoint`] does) when entries were appended since the last
+    /// stored checkpoint, other than that checkpoint's own `audit-checkpoint` entry, so
+    /// that the same head is never signed twice. `None` when there was nothing new.
+    pub async fn periodic_checkpoint(
+        &self,
+        key: &AuditKey,
+    ) -> Result<Option<Checkpoint>, AuditError> {
+        /// Entries read past the last checkpoint: one that is not a checkpoint's entry
+        /// is enough.
+        const LOOK_AHEAD: u32 = 16;
+        let covered = self
+            .store
+            .last_checkpoint()
+            .await?
+            .map_or(0, |checkpoint| checkpoint.seq);
+        let after = self.store.audit_entries(covered, LOOK_AHEAD).await?;
+        let checkpoint_entry = Action::AuditCheckpoint.as_str();
+        let nothing_new = u32::try_from(after.len()).is_ok_and(|n| n < LOOK_AHEAD)
+            && after.iter().all(|entry| entry.action == checkpoint_entry);
+        if nothing_new {
+            return Ok(None);
+        }
+        self.audit_checkpoint(key, Origin::Server).await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The periodic checkpoint signs only a head it has not signed: not an empty log, not
+    /// the log again when only its own `audit-checkpoint` entry came after.
+    #[tokio::test]
+    async fn periodic_checkpoints_sign_each_head_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let svc = Services::new(store.clone(), Arc::new(Config::default()));
+        let key = AuditKey::from_seed(&[9; 32]);
+        assert!(svc.periodic_checkpoint(&key).await.unwrap().is_none());
+        svc.audit_event(&Origin::Server.event(Action::RetentionPurge))
+            .await
+            .unwrap();
+        let first = svc.periodic_checkpoint(&key).await.unwrap().unwrap();
+        assert_eq!(first.seq, 1);
+        assert!(svc.periodic_checkpoint(&key).await.unwrap().is_none());
+        assert!(svc.periodic_checkpoint(&key).await.unwrap().is_none());
+        svc.audit_event(&Origin::Server.event(Action::RetentionPurge))
+            .await
+            .unwrap();
+        let second = svc.periodic_checkpoint(&key).await.unwrap().unwrap();
+        assert_eq!(
+            second.seq, 3,
+            "the first checkpoint's entry and the new one"
+        );
+        assert!(svc.periodic_checkpoint(&key).await.unwrap().is_none());
+        let entries = store.audit_entries(0, 10).await.unwrap();
+        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "retention-purge",
+                "audit-checkpoint",
+                "retention-purge",
+                "audit-checkpoint"
+            ]
+        );
+        assert!(!entries[1].details.contains_key("via"), "not from the host");
+        let text = svc.metrics.render(None);
+        assert!(
+            text.contains("tacit_audit_events_total{action=\"audit-checkpoint\"} 2"),
+            "{text}"
+        );
+        store.close().await;
     }
 }

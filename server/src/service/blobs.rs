@@ -281,6 +281,7 @@ impl Services {
             self.store.delete_blob_records(&ids).await?;
             purged += ids.len();
             if ids.len() < PURGE_BATCH as usize {
+                self.audit_purge("blobs", purged as u64).await;
                 return Ok(purged);
             }
         }

@@ -151,12 +151,19 @@ impl Services {
             wanted
         };
         let cost = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
-        if !self
+        let refused_by = if !self
             .claims_by_requester
             .try_take(caller.mailbox.account, cost)
-            || !self.claims_by_target.try_take(account, cost)
         {
+            Some(super::Limit::ClaimsPerRequester)
+        } else if !self.claims_by_target.try_take(account, cost) {
+            Some(super::Limit::ClaimsPerTarget)
+        } else {
+            None
+        };
+        if let Some(limit) = refused_by {
             self.metrics.claims_rate_limited.inc();
+            self.rate_limit_tripped(limit);
             return Err(ApiError::RateLimited);
         }
         let mut bundles = Vec::with_capacity(wanted.len());

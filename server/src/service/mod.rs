@@ -25,6 +25,7 @@ mod messages;
 mod provisioning;
 mod ratelimit;
 mod rules;
+mod security;
 
 pub use crate::store::BlobRead;
 pub use admin::Admin;
@@ -34,6 +35,7 @@ pub(crate) use messages::MAX_MULTICAST_DEVICES;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
 pub use rules::Rules;
+pub use security::{Limit, MAX_SOURCES, OTHER_SOURCES, Tally, WINDOW};
 
 /// Everything the handlers need, shared by all requests.
 #[derive(Debug)]
@@ -54,6 +56,8 @@ pub struct Services {
     auth_failures: RateLimiter<std::net::IpAddr>,
     /// Provisioning channels opened, by everyone together (one key).
     channels_opened: RateLimiter,
+    /// Refusals counted until they are written to the audit log as security events.
+    security: security::SecurityEvents,
     /// The group-commit writer for sends and acknowledgements.
     committer: commit::Committer,
     /// The store's totals for `/metrics`, with when they were read.
@@ -129,6 +133,7 @@ impl Services {
             claims_by_target: RateLimiter::per_minute(r.claims_per_minute_per_target),
             channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),
             auth_failures: RateLimiter::per_minute(r.auth_failures_per_minute_per_source),
+            security: security::SecurityEvents::default(),
             store,
             config,
             hub,
@@ -190,11 +195,13 @@ impl Services {
     }
 
     /// Take a failed-authentication token for `source` before checking its credential;
-    /// `false` (counted in `/metrics`) when it has used them all up.
+    /// `false` (counted in `/metrics`, and in the next `auth-failure-burst` audit entry of
+    /// this source) when it has used them all up.
     pub fn auth_attempt(&self, source: std::net::IpAddr) -> bool {
         let allowed = self.auth_failures.try_take(source, 1);
         if !allowed {
             self.metrics.auth_rate_limited.inc();
+            self.auth_refused(source);
         }
         allowed
     }
@@ -288,9 +295,11 @@ impl Services {
     }
 
     /// Delete expired envelopes, idempotency records and provisioning channels. Returns
-    /// how many envelopes went.
+    /// how many envelopes went (recorded as a `retention-purge` audit entry when some did).
     pub async fn purge_expired_messages(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.store.purge_expired(now).await
+        let purged = self.store.purge_expired(now).await?;
+        self.audit_purge("envelopes", purged).await;
+        Ok(purged)
     }
 
     /// Forget rate-limiter entries that have refilled; called periodically.

@@ -49,6 +49,7 @@ impl Services {
     ) -> Result<OpenChannelResponse, ApiError> {
         self.validate_key("public_key", req.public_key.len())?;
         if !self.channels_opened.try_take(0, 1) {
+            self.rate_limit_tripped(super::Limit::ProvisioningChannels);
             return Err(ApiError::RateLimited);
         }
         let secret = random_secret()?;
@@ -155,6 +156,7 @@ impl Services {
                 "answered provisioning channel with this token",
             ));
         };
+        self.count_audited(crate::audit::Action::LinkComplete);
         info!(account = account.0, device = device_id.0, "device linked");
         Ok(AddDeviceResponse {
             device_id,
