@@ -202,7 +202,10 @@ async fn audit_events(backend: Backend) {
     // Every refusal, unless the 5 s flush fell inside the ~10 ms burst: then the entry
     // counts those before it, and the rest wait for the source's next window (a minute).
     let counted: usize = burst[0].details["count"].parse().unwrap();
-    assert!((1..=refused).contains(&counted), "{counted} of {refused}: {export}");
+    assert!(
+        (1..=refused).contains(&counted),
+        "{counted} of {refused}: {export}"
+    );
     let burst_line = export
         .lines()
         .find(|line| line.contains("\"auth-failure-burst\""))

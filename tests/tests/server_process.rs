@@ -364,7 +364,7 @@ fn invite_create_prints_only_the_token() {
     assert!(out.status.success());
     let list = String::from_utf8(out.stdout).unwrap();
     assert_eq!(list.lines().count(), 1);
-    assert!(list.contains("used=-"));
+    assert!(list.contains("uses=0/1"), "{list}");
     assert!(!list.contains(token));
     let out = Command::new(bin())
         .args(["migrate"])

@@ -1,5 +1,6 @@
-//! Administration through `/v1/admin/...` and on the server host, against an in-process
-//! server, once with SQLite and once with PostgreSQL: every role boundary, disabling
+//! Administration through `/v1/admin/...` and on the server host (a store of its own, as
+//! `tacit-server admin` has), against a server started by the harness in this process,
+//! once with SQLite and once with PostgreSQL: every role boundary, disabling
 //! (sockets closed within a second, every later request refused), removal, deletion and
 //! registering again, invites with use counts, quotas.
 
