@@ -200,3 +200,52 @@ fn unknown_user(username: &str) -> impl FnOnce(TransportError) -> ClientError + 
         other => refused(ADMIN)(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: api::ErrorCode) -> TransportError {
+        TransportError::Api {
+            code: code.as_str().to_owned(),
+            message: "whatever the server says".to_owned(),
+        }
+    }
+
+    #[test]
+    fn server_codes_become_clear_errors() {
+        assert!(matches!(
+            ClientError::from(api_error(api::ErrorCode::AccountDisabled)),
+            ClientError::AccountDisabled
+        ));
+        assert!(matches!(
+            ClientError::from(api_error(api::ErrorCode::Forbidden)),
+            ClientError::Transport(TransportError::Api { .. })
+        ));
+        let error = refused(ADMIN)(api_error(api::ErrorCode::Forbidden));
+        assert!(matches!(error, ClientError::Forbidden { needs: "admin" }));
+        assert!(
+            error.to_string().starts_with("this needs the admin role"),
+            "{error}"
+        );
+        let error = refused(AUDITOR_OR_ADMIN)(api_error(api::ErrorCode::Forbidden));
+        assert!(
+            error
+                .to_string()
+                .starts_with("this needs the auditor or admin role"),
+            "{error}"
+        );
+        assert!(matches!(
+            refused(ADMIN)(api_error(api::ErrorCode::AccountDisabled)),
+            ClientError::AccountDisabled
+        ));
+        assert!(matches!(
+            unknown_user("bob")(api_error(api::ErrorCode::NotFound)),
+            ClientError::UnknownUser(name) if name == "bob"
+        ));
+        assert!(matches!(
+            unknown_user("bob")(api_error(api::ErrorCode::Forbidden)),
+            ClientError::Forbidden { needs: "admin" }
+        ));
+    }
+}
