@@ -98,6 +98,88 @@ pub(crate) enum Command {
     /// Group chats.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Administer the server from this device (needs the admin role; `audit` the auditor
+    /// role): the same commands as `tacit-server admin` on the server host.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCommand {
+    /// List users with their devices (name, created, last seen, prekey stock, mailbox
+    /// depth).
+    Users {
+        /// Only users whose name contains this.
+        #[arg(long)]
+        search: Option<String>,
+        /// Print JSON (the API's AdminUserList) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user with their devices.
+    User {
+        username: String,
+        /// Print JSON (the API's AdminUser) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: every credential refused, every socket closed.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
+    /// Remove one device of a user (not the last: delete the account instead).
+    RemoveDevice { username: String, device_id: u32 },
+    /// Delete a user's account (for one who lost every device); the name is free again.
+    Delete {
+        username: String,
+        /// Confirm: the account's keys and waiting messages are deleted for good.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Grant a role (`admin` or `auditor`).
+    Grant { username: String, role: String },
+    /// Revoke a role.
+    Revoke { username: String, role: String },
+    /// Set a user's own limits; an option left out returns that limit to the server's.
+    Quota {
+        username: String,
+        /// Most devices.
+        #[arg(long, value_name = "N")]
+        max_devices: Option<u32>,
+        /// Most bytes of blobs.
+        #[arg(long, value_name = "BYTES")]
+        blob_quota_bytes: Option<u64>,
+    },
+    /// Manage invites with expiry and use counts.
+    #[command(subcommand)]
+    Invite(AdminInviteCommand),
+    /// Print audit log entries as ECS-style JSON lines (auditor or admin), following
+    /// pages to the end.
+    Audit {
+        /// Entries after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// At most this many entries.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminInviteCommand {
+    /// Create an invite and print its token (alone) on stdout.
+    Create {
+        /// Seconds until it expires (default: never).
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+        /// How many registrations it admits (default 1).
+        #[arg(long, value_name = "N")]
+        max_uses: Option<u32>,
+    },
+    /// List invites (id, created, expires, uses).
+    List,
+    /// Revoke an invite by its id (from `list`).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]

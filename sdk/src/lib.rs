@@ -21,7 +21,7 @@ pub mod store;
 pub mod transport;
 
 pub use client::{
-    Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, LINK_CODE_CHARS,
+    Admin, Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, LINK_CODE_CHARS,
     LinkPreview, PendingLink, ReceiptKind, SocketEvent, identity_fingerprint,
 };
 pub use files::{FileError, OutgoingFile, Progress, SentFile, Stage};

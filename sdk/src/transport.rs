@@ -378,7 +378,26 @@ impl Transport {
         path: &[&str],
         body: Option<&B>,
     ) -> Result<Option<R>, TransportError> {
-        let mut request = self.request(method, path)?;
+        self.call_query(method, path, &[], body).await
+    }
+
+    /// [`Self::call`] with query parameters (each percent-encoded).
+    async fn call_query<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<Option<R>, TransportError> {
+        let mut url = self.url(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let mut request = self.http.request(method, url);
+        if let Some(credential) = &self.credential {
+            request = request.bearer_auth(credential);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -513,6 +532,154 @@ impl Transport {
     pub async fn remove_device(&self, device: api::DeviceId) -> Result<(), TransportError> {
         let id = device.to_string();
         self.call::<(), serde_json::Value>(Method::DELETE, &["v1", "devices", &id], None)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/admin/users?search=&after=&limit=`: a page of users with their devices
+    /// (admin).
+    pub async fn admin_users(
+        &self,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<api::AdminUserList, TransportError> {
+        let mut query = Vec::new();
+        if let Some(search) = search {
+            query.push(("search", search.to_owned()));
+        }
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.call_query::<(), _>(Method::GET, &["v1", "admin", "users"], &query, None)
+            .await?
+            .ok_or_else(|| TransportError::Protocol("empty answer to /v1/admin/users".into()))
+    }
+
+    /// `GET /v1/admin/users/{username}` (admin).
+    pub async fn admin_user(&self, username: &str) -> Result<api::AdminUser, TransportError> {
+        self.expect::<(), _>(Method::GET, &["v1", "admin", "users", username], None)
+            .await
+    }
+
+    /// `POST /v1/admin/users/{username}/disable` (admin).
+    pub async fn admin_disable_user(&self, username: &str) -> Result<(), TransportError> {
+        self.no_content(Method::POST, &["v1", "admin", "users", username, "disable"])
+            .await
+    }
+
+    /// `POST /v1/admin/users/{username}/enable` (admin).
+    pub async fn admin_enable_user(&self, username: &str) -> Result<(), TransportError> {
+        self.no_content(Method::POST, &["v1", "admin", "users", username, "enable"])
+            .await
+    }
+
+    /// `DELETE /v1/admin/users/{username}/devices/{device_id}` (admin).
+    pub async fn admin_remove_device(
+        &self,
+        username: &str,
+        device: api::DeviceId,
+    ) -> Result<(), TransportError> {
+        let id = device.to_string();
+        self.no_content(
+            Method::DELETE,
+            &["v1", "admin", "users", username, "devices", &id],
+        )
+        .await
+    }
+
+    /// `DELETE /v1/admin/users/{username}`: delete the account (admin).
+    pub async fn admin_delete_user(&self, username: &str) -> Result<(), TransportError> {
+        self.no_content(Method::DELETE, &["v1", "admin", "users", username])
+            .await
+    }
+
+    /// `PUT /v1/admin/users/{username}/roles/{role}` (admin).
+    pub async fn admin_grant_role(
+        &self,
+        username: &str,
+        role: api::Role,
+    ) -> Result<(), TransportError> {
+        self.no_content(
+            Method::PUT,
+            &["v1", "admin", "users", username, "roles", role.as_str()],
+        )
+        .await
+    }
+
+    /// `DELETE /v1/admin/users/{username}/roles/{role}` (admin).
+    pub async fn admin_revoke_role(
+        &self,
+        username: &str,
+        role: api::Role,
+    ) -> Result<(), TransportError> {
+        self.no_content(
+            Method::DELETE,
+            &["v1", "admin", "users", username, "roles", role.as_str()],
+        )
+        .await
+    }
+
+    /// `PUT /v1/admin/users/{username}/quota` (admin).
+    pub async fn admin_set_quota(
+        &self,
+        username: &str,
+        quota: &api::SetQuotaRequest,
+    ) -> Result<(), TransportError> {
+        self.call::<_, serde_json::Value>(
+            Method::PUT,
+            &["v1", "admin", "users", username, "quota"],
+            Some(quota),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/admin/invites` (admin).
+    pub async fn admin_invites(&self) -> Result<api::InviteList, TransportError> {
+        self.expect::<(), _>(Method::GET, &["v1", "admin", "invites"], None)
+            .await
+    }
+
+    /// `POST /v1/admin/invites` (admin).
+    pub async fn admin_create_invite(
+        &self,
+        request: &api::CreateInviteRequest,
+    ) -> Result<api::CreateInviteResponse, TransportError> {
+        self.expect(Method::POST, &["v1", "admin", "invites"], Some(request))
+            .await
+    }
+
+    /// `DELETE /v1/admin/invites/{id}` (admin).
+    pub async fn admin_revoke_invite(&self, id: &str) -> Result<(), TransportError> {
+        self.no_content(Method::DELETE, &["v1", "admin", "invites", id])
+            .await
+    }
+
+    /// `GET /v1/admin/audit?after=&limit=`: a page of the audit log (auditor or admin).
+    pub async fn admin_audit(
+        &self,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<api::AuditPage, TransportError> {
+        let mut query = Vec::new();
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.call_query::<(), _>(Method::GET, &["v1", "admin", "audit"], &query, None)
+            .await?
+            .ok_or_else(|| TransportError::Protocol("empty answer to /v1/admin/audit".into()))
+    }
+
+    /// A bodiless request answered with `204` (or any success, its body ignored).
+    async fn no_content(&self, method: Method, path: &[&str]) -> Result<(), TransportError> {
+        self.call::<(), serde_json::Value>(method, path, None)
             .await
             .map(drop)
     }

@@ -11,6 +11,7 @@ use crate::home::Home;
 use crate::output::{print_event, print_file};
 
 mod account;
+mod admin;
 mod chat;
 mod device;
 mod files;
@@ -46,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Device(command) => device::device(&home, command).await,
         Command::Group(command) => group::group(&home, command).await,
         Command::Account(AccountCommand::Delete { yes }) => account::delete(&home, yes).await,
+        Command::Admin(command) => admin::admin(&home, command).await,
     }
 }
 

@@ -17,7 +17,26 @@ pub enum ClientError {
     Store(#[from] StoreError),
     /// The server could not be reached or refused the request.
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Transport(TransportError),
+    /// An administrator disabled this account (`403 account_disabled`): every request of
+    /// every device of it is refused until an administrator enables it again. Made from
+    /// any [`TransportError::Api`] with that code.
+    #[error(
+        "this account is disabled by an administrator of the server; ask them to enable it \
+         again"
+    )]
+    AccountDisabled,
+    /// An administration request needs a role this account does not hold (`403
+    /// forbidden`). Made by [`Admin`](crate::client::Admin)'s methods, which know which
+    /// role each one needs.
+    #[error(
+        "this needs the {needs} role, which this account does not hold; an admin can grant \
+         it (`tacit admin grant USER ROLE`, or `tacit-server admin grant` on the server host)"
+    )]
+    Forbidden {
+        /// The role (or roles, `auditor or admin`) the request needs.
+        needs: &'static str,
+    },
     /// The home directory holds no account yet.
     #[error("no account here yet: register first")]
     NotRegistered,
@@ -81,6 +100,21 @@ pub enum ClientError {
     /// Sending or saving a file failed.
     #[error(transparent)]
     File(#[from] crate::files::FileError),
+}
+
+impl From<TransportError> for ClientError {
+    /// Wraps a transport error, except that the server's `account_disabled` becomes
+    /// [`ClientError::AccountDisabled`] wherever it comes from.
+    fn from(error: TransportError) -> Self {
+        match error {
+            TransportError::Api { code, .. }
+                if code == api::ErrorCode::AccountDisabled.as_str() =>
+            {
+                Self::AccountDisabled
+            }
+            other => Self::Transport(other),
+        }
+    }
 }
 
 /// What was wrong with a key or bundle the server handed out.

@@ -12,7 +12,7 @@
 //! Contacts are pinned on first use. When a contact's identity key changes, sends to them
 //! fail with [`ClientError::IdentityChanged`] until [`Client::trust`] accepts the new key.
 //!
-//! One file per concern: `error`, `register` (accounts, prekey upkeep), `sessions` (which session
+//! One file per concern: `admin` (the administration API, display data only), `error`, `register` (accounts, prekey upkeep), `sessions` (which session
 //! to use, bundles, identity checks), `send`, `receive`, `trust` (safety numbers), `link`
 //! (device linking), `payload` (the plaintext inside a pairwise message), `groups`.
 
@@ -36,6 +36,7 @@ use tacit_crypto::{
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+mod admin;
 mod error;
 mod files;
 mod groups;
@@ -47,6 +48,7 @@ mod send;
 mod sessions;
 mod trust;
 
+pub use admin::Admin;
 pub use error::{BadKey, ClientError, GroupError, Inconsistent, LinkError, ServerClaim};
 pub use link::{LINK_CODE_CHARS, LinkPreview, PendingLink, identity_fingerprint};
 pub(crate) use payload::{Content, Payload};
