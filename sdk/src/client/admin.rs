@@ -18,7 +18,8 @@ const AUDITOR_OR_ADMIN: &str = "auditor or admin";
 /// too; a caller without it gets [`ClientError::Forbidden`], and a disabled account
 /// [`ClientError::AccountDisabled`].
 ///
-/// Everything returned is display data only: see the [module docs](self).
+/// Everything returned is display data for people only: no key, device list or trust
+/// decision is taken from it (see SECURITY.md, "What a malicious server can try").
 #[derive(Debug)]
 pub struct Admin<'a> {
     transport: &'a Transport,
