@@ -12,10 +12,17 @@ pub struct RegisterRequest {
     /// 3 to 32 characters of `a-z`, `0-9`, `_`, `-`, `.`; unique on the server.
     #[schema(pattern = r"^[a-z0-9_.-]{3,32}$")]
     pub username: String,
-    /// A registration invite, required unless the server has open registration.
+    /// A registration invite, required unless the server has open registration or the
+    /// request carries an `id_token` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 128)]
     pub invite: Option<String>,
+    /// An OpenID Connect ID token from the server's configured identity provider (see
+    /// [`OidcConfig`]), instead of an invite. `username` must equal the name the server
+    /// derives from the token's username claim. A token registers at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 16384)]
+    pub id_token: Option<String>,
     /// A label for the device, only for its owner (at most 64 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$", max_length = 64)]
@@ -44,6 +51,48 @@ pub struct AddDeviceRequest {
     pub device_name: Option<String>,
     /// The new device's public keys.
     pub keys: DeviceKeys,
+}
+
+/// `POST /v1/devices/sso` (no credential): add a device to the account bound to the ID
+/// token's identity (`iss`, `sub`) at the configured identity provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsoDeviceRequest {
+    /// An OpenID Connect ID token from the server's identity provider; usable once.
+    #[schema(max_length = 16384)]
+    pub id_token: String,
+    /// A label for the device, only for its owner (at most 64 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$", max_length = 64)]
+    pub device_name: Option<String>,
+    /// The new device's public keys.
+    pub keys: DeviceKeys,
+}
+
+/// The answer to `POST /v1/devices/sso`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SsoDeviceResponse {
+    /// The account the identity is bound to.
+    pub username: String,
+    /// The new device's number.
+    pub device_id: DeviceId,
+    /// The new device's credential, shown only this once.
+    pub credential: DeviceCredential,
+}
+
+/// `GET /v1/oidc/config` (no credential): how a client signs in with the server's identity
+/// provider. `404 not_found` when the server has no identity provider configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; discovery is at
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The public OAuth client the CLI uses (device grant, or code flow with PKCE).
+    pub client_id: String,
+    /// The scopes to ask for (`openid` first).
+    pub scopes: Vec<String>,
+    /// Whether registration with an invite is still open besides the identity provider.
+    pub invites: bool,
 }
 
 /// The answer to adding a device.

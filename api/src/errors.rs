@@ -38,6 +38,12 @@ pub enum ErrorCode {
     /// 403: the caller's account is disabled by an administrator: every request of its
     /// devices is refused until it is enabled again.
     AccountDisabled,
+    /// 401: an OpenID Connect ID token was refused (bad signature, unknown key, wrong
+    /// issuer or audience, expired, not yet valid, too old, an unusable username claim, or
+    /// no account bound to its identity); `message` names the reason.
+    IdTokenRefused,
+    /// 409: this ID token was already used once; get a fresh one from the provider.
+    IdTokenReplayed,
     /// 404: no such user, device or route.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -90,13 +96,15 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             Self::BadRequest => 400,
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::IdTokenRefused => 401,
             Self::InviteRequired | Self::Forbidden | Self::AccountDisabled => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::UsernameTaken | Self::DeviceMismatch | Self::TooManyDevices | Self::Conflict => {
-                409
-            }
+            Self::UsernameTaken
+            | Self::DeviceMismatch
+            | Self::TooManyDevices
+            | Self::Conflict
+            | Self::IdTokenReplayed => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RangeNotSatisfiable => 416,
@@ -119,6 +127,8 @@ impl ErrorCode {
             Self::InviteRequired => "invite_required",
             Self::Forbidden => "forbidden",
             Self::AccountDisabled => "account_disabled",
+            Self::IdTokenRefused => "id_token_refused",
+            Self::IdTokenReplayed => "id_token_replayed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UsernameTaken => "username_taken",

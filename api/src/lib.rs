@@ -15,6 +15,10 @@
 //! | `POST /v1/devices` | [`AddDeviceRequest`] | `201` [`AddDeviceResponse`] |
 //! | `DELETE /v1/devices/{device_id}` | - | `204` |
 //! | `POST /v1/devices/link` | [`LinkDeviceRequest`] (no credential) | `201` [`AddDeviceResponse`] |
+//! | `POST /v1/devices/sso` | [`SsoDeviceRequest`] (no credential; an ID token) | `201` [`SsoDeviceResponse`] |
+//! | `GET /v1/oidc/config` | - (no credential) | [`OidcConfig`] (`404` without an identity provider) |
+//! | `POST /v1/oidc/backchannel-logout` | form `logout_token` (OpenID Connect Back-Channel Logout 1.0) | `200` |
+//! | `GET`, `POST /scim/v2/Users`; `GET`, `PUT`, `PATCH`, `DELETE /scim/v2/Users/{id}` | SCIM 2.0 (RFC 7644; the IdP's bearer token) | `application/scim+json` |
 //! | `POST /v1/provisioning` | [`OpenChannelRequest`] (no credential) | `201` [`OpenChannelResponse`] |
 //! | `GET /v1/provisioning/{channel}` | - (no credential) | [`ChannelState`] |
 //! | `PUT /v1/provisioning/{channel}` | [`AnswerChannelRequest`] | `204` |
@@ -66,7 +70,8 @@ mod whole;
 mod ws;
 
 pub use accounts::{
-    AddDeviceRequest, AddDeviceResponse, DeviceInfo, DeviceList, RegisterRequest, RegisterResponse,
+    AddDeviceRequest, AddDeviceResponse, DeviceInfo, DeviceList, OidcConfig, RegisterRequest,
+    RegisterResponse, SsoDeviceRequest, SsoDeviceResponse,
 };
 pub use admin::{
     AdminDevice, AdminUser, AdminUserList, AuditPage, CreateInviteRequest, CreateInviteResponse,

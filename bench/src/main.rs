@@ -288,6 +288,7 @@ async fn register_many(
                 .json(&RegisterRequest {
                     username: username.clone(),
                     invite: None,
+                    id_token: None,
                     device_name: None,
                     keys: keys(),
                 })

@@ -26,6 +26,12 @@ pub enum ApiError {
     /// The caller's account is disabled by an administrator.
     #[error("this account is disabled by an administrator")]
     AccountDisabled,
+    /// An OpenID Connect ID token was refused; the message says why (never the token).
+    #[error("ID token refused: {0}")]
+    IdTokenRefused(String),
+    /// The ID token was already used once.
+    #[error("this ID token was already used; sign in again for a fresh one")]
+    IdTokenReplayed,
     /// No such user, device or route.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -108,6 +114,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::IdTokenRefused(_) => ErrorCode::IdTokenRefused,
+            Self::IdTokenReplayed => ErrorCode::IdTokenReplayed,
             Self::InviteRequired => ErrorCode::InviteRequired,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::AccountDisabled => ErrorCode::AccountDisabled,

@@ -33,6 +33,7 @@ async fn accounts_and_devices(backend: Backend) {
     let mut req = RegisterRequest {
         username: "alice".into(),
         invite: None,
+        id_token: None,
         device_name: None,
         keys: keys(0, 0),
     };
@@ -341,6 +342,7 @@ async fn invites(backend: Backend) {
     let mut req = RegisterRequest {
         username: "alice".into(),
         invite: None,
+        id_token: None,
         device_name: None,
         keys: keys(0, 0),
     };

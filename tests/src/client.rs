@@ -304,6 +304,7 @@ pub(crate) async fn register_device(
             Some(&RegisterRequest {
                 username: username.into(),
                 invite: None,
+                id_token: None,
                 device_name: device_name.map(Into::into),
                 keys: keys(one_time, 0),
             }),

@@ -274,6 +274,7 @@ async fn disabling(backend: Backend) {
             Some(&RegisterRequest {
                 username: "bob".into(),
                 invite: None,
+                id_token: None,
                 device_name: None,
                 keys: keys(0, 0),
             }),
@@ -435,6 +436,7 @@ async fn removal_and_deletion(backend: Backend) {
             Some(&RegisterRequest {
                 username: "bob".into(),
                 invite: None,
+                id_token: None,
                 device_name: None,
                 keys: new_keys,
             }),
@@ -465,6 +467,7 @@ async fn invites_and_quotas(backend: Backend) {
     let register = |name: &str, invite: &str| RegisterRequest {
         username: name.into(),
         invite: Some(invite.into()),
+        id_token: None,
         device_name: None,
         keys: keys(0, 0),
     };

@@ -180,6 +180,7 @@ async fn audit_cli(backend: Backend) {
                 Some(&RegisterRequest {
                     username: (*name).into(),
                     invite: Some(invite.clone()),
+                    id_token: None,
                     device_name: None,
                     keys: keys(1, 0),
                 }),
@@ -405,6 +406,7 @@ async fn audit_cli(backend: Backend) {
     let register = RegisterRequest {
         username: "carol".into(),
         invite: Some(invite),
+        id_token: None,
         device_name: None,
         keys: keys(1, 0),
     };

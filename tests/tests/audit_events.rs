@@ -107,6 +107,7 @@ async fn audit_events(backend: Backend) {
             Some(&RegisterRequest {
                 username: "alice".into(),
                 invite: None,
+                id_token: None,
                 device_name: None,
                 keys: keys(1, 0),
             }),

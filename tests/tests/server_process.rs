@@ -173,6 +173,7 @@ async fn nothing_in_clear(backend: Backend) {
                 Some(&RegisterRequest {
                     username: (*name).into(),
                     invite: Some(invite.clone()),
+                    id_token: None,
                     device_name: None,
                     keys: keys(2, 0),
                 }),

@@ -62,6 +62,7 @@ impl Client {
             .register(&api::RegisterRequest {
                 username: username.to_owned(),
                 invite: invite.map(str::to_owned),
+                id_token: None,
                 device_name: None,
                 keys,
             })
