@@ -92,11 +92,21 @@ pub enum Action {
     AuditExport,
     /// A checkpoint of the audit log was signed.
     AuditCheckpoint,
+    /// An OpenID Connect ID token or logout token was refused (`reason` says why).
+    OidcTokenRefused,
+    /// The identity provider logged a user out over the back channel.
+    OidcLogout,
+    /// The identity provider's SCIM client created (pre-provisioned) a user.
+    ScimUserCreate,
+    /// The identity provider's SCIM client changed a user.
+    ScimUserUpdate,
+    /// A SCIM request with a missing or wrong bearer token was refused.
+    ScimAuthRefused,
 }
 
 impl Action {
     /// Every action, in a stable order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 23] = [
         Self::AccountRegister,
         Self::AccountDelete,
         Self::UserDisable,
@@ -115,6 +125,11 @@ impl Action {
         Self::RetentionPurge,
         Self::AuditExport,
         Self::AuditCheckpoint,
+        Self::OidcTokenRefused,
+        Self::OidcLogout,
+        Self::ScimUserCreate,
+        Self::ScimUserUpdate,
+        Self::ScimAuthRefused,
     ];
 
     /// The stable name (`event.action`).
@@ -138,6 +153,11 @@ impl Action {
             Self::RetentionPurge => "retention-purge",
             Self::AuditExport => "audit-export",
             Self::AuditCheckpoint => "audit-checkpoint",
+            Self::OidcTokenRefused => "oidc-token-refused",
+            Self::OidcLogout => "oidc-logout",
+            Self::ScimUserCreate => "scim-user-create",
+            Self::ScimUserUpdate => "scim-user-update",
+            Self::ScimAuthRefused => "scim-auth-refused",
         }
     }
 
@@ -150,7 +170,10 @@ impl Action {
             | Self::UserEnable
             | Self::RoleGrant
             | Self::RoleRevoke
-            | Self::QuotaSet => "iam",
+            | Self::QuotaSet
+            | Self::ScimUserCreate
+            | Self::ScimUserUpdate => "iam",
+            Self::OidcTokenRefused | Self::OidcLogout | Self::ScimAuthRefused => "authentication",
             Self::DeviceAdd | Self::DeviceRemove | Self::LinkComplete => "host",
             Self::AuthFailureBurst => "authentication",
             Self::RateLimitTrip => "network",

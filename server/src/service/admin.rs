@@ -52,13 +52,22 @@ pub enum Admin<'a> {
         /// Its address, when the listener knows it.
         source: Option<IpAddr>,
     },
+    /// The company's identity provider: its SCIM client (with the SCIM bearer token) or a
+    /// back-channel logout token it signed. No role needed: the server's operator
+    /// configured the provider to be trusted with accounts.
+    Idp {
+        /// Recorded as `tacit.details.via`: `scim` or `oidc-logout`.
+        via: &'static str,
+        /// Its address, when the listener knows it.
+        source: Option<IpAddr>,
+    },
 }
 
 impl Admin<'_> {
     fn origin(self) -> Origin {
         match self {
             Self::Host => Origin::Host,
-            Self::Device { source, .. } => Origin::Client(source),
+            Self::Device { source, .. } | Self::Idp { source, .. } => Origin::Client(source),
         }
     }
 
@@ -68,6 +77,7 @@ impl Admin<'_> {
         match self {
             Self::Host => event,
             Self::Device { caller, .. } => event.actor(&caller.username),
+            Self::Idp { via, .. } => event.detail(Detail::Via, via),
         }
     }
 }
