@@ -91,6 +91,15 @@ pub struct OidcConfig {
     pub client_id: String,
     /// The scopes to ask for (`openid` first).
     pub scopes: Vec<String>,
+    /// The ID token claim that becomes the username (`preferred_username`, `email`,
+    /// `upn`...). Its value is normalised: surrounding white space trimmed, lower-cased, and
+    /// an `@domain` suffix removed when the domain is one of `allowed_domains`; the result
+    /// must then be a valid username, or the server refuses the token (never a silent
+    /// rewrite). A client computes the name the same way to fill
+    /// [`RegisterRequest::username`]; the server checks it.
+    pub username_claim: String,
+    /// The e-mail domains whose `@domain` suffix is removed from the username claim.
+    pub allowed_domains: Vec<String>,
     /// Whether registration with an invite is still open besides the identity provider.
     pub invites: bool,
 }
