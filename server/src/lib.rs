@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod oidc;
 pub mod push;
 pub mod service;
 pub mod store;
