@@ -165,6 +165,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit log's signing key.
     pub audit: AuditConfig,
+    /// Sign-in with the company's OpenID Connect provider; absent: off (invites only).
+    pub oidc: Option<OidcSettings>,
     /// How long shutdown waits for requests and sockets to finish, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -345,6 +347,208 @@ impl Default for AuditConfig {
     }
 }
 
+/// `[oidc]`: registration and device sign-in with an OpenID Connect identity provider,
+/// and its back-channel logout (docs/SSO.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The issuer URL: discovery is read from `{issuer}/.well-known/openid-configuration`
+    /// and every token's `iss` must equal it exactly. `https` unless the host is loopback.
+    pub issuer: String,
+    /// The public client the CLI uses; the accepted audience unless `audiences` says else.
+    pub client_id: String,
+    /// Accepted `aud` values (default: `[client_id]`). A token naming several audiences
+    /// must carry `azp` equal to `client_id`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted: a subset of `RS256`, `ES256`, `EdDSA`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// The ID token claim that becomes the username.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Domains whose `@domain` suffix is removed from the username claim.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// The claim listing the user's groups, for `role_map`.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Group name to Tacit role (`admin`, `auditor`), applied at registration and at each
+    /// device added through the provider.
+    #[serde(default)]
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// Leeway for `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u64,
+    /// Tokens issued longer ago than this are refused (`stale`); it also bounds how long
+    /// the replay table keeps a token.
+    #[serde(default = "default_max_token_age")]
+    pub max_token_age_secs: u64,
+    /// An unknown key id refetches the JWKS at most once per this many seconds.
+    #[serde(default = "default_jwks_refresh_min")]
+    pub jwks_refresh_min_secs: u64,
+    /// Whether invite registration stays open besides the provider.
+    #[serde(default = "default_true")]
+    pub invites: bool,
+    /// What a back-channel logout token does: `disable` the account, or `remove-devices`.
+    #[serde(default)]
+    pub backchannel_logout: BackchannelLogout,
+    /// The scopes a client asks for (`openid` first).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// A PEM file of CA certificates trusted for the provider besides the system's (a
+    /// private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// What a back-channel logout does to the named user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackchannelLogout {
+    /// Disable the account: every device's credential is revoked, sockets close.
+    #[default]
+    Disable,
+    /// Remove the devices signed in with the token's `sid` (every device of the account
+    /// when it names only `sub`).
+    RemoveDevices,
+}
+
+/// The signature algorithms `[oidc] algorithms` may list.
+pub const OIDC_ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
+
+fn default_algorithms() -> Vec<String> {
+    OIDC_ALGORITHMS.iter().map(|&a| a.to_owned()).collect()
+}
+fn default_username_claim() -> String {
+    "preferred_username".to_owned()
+}
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_max_token_age() -> u64 {
+    600
+}
+fn default_jwks_refresh_min() -> u64 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"]
+        .iter()
+        .map(|&s| s.to_owned())
+        .collect()
+}
+
+impl OidcSettings {
+    /// The accepted audiences (`audiences`, or `[client_id]` when empty).
+    #[must_use]
+    pub fn accepted_audiences(&self) -> Vec<String> {
+        if self.audiences.is_empty() {
+            vec![self.client_id.clone()]
+        } else {
+            self.audiences.clone()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        let (scheme, rest) = self
+            .issuer
+            .split_once("://")
+            .ok_or_else(|| invalid("oidc.issuer", "must be an https:// URL"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let host_only = if host.starts_with('[') {
+            host.split(']')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+        } else {
+            host.split(':').next().unwrap_or_default()
+        };
+        if host_only.is_empty() {
+            return Err(invalid("oidc.issuer", "has no host"));
+        }
+        let loopback = host_only == "localhost"
+            || host_only
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match scheme {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(invalid(
+                    "oidc.issuer",
+                    "must be an https:// URL (http:// only on a loopback host)",
+                ));
+            }
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid("oidc.client_id", "must not be empty"));
+        }
+        if self.algorithms.is_empty() {
+            return Err(invalid(
+                "oidc.algorithms",
+                "must name at least one algorithm",
+            ));
+        }
+        for alg in &self.algorithms {
+            if !OIDC_ALGORITHMS.contains(&alg.as_str()) {
+                return Err(invalid(
+                    "oidc.algorithms",
+                    format!("`{alg}` is not accepted: only RS256, ES256 and EdDSA"),
+                ));
+            }
+        }
+        if self.username_claim.is_empty() {
+            return Err(invalid("oidc.username_claim", "must not be empty"));
+        }
+        for role in self.role_map.values() {
+            if tacit_api::Role::from_name(role).is_none() {
+                return Err(invalid(
+                    "oidc.role_map",
+                    format!("`{role}` is not a role: `admin` or `auditor`"),
+                ));
+            }
+        }
+        if self.clock_skew_secs > 600 {
+            return Err(invalid("oidc.clock_skew_secs", "must be at most 600"));
+        }
+        if !(1..=86_400).contains(&self.max_token_age_secs) {
+            return Err(invalid(
+                "oidc.max_token_age_secs",
+                "must be from 1 to 86400",
+            ));
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                invalid(
+                    "oidc.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "oidc.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+        }
+        if self.scopes.first().map(String::as_str) != Some("openid") {
+            return Err(invalid("oidc.scopes", "must start with `openid`"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -362,6 +566,7 @@ impl Default for Config {
             http: Http::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
+            oidc: None,
             shutdown_grace_secs: 10,
         }
     }
@@ -707,6 +912,9 @@ impl Config {
                 "database_url",
                 "must start with `sqlite:`, `postgres://` or `postgresql://`",
             ));
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a valid tracing filter"));

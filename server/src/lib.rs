@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod oidc;
 pub mod push;
 pub mod service;
 pub mod store;
@@ -117,6 +118,19 @@ where
         Err(e) => warn!(error = %e, "could not raise the open-file limit"),
     }
     let svc = Arc::new(Services::new(store.clone(), config.clone()));
+    // The identity provider is reached in the background: the server serves while it is
+    // down, and sign-in with it answers 503 until its keys can be fetched.
+    if let Some(oidc) = svc.oidc() {
+        tokio::spawn(async move {
+            match oidc.warm_up().await {
+                Ok(()) => info!(issuer = %oidc.settings().issuer, "identity provider reached"),
+                Err(e) => warn!(
+                    error = %e,
+                    "the identity provider is unreachable; sign-in with it answers 503 until it is"
+                ),
+            }
+        });
+    }
     // Note where the revocations end before serving: this node's caches are empty, and
     // every later revocation (from another node or `tacit-server admin`) is applied.
     if let Err(e) = svc.apply_revocations().await {

@@ -29,8 +29,9 @@ type ApiResult<T> = Result<T, ApiError>;
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "created", body = RegisterResponse),
+        (status = 401, description = "id_token_refused: the message says why", body = ErrorBody),
         (status = 403, description = "invite_required", body = ErrorBody),
-        (status = 409, description = "username_taken", body = ErrorBody),
+        (status = 409, description = "username_taken, or id_token_replayed", body = ErrorBody),
         (status = "default", description = "an error; `code` names it", body = ErrorBody),
     ),
     security(()),
@@ -40,7 +41,11 @@ pub(super) async fn register(
     Source(origin): Source,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
-    let created = state.svc.register(req, origin).await?;
+    let created = if req.id_token.is_some() {
+        super::oidc::guarded(&state, origin, state.svc.register(req, origin)).await?
+    } else {
+        state.svc.register(req, origin).await?
+    };
     Ok((StatusCode::CREATED, Json(created)))
 }
 

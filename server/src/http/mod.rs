@@ -23,6 +23,7 @@ use crate::service::{AuthedDevice, Services};
 
 mod admin;
 mod handlers;
+mod oidc;
 mod openapi;
 mod ws;
 
@@ -50,6 +51,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/devices/{device_id}", delete(handlers::remove_device))
         .route("/v1/devices/link", post(handlers::link_device))
+        .route("/v1/devices/sso", post(oidc::sso_add_device))
+        .route("/v1/oidc/config", get(oidc::config))
+        .route(
+            "/v1/oidc/backchannel-logout",
+            post(oidc::backchannel_logout),
+        )
         .route("/v1/provisioning", post(handlers::open_channel))
         .route(
             "/v1/provisioning/{channel}",

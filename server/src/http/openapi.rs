@@ -23,7 +23,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{admin, handlers, ws};
+use super::{admin, handlers, oidc, ws};
 use crate::config::Config;
 use crate::service::{MAX_ANSWER_BYTES, MAX_MULTICAST_DEVICES, max_blob_bytes};
 
@@ -80,6 +80,9 @@ impl Modify for DeviceCredentialScheme {
         handlers::add_device,
         handlers::remove_device,
         handlers::link_device,
+        oidc::sso_add_device,
+        oidc::config,
+        oidc::backchannel_logout,
         handlers::open_channel,
         handlers::channel_state,
         handlers::answer_channel,
@@ -120,6 +123,9 @@ impl Modify for DeviceCredentialScheme {
         ClientFrame,
         RegisterRequest,
         RegisterResponse,
+        tacit_api::SsoDeviceRequest,
+        tacit_api::SsoDeviceResponse,
+        tacit_api::OidcConfig,
         AddDeviceRequest,
         AddDeviceResponse,
         LinkDeviceRequest,
@@ -349,7 +355,7 @@ mod tests {
         // 21 for devices and 10 under /v1/admin/, each of which documents the 403 of a
         // caller without the role.
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 31);
+        assert_eq!(paths.len(), 34);
         let admin: Vec<_> = paths
             .iter()
             .filter(|(path, _)| path.starts_with("/v1/admin/"))

@@ -28,6 +28,25 @@ pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The username an identity provider's claim gives: surrounding white space trimmed,
+/// lower-cased, an `@domain` suffix removed when the domain is one of `allowed_domains`
+/// (case-insensitive); the result must then be a valid username (never silently mangled).
+pub(crate) fn normalise_username(
+    claim: &str,
+    allowed_domains: &[String],
+) -> Result<String, ApiError> {
+    let mut name = claim.trim().to_lowercase();
+    if let Some((local, domain)) = name.rsplit_once('@')
+        && allowed_domains
+            .iter()
+            .any(|d| d.trim().eq_ignore_ascii_case(domain))
+    {
+        name = local.to_owned();
+    }
+    validate_username(&name)?;
+    Ok(name)
+}
+
 pub(crate) fn validate_device_name(name: Option<&str>) -> Result<(), ApiError> {
     match name {
         Some(n) if n.chars().count() > MAX_DEVICE_NAME || n.chars().any(char::is_control) => {
@@ -54,6 +73,16 @@ impl Services {
         req: RegisterRequest,
         origin: Origin,
     ) -> Result<RegisterResponse, ApiError> {
+        if req.id_token.is_some() {
+            return self.register_oidc(req, origin).await;
+        }
+        if self.oidc_settings().is_some_and(|o| !o.invites) {
+            return Err(ApiError::BadRequest(
+                "this server registers only through its identity provider: send an id_token \
+                 (see GET /v1/oidc/config)"
+                    .into(),
+            ));
+        }
         validate_username(&req.username)?;
         validate_device_name(req.device_name.as_deref())?;
         self.validate_device_keys(&req.keys)?;
@@ -309,6 +338,25 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalised_usernames() {
+        let domains = ["Example.com".to_owned()];
+        assert_eq!(normalise_username("  Alice ", &domains).unwrap(), "alice");
+        assert_eq!(
+            normalise_username("Bob@EXAMPLE.com", &domains).unwrap(),
+            "bob"
+        );
+        // Another domain is not stripped, and `@` is no username character.
+        assert!(normalise_username("bob@other.org", &domains).is_err());
+        assert!(normalise_username("bob@example.com", &[]).is_err());
+        assert!(normalise_username("a b", &domains).is_err());
+        assert!(normalise_username("ab", &domains).is_err());
+        assert_eq!(
+            normalise_username("J.Doe_1@example.com", &domains).unwrap(),
+            "j.doe_1"
+        );
+    }
 
     #[test]
     fn usernames() {

@@ -22,16 +22,19 @@ mod credentials;
 mod health;
 mod keys;
 mod messages;
+mod oidc;
 mod provisioning;
 mod ratelimit;
 mod rules;
 mod security;
 
 pub use crate::store::BlobRead;
+pub(crate) use accounts::normalise_username;
 pub use admin::Admin;
 pub use audit::{AuditError, Exported, Origin, Since, Verified};
 pub use blobs::{UploadStatus, max_blob_bytes};
 pub(crate) use messages::MAX_MULTICAST_DEVICES;
+pub use oidc::LogoutError;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
 pub use rules::Rules;
@@ -76,6 +79,8 @@ pub struct Services {
     /// dropped on this node, and a device-list lookup that finds no devices re-resolves the
     /// name (another node may have deleted the account and the name been registered again).
     account_ids: std::sync::Mutex<std::collections::HashMap<String, AccountId>>,
+    /// The identity provider, when `[oidc]` is configured.
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
@@ -134,6 +139,7 @@ impl Services {
             channels_opened: RateLimiter::per_minute(r.provisioning_channels_per_minute),
             auth_failures: RateLimiter::per_minute(r.auth_failures_per_minute_per_source),
             security: security::SecurityEvents::default(),
+            oidc: config.oidc.clone().map(crate::oidc::Oidc::new),
             store,
             config,
             hub,

@@ -253,6 +253,7 @@ where
         // Keys and mailboxes go with the devices (ON DELETE CASCADE).
         for sql in [
             "DELETE FROM devices WHERE account_id = $1",
+            "DELETE FROM oidc_identities WHERE account_id = $1",
             "DELETE FROM sent_messages WHERE account_id = $1",
             "DELETE FROM provisioning_channels WHERE account_id = $1",
             "DELETE FROM account_roles WHERE account_id = $1",

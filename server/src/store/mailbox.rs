@@ -478,6 +478,10 @@ where
             .bind(now.0)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM oidc_used_tokens WHERE expires_at <= $1")
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM revocations WHERE created_at <= $1")
             .bind(now.0.saturating_sub(super::admin::REVOCATION_KEEP_MS))
             .execute(&mut *tx)

@@ -32,6 +32,7 @@ mod blobs;
 mod ids;
 mod keys;
 mod mailbox;
+mod oidc;
 mod postgres;
 mod provisioning;
 mod sql;
@@ -70,6 +71,18 @@ pub enum StoreError {
     /// The account was deleted (it is a tombstone): it takes no device and no blob.
     #[error("account deleted")]
     AccountGone,
+    /// The account is disabled by an administrator.
+    #[error("account disabled")]
+    AccountDisabled,
+    /// The identity-provider token was used before.
+    #[error("token already used")]
+    TokenReplayed,
+    /// The identity (issuer, subject) is already bound to an account, named here.
+    #[error("identity already bound to {0}")]
+    IdentityBound(String),
+    /// No account is bound to the identity.
+    #[error("no account bound to the identity")]
+    IdentityUnbound,
     /// A value from the database is out of the range the code expects.
     #[error("corrupt value in column {0}")]
     Corrupt(&'static str),
@@ -186,6 +199,23 @@ pub struct NewDevice {
     pub credential_hash: SecretHash,
     /// Its public keys.
     pub keys: DeviceKeys,
+}
+
+/// A sign-in with the identity provider: who, which session, and the token's replay key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcLogin {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The provider session (`sid`), recorded on the device.
+    pub sid: Option<String>,
+    /// SHA-256 of the token (it is used once).
+    pub token_hash: [u8; 32],
+    /// Until when the replay key is kept (ms since the epoch).
+    pub token_expires_at: Timestamp,
+    /// Roles to grant (`true`) or revoke (`false`) as the provider's groups say.
+    pub roles: Vec<(tacit_api::Role, bool)>,
 }
 
 /// A device as listed.
@@ -549,6 +579,48 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: &Event,
     ) -> Result<Vec<DeviceId>, StoreError>;
+
+    /// Register with the identity provider: in one transaction, record the token as used
+    /// ([`StoreError::TokenReplayed`] if it was), create the account with its first
+    /// device (carrying the session), bind the identity ([`StoreError::IdentityBound`]),
+    /// apply the roles and append the audit entry.
+    async fn create_oidc_account(
+        &self,
+        username: &str,
+        device: NewDevice,
+        login: &OidcLogin,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<AccountId, StoreError>;
+    /// Add a device to the account bound to the login's identity, in one transaction
+    /// with the token's use, the roles and the audit entry (`audit` gets the target
+    /// username and the device number). Returns the account, its name and the device.
+    async fn add_oidc_device(
+        &self,
+        device: NewDevice,
+        login: &OidcLogin,
+        max_devices: u32,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<(AccountId, String, DeviceId), StoreError>;
+    /// The live account bound to `(issuer, subject)`, with its name.
+    async fn oidc_account(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<(AccountId, String)>, StoreError>;
+    /// The accounts and devices signed in with provider session `sid`.
+    async fn oidc_session_devices(
+        &self,
+        issuer: &str,
+        sid: &str,
+    ) -> Result<Vec<(AccountId, String, DeviceId)>, StoreError>;
+    /// Record a token's replay key; `false` when it was recorded before.
+    async fn use_oidc_token(
+        &self,
+        token_hash: &[u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Open a provisioning channel.
     async fn create_channel(

@@ -325,6 +325,52 @@ where
         Self::add_device(self, account, device, max_devices, now, audit).await
     }
 
+    async fn create_oidc_account(
+        &self,
+        username: &str,
+        device: NewDevice,
+        login: &super::OidcLogin,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<AccountId, StoreError> {
+        Self::create_oidc_account(self, username, device, login, now, audit).await
+    }
+
+    async fn add_oidc_device(
+        &self,
+        device: NewDevice,
+        login: &super::OidcLogin,
+        max_devices: u32,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<(AccountId, String, DeviceId), StoreError> {
+        Self::add_oidc_device(self, device, login, max_devices, now, audit).await
+    }
+
+    async fn oidc_account(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<(AccountId, String)>, StoreError> {
+        Self::oidc_account(self, issuer, subject).await
+    }
+
+    async fn oidc_session_devices(
+        &self,
+        issuer: &str,
+        sid: &str,
+    ) -> Result<Vec<(AccountId, String, DeviceId)>, StoreError> {
+        Self::oidc_session_devices(self, issuer, sid).await
+    }
+
+    async fn use_oidc_token(
+        &self,
+        token_hash: &[u8; 32],
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Self::use_oidc_token(self, token_hash, expires_at).await
+    }
+
     async fn remove_device(
         &self,
         mailbox: Mailbox,

@@ -1254,3 +1254,229 @@ async fn postgres_administration() {
         .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
     administration(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
 }
+
+/// Sign-in with the identity provider: a token registers once, an identity binds one
+/// account, devices record their session, roles follow the groups, used tokens expire.
+async fn oidc(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    let login = |hash: u8, sub: &str, sid: &str, roles: Vec<(tacit_api::Role, bool)>| OidcLogin {
+        issuer: "https://idp.example".into(),
+        subject: sub.into(),
+        sid: Some(sid.into()),
+        token_hash: [hash; 32],
+        token_expires_at: Timestamp(5_000),
+        roles,
+    };
+    let admin = vec![(tacit_api::Role::Admin, true)];
+    let alice = store
+        .create_oidc_account(
+            "alice",
+            device(0),
+            &login(1, "sub-a", "s1", admin),
+            Timestamp(1),
+            &ev(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.roles(alice).await.unwrap(),
+        vec![tacit_api::Role::Admin]
+    );
+    // The same token again: replayed, nothing created.
+    assert!(matches!(
+        store
+            .create_oidc_account(
+                "alice2",
+                device(0),
+                &login(1, "sub-x", "s1", vec![]),
+                Timestamp(2),
+                &ev()
+            )
+            .await,
+        Err(StoreError::TokenReplayed)
+    ));
+    assert_eq!(store.account_id("alice2").await.unwrap(), None);
+    // Another token of the same identity: bound already, named.
+    match store
+        .create_oidc_account(
+            "alice3",
+            device(0),
+            &login(2, "sub-a", "s1", vec![]),
+            Timestamp(2),
+            &ev(),
+        )
+        .await
+    {
+        Err(StoreError::IdentityBound(name)) => assert_eq!(name, "alice"),
+        other => panic!("{other:?}"),
+    }
+    // A taken name with a new identity.
+    assert!(matches!(
+        store
+            .create_oidc_account(
+                "alice",
+                device(0),
+                &login(3, "sub-b", "s1", vec![]),
+                Timestamp(2),
+                &ev()
+            )
+            .await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert_eq!(
+        store
+            .oidc_account("https://idp.example", "sub-a")
+            .await
+            .unwrap(),
+        Some((alice, "alice".to_owned()))
+    );
+    assert_eq!(
+        store
+            .oidc_account("https://other.example", "sub-a")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A second device in another session; the groups no longer give admin.
+    let (account, name, second) = store
+        .add_oidc_device(
+            device(0),
+            &login(4, "sub-a", "s2", vec![(tacit_api::Role::Admin, false)]),
+            10,
+            Timestamp(3),
+            &ev(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (account, name.as_str(), second),
+        (alice, "alice", DeviceId(2))
+    );
+    assert!(store.roles(alice).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .add_oidc_device(
+                device(0),
+                &login(4, "sub-a", "s2", vec![]),
+                10,
+                Timestamp(3),
+                &ev()
+            )
+            .await,
+        Err(StoreError::TokenReplayed)
+    ));
+    assert!(matches!(
+        store
+            .add_oidc_device(
+                device(0),
+                &login(5, "sub-nobody", "s2", vec![]),
+                10,
+                Timestamp(3),
+                &ev()
+            )
+            .await,
+        Err(StoreError::IdentityUnbound)
+    ));
+    assert!(matches!(
+        store
+            .add_oidc_device(
+                device(0),
+                &login(6, "sub-a", "s2", vec![]),
+                2,
+                Timestamp(3),
+                &ev()
+            )
+            .await,
+        Err(StoreError::TooManyDevices)
+    ));
+    assert_eq!(
+        store
+            .oidc_session_devices("https://idp.example", "s2")
+            .await
+            .unwrap(),
+        vec![(alice, "alice".to_owned(), DeviceId(2))]
+    );
+    // Disabled: no device through the provider either.
+    store
+        .set_disabled(alice, true, Timestamp(4), &ev())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_oidc_device(
+                device(0),
+                &login(7, "sub-a", "s3", vec![]),
+                10,
+                Timestamp(4),
+                &ev()
+            )
+            .await,
+        Err(StoreError::AccountDisabled)
+    ));
+    store
+        .set_disabled(alice, false, Timestamp(4), &ev())
+        .await
+        .unwrap();
+
+    // Logout tokens' replay keys.
+    assert!(
+        store
+            .use_oidc_token(&[8; 32], Timestamp(5_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_oidc_token(&[8; 32], Timestamp(5_000))
+            .await
+            .unwrap()
+    );
+    // Expired entries go with the housekeeping, and the key is usable again after.
+    store.purge_expired(Timestamp(5_000)).await.unwrap();
+    assert!(
+        store
+            .use_oidc_token(&[8; 32], Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+
+    // Deleting the account frees the identity.
+    store
+        .delete_account(alice, Timestamp(6), &ev())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .oidc_account("https://idp.example", "sub-a")
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .create_oidc_account(
+            "alice",
+            device(0),
+            &login(9, "sub-a", "s9", vec![]),
+            Timestamp(7),
+            &ev(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_oidc() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    oidc(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_oidc() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    oidc(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
