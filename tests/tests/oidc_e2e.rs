@@ -200,3 +200,107 @@ async fn register_add_device_and_backchannel_logout() {
     CLI.ok(&bob, &["recv"]);
     drop(server);
 }
+
+/// Follows the provider's own login and consent pages (`devInteractions`) from `url` with a
+/// cookie jar, as `sub`, until a redirect leaves the provider; returns that redirect.
+async fn browser_sign_in(provider: &OidcProvider, url: &str, sub: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut next = url.to_owned();
+    for _ in 0..10 {
+        let response = browser.get(&next).send().await.unwrap();
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            let absolute = if location.starts_with('/') {
+                format!("{}{location}", provider.issuer())
+            } else {
+                location
+            };
+            if !absolute.starts_with(provider.issuer()) {
+                return absolute;
+            }
+            next = absolute;
+            continue;
+        }
+        assert!(status.is_success(), "{next} answered {status}");
+        // An interaction page: the login form, then the consent form.
+        let page = response.text().await.unwrap();
+        let form = if page.contains("name=\"login\"") {
+            vec![("prompt", "login"), ("login", sub), ("password", "x")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let response = browser.post(&next).form(&form).send().await.unwrap();
+        assert!(
+            response.status().is_redirection(),
+            "POST {next}: {}",
+            response.status()
+        );
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        next = if location.starts_with('/') {
+            format!("{}{location}", provider.issuer())
+        } else {
+            location
+        };
+    }
+    panic!("the provider's pages did not redirect back within 10 steps");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn register_with_the_code_flow_and_pkce() {
+    let provider = OidcProvider::start("ES256");
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = root.path().join("tacit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n",
+            provider.issuer()
+        ),
+    )
+    .unwrap();
+    let db = format!("sqlite://{}", data.join("tacit.db").display());
+    let server = ServerProcess::launch(&data, &db, &root.path().join("server.log"))
+        .arg("--config")
+        .arg(&config)
+        .spawn();
+    let url = server.url();
+    let bob = root.path().join("bob");
+    let mut child = CLI
+        .command(&bob)
+        .args(["register", &url, "--sso", "--sso-flow", "pkce"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(child.stderr.take().unwrap());
+    let (_, line) = wait_line(&lines, "sign in by opening", STEP);
+    let auth = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(auth.contains("code_challenge_method=S256"), "{auth}");
+    assert!(auth.contains("nonce="), "{auth}");
+    assert!(auth.contains("state="), "{auth}");
+    let callback = browser_sign_in(&provider, &auth, "sub-bob").await;
+    assert!(callback.starts_with("http://127.0.0.1:"), "{callback}");
+    assert!(callback.contains("/callback?code="), "{callback}");
+    // The browser lands on the CLI's loopback listener.
+    let page = reqwest::get(&callback).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Signed in"), "{page}");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let rest: Vec<String> = lines.try_iter().map(|(_, l)| l).collect();
+    assert!(
+        output.status.success(),
+        "register --sso-flow pkce failed: {rest:?}"
+    );
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert!(out.contains("registered bob (device 1)"), "{out}");
+    drop(server);
+}
