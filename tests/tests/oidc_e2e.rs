@@ -61,15 +61,61 @@ fn user_code(line: &str) -> String {
     words[at + 1].to_owned()
 }
 
+/// The user approves `user_code` in a browser: the provider's /device page (with its
+/// xsrf field), then its login and consent pages, as `sub`.
+async fn approve_in_browser(provider: &OidcProvider, user_code: &str, sub: &str) {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let device = format!("{}/device", provider.issuer());
+    let page = browser
+        .get(&device)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let xsrf = page
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no xsrf field on /device: {page}"))
+        .to_owned();
+    let response = browser
+        .post(&device)
+        .form(&[
+            ("xsrf", xsrf.as_str()),
+            ("user_code", user_code),
+            ("confirm", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_redirection(),
+        "POST /device: {}",
+        response.status()
+    );
+    let location = response.headers()["location"].to_str().unwrap();
+    let interaction = format!("{}{location}", provider.issuer());
+    let end = browser_sign_in_with(&browser, provider, &interaction, sub).await;
+    assert!(end.contains("/device/"), "{end}");
+}
+
 /// Runs `args` in `home` with `cli`, approves the device grant it starts as `sub` at the
-/// provider, and returns (stdout, the session id of the sign-in).
+/// provider (through its own pages, or its `/__test/approve` control endpoint, which also
+/// tells the session id), and returns (stdout, the session id of the sign-in if known).
 async fn sign_in_as(
     cli: &Cli,
     home: &Path,
     args: &[&str],
     provider: &OidcProvider,
     sub: &str,
-) -> (String, String) {
+    through_pages: bool,
+) -> (String, Option<String>) {
     let mut child = cli
         .command(home)
         .args(args)
@@ -80,7 +126,12 @@ async fn sign_in_as(
     let lines = stderr_lines(child.stderr.take().unwrap());
     let (_, line) = wait_line(&lines, "sign in at", STEP);
     assert!(line.contains(provider.issuer()), "{line}");
-    let sid = provider.approve(&user_code(&line), sub).await;
+    let sid = if through_pages {
+        approve_in_browser(provider, &user_code(&line), sub).await;
+        None
+    } else {
+        Some(provider.approve(&user_code(&line), sub).await)
+    };
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -132,12 +183,13 @@ async fn register_add_device_and_backchannel_logout() {
 
     // (a) Alice registers through the device grant; her name comes from the provider.
     let alice = root.path().join("alice");
-    let (out, _) = sign_in_as(
+    let (out, sid) = sign_in_as(
         &CLI,
         &alice,
         &["register", &url, "--sso"],
         &provider,
         "sub-alice",
+        false,
     )
     .await;
     assert!(out.contains("registered alice (device 1)"), "{out}");
@@ -151,14 +203,16 @@ async fn register_add_device_and_backchannel_logout() {
     let got = CLI.recv(&alice, 5);
     assert!(got.iter().any(|e| e["text"] == "hello back"), "{got:?}");
 
-    // (b) A second device of alice, signed in as the same subject.
+    // (b) A second device of alice, signed in as the same subject, this time through the
+    // provider's own /device, login and consent pages.
     let laptop = root.path().join("laptop");
-    let (out, sid) = sign_in_as(
+    let (out, _) = sign_in_as(
         &LAPTOP,
         &laptop,
         &["device", "link", &url, "--sso", "--name", "laptop"],
         &provider,
         "sub-alice",
+        true,
     )
     .await;
     assert!(out.contains("device 2 of alice"), "{out}");
@@ -172,7 +226,11 @@ async fn register_add_device_and_backchannel_logout() {
     // "connection closed" line below is printed only for a socket that was open).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = Instant::now();
-    provider.backchannel_logout("sub-alice", &sid).await;
+    // The logout token names alice and her first sign-in's session; the server is set to
+    // `backchannel_logout = "disable"`, which disables the whole account.
+    provider
+        .backchannel_logout("sub-alice", sid.as_deref().unwrap())
+        .await;
     for lines in [&phone_lines, &laptop_lines] {
         let (at, _) = wait_line(lines, "connection closed", Duration::from_secs(5));
         let took = at.saturating_duration_since(before);
@@ -209,6 +267,17 @@ async fn browser_sign_in(provider: &OidcProvider, url: &str, sub: &str) -> Strin
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    browser_sign_in_with(&browser, provider, url, sub).await
+}
+
+/// [`browser_sign_in`] with the cookie jar of `browser`; also stops at the device flow's
+/// "Sign-in Success" page (returning its URL).
+async fn browser_sign_in_with(
+    browser: &reqwest::Client,
+    provider: &OidcProvider,
+    url: &str,
+    sub: &str,
+) -> String {
     let mut next = url.to_owned();
     for _ in 0..10 {
         let response = browser.get(&next).send().await.unwrap();
@@ -229,6 +298,10 @@ async fn browser_sign_in(provider: &OidcProvider, url: &str, sub: &str) -> Strin
         assert!(status.is_success(), "{next} answered {status}");
         // An interaction page: the login form, then the consent form.
         let page = response.text().await.unwrap();
+        if page.contains("Sign-in Success") {
+            // The end of the device flow's pages: the CLI's polling picks the grant up.
+            return next;
+        }
         let form = if page.contains("name=\"login\"") {
             vec![("prompt", "login"), ("login", sub), ("password", "x")]
         } else {
