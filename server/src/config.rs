@@ -409,8 +409,9 @@ pub enum BackchannelLogout {
     /// Disable the account: every device's credential is revoked, sockets close.
     #[default]
     Disable,
-    /// Remove the devices signed in with the token's `sid` (every device of the account
-    /// when it names only `sub`).
+    /// Remove the devices signed in with the token's `sid`. When that is every device of
+    /// the account, or the token names only `sub`, the account is disabled instead (an
+    /// account keeps at least one device).
     RemoveDevices,
 }
 

@@ -424,3 +424,85 @@ async fn oidc_tokens(backend: Backend) {
     server.stop().await;
 }
 both!(oidc_tokens);
+
+/// `backchannel_logout = "remove-devices"`: a logout token naming a session removes the
+/// devices signed in with it (socket closed within a second); the others keep working.
+async fn remove_devices(backend: Backend) {
+    let r = rsa("rsa-1");
+    let (issuer, _) = provider(vec![r.jwk.clone()]).await;
+    let settings: tacit_server::config::OidcSettings = toml::from_str(&format!(
+        "issuer = \"{issuer}\"\nclient_id = \"tacit\"\nbackchannel_logout = \"remove-devices\"\n"
+    ))
+    .unwrap();
+    let server = TestServer::start_with(backend, |c| c.oidc = Some(settings)).await;
+    let anon = server.client(None);
+    let (_, reg): (_, RegisterResponse) = anon
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            Some(&register_body(
+                "dave",
+                &sign(&r, &id_claims(&issuer, "sub-dave", "dave", "s1")),
+            )),
+        )
+        .await
+        .unwrap();
+    let (_, added): (_, SsoDeviceResponse) = anon
+        .call(
+            Method::POST,
+            "/v1/devices/sso",
+            Some(&SsoDeviceRequest {
+                id_token: sign(&r, &id_claims(&issuer, "sub-dave", "dave", "s2")),
+                device_name: None,
+                keys: keys(1, 100),
+            }),
+        )
+        .await
+        .unwrap();
+    let first = Client {
+        credential: Some(reg.credential),
+        ..anon.clone()
+    };
+    let second = Client {
+        credential: Some(added.credential),
+        ..anon.clone()
+    };
+    let mut socket = second.connect(&server.ws_url()).await;
+    assert!(socket.backlog().await.is_empty());
+    let now = now();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    header.typ = Some("logout+jwt".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": issuer, "aud": "tacit", "iat": now, "exp": now + 120,
+            "jti": "jti-dave", "sid": "s2", "events": {LOGOUT_EVENT: {}}}),
+        &r.key,
+    )
+    .unwrap();
+    let response = anon
+        .request(Method::POST, "/v1/oidc/backchannel-logout")
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+        Ok(Next::Closed(_)) => {}
+        other => panic!("the socket did not close within 1 s: {:?}", other.is_ok()),
+    }
+    let f = second
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap_err();
+    assert_eq!(f.status.as_u16(), 401);
+    let (_, own): (_, DeviceList) = first
+        .call::<(), _>(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert_eq!(own.devices.len(), 1);
+    assert_eq!(audited(&server, "oidc-logout", "remove-devices").await, 1);
+    assert_eq!(audited(&server, "device-remove", "oidc-logout").await, 1);
+    server.stop().await;
+}
+both!(remove_devices);

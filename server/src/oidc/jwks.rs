@@ -70,6 +70,17 @@ struct Cache {
     fetched_at: Option<Instant>,
 }
 
+/// The fetches tried: while the provider is down, it is asked at most once per
+/// [`RETRY_AFTER_FAILURE`] however many requests arrive.
+#[derive(Debug, Default)]
+struct Attempts {
+    last: Option<Instant>,
+    failed: Option<(Instant, String)>,
+}
+
+/// How long a failed fetch is answered from memory before the provider is asked again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
 /// The outcome of looking a key up.
 #[derive(Debug)]
 pub(crate) enum Lookup {
@@ -87,8 +98,8 @@ pub(crate) struct KeySet {
     /// The client, or why it could not be built (every fetch then fails with that).
     http: Result<reqwest::Client, String>,
     cache: RwLock<Cache>,
-    /// Held by the one task fetching; the last fetch attempt's time.
-    fetching: Mutex<Option<Instant>>,
+    /// Held by the one task fetching; the last fetch attempt's time, and the last failure.
+    fetching: Mutex<Attempts>,
 }
 
 /// The HTTP client for the provider: system roots plus `ca_file`, no redirects, timeouts.
@@ -130,7 +141,7 @@ impl KeySet {
             refresh_min: Duration::from_secs(settings.jwks_refresh_min_secs),
             http: http_client(settings).map_err(|e| e.to_string()),
             cache: RwLock::new(Cache::default()),
-            fetching: Mutex::new(None),
+            fetching: Mutex::new(Attempts::default()),
         }
     }
 
@@ -148,7 +159,7 @@ impl KeySet {
             cache.fetched_at
         };
         // One task fetches; the others wait here and then find what it fetched.
-        let mut last_attempt = self.fetching.lock().await;
+        let mut attempts = self.fetching.lock().await;
         {
             let cache = self.cache.read().await;
             if cache.fetched_at != fresh_at
@@ -157,7 +168,21 @@ impl KeySet {
                 return Ok(Lookup::Found(Box::new(key.clone())));
             }
         }
-        let too_soon = last_attempt.is_some_and(|at| at.elapsed() < self.refresh_min);
+        if let Some((at, message)) = &attempts.failed
+            && at.elapsed() < RETRY_AFTER_FAILURE
+        {
+            let cache = self.cache.read().await;
+            return match find(&cache.keys, kid) {
+                Some(key) => Ok(Lookup::Found(Box::new(key.clone()))),
+                None => Err(FetchError::Http {
+                    url: self.issuer.clone(),
+                    message: message.clone(),
+                }),
+            };
+        }
+        let too_soon = attempts
+            .last
+            .is_some_and(|at| at.elapsed() < self.refresh_min);
         let stale = fresh_at.is_none_or(|at| at.elapsed() >= MAX_CACHE_AGE);
         if too_soon && !stale {
             return Ok(Lookup::Unknown);
@@ -168,11 +193,12 @@ impl KeySet {
             return Ok(find(&cache.keys, kid)
                 .map_or(Lookup::Unknown, |k| Lookup::Found(Box::new(k.clone()))));
         }
-        *last_attempt = Some(Instant::now());
+        attempts.last = Some(Instant::now());
         match self.fetch().await {
-            Ok(()) => {}
+            Ok(()) => attempts.failed = None,
             Err(e) => {
                 warn!(error = %e, "fetching the identity provider's keys failed");
+                attempts.failed = Some((Instant::now(), e.to_string()));
                 let cache = self.cache.read().await;
                 // A key already known still verifies while the provider is away.
                 if let Some(key) = find(&cache.keys, kid) {

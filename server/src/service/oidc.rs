@@ -106,17 +106,11 @@ impl Services {
             .subject
             .clone()
             .ok_or_else(|| ApiError::IdTokenRefused("sub is missing (malformed)".into()))?;
-        let granted = oidc.roles(token);
+        // Granted at registration and at every device added through the provider; never
+        // revoked by it (docs/SSO.md): an administrator revokes a role.
+        let roles: Vec<(tacit_api::Role, bool)> =
+            oidc.roles(token).into_iter().map(|r| (r, true)).collect();
         let settings = oidc.settings();
-        let mut roles: Vec<(tacit_api::Role, bool)> = Vec::new();
-        if settings.groups_claim.is_some() {
-            // Every role the map can give is set as the groups say now.
-            for role in tacit_api::Role::ALL {
-                if settings.role_map.values().any(|r| r == role.as_str()) {
-                    roles.push((role, granted.contains(&role)));
-                }
-            }
-        }
         // Kept past the token's expiry by the leeway, so that it stays refused while
         // it could still be accepted.
         let keep_secs = token
