@@ -24,11 +24,22 @@ pub(crate) enum Command {
     Register {
         /// `https://host:port` (or `http://` to a loopback address).
         server: String,
-        /// Username (3 to 32 of a-z, 0-9, `_`, `-`, `.`).
-        username: String,
+        /// Username (3 to 32 of a-z, 0-9, `_`, `-`, `.`); with `--sso`, the identity
+        /// provider's claim decides it and this may be left out.
+        #[arg(required_unless_present = "sso")]
+        username: Option<String>,
         /// Invite token, unless the server has open registration.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sso")]
         invite: Option<String>,
+        /// Sign in with the server's identity provider (OpenID Connect) instead of an
+        /// invite: prints `tacit: sign in at URL with code CODE (or open URL)` on stderr,
+        /// waits for the sign-in, says `registering as NAME` and registers.
+        #[arg(long)]
+        sso: bool,
+        /// How to sign in with `--sso`: `device` (a URL and a code, for any browser) or
+        /// `pkce` (a URL to open on this machine; the answer comes back to a loopback port).
+        #[arg(long, value_enum, default_value = "device", requires = "sso")]
+        sso_flow: crate::sso::Flow,
         /// Trust exactly the server certificate with this SHA-256 fingerprint.
         #[arg(long, conflicts_with = "ca_file")]
         pin: Option<String>,
@@ -253,6 +264,16 @@ pub(crate) enum DeviceCommand {
         /// terminal, `tacit` otherwise asks before joining).
         #[arg(long)]
         yes: bool,
+        /// Join the account bound to your identity at the server's identity provider
+        /// (OpenID Connect) instead of a link code. No other device takes part, so this
+        /// device makes an identity key of its own: contacts see a changed identity (they
+        /// compare safety numbers and `trust` it). Prefer a link code while another device
+        /// of the account is at hand.
+        #[arg(long)]
+        sso: bool,
+        /// How to sign in with `--sso` (`device` or `pkce`, as for `register`).
+        #[arg(long, value_enum, default_value = "device", requires = "sso")]
+        sso_flow: crate::sso::Flow,
     },
     /// On an EXISTING device: approve the new device that shows this link code.
     Add {

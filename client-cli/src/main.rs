@@ -16,6 +16,7 @@ mod cli;
 mod commands;
 mod home;
 mod output;
+mod sso;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -448,6 +448,23 @@ impl Transport {
             .await
     }
 
+    /// `GET /v1/oidc/config` (no credential): the server's identity provider, or
+    /// [`TransportError::Api`] with `not_found` when it has none.
+    pub async fn oidc_config(&self) -> Result<api::OidcConfig, TransportError> {
+        self.expect::<(), _>(Method::GET, &["v1", "oidc", "config"], None)
+            .await
+    }
+
+    /// `POST /v1/devices/sso` (no credential): add a device to the account bound to the ID
+    /// token's identity.
+    pub async fn sso_device(
+        &self,
+        request: &api::SsoDeviceRequest,
+    ) -> Result<api::SsoDeviceResponse, TransportError> {
+        self.expect(Method::POST, &["v1", "devices", "sso"], Some(request))
+            .await
+    }
+
     /// `GET /v1/keys/count`.
     pub async fn prekey_count(&self) -> Result<api::PrekeyCount, TransportError> {
         self.expect::<(), _>(Method::GET, &["v1", "keys", "count"], None)

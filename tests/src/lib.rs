@@ -10,6 +10,7 @@
 //! - [`HostileRelay`]: a server double in front of the real server that lies on command.
 //! - [`Client`] and [`Socket`]: the HTTP and WebSocket API by hand; [`keys`]: fake keys.
 //! - [`memory`]: the `/proc` memory probe.
+//! - [`OidcProvider`]: a real OpenID Provider (`node tests/oidc/provider.mjs`) on loopback.
 //! - [`TestDatabase`]: a throw-away PostgreSQL database (also used by the benchmark).
 //!
 //! Binaries are found beside the running executable ([`binary`]); tests never build them.
@@ -22,12 +23,14 @@ pub mod cli;
 mod client;
 mod database;
 pub mod memory;
+mod oidc;
 mod process;
 mod relay;
 mod server;
 
 pub use client::{Client, Failure, Next, Socket, decode, keys, register_via, signed};
 pub use database::{TestDatabase, admin_url};
+pub use oidc::{CLIENT_ID, OidcProvider};
 pub use process::{Launch, ServerProcess, binary};
 pub use relay::{Exchange, HostileRelay, Lies};
 pub use server::{Backend, TestServer, spawn_server};

@@ -29,7 +29,15 @@ pub(super) async fn device(home: &Home, command: DeviceCommand) -> Result<()> {
             pin,
             ca_file,
             yes,
-        } => link(home, server, name.as_deref(), timeout, pin, ca_file, yes).await?,
+            sso,
+            sso_flow,
+        } => {
+            if sso {
+                link_sso(home, server, name.as_deref(), sso_flow, pin, ca_file).await?;
+            } else {
+                link(home, server, name.as_deref(), timeout, pin, ca_file, yes).await?;
+            }
+        }
         DeviceCommand::Add { code } => {
             let client = home.open().await?;
             client.approve_link(&code).await?;
@@ -108,6 +116,44 @@ async fn link(
     home.write_config(&config)?;
     println!(
         "linked: this is device {} of {}",
+        client.device_id(),
+        client.username()
+    );
+    Ok(())
+}
+
+/// On a new device: signs in with the server's identity provider and joins the account
+/// bound to that identity, with an identity key of this device's own.
+async fn link_sso(
+    home: &Home,
+    server: String,
+    name: Option<&str>,
+    flow: crate::sso::Flow,
+    pin: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> Result<()> {
+    let config = HomeConfig::new(server.clone(), pin, ca_file);
+    let new = home.prepare(&config)?;
+    let oidc = new.transport.oidc_config().await.map_err(|e| match e {
+        tacit_sdk::TransportError::Api { ref code, .. } if code == "not_found" => {
+            anyhow::anyhow!("{server} has no identity provider configured (use a link code)")
+        }
+        other => other.into(),
+    })?;
+    let signed_in = crate::sso::sign_in(&oidc, flow).await?;
+    eprintln!("tacit: adding this device to {}", signed_in.username);
+    let client = Client::add_device_sso(
+        &home.store_path(),
+        KeySource::Passphrase(&new.passphrase),
+        new.transport,
+        &signed_in.id_token,
+        name,
+    )
+    .await?;
+    home.write_config(&config)?;
+    println!(
+        "linked: this is device {} of {} (with an identity key of its own: contacts must \
+         trust it)",
         client.device_id(),
         client.username()
     );

@@ -31,9 +31,18 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             server,
             username,
             invite,
+            sso,
+            sso_flow,
             pin,
             ca_file,
-        } => register::register(&home, server, &username, invite.as_deref(), pin, ca_file).await,
+        } => {
+            let how = if sso {
+                register::How::Sso(sso_flow)
+            } else {
+                register::How::Invite(invite.as_deref())
+            };
+            register::register(&home, server, username.as_deref(), how, pin, ca_file).await
+        }
         Command::Send { username, text } => send::send(&home, &username, text).await,
         Command::SendFile { group, args } => files::send_file(&home, group, &args).await,
         Command::Recv { wait, json, out } => recv::recv(&home, wait, json, out).await,

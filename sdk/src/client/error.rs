@@ -37,6 +37,19 @@ pub enum ClientError {
         /// The role (or roles, `auditor or admin`) the request needs.
         needs: &'static str,
     },
+    /// The server refused the identity provider's ID token (`401 id_token_refused`):
+    /// expired, issued for another client, from another issuer, badly signed, or its
+    /// username claim does not make a valid username. Made from any
+    /// [`TransportError::Api`] with that code; `reason` is the server's message.
+    #[error("the server refused the sign-in with the identity provider: {reason}; sign in again")]
+    IdTokenRefused {
+        /// The server's explanation.
+        reason: String,
+    },
+    /// The ID token was already used once (`409 id_token_replayed`): each sign-in registers
+    /// or adds a device at most once. Made from any [`TransportError::Api`] with that code.
+    #[error("this sign-in was already used once; sign in with the identity provider again")]
+    IdTokenReplayed,
     /// The home directory holds no account yet.
     #[error("no account here yet: register first")]
     NotRegistered,
@@ -103,14 +116,26 @@ pub enum ClientError {
 }
 
 impl From<TransportError> for ClientError {
-    /// Wraps a transport error, except that the server's `account_disabled` becomes
-    /// [`ClientError::AccountDisabled`] wherever it comes from.
+    /// Wraps a transport error, except that the server's `account_disabled`,
+    /// `id_token_refused` and `id_token_replayed` become [`ClientError::AccountDisabled`],
+    /// [`ClientError::IdTokenRefused`] and [`ClientError::IdTokenReplayed`] wherever they
+    /// come from.
     fn from(error: TransportError) -> Self {
         match error {
             TransportError::Api { code, .. }
                 if code == api::ErrorCode::AccountDisabled.as_str() =>
             {
                 Self::AccountDisabled
+            }
+            TransportError::Api { code, message }
+                if code == api::ErrorCode::IdTokenRefused.as_str() =>
+            {
+                Self::IdTokenRefused { reason: message }
+            }
+            TransportError::Api { code, .. }
+                if code == api::ErrorCode::IdTokenReplayed.as_str() =>
+            {
+                Self::IdTokenReplayed
             }
             other => Self::Transport(other),
         }
@@ -366,4 +391,39 @@ pub enum ServerClaim {
         /// The group's name.
         group: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: api::ErrorCode, message: &str) -> TransportError {
+        TransportError::Api {
+            code: code.as_str().to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn id_token_refused_keeps_the_servers_reason() {
+        let error = ClientError::from(api_error(api::ErrorCode::IdTokenRefused, "token expired"));
+        assert!(
+            matches!(&error, ClientError::IdTokenRefused { reason } if reason == "token expired"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("token expired"), "{error}");
+    }
+
+    #[test]
+    fn id_token_replayed_says_to_sign_in_again() {
+        let error = ClientError::from(api_error(api::ErrorCode::IdTokenReplayed, "used"));
+        assert!(matches!(error, ClientError::IdTokenReplayed), "{error:?}");
+        assert!(error.to_string().contains("sign in"), "{error}");
+    }
+
+    #[test]
+    fn other_api_errors_stay_transport_errors() {
+        let error = ClientError::from(api_error(api::ErrorCode::Unauthorized, "no"));
+        assert!(matches!(error, ClientError::Transport(_)), "{error:?}");
+    }
 }

@@ -2,6 +2,23 @@
 
 use super::*;
 
+/// How a device with a fresh identity joins an account.
+#[derive(Clone, Copy)]
+enum Admission<'a> {
+    /// `POST /v1/accounts`: a new account, with an invite, an ID token or neither (open
+    /// registration).
+    Register {
+        username: &'a str,
+        invite: Option<&'a str>,
+        id_token: Option<&'a str>,
+    },
+    /// `POST /v1/devices/sso`: a new device of the account bound to the ID token.
+    SsoDevice {
+        id_token: &'a str,
+        device_name: Option<&'a str>,
+    },
+}
+
 impl Client {
     /// Makes a device's key set for `identity`: the signed prekey, the last-resort KEM
     /// prekey and a first batch of one-time prekeys, with their secrets stored first.
@@ -49,6 +66,67 @@ impl Client {
         username: &str,
         invite: Option<&str>,
     ) -> Result<Self, ClientError> {
+        let admission = Admission::Register {
+            username,
+            invite,
+            id_token: None,
+        };
+        Self::join_fresh(store_path, key, transport, admission).await
+    }
+
+    /// Registers a new account on `server` with an OpenID Connect ID token from the
+    /// server's identity provider ([`Transport::oidc_config`]) instead of an invite, and
+    /// keeps it in the store at `store_path`. `username` must be the name the server derives
+    /// from the token's username claim ([`api::OidcConfig::username_claim`]). The server
+    /// accepts a token once: [`ClientError::IdTokenRefused`] and
+    /// [`ClientError::IdTokenReplayed`] say why it did not.
+    pub async fn register_with_id_token(
+        store_path: &Path,
+        key: KeySource<'_>,
+        transport: Transport,
+        username: &str,
+        id_token: &str,
+    ) -> Result<Self, ClientError> {
+        let admission = Admission::Register {
+            username,
+            invite: None,
+            id_token: Some(id_token),
+        };
+        Self::join_fresh(store_path, key, transport, admission).await
+    }
+
+    /// Adds this machine as a new device of the account bound to the ID token's identity
+    /// (`POST /v1/devices/sso`), in a new store at `store_path`.
+    ///
+    /// No existing device takes part, so unlike linking ([`Client::finish_link`]) the new
+    /// device cannot receive the account identity: it makes an identity key of its own.
+    /// Contacts see that key as a changed identity of the account (they accept it with
+    /// `trust` after comparing safety numbers), and the account's other devices see it as
+    /// a device with a different identity key. Use linking while another device of the
+    /// account is at hand.
+    pub async fn add_device_sso(
+        store_path: &Path,
+        key: KeySource<'_>,
+        transport: Transport,
+        id_token: &str,
+        device_name: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let admission = Admission::SsoDevice {
+            id_token,
+            device_name,
+        };
+        Self::join_fresh(store_path, key, transport, admission).await
+    }
+
+    /// Makes a device with a fresh identity in a new store at `store_path`, joins it to an
+    /// account as `admission` says and keeps the account record. Any failure before the
+    /// server's answer leaves the store without an account.
+    async fn join_fresh(
+        store_path: &Path,
+        key: KeySource<'_>,
+        transport: Transport,
+        admission: Admission<'_>,
+    ) -> Result<Self, ClientError> {
         let store = Store::open(store_path, key).await?;
         if let Some(record) = store.secret("account").await? {
             let record: AccountRecord =
@@ -56,19 +134,47 @@ impl Client {
             return Err(ClientError::AlreadyRegistered(record.username));
         }
         let identity = IdentityKeyPair::generate(&mut rng());
+        // The username of an SSO device is the server's to say: filled in from its answer.
+        let username = match admission {
+            Admission::Register { username, .. } => username,
+            Admission::SsoDevice { .. } => "",
+        };
         let mut account = AccountRecord::new(transport.base_url(), username);
         let keys = Self::prepare_device(&store, &identity, &mut account).await?;
-        let response = transport
-            .register(&api::RegisterRequest {
-                username: username.to_owned(),
-                invite: invite.map(str::to_owned),
-                id_token: None,
-                device_name: None,
-                keys,
-            })
-            .await?;
-        account.device = response.device_id;
-        account.credential = response.credential.to_string();
+        let (device, credential) = match admission {
+            Admission::Register {
+                username,
+                invite,
+                id_token,
+            } => {
+                let response = transport
+                    .register(&api::RegisterRequest {
+                        username: username.to_owned(),
+                        invite: invite.map(str::to_owned),
+                        id_token: id_token.map(str::to_owned),
+                        device_name: None,
+                        keys,
+                    })
+                    .await?;
+                (response.device_id, response.credential)
+            }
+            Admission::SsoDevice {
+                id_token,
+                device_name,
+            } => {
+                let response = transport
+                    .sso_device(&api::SsoDeviceRequest {
+                        id_token: id_token.to_owned(),
+                        device_name: device_name.map(str::to_owned),
+                        keys,
+                    })
+                    .await?;
+                account.username = response.username;
+                (response.device_id, response.credential)
+            }
+        };
+        account.device = device;
+        account.credential = credential.to_string();
         store
             .put_secret("identity", &identity.to_secret_bytes())
             .await?;
