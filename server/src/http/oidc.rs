@@ -65,6 +65,7 @@ pub(super) async fn config(State(state): State<AppState>) -> Result<Json<OidcCon
     request_body = SsoDeviceRequest,
     responses(
         (status = 201, description = "added", body = SsoDeviceResponse),
+        (status = 404, description = "not_found: the server has no identity provider", body = ErrorBody),
         (status = 401, description = "id_token_refused: the message says why", body = ErrorBody),
         (status = 403, description = "account_disabled", body = ErrorBody),
         (status = 409, description = "id_token_replayed, or too_many_devices", body = ErrorBody),
@@ -98,6 +99,7 @@ pub(super) struct LogoutForm {
     responses(
         (status = 200, description = "done"),
         (status = 400, description = "`{\"error\":\"invalid_request\"}`: the token is refused (audited with the reason)"),
+        (status = 404, description = "not_found: the server has no identity provider", body = ErrorBody),
         (status = 503, description = "unavailable: the provider's keys or the database are unreachable; retry"),
     ),
     security(()),

@@ -24,9 +24,20 @@ pub enum LogoutError {
     /// The token is refused, or the request malformed.
     #[error("invalid logout request: {0}")]
     Invalid(String),
-    /// The provider or the database is unreachable: the provider may retry.
+    /// The provider or the database is unreachable: the provider may retry (or, 404, the
+    /// server has no identity provider).
     #[error(transparent)]
     Unavailable(ApiError),
+}
+
+/// A server without `[oidc]`: 404, as `GET /v1/oidc/config` answers.
+fn no_provider() -> ApiError {
+    ApiError::Status {
+        code: ErrorCode::NotFound,
+        message: "this server has no identity provider configured ([oidc]); register with an \
+                  invite"
+            .into(),
+    }
 }
 
 fn unavailable(e: &impl std::fmt::Display) -> ApiError {
@@ -85,11 +96,7 @@ impl Services {
         origin: Origin,
     ) -> Result<(std::sync::Arc<crate::oidc::Oidc>, Verified), ApiError> {
         let Some(oidc) = self.oidc.clone() else {
-            return Err(ApiError::BadRequest(
-                "id_token: this server has no identity provider configured ([oidc]); \
-                 register with an invite"
-                    .into(),
-            ));
+            return Err(no_provider());
         };
         match oidc.verify(token, kind, now().0 / 1000).await {
             Ok(verified) => Ok((oidc, verified)),
@@ -133,6 +140,9 @@ impl Services {
         req: RegisterRequest,
         origin: Origin,
     ) -> Result<RegisterResponse, ApiError> {
+        if self.oidc.is_none() {
+            return Err(no_provider());
+        }
         if req.invite.is_some() {
             return Err(ApiError::BadRequest(
                 "send either an invite or an id_token, not both".into(),
@@ -296,9 +306,7 @@ impl Services {
     ) -> Result<usize, LogoutError> {
         let origin = Origin::Client(source);
         let Some(oidc) = self.oidc.clone() else {
-            return Err(LogoutError::Invalid(
-                "no identity provider configured".into(),
-            ));
+            return Err(LogoutError::Unavailable(no_provider()));
         };
         let verified = match oidc.verify(token, Kind::Logout, now().0 / 1000).await {
             Ok(v) => v,
