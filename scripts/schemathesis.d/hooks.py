@@ -74,7 +74,12 @@ def map_case(context, case):
             body["recipients"] = _unique(
                 kept, lambda r: r.get("username") if isinstance(r, dict) else id(r)
             )
-    elif label in ("POST /v1/accounts", "POST /v1/devices", "POST /v1/devices/link"):
+    elif label in (
+        "POST /v1/accounts",
+        "POST /v1/devices",
+        "POST /v1/devices/link",
+        "POST /v1/devices/sso",
+    ):
         _keys(body.get("keys"))
     elif label == "PUT /v1/keys":
         _keys(body)

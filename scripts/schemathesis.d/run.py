@@ -163,6 +163,9 @@ def main():
                 "[[operations]]\n"
                 'include-operation-id = "uploadBlob"\n'
                 "checks.negative_data_rejection.enabled = false\n"
+                "# A body longer than the bytes the reserved blob has left is 413 by design:\n"
+                "# the schema cannot state a reservation's size.\n"
+                'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]\n'
                 "\n"
                 "# A reserved blob can be downloaded only once its last byte is uploaded\n"
                 "# (until then GET is 404 by design), so `POST /v1/blobs` creates nothing GET\n"
