@@ -53,8 +53,16 @@ pub struct AddDeviceRequest {
     pub keys: DeviceKeys,
 }
 
-/// `POST /v1/devices/sso` (no credential): add a device to the account bound to the ID
-/// token's identity (`iss`, `sub`) at the configured identity provider.
+/// `POST /v1/devices/sso` (no credential): sign a new device in to the account bound to the
+/// ID token's identity (`iss`, `sub`) at the configured identity provider.
+///
+/// No existing device takes part, so the new device cannot receive the account identity:
+/// it brings an identity key of its own, which becomes the account's. Because every device
+/// of an account must carry the account identity, the account's other devices are removed
+/// in the same transaction (credentials revoked, sockets closed, keys and waiting messages
+/// deleted): this is account recovery onto a new machine, and needs `replace_devices:
+/// true`. Without it the server answers `409 conflict` and changes nothing (the token stays
+/// unused). Adding a device while keeping the others is linking (`POST /v1/devices/link`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsoDeviceRequest {
@@ -67,6 +75,9 @@ pub struct SsoDeviceRequest {
     pub device_name: Option<String>,
     /// The new device's public keys.
     pub keys: DeviceKeys,
+    /// Consent to remove the account's other devices (see above). Default `false`.
+    #[serde(default)]
+    pub replace_devices: bool,
 }
 
 /// The answer to `POST /v1/devices/sso`.
@@ -78,6 +89,9 @@ pub struct SsoDeviceResponse {
     pub device_id: DeviceId,
     /// The new device's credential, shown only this once.
     pub credential: DeviceCredential,
+    /// The devices that were removed (the account's devices before this one).
+    #[serde(default)]
+    pub replaced_devices: Vec<DeviceId>,
 }
 
 /// `GET /v1/oidc/config` (no credential): how a client signs in with the server's identity

@@ -94,6 +94,7 @@ pub use messages::{
 };
 pub use primitives::{
     BASE64_PATTERN, Bytes, Ciphertext, DeviceId, Timestamp, USERNAME_RULE, is_username,
+    username_from_claim,
 };
 pub use provisioning::{
     AnswerChannelRequest, ChannelState, LinkDeviceRequest, OpenChannelRequest, OpenChannelResponse,

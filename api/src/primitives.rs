@@ -164,9 +164,51 @@ pub fn is_username(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
 }
 
+/// The username an identity provider's claim makes ([`OidcConfig::username_claim`](crate::OidcConfig::username_claim)):
+/// surrounding white space trimmed, lower-cased, an `@domain` suffix removed when the
+/// domain is one of `allowed_domains` (case-insensitive), and then a valid username
+/// ([`is_username`]), or nothing: never a silent rewrite. The server and the clients use
+/// this one function, so that both derive the same name.
+#[must_use]
+pub fn username_from_claim(claim: &str, allowed_domains: &[String]) -> Option<String> {
+    let mut name = claim.trim().to_lowercase();
+    if let Some((local, domain)) = name.rsplit_once('@')
+        && allowed_domains
+            .iter()
+            .any(|d| d.trim().eq_ignore_ascii_case(domain))
+    {
+        name = local.to_owned();
+    }
+    is_username(&name).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_make_usernames_by_one_rule() {
+        let domains = ["Example.com".to_owned()];
+        let name = |claim: &str, domains: &[String]| username_from_claim(claim, domains);
+        assert_eq!(name("  Alice ", &domains).as_deref(), Some("alice"));
+        assert_eq!(name("Bob@EXAMPLE.com", &domains).as_deref(), Some("bob"));
+        assert_eq!(
+            name("J.Doe_1@example.com", &domains).as_deref(),
+            Some("j.doe_1")
+        );
+        // Another domain is not stripped, and `@` is no username character; nothing is
+        // folded into another name.
+        for bad in [
+            "bob@other.org",
+            "a b",
+            "ab",
+            "jörg",
+            "bob@example.com@example.com",
+        ] {
+            assert_eq!(name(bad, &domains), None, "{bad}");
+        }
+        assert_eq!(name("bob@example.com", &[]), None);
+    }
 
     #[test]
     fn usernames_follow_one_rule() {

@@ -40,6 +40,12 @@ pub(crate) enum Command {
         /// `pkce` (a URL to open on this machine; the answer comes back to a loopback port).
         #[arg(long, value_enum, default_value = "device", requires = "sso")]
         sso_flow: crate::sso::Flow,
+        /// With `--sso`: the identity provider you expect (its issuer URL). The server
+        /// names the provider, so without this a lying server could send you to a sign-in
+        /// page of its choosing; with it, any other provider is refused before anything
+        /// opens.
+        #[arg(long, requires = "sso")]
+        issuer: Option<String>,
         /// Trust exactly the server certificate with this SHA-256 fingerprint.
         #[arg(long, conflicts_with = "ca_file")]
         pin: Option<String>,
@@ -264,16 +270,25 @@ pub(crate) enum DeviceCommand {
         /// terminal, `tacit` otherwise asks before joining).
         #[arg(long)]
         yes: bool,
-        /// Join the account bound to your identity at the server's identity provider
-        /// (OpenID Connect) instead of a link code. No other device takes part, so this
-        /// device makes an identity key of its own: contacts see a changed identity (they
-        /// compare safety numbers and `trust` it). Prefer a link code while another device
-        /// of the account is at hand.
+        /// Recover the account bound to your identity at the server's identity provider
+        /// (OpenID Connect) onto this machine, instead of a link code. No other device takes
+        /// part, so this device makes an identity key of its own, which becomes the
+        /// account's: the account's other devices are signed out (needs
+        /// `--replace-devices`) and contacts see a changed identity (they compare safety
+        /// numbers and `trust` it). Use a link code while another device of the account is
+        /// at hand.
         #[arg(long)]
         sso: bool,
         /// How to sign in with `--sso` (`device` or `pkce`, as for `register`).
         #[arg(long, value_enum, default_value = "device", requires = "sso")]
         sso_flow: crate::sso::Flow,
+        /// With `--sso`: the identity provider you expect (as for `register`).
+        #[arg(long, requires = "sso")]
+        issuer: Option<String>,
+        /// With `--sso`: consent to signing out (removing) every other device of the
+        /// account.
+        #[arg(long, requires = "sso")]
+        replace_devices: bool,
     },
     /// On an EXISTING device: approve the new device that shows this link code.
     Add {

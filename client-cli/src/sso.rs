@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdTokenClaims,
+    CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGenderClaim, CoreGrantType,
     CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, AuthType, AuthorizationCode, ClientId, CsrfToken,
+    AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthorizationCode, ClientId, CsrfToken,
     DeviceAuthorizationUrl, DeviceCodeErrorResponseType, IssuerUrl, Nonce, PkceCodeChallenge,
     ProviderMetadata, RedirectUrl, RequestTokenError, Scope,
 };
@@ -58,6 +58,22 @@ type Metadata = ProviderMetadata<
     CoreResponseType,
     CoreSubjectIdentifierType,
 >;
+
+/// Every claim of an ID token beyond the standard ones, so that any `username_claim` the
+/// server names (`upn`, a custom claim...) can be read.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct OtherClaims(serde_json::Map<String, serde_json::Value>);
+
+impl AdditionalClaims for OtherClaims {}
+
+/// An ID token with all its claims, verified by the same verifier as the core one.
+type FullIdToken = openidconnect::IdToken<
+    OtherClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type FullClaims = openidconnect::IdTokenClaims<OtherClaims, CoreGenderClaim>;
 
 /// A verified sign-in: the ID token to send to the server and the username it makes.
 pub(crate) struct SignIn {
@@ -107,9 +123,33 @@ fn check_issuer(issuer: &str) -> Result<IssuerUrl> {
     Ok(IssuerUrl::new(issuer.to_owned())?)
 }
 
+/// The server names the identity provider (`GET /v1/oidc/config`): a lying server could
+/// send the user to a sign-in page of its choosing. With `--issuer` the user pins the
+/// provider they expect, and any other is refused before anything is opened.
+fn check_pin(named: &str, pinned: Option<&str>) -> Result<()> {
+    let Some(pinned) = pinned else {
+        eprintln!(
+            "tacit: the server names the identity provider {named} (pin it with --issuer {named})"
+        );
+        return Ok(());
+    };
+    if named.trim_end_matches('/') != pinned.trim_end_matches('/') {
+        bail!(
+            "the server names the identity provider {named:?}, not {pinned:?} (--issuer): \
+             refusing to sign in there; check the server's address, or ask its administrator"
+        );
+    }
+    Ok(())
+}
+
 /// Signs in at the provider `config` names with `flow`, checks the ID token and works out
-/// the username.
-pub(crate) async fn sign_in(config: &OidcConfig, flow: Flow) -> Result<SignIn> {
+/// the username. With `pinned` (`--issuer`), a provider other than that one is refused.
+pub(crate) async fn sign_in(
+    config: &OidcConfig,
+    flow: Flow,
+    pinned: Option<&str>,
+) -> Result<SignIn> {
+    check_pin(&config.issuer, pinned)?;
     let http = http_client()?;
     let issuer = check_issuer(&config.issuer)?;
     let metadata = Metadata::discover_async(issuer, &http)
@@ -172,11 +212,12 @@ pub(crate) async fn sign_in(config: &OidcConfig, flow: Flow) -> Result<SignIn> {
                 .clone();
             // The device grant carries no nonce (none is sent); the token came straight from
             // the token endpoint over the connection just checked.
-            let claims = id_token
+            let compact = id_token.to_string();
+            let claims = full_token(&compact)?
                 .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
                 .map_err(|e| anyhow!("the ID token does not verify: {e}"))?
                 .clone();
-            (id_token.to_string(), claims)
+            (compact, claims)
         }
         Flow::Pkce => {
             let listener = tokio::net::TcpListener::bind((IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
@@ -212,55 +253,49 @@ pub(crate) async fn sign_in(config: &OidcConfig, flow: Flow) -> Result<SignIn> {
                 .id_token()
                 .ok_or_else(|| anyhow!("the identity provider sent no ID token"))?
                 .clone();
-            let claims = id_token
+            let compact = id_token.to_string();
+            let claims = full_token(&compact)?
                 .claims(&client.id_token_verifier(), &nonce)
                 .map_err(|e| anyhow!("the ID token does not verify: {e}"))?
                 .clone();
-            (id_token.to_string(), claims)
+            (compact, claims)
         }
     };
     let raw = claim(&claims, &config.username_claim)?;
-    let username = normalise(&raw, &config.allowed_domains).ok_or_else(|| {
-        anyhow!(
-            "the identity provider's {} {raw:?} does not make a valid username (3 to 32 of \
+    let username =
+        tacit_api::username_from_claim(&raw, &config.allowed_domains).ok_or_else(|| {
+            anyhow!(
+                "the identity provider's {} {raw:?} does not make a valid username (3 to 32 of \
              a-z, 0-9, `_`, `-`, `.`); ask the server's administrator",
-            config.username_claim
-        )
-    })?;
+                config.username_claim
+            )
+        })?;
     Ok(SignIn { id_token, username })
 }
 
-/// The username claim's value, for the claims the CLI can read.
-fn claim(claims: &CoreIdTokenClaims, name: &str) -> Result<String> {
+/// The ID token with all its claims (parsed by openidconnect, verified by the caller).
+fn full_token(compact: &str) -> Result<FullIdToken> {
+    compact
+        .parse()
+        .map_err(|e| anyhow!("the identity provider sent a malformed ID token: {e}"))
+}
+
+/// The value of the claim `name` (the server's `username_claim`) as a string: the standard
+/// `preferred_username`, `email` and `sub`, or any other string claim.
+fn claim(claims: &FullClaims, name: &str) -> Result<String> {
     let value = match name {
         "preferred_username" => claims.preferred_username().map(|u| u.as_str().to_owned()),
         "email" => claims.email().map(|e| e.as_str().to_owned()),
         "sub" => Some(claims.subject().as_str().to_owned()),
-        other => bail!(
-            "this tacit reads the username from preferred_username, email or sub, not {other}"
-        ),
+        other => match claims.additional_claims().0.get(other) {
+            Some(serde_json::Value::String(value)) => Some(value.clone()),
+            Some(_) => bail!("the ID token's {other} claim is not a string"),
+            None => None,
+        },
     };
     value.ok_or_else(|| anyhow!("the ID token has no {name} claim"))
 }
 
-/// The OidcConfig rule: trim, lower-case, strip `@domain` when the domain is allowed, then
-/// the username rules, or nothing (never a silent rewrite).
-pub(crate) fn normalise(raw: &str, allowed_domains: &[String]) -> Option<String> {
-    let lower = raw.trim().to_lowercase();
-    let name = match lower.rsplit_once('@') {
-        Some((local, domain))
-            if allowed_domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(domain)) =>
-        {
-            local.to_owned()
-        }
-        _ => lower,
-    };
-    tacit_api::is_username(&name).then_some(name)
-}
-
-/// Waits for the one redirect to `/callback` and returns its code after checking `state`.
 async fn callback(
     listener: &tokio::net::TcpListener,
     state: &CsrfToken,
@@ -325,17 +360,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalise_follows_the_documented_rule() {
-        let domains = vec!["example.com".to_owned()];
-        assert_eq!(normalise(" Alice ", &domains).as_deref(), Some("alice"));
+    fn a_pinned_issuer_must_be_the_one_the_server_names() {
+        check_pin("https://idp.example/realms/acme", None).unwrap();
+        check_pin(
+            "https://idp.example/realms/acme",
+            Some("https://idp.example/realms/acme/"),
+        )
+        .unwrap();
+        for other in [
+            "https://idp.example/realms/evil",
+            "https://idp.example.evil/realms/acme",
+            "http://idp.example/realms/acme",
+            "https://idp.example/realms/acme/x",
+        ] {
+            let error = check_pin(other, Some("https://idp.example/realms/acme")).unwrap_err();
+            assert!(error.to_string().contains("refusing"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_username_claim_can_be_any_string_claim() {
+        let claims: FullClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://idp.example", "sub": "00u1", "aud": "tacit",
+            "exp": 2_000_000_000, "iat": 1_900_000_000,
+            "preferred_username": "Alice@example.com", "email": "a@example.com",
+            "upn": "alice.s@example.com", "employee": 5
+        }))
+        .unwrap();
         assert_eq!(
-            normalise("Alice@Example.COM", &domains).as_deref(),
-            Some("alice")
+            claim(&claims, "preferred_username").unwrap(),
+            "Alice@example.com"
         );
-        // Another domain is not stripped, and `@` is not a username character.
-        assert_eq!(normalise("alice@other.com", &domains), None);
-        assert_eq!(normalise("al", &domains), None);
-        assert_eq!(normalise("jörg", &domains), None);
+        assert_eq!(claim(&claims, "email").unwrap(), "a@example.com");
+        assert_eq!(claim(&claims, "sub").unwrap(), "00u1");
+        assert_eq!(claim(&claims, "upn").unwrap(), "alice.s@example.com");
+        assert!(claim(&claims, "employee").is_err());
+        assert!(claim(&claims, "nickname").is_err());
     }
 
     #[test]

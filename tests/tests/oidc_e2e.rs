@@ -1,8 +1,10 @@
 //! OpenID Connect end to end across real processes: a real OpenID Provider (`oidc-provider`
 //! on Node.js, [`OidcProvider`]), the real `tacit-server` binary with an `[oidc]` section,
-//! and real `tacit` CLI processes. Alice registers through the device grant, adds a second
-//! device the same way, and a back-channel logout from the provider closes both devices'
-//! sockets within a second and locks them out.
+//! and real `tacit` CLI processes. Alice registers through the device grant, signs a second
+//! device in the same way (which recovers the account onto it: the first device is signed
+//! out, bob must trust the new identity), links a third from it with a code, and a
+//! back-channel logout from the provider closes both devices' sockets within a second and
+//! locks them out.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
 
@@ -17,6 +19,8 @@ use tacit_tests::{CLIENT_ID, OidcProvider, ServerProcess};
 
 /// Alice's second device has a passphrase of its own.
 const LAPTOP: Cli = Cli::new("another passphrase");
+/// And her third.
+const DESK: Cli = Cli::new("a third passphrase");
 
 /// How long a CLI may wait for its sign-in line or to finish.
 const STEP: Duration = Duration::from_secs(30);
@@ -204,34 +208,105 @@ async fn register_add_device_and_backchannel_logout() {
     assert!(got.iter().any(|e| e["text"] == "hello back"), "{got:?}");
 
     // (b) A second device of alice, signed in as the same subject, this time through the
-    // provider's own /device, login and consent pages.
+    // provider's own /device, login and consent pages. It cannot receive the account
+    // identity, so it replaces alice's devices: refused without --replace-devices (before
+    // any sign-in), and refused when the server names another provider than the pinned one.
     let laptop = root.path().join("laptop");
+    let refused = LAPTOP.fails(&laptop, &["device", "link", &url, "--sso"]);
+    assert!(refused.contains("--replace-devices"), "{refused}");
+    let refused = LAPTOP.fails(
+        &laptop,
+        &[
+            "device",
+            "link",
+            &url,
+            "--sso",
+            "--replace-devices",
+            "--issuer",
+            "https://idp.example/realms/acme",
+        ],
+    );
+    assert!(refused.contains("refusing to sign in there"), "{refused}");
+    assert!(!refused.contains("sign in at"), "{refused}");
     let (out, _) = sign_in_as(
         &LAPTOP,
         &laptop,
-        &["device", "link", &url, "--sso", "--name", "laptop"],
+        &[
+            "device",
+            "link",
+            &url,
+            "--sso",
+            "--replace-devices",
+            "--issuer",
+            provider.issuer(),
+            "--name",
+            "laptop",
+        ],
         &provider,
         "sub-alice",
         true,
     )
     .await;
     assert!(out.contains("device 2 of alice"), "{out}");
-    let devices = CLI.ok(&alice, &["device", "list"]);
-    assert!(devices.contains("laptop"), "{devices}");
+    // The first device is signed out.
+    let refused = CLI.fails(&alice, &["recv"]);
+    assert!(refused.contains("credential"), "{refused}");
+    // Bob sees alice's identity change: nothing is sent until he trusts the new key.
+    let refused = CLI.fails(&bob, &["send", "alice", "still there?"]);
+    assert!(refused.contains("identity key has changed"), "{refused}");
+    assert!(CLI.ok(&bob, &["trust", "alice"]).contains("accepted"));
+    CLI.ok(&bob, &["send", "alice", "hello laptop"]);
+    let got = LAPTOP.recv(&laptop, 5);
+    assert!(got.iter().any(|e| e["text"] == "hello laptop"), "{got:?}");
+
+    // A third device, linked from the laptop with a code: it shares the new identity.
+    let desk = root.path().join("desk");
+    let mut link = DESK
+        .command(&desk)
+        .args([
+            "device",
+            "link",
+            &url,
+            "--name",
+            "desk",
+            "--timeout",
+            "60",
+            "--yes",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(link.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let code = first.trim().strip_prefix("link code: ").unwrap().to_owned();
+    LAPTOP.ok(&laptop, &["device", "add", &code]);
+    let status = link.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(status.success(), "device link failed: {rest}");
+    assert!(rest.contains("device 3 of alice"), "{rest}");
+    let devices = LAPTOP.ok(&laptop, &["device", "list"]);
+    assert!(
+        devices.contains("laptop") && devices.contains("desk"),
+        "{devices}"
+    );
 
     // (c) Both devices listening; the provider logs alice out over the back channel.
-    let (mut phone_listen, phone_lines) = listen(&CLI, &alice);
+    let (mut desk_listen, desk_lines) = listen(&DESK, &desk);
     let (mut laptop_listen, laptop_lines) = listen(&LAPTOP, &laptop);
     // `listen` prints nothing once connected; give both time to open their sockets (the
     // "connection closed" line below is printed only for a socket that was open).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = Instant::now();
-    // The logout token names alice and her first sign-in's session; the server is set to
-    // `backchannel_logout = "disable"`, which disables the whole account.
+    // The logout token names alice and her first sign-in's session (the logout names the
+    // subject too); the server is set to `backchannel_logout = "disable"`, which disables
+    // the whole account.
     provider
         .backchannel_logout("sub-alice", sid.as_deref().unwrap())
         .await;
-    for lines in [&phone_lines, &laptop_lines] {
+    for lines in [&desk_lines, &laptop_lines] {
         let (at, _) = wait_line(lines, "connection closed", Duration::from_secs(5));
         let took = at.saturating_duration_since(before);
         assert!(
@@ -240,7 +315,7 @@ async fn register_add_device_and_backchannel_logout() {
         );
     }
     // Neither device can authenticate any more: the listeners give up, commands fail.
-    for child in [&mut phone_listen, &mut laptop_listen] {
+    for child in [&mut desk_listen, &mut laptop_listen] {
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait().unwrap().is_none() {
             assert!(
@@ -250,7 +325,7 @@ async fn register_add_device_and_backchannel_logout() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let refused = CLI.fails(&alice, &["recv"]);
+    let refused = DESK.fails(&desk, &["recv"]);
     assert!(refused.contains("disabled"), "{refused}");
     let refused = LAPTOP.fails(&laptop, &["recv"]);
     assert!(refused.contains("disabled"), "{refused}");

@@ -204,18 +204,28 @@ async fn oidc_tokens(backend: Backend) {
         1
     );
 
-    // A second device with a second token (ES256), found by sub.
+    // A device signed in with a second token (ES256), found by sub, replaces the account's
+    // devices: refused without consent (nothing changes, the token stays unused)...
     let second = sign(&e, &id_claims(&issuer, "sub-alice", "renamed-at-idp", "s2"));
+    let sso_device = |replace_devices: bool| SsoDeviceRequest {
+        id_token: second.clone(),
+        device_name: Some("phone".into()),
+        keys: keys(1, 100),
+        replace_devices,
+    };
+    let f = anon
+        .call::<_, SsoDeviceResponse>(Method::POST, "/v1/devices/sso", Some(&sso_device(false)))
+        .await
+        .unwrap_err();
+    assert_eq!((f.status.as_u16(), f.body.code), (409, ErrorCode::Conflict));
+    assert!(f.body.message.contains("replace_devices"), "{:?}", f.body);
+    alice
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    // ... and with it, device 1 is signed out (its credential refused) and audited.
     let (status, added): (_, SsoDeviceResponse) = anon
-        .call(
-            Method::POST,
-            "/v1/devices/sso",
-            Some(&SsoDeviceRequest {
-                id_token: second,
-                device_name: Some("phone".into()),
-                keys: keys(1, 100),
-            }),
-        )
+        .call(Method::POST, "/v1/devices/sso", Some(&sso_device(true)))
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 201);
@@ -223,7 +233,30 @@ async fn oidc_tokens(backend: Backend) {
         (added.username.as_str(), added.device_id),
         ("alice", DeviceId(2))
     );
+    assert_eq!(added.replaced_devices, vec![DeviceId(1)]);
     assert_eq!(audited(&server, "device-add", "oidc").await, 1);
+    assert_eq!(audited(&server, "device-remove", "oidc").await, 1);
+    let f = alice
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap_err();
+    assert_eq!(f.status.as_u16(), 401);
+    let phone = Client {
+        credential: Some(added.credential.clone()),
+        ..anon.clone()
+    };
+    // The recovered device adds another (a second device of the new identity).
+    let (_, _third): (_, AddDeviceResponse) = phone
+        .call(
+            Method::POST,
+            "/v1/devices",
+            Some(&AddDeviceRequest {
+                device_name: None,
+                keys: keys(1, 150),
+            }),
+        )
+        .await
+        .unwrap();
     // An EdDSA token registers another user.
     let bob = sign(&d, &id_claims(&issuer, "sub-bob", "bob", "s3"));
     anon.call::<_, RegisterResponse>(
@@ -416,6 +449,7 @@ async fn oidc_tokens(backend: Backend) {
                 id_token: sign(&r, &id_claims(&issuer, "sub-alice", "alice", "s5")),
                 device_name: None,
                 keys: keys(1, 200),
+                replace_devices: true,
             }),
         )
         .await
@@ -447,27 +481,28 @@ async fn remove_devices(backend: Backend) {
         )
         .await
         .unwrap();
-    let (_, added): (_, SsoDeviceResponse) = anon
+    // The second device is added by the first (no provider session of its own); the
+    // logout names the first one's session.
+    let in_session = Client {
+        credential: Some(reg.credential),
+        ..anon.clone()
+    };
+    let (_, added): (_, AddDeviceResponse) = in_session
         .call(
             Method::POST,
-            "/v1/devices/sso",
-            Some(&SsoDeviceRequest {
-                id_token: sign(&r, &id_claims(&issuer, "sub-dave", "dave", "s2")),
+            "/v1/devices",
+            Some(&AddDeviceRequest {
                 device_name: None,
                 keys: keys(1, 100),
             }),
         )
         .await
         .unwrap();
-    let first = Client {
-        credential: Some(reg.credential),
-        ..anon.clone()
-    };
-    let second = Client {
+    let added_device = Client {
         credential: Some(added.credential),
         ..anon.clone()
     };
-    let mut socket = second.connect(&server.ws_url()).await;
+    let mut socket = in_session.connect(&server.ws_url()).await;
     assert!(socket.backlog().await.is_empty());
     let now = now();
     let mut header = Header::new(Algorithm::RS256);
@@ -476,7 +511,7 @@ async fn remove_devices(backend: Backend) {
     let token = jsonwebtoken::encode(
         &header,
         &json!({"iss": issuer, "aud": "tacit", "iat": now, "exp": now + 120,
-            "jti": "jti-dave", "sid": "s2", "events": {LOGOUT_EVENT: {}}}),
+            "jti": "jti-dave", "sid": "s1", "events": {LOGOUT_EVENT: {}}}),
         &r.key,
     )
     .unwrap();
@@ -491,12 +526,12 @@ async fn remove_devices(backend: Backend) {
         Ok(Next::Closed(_)) => {}
         other => panic!("the socket did not close within 1 s: {:?}", other.is_ok()),
     }
-    let f = second
+    let f = in_session
         .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
         .await
         .unwrap_err();
     assert_eq!(f.status.as_u16(), 401);
-    let (_, own): (_, DeviceList) = first
+    let (_, own): (_, DeviceList) = added_device
         .call::<(), _>(Method::GET, "/v1/devices", None)
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use serde::Serialize;
 use tacit_sdk::{Client, KeySource};
 
@@ -31,9 +31,16 @@ pub(super) async fn device(home: &Home, command: DeviceCommand) -> Result<()> {
             yes,
             sso,
             sso_flow,
+            issuer,
+            replace_devices,
         } => {
             if sso {
-                link_sso(home, server, name.as_deref(), sso_flow, pin, ca_file).await?;
+                let sso = SsoLink {
+                    flow: sso_flow,
+                    issuer: issuer.as_deref(),
+                    replace_devices,
+                };
+                link_sso(home, server, name.as_deref(), sso, pin, ca_file).await?;
             } else {
                 link(home, server, name.as_deref(), timeout, pin, ca_file, yes).await?;
             }
@@ -122,16 +129,35 @@ async fn link(
     Ok(())
 }
 
-/// On a new device: signs in with the server's identity provider and joins the account
-/// bound to that identity, with an identity key of this device's own.
+/// How `device link --sso` signs in.
+struct SsoLink<'a> {
+    flow: crate::sso::Flow,
+    issuer: Option<&'a str>,
+    replace_devices: bool,
+}
+
+/// On a new device: signs in with the server's identity provider and recovers the account
+/// bound to that identity onto this machine, with an identity key of its own that replaces
+/// the account's other devices.
 async fn link_sso(
     home: &Home,
     server: String,
     name: Option<&str>,
-    flow: crate::sso::Flow,
+    sso: SsoLink<'_>,
     pin: Option<String>,
     ca_file: Option<PathBuf>,
 ) -> Result<()> {
+    // Every account has a device, and one signed in through the provider replaces them
+    // all (it cannot receive the account identity): ask for consent before any sign-in.
+    if !sso.replace_devices {
+        bail!(
+            "a device signed in through the identity provider cannot receive the account \
+             identity, so it replaces the account: every other device is signed out and \
+             contacts see a new identity. While another device is at hand, link with a code \
+             instead (`tacit device link {server}` here, then `tacit device add CODE` there); \
+             to recover the account onto this machine, run again with --replace-devices"
+        );
+    }
     let config = HomeConfig::new(server.clone(), pin, ca_file);
     let new = home.prepare(&config)?;
     let oidc = new.transport.oidc_config().await.map_err(|e| match e {
@@ -140,20 +166,33 @@ async fn link_sso(
         }
         other => other.into(),
     })?;
-    let signed_in = crate::sso::sign_in(&oidc, flow).await?;
-    eprintln!("tacit: adding this device to {}", signed_in.username);
+    let signed_in = crate::sso::sign_in(&oidc, sso.flow, sso.issuer).await?;
+    eprintln!(
+        "tacit: the identity provider names you {}; recovering your account onto this device",
+        signed_in.username
+    );
     let client = Client::add_device_sso(
         &home.store_path(),
         KeySource::Passphrase(&new.passphrase),
         new.transport,
         &signed_in.id_token,
         name,
+        true,
     )
     .await?;
     home.write_config(&config)?;
+    if client.username() != signed_in.username {
+        // Sign-in follows the provider's subject; the account keeps its registered name.
+        eprintln!(
+            "tacit: the server says your account is {} (registered under that name; the \
+             identity provider now calls you {})",
+            client.username(),
+            signed_in.username
+        );
+    }
     println!(
-        "linked: this is device {} of {} (with an identity key of its own: contacts must \
-         trust it)",
+        "linked: this is device {} of {}, with a new identity key; the account's other \
+         devices were signed out and contacts must compare safety numbers and trust it",
         client.device_id(),
         client.username()
     );

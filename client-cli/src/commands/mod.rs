@@ -33,11 +33,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             invite,
             sso,
             sso_flow,
+            issuer,
             pin,
             ca_file,
         } => {
             let how = if sso {
-                register::How::Sso(sso_flow)
+                register::How::Sso(sso_flow, issuer.as_deref())
             } else {
                 register::How::Invite(invite.as_deref())
             };

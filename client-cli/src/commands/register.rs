@@ -12,8 +12,9 @@ use crate::sso::{self, Flow};
 pub(crate) enum How<'a> {
     /// An invite, or none for open registration.
     Invite(Option<&'a str>),
-    /// An ID token from the server's identity provider, got with this flow.
-    Sso(Flow),
+    /// An ID token from the server's identity provider, got with this flow, from the
+    /// pinned issuer if one is given.
+    Sso(Flow, Option<&'a str>),
 }
 
 pub(super) async fn register(
@@ -35,7 +36,7 @@ pub(super) async fn register(
             };
             Client::register(&store, key, new.transport, username, invite).await?
         }
-        How::Sso(flow) => {
+        How::Sso(flow, pinned) => {
             let oidc = new.transport.oidc_config().await.map_err(|e| match e {
                 tacit_sdk::TransportError::Api { ref code, .. } if code == "not_found" => {
                     anyhow::anyhow!(
@@ -44,7 +45,7 @@ pub(super) async fn register(
                 }
                 other => other.into(),
             })?;
-            let signed_in = sso::sign_in(&oidc, flow).await?;
+            let signed_in = sso::sign_in(&oidc, flow, pinned).await?;
             if let Some(asked) = username
                 && asked != signed_in.username
             {

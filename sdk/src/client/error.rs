@@ -50,6 +50,17 @@ pub enum ClientError {
     /// or adds a device at most once. Made from any [`TransportError::Api`] with that code.
     #[error("this sign-in was already used once; sign in with the identity provider again")]
     IdTokenReplayed,
+    /// Signing in through the identity provider would replace the account's other devices
+    /// (`409 conflict` from `POST /v1/devices/sso`), and the caller did not allow that
+    /// ([`Client::add_device_sso`](crate::client::Client::add_device_sso)'s
+    /// `replace_devices`). Nothing changed.
+    #[error(
+        "the account already has devices, and a device signed in through the identity \
+         provider replaces them all (it cannot receive the account identity, so the other \
+         devices are signed out and contacts see a new identity): link from one of them \
+         instead, or allow the replacement"
+    )]
+    SsoWouldReplaceDevices,
     /// The home directory holds no account yet.
     #[error("no account here yet: register first")]
     NotRegistered,
@@ -361,6 +372,12 @@ pub enum ServerClaim {
         device: DeviceId,
         /// The message's recipient.
         recipient: String,
+    },
+    /// A username that breaks the username rules, as the name of our own account.
+    #[error("the server named our account {answered:?}, which is not a valid username")]
+    InvalidUsername {
+        /// What the server answered.
+        answered: String,
     },
     /// This device named as one to send to.
     #[error("the server named this device as one to send to; nothing was sent")]

@@ -16,6 +16,7 @@ enum Admission<'a> {
     SsoDevice {
         id_token: &'a str,
         device_name: Option<&'a str>,
+        replace_devices: bool,
     },
 }
 
@@ -95,25 +96,32 @@ impl Client {
         Self::join_fresh(store_path, key, transport, admission).await
     }
 
-    /// Adds this machine as a new device of the account bound to the ID token's identity
+    /// Signs this machine in as a device of the account bound to the ID token's identity
     /// (`POST /v1/devices/sso`), in a new store at `store_path`.
     ///
     /// No existing device takes part, so unlike linking ([`Client::finish_link`]) the new
-    /// device cannot receive the account identity: it makes an identity key of its own.
-    /// Contacts see that key as a changed identity of the account (they accept it with
-    /// `trust` after comparing safety numbers), and the account's other devices see it as
-    /// a device with a different identity key. Use linking while another device of the
-    /// account is at hand.
+    /// device cannot receive the account identity: it makes an identity key of its own,
+    /// which becomes the account's. Every device of an account must carry the account
+    /// identity, so the server removes the account's other devices in the same step; this
+    /// is account recovery onto a new machine, and runs only with `replace_devices`
+    /// (otherwise [`ClientError::SsoWouldReplaceDevices`], and nothing changes). Contacts see
+    /// the account's identity change and accept it with `trust` after comparing safety
+    /// numbers. Use linking while another device of the account is at hand.
+    ///
+    /// The answer's username is the server's word: the caller should show it (the account
+    /// keeps the name it registered with, while the provider's claim may have changed).
     pub async fn add_device_sso(
         store_path: &Path,
         key: KeySource<'_>,
         transport: Transport,
         id_token: &str,
         device_name: Option<&str>,
+        replace_devices: bool,
     ) -> Result<Self, ClientError> {
         let admission = Admission::SsoDevice {
             id_token,
             device_name,
+            replace_devices,
         };
         Self::join_fresh(store_path, key, transport, admission).await
     }
@@ -161,14 +169,30 @@ impl Client {
             Admission::SsoDevice {
                 id_token,
                 device_name,
+                replace_devices,
             } => {
                 let response = transport
                     .sso_device(&api::SsoDeviceRequest {
                         id_token: id_token.to_owned(),
                         device_name: device_name.map(str::to_owned),
                         keys,
+                        replace_devices,
                     })
-                    .await?;
+                    .await
+                    .map_err(|e| match e {
+                        TransportError::Api { code, .. }
+                            if code == api::ErrorCode::Conflict.as_str() =>
+                        {
+                            ClientError::SsoWouldReplaceDevices
+                        }
+                        other => other.into(),
+                    })?;
+                if !api::is_username(&response.username) {
+                    return Err(ServerClaim::InvalidUsername {
+                        answered: response.username,
+                    }
+                    .into());
+                }
                 account.username = response.username;
                 (response.device_id, response.credential)
             }

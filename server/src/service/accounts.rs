@@ -28,23 +28,14 @@ pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The username an identity provider's claim gives: surrounding white space trimmed,
-/// lower-cased, an `@domain` suffix removed when the domain is one of `allowed_domains`
-/// (case-insensitive); the result must then be a valid username (never silently mangled).
+/// The username an identity provider's claim gives ([`tacit_api::username_from_claim`],
+/// the one rule the clients use too), or the username rules' error.
 pub(crate) fn normalise_username(
     claim: &str,
     allowed_domains: &[String],
 ) -> Result<String, ApiError> {
-    let mut name = claim.trim().to_lowercase();
-    if let Some((local, domain)) = name.rsplit_once('@')
-        && allowed_domains
-            .iter()
-            .any(|d| d.trim().eq_ignore_ascii_case(domain))
-    {
-        name = local.to_owned();
-    }
-    validate_username(&name)?;
-    Ok(name)
+    tacit_api::username_from_claim(claim, allowed_domains)
+        .ok_or_else(|| ApiError::BadRequest(format!("username: {}", tacit_api::USERNAME_RULE)))
 }
 
 pub(crate) fn validate_device_name(name: Option<&str>) -> Result<(), ApiError> {
@@ -338,25 +329,6 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalised_usernames() {
-        let domains = ["Example.com".to_owned()];
-        assert_eq!(normalise_username("  Alice ", &domains).unwrap(), "alice");
-        assert_eq!(
-            normalise_username("Bob@EXAMPLE.com", &domains).unwrap(),
-            "bob"
-        );
-        // Another domain is not stripped, and `@` is no username character.
-        assert!(normalise_username("bob@other.org", &domains).is_err());
-        assert!(normalise_username("bob@example.com", &[]).is_err());
-        assert!(normalise_username("a b", &domains).is_err());
-        assert!(normalise_username("ab", &domains).is_err());
-        assert_eq!(
-            normalise_username("J.Doe_1@example.com", &domains).unwrap(),
-            "j.doe_1"
-        );
-    }
 
     #[test]
     fn usernames() {

@@ -15,7 +15,7 @@ use crate::audit::{Action, Detail, Event, Outcome};
 use crate::config::{BackchannelLogout, OidcSettings};
 use crate::error::ApiError;
 use crate::oidc::{Kind, Refusal, Verified, VerifyError};
-use crate::store::{NewDevice, OidcLogin, StoreError};
+use crate::store::{Mailbox, NewDevice, OidcLogin, StoreError};
 
 /// Why a logout token was refused (the answer is only `invalid_request`, as the spec says).
 #[derive(Debug, thiserror::Error)]
@@ -250,18 +250,29 @@ impl Services {
             keys: req.keys,
         };
         let audit = origin.event(Action::DeviceAdd).detail(Detail::Via, "oidc");
-        let (account, username, device_id) = match self
+        let removal = origin
+            .event(Action::DeviceRemove)
+            .detail(Detail::Via, "oidc");
+        let added = match self
             .store
             .add_oidc_device(
                 device,
                 &login,
                 self.config.limits.max_devices_per_account,
+                req.replace_devices.then_some(&removal),
                 now(),
                 &audit,
             )
             .await
         {
             Ok(added) => added,
+            Err(StoreError::OtherDevices(_)) => {
+                return Err(ApiError::Conflict(
+                    "the account has other devices, and a device signed in through the identity \
+                     provider replaces them all (it cannot receive the account identity): link \
+                     from one of them instead, or ask again with replace_devices to sign them out",
+                ));
+            }
             Err(StoreError::TokenReplayed) => {
                 return Err(self
                     .token_refused(origin, Refusal::Replayed, String::new())
@@ -279,20 +290,33 @@ impl Services {
             Err(StoreError::AccountDisabled) => return Err(ApiError::AccountDisabled),
             Err(e) => return Err(e.into()),
         };
+        let account = added.account;
         self.count_audited(Action::DeviceAdd);
+        for device in &added.replaced {
+            self.count_audited(Action::DeviceRemove);
+            let mailbox = Mailbox {
+                account,
+                device: *device,
+            };
+            self.credentials
+                .revoke(mailbox, super::credentials::Revoked::Removed);
+            self.hub.revoke(mailbox);
+        }
         info!(
             account = account.0,
-            device = device_id.0,
-            "device added through the identity provider"
+            device = added.device.0,
+            replaced = added.replaced.len(),
+            "device signed in through the identity provider"
         );
         Ok(SsoDeviceResponse {
-            username,
-            device_id,
+            username: added.username,
+            device_id: added.device,
             credential: DeviceCredential {
                 account: account.0,
-                device: device_id,
+                device: added.device,
                 secret,
             },
+            replaced_devices: added.replaced,
         })
     }
 

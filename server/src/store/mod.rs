@@ -83,6 +83,10 @@ pub enum StoreError {
     /// No account is bound to the identity.
     #[error("no account bound to the identity")]
     IdentityUnbound,
+    /// Signing a device in through the identity provider would remove this many other
+    /// devices of the account, and the caller did not consent to that.
+    #[error("the account has {0} other devices")]
+    OtherDevices(usize),
     /// A value from the database is out of the range the code expects.
     #[error("corrupt value in column {0}")]
     Corrupt(&'static str),
@@ -199,6 +203,19 @@ pub struct NewDevice {
     pub credential_hash: SecretHash,
     /// Its public keys.
     pub keys: DeviceKeys,
+}
+
+/// A device signed in through the identity provider ([`Store::add_oidc_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcDeviceAdded {
+    /// The account bound to the identity.
+    pub account: AccountId,
+    /// Its name.
+    pub username: String,
+    /// The new device.
+    pub device: DeviceId,
+    /// The devices it replaced (removed), in order.
+    pub replaced: Vec<DeviceId>,
 }
 
 /// A sign-in with the identity provider: who, which session, and the token's replay key.
@@ -592,17 +609,20 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: &Event,
     ) -> Result<AccountId, StoreError>;
-    /// Add a device to the account bound to the login's identity, in one transaction
+    /// Sign a device in to the account bound to the login's identity, in one transaction
     /// with the token's use, the roles and the audit entry (`audit` gets the target
-    /// username and the device number). Returns the account, its name and the device.
+    /// username and the device number). The account's other devices are removed in the
+    /// same transaction (revoked, each audited as `replace` with its number), or, without
+    /// `replace`, nothing is done: [`StoreError::OtherDevices`].
     async fn add_oidc_device(
         &self,
         device: NewDevice,
         login: &OidcLogin,
         max_devices: u32,
+        replace: Option<&Event>,
         now: Timestamp,
         audit: &Event,
-    ) -> Result<(AccountId, String, DeviceId), StoreError>;
+    ) -> Result<OidcDeviceAdded, StoreError>;
     /// The live account bound to `(issuer, subject)`, with its name.
     async fn oidc_account(
         &self,

@@ -3,7 +3,7 @@
 
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
-use super::{NewDevice, OidcLogin, StoreError};
+use super::{NewDevice, OidcDeviceAdded, OidcLogin, RevocationKind, StoreError};
 use crate::audit::Event;
 use crate::store::AccountId;
 
@@ -150,9 +150,10 @@ where
         device: NewDevice,
         login: &OidcLogin,
         max_devices: u32,
+        replace: Option<&Event>,
         now: tacit_api::Timestamp,
         audit: &Event,
-    ) -> Result<(AccountId, String, tacit_api::DeviceId), StoreError> {
+    ) -> Result<OidcDeviceAdded, StoreError> {
         let mut tx = self.write.begin().await?;
         Self::use_token_in(&mut tx, &login.token_hash, login.token_expires_at).await?;
         let found: Option<(AccountId, String, Option<i64>)> = sqlx::query_as(
@@ -169,6 +170,38 @@ where
         };
         if disabled_at.is_some() {
             return Err(StoreError::AccountDisabled);
+        }
+        // Lock the account row (as removing a device does), then list the devices the
+        // new one replaces.
+        sqlx::query("UPDATE accounts SET next_device_id = next_device_id WHERE id = $1")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        let others: Vec<i64> = sqlx::query_scalar(
+            "SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id",
+        )
+        .bind(account)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut replaced = Vec::with_capacity(others.len());
+        if !others.is_empty() {
+            // Dropping the transaction leaves the token unused.
+            let Some(removal) = replace else {
+                return Err(StoreError::OtherDevices(others.len()));
+            };
+            // Keys and envelopes go with the devices (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM devices WHERE account_id = $1")
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+            Self::record_revocations(&mut tx, account, &others, RevocationKind::Revoke, now)
+                .await?;
+            for device in &others {
+                let device = sql::to_device(*device)?;
+                let event = removal.clone().target(username.as_str()).device(device.0);
+                Self::append(&mut tx, &event, now.0).await?;
+                replaced.push(device);
+            }
         }
         let device_id = match Self::add_device_in(&mut tx, account, &device, max_devices, now).await
         {
@@ -188,7 +221,12 @@ where
         let audit = audit.clone().target(username.as_str()).device(device_id.0);
         Self::append(&mut tx, &audit, now.0).await?;
         tx.commit().await?;
-        Ok((account, username, device_id))
+        Ok(OidcDeviceAdded {
+            account,
+            username,
+            device: device_id,
+            replaced,
+        })
     }
 
     pub(super) async fn oidc_account(

@@ -341,10 +341,11 @@ where
         device: NewDevice,
         login: &super::OidcLogin,
         max_devices: u32,
+        replace: Option<&Event>,
         now: Timestamp,
         audit: &Event,
-    ) -> Result<(AccountId, String, DeviceId), StoreError> {
-        Self::add_oidc_device(self, device, login, max_devices, now, audit).await
+    ) -> Result<super::OidcDeviceAdded, StoreError> {
+        Self::add_oidc_device(self, device, login, max_devices, replace, now, audit).await
     }
 
     async fn oidc_account(

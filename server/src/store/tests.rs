@@ -1338,28 +1338,65 @@ async fn oidc(store: Arc<dyn Store>) {
         None
     );
 
-    // A second device in another session; the groups no longer give admin.
-    let (account, name, second) = store
+    // A device in another session replaces the account's devices: refused without
+    // consent, and then nothing changed and the token is still unused.
+    assert!(matches!(
+        store
+            .add_oidc_device(
+                device(0),
+                &login(4, "sub-a", "s2", vec![(tacit_api::Role::Admin, false)]),
+                10,
+                None,
+                Timestamp(3),
+                &ev()
+            )
+            .await,
+        Err(StoreError::OtherDevices(1))
+    ));
+    assert_eq!(store.devices(alice).await.unwrap().len(), 1);
+    let revoked_before = store.last_revocation().await.unwrap();
+    let audit_before = store.audit_head().await.unwrap().seq;
+    // With consent (the same token): the groups no longer give admin, device 1 is gone
+    // and revoked, and both changes are audited.
+    let added = store
         .add_oidc_device(
             device(0),
             &login(4, "sub-a", "s2", vec![(tacit_api::Role::Admin, false)]),
             10,
+            Some(&ev()),
             Timestamp(3),
             &ev(),
         )
         .await
         .unwrap();
     assert_eq!(
-        (account, name.as_str(), second),
+        (added.account, added.username.as_str(), added.device),
         (alice, "alice", DeviceId(2))
     );
+    assert_eq!(added.replaced, vec![DeviceId(1)]);
     assert!(store.roles(alice).await.unwrap().is_empty());
+    let left: Vec<DeviceId> = store
+        .devices(alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(left, vec![DeviceId(2)]);
+    let revoked = store.revocations_after(revoked_before, 10).await.unwrap();
+    assert_eq!(
+        revoked.iter().map(|r| r.mailbox).collect::<Vec<_>>(),
+        vec![mb(alice, 1)]
+    );
+    // One removal and one addition.
+    assert_eq!(store.audit_head().await.unwrap().seq, audit_before + 2);
     assert!(matches!(
         store
             .add_oidc_device(
                 device(0),
                 &login(4, "sub-a", "s2", vec![]),
                 10,
+                Some(&ev()),
                 Timestamp(3),
                 &ev()
             )
@@ -1372,23 +1409,12 @@ async fn oidc(store: Arc<dyn Store>) {
                 device(0),
                 &login(5, "sub-nobody", "s2", vec![]),
                 10,
+                Some(&ev()),
                 Timestamp(3),
                 &ev()
             )
             .await,
         Err(StoreError::IdentityUnbound)
-    ));
-    assert!(matches!(
-        store
-            .add_oidc_device(
-                device(0),
-                &login(6, "sub-a", "s2", vec![]),
-                2,
-                Timestamp(3),
-                &ev()
-            )
-            .await,
-        Err(StoreError::TooManyDevices)
     ));
     assert_eq!(
         store
@@ -1396,6 +1422,13 @@ async fn oidc(store: Arc<dyn Store>) {
             .await
             .unwrap(),
         vec![(alice, "alice".to_owned(), DeviceId(2))]
+    );
+    assert!(
+        store
+            .oidc_session_devices("https://idp.example", "s1")
+            .await
+            .unwrap()
+            .is_empty()
     );
     // Disabled: no device through the provider either.
     store
@@ -1408,6 +1441,7 @@ async fn oidc(store: Arc<dyn Store>) {
                 device(0),
                 &login(7, "sub-a", "s3", vec![]),
                 10,
+                Some(&ev()),
                 Timestamp(4),
                 &ev()
             )
