@@ -51,6 +51,14 @@ auth_failures_per_minute_per_source = 1000000
 # Reservations of random sizes up to the largest blob: the account quota is a stateful
 # limit (tested by the server's own suites) that would turn later reservations into 507.
 quota_bytes_per_account = 2305843009213693952
+# SCIM on, so that its routes answer as they do in use: the discovery documents 200, and
+# every /Users operation 401 (the run's bearer is a device credential, not the SCIM
+# token), which is also what a request without the header must get. Without [scim] they
+# would be 404 with or without the header, which schemathesis's missing-header check
+# (ST203) counts as a failure. The SCIM operations themselves are tested with Entra ID's
+# and Okta's requests by tests/tests/scim.rs.
+[scim]
+bearer_token_file = "SCIM_TOKEN_FILE"
 """
 
 
@@ -90,7 +98,9 @@ def main():
         sys.exit(f"{SERVER} not found: run `cargo build -p tacit-server` first")
     work = tempfile.mkdtemp(prefix="tacit-st-")
     with open(os.path.join(work, "tacit.toml"), "w") as f:
-        f.write(CONFIG)
+        f.write(CONFIG.replace("SCIM_TOKEN_FILE", os.path.join(work, "scim.token")))
+    with open(os.path.join(work, "scim.token"), "w") as f:
+        f.write(base64.b16encode(os.urandom(32)).decode() + "\n")
     log = open(os.path.join(work, "server.log"), "w+")
     # Port 0 and --print-addr: the server says where it listens on one stdout line.
     server = subprocess.Popen(

@@ -167,6 +167,9 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Sign-in with the company's OpenID Connect provider; absent: off (invites only).
     pub oidc: Option<OidcSettings>,
+    /// SCIM 2.0 provisioning by the identity provider (docs/SCIM.md); absent: off, the
+    /// `/scim` routes answer 404.
+    pub scim: Option<ScimSettings>,
     /// How long shutdown waits for requests and sockets to finish, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -402,6 +405,48 @@ pub struct OidcSettings {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `[scim]`: the identity provider's SCIM client provisions users (docs/SCIM.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimSettings {
+    /// The file holding the bearer token the SCIM client sends (made by
+    /// `tacit-server scim-token`); read at start, at least 32 characters.
+    pub bearer_token_file: PathBuf,
+    /// Refuse (403) an OpenID Connect registration of a username that SCIM did not
+    /// create: only provisioned users may register through the provider.
+    #[serde(default)]
+    pub require_provisioning: bool,
+}
+
+/// Shortest SCIM bearer token accepted.
+pub const MIN_SCIM_TOKEN_CHARS: usize = 32;
+
+impl ScimSettings {
+    /// The bearer token, read from `bearer_token_file` (surrounding white space removed).
+    ///
+    /// # Errors
+    /// The file is unreadable, or the token shorter than [`MIN_SCIM_TOKEN_CHARS`].
+    pub fn token(&self) -> Result<Redacted, ConfigError> {
+        let path = &self.bearer_token_file;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            key: "scim.bearer_token_file",
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let token = text.trim();
+        if token.chars().count() < MIN_SCIM_TOKEN_CHARS {
+            return Err(ConfigError::Invalid {
+                key: "scim.bearer_token_file",
+                message: format!(
+                    "{} holds a token shorter than {MIN_SCIM_TOKEN_CHARS} characters \
+                     (make one with `tacit-server scim-token --out FILE`)",
+                    path.display()
+                ),
+            });
+        }
+        Ok(Redacted(token.to_owned()))
+    }
+}
+
 /// What a back-channel logout does to the named user.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -568,6 +613,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             oidc: None,
+            scim: None,
             shutdown_grace_secs: 10,
         }
     }
@@ -913,6 +959,9 @@ impl Config {
                 "database_url",
                 "must start with `sqlite:`, `postgres://` or `postgresql://`",
             ));
+        }
+        if let Some(scim) = &self.scim {
+            scim.token()?;
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;

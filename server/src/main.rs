@@ -77,6 +77,16 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Write a fresh random bearer token for the identity provider's SCIM client to FILE
+    /// (mode 0600) and print how to configure it (docs/SCIM.md).
+    ScimToken {
+        /// The file to write (`[scim] bearer_token_file`).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace the file if it exists (the old token stops working at the next start).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +248,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Before the configuration is loaded: a `[scim]` naming this file does not load
+    // until the file exists.
+    if let Some(Command::ScimToken { out, force }) = &cli.command {
+        scim_token(out, *force)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = load_config(&cli.overrides)?;
     let print_addr = cli.print_addr;
     let command = cli.command.unwrap_or(Command::Serve);
@@ -296,9 +312,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store.close().await;
                 code
             }
-            Command::Config { .. } => Ok(ExitCode::SUCCESS),
+            Command::Config { .. } | Command::ScimToken { .. } => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// `tacit-server scim-token`: 32 random bytes as 64 hex digits, in a new file of mode 0600.
+fn scim_token(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(secret.as_mut()).context("reading the operating system's RNG")?;
+    let token = zeroize::Zeroizing::new(hex::encode(secret.as_ref()));
+    if force && out.exists() {
+        std::fs::remove_file(out).with_context(|| format!("replacing {}", out.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(out).with_context(|| {
+        format!(
+            "creating {} (it must not exist yet; --force replaces it)",
+            out.display()
+        )
+    })?;
+    file.write_all(format!("{}\n", token.as_str()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    let path = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_owned());
+    println!(
+        "wrote a new SCIM bearer token to {path}\n\n\
+         1. In the server's configuration file:\n\n\
+         [scim]\n\
+         bearer_token_file = \"{path}\"\n\n\
+         2. Restart the server.\n\
+         3. In the identity provider's provisioning settings: tenant URL / SCIM base URL\n\
+         \x20  https://<this server>/scim/v2, authentication \"Bearer token\" (Entra ID: \"Secret\n\
+         \x20  Token\"; Okta: \"HTTP Header\"), the token being the file's one line.\n\
+         See docs/SCIM.md.",
+        path = path.display()
+    );
+    Ok(())
 }
 
 /// `tacit-server audit ...`, on the configured database (while the server runs, too).

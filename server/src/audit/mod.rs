@@ -100,13 +100,15 @@ pub enum Action {
     ScimUserCreate,
     /// The identity provider's SCIM client changed a user.
     ScimUserUpdate,
+    /// The identity provider's SCIM client deleted a user.
+    ScimUserDelete,
     /// A SCIM request with a missing or wrong bearer token was refused.
     ScimAuthRefused,
 }
 
 impl Action {
     /// Every action, in a stable order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::AccountRegister,
         Self::AccountDelete,
         Self::UserDisable,
@@ -129,6 +131,7 @@ impl Action {
         Self::OidcLogout,
         Self::ScimUserCreate,
         Self::ScimUserUpdate,
+        Self::ScimUserDelete,
         Self::ScimAuthRefused,
     ];
 
@@ -157,6 +160,7 @@ impl Action {
             Self::OidcLogout => "oidc-logout",
             Self::ScimUserCreate => "scim-user-create",
             Self::ScimUserUpdate => "scim-user-update",
+            Self::ScimUserDelete => "scim-user-delete",
             Self::ScimAuthRefused => "scim-auth-refused",
         }
     }
@@ -172,7 +176,8 @@ impl Action {
             | Self::RoleRevoke
             | Self::QuotaSet
             | Self::ScimUserCreate
-            | Self::ScimUserUpdate => "iam",
+            | Self::ScimUserUpdate
+            | Self::ScimUserDelete => "iam",
             Self::OidcTokenRefused | Self::OidcLogout | Self::ScimAuthRefused => "authentication",
             Self::DeviceAdd | Self::DeviceRemove | Self::LinkComplete => "host",
             Self::AuthFailureBurst => "authentication",

@@ -25,6 +25,7 @@ mod admin;
 mod handlers;
 mod oidc;
 mod openapi;
+mod scim;
 mod ws;
 
 /// What every handler gets.
@@ -110,6 +111,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/invites/{id}", delete(admin::revoke_invite))
         .route("/v1/admin/audit", get(admin::audit_log))
+        .route(
+            "/scim/v2/Users",
+            get(scim::list_users).post(scim::create_user),
+        )
+        .route(
+            "/scim/v2/Users/{id}",
+            get(scim::get_user)
+                .put(scim::replace_user)
+                .patch(scim::patch_user)
+                .delete(scim::delete_user),
+        )
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            get(scim::service_provider_config),
+        )
+        .route("/scim/v2/ResourceTypes", get(scim::resource_types))
+        .route("/scim/v2/Schemas", get(scim::schemas))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
@@ -256,10 +274,14 @@ async fn edge(
     if failed_upgrade || (has_body && (status.is_client_error() || status.is_server_error())) {
         close_after(&mut response);
     }
+    // SCIM answers its errors with its own body, as `application/scim+json`.
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json")
+                || v.as_bytes().starts_with(scim::SCIM_JSON.as_bytes())
+        });
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let (mut parts, body) = response.into_parts();
         // The rejection's own text (axum's extractors say what was wrong) becomes the

@@ -23,7 +23,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{admin, handlers, oidc, ws};
+use super::{admin, handlers, oidc, scim, ws};
 use crate::config::Config;
 use crate::service::{MAX_ANSWER_BYTES, MAX_MULTICAST_DEVICES, max_blob_bytes};
 
@@ -61,6 +61,9 @@ impl Modify for DeviceCredentialScheme {
         let mut scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
         scheme.description = Some("a DeviceCredential".into());
         components.add_security_scheme("deviceCredential", SecurityScheme::Http(scheme));
+        let mut scim = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        scim.description = Some("the SCIM client's token ([scim] bearer_token_file)".into());
+        components.add_security_scheme("scim", SecurityScheme::Http(scim));
     }
 }
 
@@ -113,6 +116,15 @@ impl Modify for DeviceCredentialScheme {
         admin::create_invite,
         admin::revoke_invite,
         admin::audit_log,
+        scim::list_users,
+        scim::create_user,
+        scim::get_user,
+        scim::replace_user,
+        scim::patch_user,
+        scim::delete_user,
+        scim::service_provider_config,
+        scim::resource_types,
+        scim::schemas,
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
@@ -352,10 +364,14 @@ mod tests {
             json!(713)
         );
         assert_eq!(doc["openapi"], json!("3.1.0"));
-        // 21 for devices and 10 under /v1/admin/, each of which documents the 403 of a
-        // caller without the role.
+        // 21 for devices, 10 under /v1/admin/, each of which documents the 403 of a
+        // caller without the role, and 5 of SCIM.
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 34);
+        assert_eq!(paths.len(), 39);
+        assert_eq!(
+            paths.keys().filter(|p| p.starts_with("/scim/v2/")).count(),
+            5
+        );
         let admin: Vec<_> = paths
             .iter()
             .filter(|(path, _)| path.starts_with("/v1/admin/"))

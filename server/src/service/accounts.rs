@@ -77,6 +77,7 @@ impl Services {
         validate_username(&req.username)?;
         validate_device_name(req.device_name.as_deref())?;
         self.validate_device_keys(&req.keys)?;
+        self.scim_allows_registration(&req.username, false).await?;
         if req
             .invite
             .as_deref()

@@ -72,7 +72,7 @@ impl Admin<'_> {
     }
 
     /// A successful `action`'s event, with who did it.
-    fn event(self, action: Action) -> Event {
+    pub(super) fn event(self, action: Action) -> Event {
         let event = self.origin().event(action);
         match self {
             Self::Host => event,

@@ -26,6 +26,7 @@ mod oidc;
 mod provisioning;
 mod ratelimit;
 mod rules;
+mod scim;
 mod security;
 
 pub use crate::store::BlobRead;
@@ -38,6 +39,11 @@ pub use oidc::LogoutError;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
 pub use rules::Rules;
+pub use scim::{
+    Changes as ScimChanges, ScimError, parse_patch as parse_scim_patch,
+    parse_put as parse_scim_put, resource_types as scim_resource_types, schemas as scim_schemas,
+    service_provider_config as scim_service_provider_config,
+};
 pub use security::{Limit, MAX_SOURCES, OTHER_SOURCES, Tally, WINDOW};
 
 /// Everything the handlers need, shared by all requests.
@@ -81,6 +87,8 @@ pub struct Services {
     account_ids: std::sync::Mutex<std::collections::HashMap<String, AccountId>>,
     /// The identity provider, when `[oidc]` is configured.
     oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// The SCIM client's bearer token, when `[scim]` is configured (and its file read).
+    scim_token: Option<crate::config::Redacted>,
 }
 
 /// The key a source address is limited by: an IPv4 address, or an IPv6 address's /64 (one
@@ -140,6 +148,7 @@ impl Services {
             auth_failures: RateLimiter::per_minute(r.auth_failures_per_minute_per_source),
             security: security::SecurityEvents::default(),
             oidc: config.oidc.clone().map(crate::oidc::Oidc::new),
+            scim_token: config.scim.as_ref().and_then(|s| s.token().ok()),
             store,
             config,
             hub,

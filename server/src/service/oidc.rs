@@ -169,6 +169,7 @@ impl Services {
                 )
                 .await);
         }
+        self.scim_allows_registration(&username, true).await?;
         let login = Self::login(&oidc, &verified)?;
         let secret = random_secret()?;
         let device = NewDevice {

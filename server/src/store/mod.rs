@@ -35,6 +35,7 @@ mod mailbox;
 mod oidc;
 mod postgres;
 mod provisioning;
+mod scim;
 mod sql;
 mod sqlite;
 
@@ -233,6 +234,27 @@ pub struct OidcLogin {
     pub token_expires_at: Timestamp,
     /// Roles to grant (`true`) or revoke (`false`) as the provider's groups say.
     pub roles: Vec<(tacit_api::Role, bool)>,
+}
+
+/// A user the identity provider's SCIM client created, linked to the account of the same
+/// username (which may not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimUser {
+    /// The SCIM `id`: a random UUID, never reused.
+    pub id: String,
+    /// The username (normalised as the OpenID Connect username claim is).
+    pub username: String,
+    /// The provider's own id for the user (`externalId`), kept and returned as sent.
+    pub external_id: Option<String>,
+    /// Whether the user is active; an inactive user's account is disabled and its name
+    /// cannot be registered.
+    pub active: bool,
+    /// The provider's `displayName`, kept and returned as sent.
+    pub display_name: Option<String>,
+    /// When it was created (ms).
+    pub created_at: Timestamp,
+    /// When it last changed (ms).
+    pub updated_at: Timestamp,
 }
 
 /// A device as listed.
@@ -640,6 +662,35 @@ pub trait Store: Send + Sync + 'static {
         &self,
         token_hash: &[u8; 32],
         expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` SCIM users after the first `offset`, oldest first, whose username
+    /// and external id are the ones given (when given), with how many match in all.
+    async fn scim_users(
+        &self,
+        username: Option<&str>,
+        external_id: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(u64, Vec<ScimUser>), StoreError>;
+    /// The SCIM user with this `id`, or else with this `username`.
+    async fn scim_user(
+        &self,
+        id: Option<&str>,
+        username: Option<&str>,
+    ) -> Result<Option<ScimUser>, StoreError>;
+    /// Store a new SCIM user with its audit entry ([`StoreError::UsernameTaken`] when its
+    /// username has one already).
+    async fn create_scim_user(&self, user: &ScimUser, audit: &Event) -> Result<(), StoreError>;
+    /// Write a SCIM user's external id, active flag, display name and update time, with
+    /// its audit entry; whether it exists.
+    async fn update_scim_user(&self, user: &ScimUser, audit: &Event) -> Result<bool, StoreError>;
+    /// Delete a SCIM user with its audit entry; whether it existed.
+    async fn delete_scim_user(
+        &self,
+        id: &str,
+        now: Timestamp,
+        audit: &Event,
     ) -> Result<bool, StoreError>;
 
     /// Open a provisioning channel.

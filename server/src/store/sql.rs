@@ -372,6 +372,49 @@ where
         Self::use_oidc_token(self, token_hash, expires_at).await
     }
 
+    async fn scim_users(
+        &self,
+        username: Option<&str>,
+        external_id: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(u64, Vec<super::ScimUser>), StoreError> {
+        Self::scim_users(self, username, external_id, offset, limit).await
+    }
+
+    async fn scim_user(
+        &self,
+        id: Option<&str>,
+        username: Option<&str>,
+    ) -> Result<Option<super::ScimUser>, StoreError> {
+        Self::scim_user(self, id, username).await
+    }
+
+    async fn create_scim_user(
+        &self,
+        user: &super::ScimUser,
+        audit: &Event,
+    ) -> Result<(), StoreError> {
+        Self::create_scim_user(self, user, audit).await
+    }
+
+    async fn update_scim_user(
+        &self,
+        user: &super::ScimUser,
+        audit: &Event,
+    ) -> Result<bool, StoreError> {
+        Self::update_scim_user(self, user, audit).await
+    }
+
+    async fn delete_scim_user(
+        &self,
+        id: &str,
+        now: Timestamp,
+        audit: &Event,
+    ) -> Result<bool, StoreError> {
+        Self::delete_scim_user(self, id, now, audit).await
+    }
+
     async fn remove_device(
         &self,
         mailbox: Mailbox,

@@ -1514,3 +1514,115 @@ async fn postgres_oidc() {
         .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
     oidc(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
 }
+
+async fn scim(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    let user = |id: &str, name: &str, at: i64| ScimUser {
+        id: id.into(),
+        username: name.into(),
+        external_id: Some(format!("ext-{name}")),
+        active: true,
+        display_name: None,
+        created_at: Timestamp(at),
+        updated_at: Timestamp(at),
+    };
+    let alice = user("id-a", "alice", 1);
+    store.create_scim_user(&alice, &ev()).await.unwrap();
+    store
+        .create_scim_user(&user("id-b", "bob", 2), &ev())
+        .await
+        .unwrap();
+    // A second user of one name is refused, and nothing of it is written.
+    let audited = store.audit_head().await.unwrap();
+    assert!(matches!(
+        store
+            .create_scim_user(&user("id-c", "alice", 3), &ev())
+            .await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert_eq!(store.audit_head().await.unwrap(), audited);
+    assert_eq!(
+        store.scim_user(Some("id-a"), None).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .scim_user(None, Some("bob"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "id-b"
+    );
+    assert_eq!(store.scim_user(Some("id-x"), None).await.unwrap(), None);
+
+    let (total, all) = store.scim_users(None, None, 0, 10).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        all.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    let (total, page) = store.scim_users(None, None, 1, 10).await.unwrap();
+    assert_eq!((total, page.len()), (2, 1));
+    assert_eq!(page[0].username, "bob");
+    let (total, found) = store.scim_users(Some("bob"), None, 0, 10).await.unwrap();
+    assert_eq!((total, found[0].id.as_str()), (1, "id-b"));
+    let (total, found) = store
+        .scim_users(None, Some("ext-alice"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((total, found[0].id.as_str()), (1, "id-a"));
+    let (total, found) = store.scim_users(Some("carol"), None, 0, 10).await.unwrap();
+    assert_eq!((total, found.len()), (0, 0));
+
+    let mut changed = alice.clone();
+    changed.active = false;
+    changed.display_name = Some("Alice A".into());
+    changed.external_id = None;
+    changed.updated_at = Timestamp(9);
+    assert!(store.update_scim_user(&changed, &ev()).await.unwrap());
+    assert_eq!(
+        store.scim_user(Some("id-a"), None).await.unwrap(),
+        Some(changed.clone())
+    );
+    let mut missing = changed.clone();
+    missing.id = "id-x".into();
+    assert!(!store.update_scim_user(&missing, &ev()).await.unwrap());
+
+    let before = store.audit_head().await.unwrap();
+    assert!(
+        store
+            .delete_scim_user("id-a", Timestamp(10), &ev())
+            .await
+            .unwrap()
+    );
+    assert_ne!(store.audit_head().await.unwrap(), before);
+    assert!(
+        !store
+            .delete_scim_user("id-a", Timestamp(11), &ev())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.scim_user(Some("id-a"), None).await.unwrap(), None);
+    // The name can be provisioned again.
+    store
+        .create_scim_user(&user("id-d", "alice", 12), &ev())
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_scim() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    scim(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_scim() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    scim(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
