@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tacit_api::*;
 use tacit_server::config::{Config, ScimSettings};
+use tacit_server::service::Admin;
 use tacit_tests::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef-scim-test-token";
@@ -456,6 +457,89 @@ async fn okta(backend: Backend) {
         .await;
     assert_eq!((status, &user["active"]), (StatusCode::OK, &json!(false)));
     closed_within_a_second(&mut socket).await;
+
+    // A deactivation is applied each time it is sent: an account enabled behind the IdP's
+    // back (here by an administrator on the host; or a disable that failed the first time)
+    // is disabled again by the next `active: false`.
+    let host = server.host().await;
+    assert!(
+        host.set_user_disabled(Admin::Host, "test.user", false)
+            .await
+            .unwrap()
+    );
+    let enabled_by = Instant::now() + Duration::from_secs(3);
+    while device
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < enabled_by,
+            "the host's enable never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = scim
+        .call(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some((JSON, whole.clone())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = device
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.body.code, ErrorCode::AccountDisabled);
+    // An activation only when SCIM's state changes: once active, a full PUT with
+    // `active: true` does not lift a disable an administrator made.
+    whole["active"] = json!(true);
+    let (status, _) = scim
+        .call(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some((JSON, whole.clone())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    device
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .unwrap();
+    assert!(
+        host.set_user_disabled(Admin::Host, "test.user", true)
+            .await
+            .unwrap()
+    );
+    let disabled_by = Instant::now() + Duration::from_secs(3);
+    while device
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < disabled_by,
+            "the host's disable never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = scim
+        .call(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some((JSON, whole.clone())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = device
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.body.code, ErrorCode::AccountDisabled);
+
     whole["userName"] = json!("someone.else@okta.local");
     let (status, error) = scim
         .call(Method::PUT, &format!("/Users/{id}"), Some((JSON, whole)))

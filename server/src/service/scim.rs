@@ -11,7 +11,6 @@
 use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
-use subtle::ConstantTimeEq as _;
 use tacit_api::ErrorCode;
 use tracing::{info, warn};
 
@@ -239,6 +238,10 @@ impl Changes {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), ScimError> {
+        let path = path
+            .strip_prefix(USER_SCHEMA)
+            .and_then(|a| a.strip_prefix(':'))
+            .unwrap_or(path);
         if path.eq_ignore_ascii_case("externalId") {
             self.external_id = Some(None);
         } else if path.eq_ignore_ascii_case("displayName") {
@@ -385,9 +388,10 @@ impl Services {
             return Err(ScimError::RateLimited);
         }
         let good = match (&self.scim_token, bearer) {
-            (Some(token), Some(given)) => {
-                bool::from(token.expose().as_bytes().ct_eq(given.trim().as_bytes()))
-            }
+            // Digests of equal length, so that the comparison does not stop early on a
+            // length difference (which would tell the token's length).
+            (Some(token), Some(given)) => super::hash_secret(token.expose().as_bytes())
+                .ct_eq(&super::hash_secret(given.trim().as_bytes())),
             _ => false,
         };
         if let Some(key) = key {
@@ -585,9 +589,19 @@ impl Services {
             return Err(ScimError::NotFound(format!("no user with id {id:?}")));
         }
         self.count_audited(Action::ScimUserUpdate);
-        if was_active != user.active {
-            self.scim_apply_active(&user.username, user.active, source)
-                .await?;
+        // A deactivation is applied every time it is sent (disabling is idempotent), so a
+        // retry after a failure here still disables; an activation only when it changes the
+        // SCIM state, so that a full PUT with `active: true` does not lift a disable made
+        // by an administrator or a back-channel logout.
+        match changes.active {
+            Some(false) => {
+                self.scim_apply_active(&user.username, false, source)
+                    .await?
+            }
+            Some(true) if !was_active => {
+                self.scim_apply_active(&user.username, true, source).await?;
+            }
+            _ => {}
         }
         Ok(resource(&user))
     }

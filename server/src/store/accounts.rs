@@ -210,6 +210,13 @@ where
         }
         let removed = B::rows_affected(&done) == 1;
         if removed {
+            // A link channel the removed device answered would let whoever holds it link
+            // a new device in: the account's answered channels go (a link under way on
+            // another device of the account is started again).
+            sqlx::query("DELETE FROM provisioning_channels WHERE account_id = $1")
+                .bind(mailbox.account)
+                .execute(&mut *tx)
+                .await?;
             Self::record_revocations(
                 &mut tx,
                 mailbox.account,

@@ -189,11 +189,14 @@ where
             let Some(removal) = replace else {
                 return Err(StoreError::OtherDevices(others.len()));
             };
-            // Keys and envelopes go with the devices (ON DELETE CASCADE).
-            sqlx::query("DELETE FROM devices WHERE account_id = $1")
-                .bind(account)
-                .execute(&mut *tx)
-                .await?;
+            // Keys and envelopes go with the devices (ON DELETE CASCADE). Link channels an
+            // old device answered go too: whoever holds one must not link back in.
+            for sql in [
+                "DELETE FROM devices WHERE account_id = $1",
+                "DELETE FROM provisioning_channels WHERE account_id = $1",
+            ] {
+                sqlx::query(sql).bind(account).execute(&mut *tx).await?;
+            }
             Self::record_revocations(&mut tx, account, &others, RevocationKind::Revoke, now)
                 .await?;
             for device in &others {

@@ -177,11 +177,39 @@ async fn suite(store: Arc<dyn Store>) {
         store.add_device(alice, device(0), 3, now, &ev()).await,
         Err(StoreError::TooManyDevices)
     ));
+    // A link channel answered for the account (by device 3, say) ...
+    let channel = ChannelId([3; 16]);
+    store
+        .create_channel(&channel, b"key", now, Timestamp(now.0 + 600_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .answer_channel(&channel, alice, SecretHash::from_bytes([3; 32]), b"s", now)
+            .await
+            .unwrap(),
+        ChannelAnswer::Stored
+    );
     assert!(
         store
             .remove_device(mb(alice, d3.0), now, &ev())
             .await
             .unwrap()
+    );
+    // ... links nothing once a device of the account was removed.
+    assert!(
+        store
+            .link_device(
+                &channel,
+                SecretHash::from_bytes([3; 32]),
+                device(0),
+                3,
+                now,
+                &ev()
+            )
+            .await
+            .unwrap()
+            .is_none()
     );
     assert!(
         !store
@@ -1354,6 +1382,25 @@ async fn oidc(store: Arc<dyn Store>) {
         Err(StoreError::OtherDevices(1))
     ));
     assert_eq!(store.devices(alice).await.unwrap().len(), 1);
+    // A link channel device 1 answered (say, by a thief holding it) ...
+    let channel = ChannelId([9; 16]);
+    store
+        .create_channel(&channel, b"key", Timestamp(3), Timestamp(600_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .answer_channel(
+                &channel,
+                alice,
+                SecretHash::from_bytes([9; 32]),
+                b"sealed",
+                Timestamp(3)
+            )
+            .await
+            .unwrap(),
+        ChannelAnswer::Stored
+    );
     let revoked_before = store.last_revocation().await.unwrap();
     let audit_before = store.audit_head().await.unwrap().seq;
     // With consent (the same token): the groups no longer give admin, device 1 is gone
@@ -1383,6 +1430,21 @@ async fn oidc(store: Arc<dyn Store>) {
         .map(|d| d.device_id)
         .collect();
     assert_eq!(left, vec![DeviceId(2)]);
+    // ... links nothing once the account was recovered.
+    assert!(
+        store
+            .link_device(
+                &channel,
+                SecretHash::from_bytes([9; 32]),
+                device(0),
+                10,
+                Timestamp(3),
+                &ev()
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
     let revoked = store.revocations_after(revoked_before, 10).await.unwrap();
     assert_eq!(
         revoked.iter().map(|r| r.mailbox).collect::<Vec<_>>(),
