@@ -92,6 +92,40 @@ async fn closed_within_a_second(socket: &mut Socket) -> Duration {
     }
 }
 
+/// Waits (up to 3 s) until `device`'s requests are accepted (`enabled`) or refused as
+/// disabled: a change made on the host reaches the running server through its revocation poll.
+async fn wait_until_enabled(device: &Client, enabled: bool) {
+    let by = Instant::now() + Duration::from_secs(3);
+    loop {
+        match device
+            .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+            .await
+        {
+            Ok(_) if enabled => return,
+            Err(refused) if !enabled => {
+                assert_eq!(refused.body.code, ErrorCode::AccountDisabled);
+                return;
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < by,
+            "the host's change (enabled: {enabled}) never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts at once that `device`'s requests are refused as disabled.
+async fn assert_disabled(device: &Client) {
+    let refused = device
+        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.body.code, ErrorCode::AccountDisabled);
+}
+
 async fn register(server: &TestServer, username: &str) -> Result<Client, Failure> {
     let (_, r): (_, RegisterResponse) = server
         .client(None)
@@ -467,18 +501,7 @@ async fn okta(backend: Backend) {
             .await
             .unwrap()
     );
-    let enabled_by = Instant::now() + Duration::from_secs(3);
-    while device
-        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < enabled_by,
-            "the host's enable never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_enabled(&device, true).await;
     let (status, _) = scim
         .call(
             Method::PUT,
@@ -487,12 +510,7 @@ async fn okta(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let refused = device
-        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(refused.body.code, ErrorCode::AccountDisabled);
+    assert_disabled(&device).await;
     // An activation only when SCIM's state changes: once active, a full PUT with
     // `active: true` does not lift a disable an administrator made.
     whole["active"] = json!(true);
@@ -513,18 +531,7 @@ async fn okta(backend: Backend) {
             .await
             .unwrap()
     );
-    let disabled_by = Instant::now() + Duration::from_secs(3);
-    while device
-        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
-        .await
-        .is_ok()
-    {
-        assert!(
-            Instant::now() < disabled_by,
-            "the host's disable never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_enabled(&device, false).await;
     let (status, _) = scim
         .call(
             Method::PUT,
@@ -533,12 +540,7 @@ async fn okta(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let refused = device
-        .call::<(), DeviceList>(Method::GET, "/v1/devices", None)
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(refused.body.code, ErrorCode::AccountDisabled);
+    assert_disabled(&device).await;
 
     whole["userName"] = json!("someone.else@okta.local");
     let (status, error) = scim
