@@ -6,6 +6,10 @@ use utoipa::ToSchema;
 
 use crate::{Bytes, DeviceId, whole};
 
+/// Below this many one-time prekeys of a kind left on the server, a client uploads a new
+/// batch; the server counts the devices under it (`tacit_devices_low_one_time_prekeys`).
+pub const PREKEY_LOW_WATER: u64 = 20;
+
 /// A public prekey signed by the device's identity key (the signed X25519 prekey, or an
 /// ML-KEM prekey). The server stores it as given and verifies nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -84,8 +84,8 @@ pub use blobs::{
 pub use credential::{AUTHORIZATION_SCHEME, DeviceCredential, MalformedCredential};
 pub use errors::{ErrorBody, ErrorCode};
 pub use keys::{
-    ClaimBundlesRequest, DeviceKeys, OneTimePrekey, PrekeyBundle, PrekeyBundles, PrekeyCount,
-    SignedPrekey, UploadKeysRequest,
+    ClaimBundlesRequest, DeviceKeys, OneTimePrekey, PREKEY_LOW_WATER, PrekeyBundle, PrekeyBundles,
+    PrekeyCount, SignedPrekey, UploadKeysRequest,
 };
 pub use messages::{
     AckRequest, DeviceAddress, DeviceCiphertext, DeviceMismatch, Envelope, EnvelopeBatch,

@@ -193,6 +193,11 @@ where
             sha256_fingerprint = %tls.fingerprint,
             "listening (TLS)"
         );
+        if let Some(at) = tls.not_after {
+            svc.metrics
+                .tls_expiry
+                .store(at, std::sync::atomic::Ordering::Relaxed);
+        }
         Some(tokio_rustls::TlsAcceptor::from(tls.config))
     };
     listener::serve(

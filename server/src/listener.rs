@@ -79,6 +79,9 @@ pub(crate) async fn serve(
     grace: Duration,
 ) {
     let max = limits.max_connections as usize;
+    metrics
+        .connections_max
+        .set(i64::try_from(max).unwrap_or(i64::MAX));
     let slots = Arc::new(Semaphore::new(max));
     // Below this many free slots, new connections are for devices' sockets only (none for a
     // cap too small to share).

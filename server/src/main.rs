@@ -77,6 +77,18 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Ask the running server's `/readyz` over loopback and exit 0 when it answers ready,
+    /// 1 otherwise: the container image's and orchestrators' health check. Opens no
+    /// database.
+    Healthcheck {
+        /// The URL to ask (default: `/readyz` at the configured `listen` port on loopback,
+        /// `https` unless `plain_http`; the certificate is not verified, only the answer).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Write a fresh random bearer token for the identity provider's SCIM client to FILE
     /// (mode 0600) and print how to configure it (docs/SCIM.md).
     ScimToken {
@@ -254,9 +266,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         scim_token(out, *force)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let config = load_config(&cli.overrides)?;
+    let config = match load_config(&cli.overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            // A configuration error does not go away by itself: a distinct exit status
+            // (the systemd unit's `RestartPreventExitStatus=2`) stops restart loops.
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(CONFIG_ERROR));
+        }
+    };
     let print_addr = cli.print_addr;
     let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck { url, timeout_secs } = &command {
+        return healthcheck(&config, url.as_deref(), *timeout_secs);
+    }
     if let Command::Config {
         command: ConfigCommand::Check,
     } = command
@@ -312,7 +335,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store.close().await;
                 code
             }
-            Command::Config { .. } | Command::ScimToken { .. } => Ok(ExitCode::SUCCESS),
+            Command::Config { .. } | Command::ScimToken { .. } | Command::Healthcheck { .. } => {
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
 }
@@ -680,6 +705,62 @@ fn parse_public_key(text: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
         .and_then(|bytes| bytes.try_into().ok())
         .context("--public-key: not 64 hex digits")?;
     ed25519_dalek::VerifyingKey::from_bytes(&bytes).context("--public-key: not an Ed25519 key")
+}
+
+/// The exit status of a configuration that does not load or validate.
+const CONFIG_ERROR: u8 = 2;
+
+/// `tacit-server healthcheck`: 0 when `/readyz` answers 200, 1 otherwise.
+fn healthcheck(config: &Config, url: Option<&str>, timeout_secs: u64) -> anyhow::Result<ExitCode> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => {
+            let listen = config.listen;
+            if listen.port() == 0 {
+                anyhow::bail!(
+                    "`listen` has port 0 (any free port): the health check cannot know it; pass --url"
+                );
+            }
+            let ip = match listen.ip() {
+                std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                }
+                std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                }
+                ip => ip,
+            };
+            let scheme = if config.plain_http { "http" } else { "https" };
+            format!("{scheme}://{}/readyz", SocketAddr::new(ip, listen.port()))
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(async {
+        // Built inside the runtime (its connector needs one). Loopback to this server: the
+        // certificate (often self-signed) is not what is checked, readiness is.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(std::time::Duration::from_secs(timeout_secs))
+            .build()?;
+        client.get(&url).send().await
+    });
+    match outcome {
+        Ok(response) if response.status().is_success() => {
+            println!("ready");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(response) => {
+            println!("not ready: {url} answered {}", response.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("not ready: {url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn load_config(o: &Overrides) -> anyhow::Result<Config> {

@@ -51,6 +51,10 @@ pub struct Tls {
     pub generated: bool,
     /// The certificate file in use.
     pub cert_path: PathBuf,
+    /// When the leaf certificate expires, in seconds since the Unix epoch (for
+    /// `/metrics`), or `None` when its validity cannot be parsed (rustls decides whether
+    /// it is usable; this only reports).
+    pub not_after: Option<i64>,
 }
 
 /// The self-signed certificate and key paths inside a data directory.
@@ -93,6 +97,7 @@ pub fn load(config: &Config) -> Result<Tls, TlsError> {
         });
     };
     let fingerprint = fingerprint(leaf);
+    let not_after = not_after(leaf);
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(io(&key_path))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
@@ -105,7 +110,17 @@ pub fn load(config: &Config) -> Result<Tls, TlsError> {
         fingerprint,
         generated,
         cert_path,
+        not_after,
     })
+}
+
+/// A certificate's `notAfter`, in seconds since the Unix epoch.
+#[must_use]
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    use x509_cert::der::Decode as _;
+    let cert = x509_cert::Certificate::from_der(cert).ok()?;
+    let at = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    i64::try_from(at.as_secs()).ok()
 }
 
 /// SHA-256 of a certificate, as `AB:CD:...`.
@@ -153,6 +168,17 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The expiry `/metrics` reports is the leaf certificate's `notAfter`.
+    #[test]
+    fn reads_the_expiry() {
+        let mut params = rcgen::CertificateParams::new(vec!["relay.example".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 4);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(not_after(cert.der()), Some(1_935_619_200));
+        assert_eq!(not_after(b"not a certificate"), None);
+    }
+
     #[test]
     fn uses_configured_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -173,6 +199,8 @@ mod tests {
         assert!(!tls.generated);
         assert_eq!(tls.cert_path, cert);
         assert_eq!(tls.fingerprint, fingerprint(certified.cert.der()));
+        assert_eq!(tls.not_after, not_after(certified.cert.der()));
+        assert!(tls.not_after.is_some());
         assert!(!self_signed_paths(&config.data_dir).0.exists());
         // A missing file is an error naming it.
         let config = Config {

@@ -184,6 +184,25 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         Socket { ws }
     }
+
+    /// A WebSocket to `url` over an established `stream` (a TLS stream to a reverse
+    /// proxy, say), with this device's credential.
+    pub async fn connect_over<S>(&self, url: &str, stream: S) -> Socket<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.credential.as_ref().unwrap())
+                .parse()
+                .unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        Socket { ws }
+    }
 }
 
 pub async fn decode<R: DeserializeOwned>(
@@ -204,9 +223,9 @@ pub async fn decode<R: DeserializeOwned>(
     }
 }
 
-/// A device's WebSocket.
-pub struct Socket {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A device's WebSocket (over TCP to the server, or any stream: [`Client::connect_over`]).
+pub struct Socket<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
 }
 
 /// What the next message on a socket was.
@@ -216,7 +235,7 @@ pub enum Next {
     Closed(Option<u16>),
 }
 
-impl Socket {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Socket<S> {
     pub async fn next(&mut self) -> Next {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())

@@ -11,6 +11,8 @@
 //! - [`Client`] and [`Socket`]: the HTTP and WebSocket API by hand; [`keys`]: fake keys.
 //! - [`memory`]: the `/proc` memory probe.
 //! - [`OidcProvider`]: a real OpenID Provider (`node tests/oidc/provider.mjs`) on loopback.
+//! - [`prometheus::Prometheus`]: a real Prometheus scraping a server with the kit's alerting
+//!   rules; [`proxy::ReverseProxy`]: the kit's nginx or HAProxy example in front of a server.
 //! - [`TestDatabase`]: a throw-away PostgreSQL database (also used by the benchmark).
 //!
 //! Binaries are found beside the running executable ([`binary`]); tests never build them.
@@ -25,6 +27,8 @@ mod database;
 pub mod memory;
 mod oidc;
 mod process;
+pub mod prometheus;
+pub mod proxy;
 mod relay;
 mod server;
 

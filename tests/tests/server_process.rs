@@ -396,7 +396,7 @@ fn invalid_config_fails_naming_the_key() {
         &["config", "check"],
         &[("TACIT_LIMITS_MAX_BODY_BYTES", "lots")],
     );
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a configuration error exits 2");
     assert!(
         err.contains("TACIT_LIMITS_MAX_BODY_BYTES") && err.contains("limits.max_body_bytes"),
         "{err}"
@@ -407,20 +407,20 @@ fn invalid_config_fails_naming_the_key() {
         &["config", "check", "--config", file.to_str().unwrap()],
         &[],
     );
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a configuration error exits 2");
     assert!(err.contains("heartbeat_interval_secs"), "{err}");
     std::fs::write(&file, "[limits]\nmax_mailbox_dept = 5\n").unwrap();
     let (code, err) = run(
         &["config", "check", "--config", file.to_str().unwrap()],
         &[],
     );
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a configuration error exits 2");
     assert!(err.contains("max_mailbox_dept"), "{err}");
     let (code, err) = run(&["serve", "--plain-http", "--listen", "0.0.0.0:0"], &[]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a configuration error exits 2");
     assert!(err.contains("plain_http"), "{err}");
     let (code, err) = run(&["config", "check", "--database-url", "mysql://x"], &[]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a configuration error exits 2");
     assert!(err.contains("database_url"), "{err}");
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -66,7 +66,7 @@ use tacit_crypto::GroupId;
 /// One-time prekeys of each kind uploaded at registration and kept in stock after.
 pub const PREKEY_BATCH: u32 = 50;
 /// Below this many one-time prekeys left on the server, the client uploads a new batch.
-pub const PREKEY_LOW_WATER: u64 = 20;
+pub use tacit_api::PREKEY_LOW_WATER;
 /// How many times a send is retried after the server reports a changed device set.
 const SEND_ATTEMPTS: usize = 4;
 

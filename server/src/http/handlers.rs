@@ -658,7 +658,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static 
     get,
     path = "/metrics",
     operation_id = "metrics",
-    summary = "Prometheus metrics: requests, latency, sockets, connections, write failures, mailbox depth, prekey stock. On the public listener only with `Authorization: Bearer <metrics.token>`; or on the separate `metrics.listen` listener.",
+    summary = "Prometheus metrics: requests, latency, sockets, connections, write failures, readiness, mailbox depth, prekey stock, certificate expiry, disk space, process CPU, memory and file descriptors. On the public listener only with `Authorization: Bearer <metrics.token>`; or on the separate `metrics.listen` listener.",
     responses(
         (status = 200, description = "OpenMetrics text exposition format", body = String, content_type = "application/openmetrics-text"),
         (status = 404, description = "no `metrics.token` is configured, or the scraper did not present it", body = ErrorBody),
@@ -691,9 +691,10 @@ pub(super) async fn metrics(
 /// no table scan when scrapes come often.
 pub(super) async fn render_metrics(svc: &crate::service::Services) -> impl IntoResponse + use<> {
     let stats = svc.cached_stats().await;
+    let ops = svc.operations().await;
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        svc.metrics.render(stats),
+        svc.metrics.render(stats, &ops),
     )
 }
 

@@ -321,7 +321,9 @@ mod tests {
             ]
         );
         assert!(!entries[1].details.contains_key("via"), "not from the host");
-        let text = svc.metrics.render(None);
+        let text = svc
+            .metrics
+            .render(None, &crate::metrics::Operations::default());
         assert!(
             text.contains("tacit_audit_events_total{action=\"audit-checkpoint\"} 2"),
             "{text}"

@@ -209,6 +209,30 @@ impl Services {
         Some(stats)
     }
 
+    /// What `/metrics` reports beside the counters: readiness, the mailbox limit, the
+    /// free space of the data and blob directories, the process's figures.
+    pub async fn operations(&self) -> crate::metrics::Operations {
+        use crate::metrics::FsSpace;
+        let data = self.config.data_dir.clone();
+        let blobs = self.config.blob_dir();
+        // statvfs and /proc reads are blocking system calls (fast, but off the runtime).
+        let (filesystems, process) = tokio::task::spawn_blocking(move || {
+            let filesystems = [("data", data), ("blobs", blobs)]
+                .into_iter()
+                .filter_map(|(role, dir)| FsSpace::of(&dir).map(|space| (role, space)))
+                .collect();
+            (filesystems, crate::metrics::ProcessStats::current())
+        })
+        .await
+        .unwrap_or_default();
+        crate::metrics::Operations {
+            ready: self.ready().await,
+            mailbox_depth_limit: self.config.limits.max_mailbox_depth,
+            filesystems,
+            process,
+        }
+    }
+
     /// Take a failed-authentication token for `source` before checking its credential;
     /// `false` (counted in `/metrics`, and in the next `auth-failure-burst` audit entry of
     /// this source) when it has used them all up.

@@ -394,7 +394,9 @@ mod tests {
             ]
         );
         assert_eq!(entries[0].outcome, "failure");
-        let text = svc.metrics.render(None);
+        let text = svc
+            .metrics
+            .render(None, &crate::metrics::Operations::default());
         for line in [
             "tacit_audit_events_total{action=\"auth-failure-burst\"} 1",
             "tacit_audit_events_total{action=\"rate-limit-trip\"} 1",

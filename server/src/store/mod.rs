@@ -499,6 +499,10 @@ pub struct StoreStats {
     pub one_time_kem_prekeys: u64,
     /// Devices.
     pub devices: u64,
+    /// Devices with fewer than [`tacit_api::PREKEY_LOW_WATER`] one-time X25519 prekeys.
+    pub devices_low_one_time_prekeys: u64,
+    /// Devices with fewer than [`tacit_api::PREKEY_LOW_WATER`] one-time ML-KEM prekeys.
+    pub devices_low_one_time_kem_prekeys: u64,
 }
 
 /// Every persistent operation of the server.

@@ -184,6 +184,26 @@ where
                 _ => return Err(StoreError::Corrupt("kind")),
             }
         }
+        // Devices at or above the low-water mark, per kind; the others (also those with
+        // none at all) are low.
+        let stocked: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT kind, COUNT(*) FROM (SELECT kind FROM one_time_prekeys \
+             GROUP BY account_id, device_id, kind HAVING COUNT(*) >= $1) t GROUP BY kind",
+        )
+        .bind(i64::try_from(tacit_api::PREKEY_LOW_WATER).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await?;
+        let (mut x25519, mut kem) = (0, 0);
+        for (kind, n) in stocked {
+            let n = to_u64(n, "count")?;
+            match kind {
+                KIND_X25519 => x25519 = n,
+                KIND_KEM => kem = n,
+                _ => return Err(StoreError::Corrupt("kind")),
+            }
+        }
+        stats.devices_low_one_time_prekeys = stats.devices.saturating_sub(x25519);
+        stats.devices_low_one_time_kem_prekeys = stats.devices.saturating_sub(kem);
         Ok(stats)
     }
 }

@@ -48,6 +48,35 @@ fn device(one_time: u32) -> NewDevice {
     }
 }
 
+/// A link channel `[tag; 16]` opened and answered for `account` at `now` with the link
+/// secret `[tag; 32]`, as an existing device of the account would.
+async fn answered_channel(
+    store: &dyn Store,
+    tag: u8,
+    account: AccountId,
+    now: Timestamp,
+) -> ChannelId {
+    let channel = ChannelId([tag; 16]);
+    store
+        .create_channel(&channel, b"key", now, Timestamp(now.0 + 600_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .answer_channel(
+                &channel,
+                account,
+                SecretHash::from_bytes([tag; 32]),
+                b"sealed",
+                now
+            )
+            .await
+            .unwrap(),
+        ChannelAnswer::Stored
+    );
+    channel
+}
+
 fn mb(account: AccountId, device: u32) -> Mailbox {
     Mailbox {
         account,
@@ -178,18 +207,7 @@ async fn suite(store: Arc<dyn Store>) {
         Err(StoreError::TooManyDevices)
     ));
     // A link channel answered for the account (by device 3, say) ...
-    let channel = ChannelId([3; 16]);
-    store
-        .create_channel(&channel, b"key", now, Timestamp(now.0 + 600_000))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .answer_channel(&channel, alice, SecretHash::from_bytes([3; 32]), b"s", now)
-            .await
-            .unwrap(),
-        ChannelAnswer::Stored
-    );
+    let channel = answered_channel(&*store, 3, alice, now).await;
     assert!(
         store
             .remove_device(mb(alice, d3.0), now, &ev())
@@ -1383,24 +1401,7 @@ async fn oidc(store: Arc<dyn Store>) {
     ));
     assert_eq!(store.devices(alice).await.unwrap().len(), 1);
     // A link channel device 1 answered (say, by a thief holding it) ...
-    let channel = ChannelId([9; 16]);
-    store
-        .create_channel(&channel, b"key", Timestamp(3), Timestamp(600_000))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .answer_channel(
-                &channel,
-                alice,
-                SecretHash::from_bytes([9; 32]),
-                b"sealed",
-                Timestamp(3)
-            )
-            .await
-            .unwrap(),
-        ChannelAnswer::Stored
-    );
+    let channel = answered_channel(&*store, 9, alice, Timestamp(3)).await;
     let revoked_before = store.last_revocation().await.unwrap();
     let audit_before = store.audit_head().await.unwrap().seq;
     // With consent (the same token): the groups no longer give admin, device 1 is gone
@@ -1687,4 +1688,53 @@ async fn postgres_scim() {
         .await
         .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
     scim(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+}
+
+/// The devices whose one-time prekey stock is under the low-water mark, per kind: one
+/// claim takes a device from the mark to under it; a device with none at all is low.
+async fn prekey_stock(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    let now = Timestamp(1_000);
+    let water = u32::try_from(tacit_api::PREKEY_LOW_WATER).unwrap();
+    let full = store
+        .create_account("full", None, device(water), now, &ev())
+        .await
+        .unwrap();
+    store
+        .create_account("empty", None, device(0), now, &ev())
+        .await
+        .unwrap();
+    store
+        .create_account("plenty", None, device(water + 5), now, &ev())
+        .await
+        .unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.devices, 3);
+    assert_eq!(stats.devices_low_one_time_prekeys, 1, "only empty");
+    assert_eq!(stats.devices_low_one_time_kem_prekeys, 1, "only empty");
+    // One claim takes one key of each kind: full drops under the mark.
+    assert!(store.claim_bundle(mb(full, 1)).await.unwrap().is_some());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.devices_low_one_time_prekeys, 2);
+    assert_eq!(stats.devices_low_one_time_kem_prekeys, 2);
+    assert_eq!(
+        stats.one_time_prekeys,
+        u64::from(water - 1 + water + 5),
+        "full's and plenty's"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_prekey_stock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+    prekey_stock(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_prekey_stock() {
+    let db = TestDatabase::create()
+        .await
+        .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+    prekey_stock(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
 }
