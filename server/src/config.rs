@@ -159,6 +159,9 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The blob store (encrypted attachments).
     pub blobs: BlobConfig,
+    /// What the housekeeping task deletes beside expired envelopes and blobs, and in what
+    /// batches.
+    pub retention: RetentionConfig,
     /// Connections: how many, and how long each step may take.
     pub http: Http,
     /// Where `/metrics` is served (and who may scrape it).
@@ -321,6 +324,30 @@ impl Default for BlobConfig {
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes_per_account: 1024 * 1024 * 1024,
             ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// Retention (docs/SERVER.md, "Retention"): envelopes expire after
+/// `limits.message_ttl_secs` and blobs after `blobs.ttl_secs`; this section adds idle
+/// devices and says how much one purge step deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days without contact (no authenticated request; a device never seen counts from its
+    /// creation) after which a device is removed, audited; an account all of whose devices
+    /// are that idle is deleted. 0 (the default): never.
+    pub idle_device_days: u32,
+    /// Rows one purge transaction deletes at most; the housekeeping task yields between
+    /// batches, so sends and acknowledgements are not held up behind a long purge.
+    pub purge_batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            idle_device_days: 0,
+            purge_batch: 1000,
         }
     }
 }
@@ -609,6 +636,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             websocket: WebSocketConfig::default(),
             blobs: BlobConfig::default(),
+            retention: RetentionConfig::default(),
             http: Http::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
@@ -859,6 +887,18 @@ impl Config {
         set(e, "TACIT_BLOBS_TTL_SECS", "blobs.ttl_secs", &mut b.ttl_secs)?;
         set(
             e,
+            "TACIT_RETENTION_IDLE_DEVICE_DAYS",
+            "retention.idle_device_days",
+            &mut self.retention.idle_device_days,
+        )?;
+        set(
+            e,
+            "TACIT_RETENTION_PURGE_BATCH",
+            "retention.purge_batch",
+            &mut self.retention.purge_batch,
+        )?;
+        set(
+            e,
             "TACIT_RATE_LIMITS_AUTH_FAILURES_PER_MINUTE_PER_SOURCE",
             "rate_limits.auth_failures_per_minute_per_source",
             &mut self.rate_limits.auth_failures_per_minute_per_source,
@@ -1102,6 +1142,18 @@ impl Config {
         if b.ttl_secs > 10 * 365 * 24 * 3600 {
             return Err(invalid("blobs.ttl_secs", "must be at most ten years"));
         }
+        if self.retention.idle_device_days > 3650 {
+            return Err(invalid(
+                "retention.idle_device_days",
+                "must be at most 3650 (ten years); 0 keeps idle devices",
+            ));
+        }
+        if !(1..=100_000).contains(&self.retention.purge_batch) {
+            return Err(invalid(
+                "retention.purge_batch",
+                "must be between 1 and 100000",
+            ));
+        }
         if self.audit.checkpoint_interval_secs > 7 * 24 * 3600 {
             return Err(invalid(
                 "audit.checkpoint_interval_secs",
@@ -1285,6 +1337,32 @@ mod tests {
                 .to_string()
                 .contains("blobs.ttl_secs")
         );
+    }
+
+    #[test]
+    fn retention_settings() {
+        let mut c =
+            Config::from_toml("[retention]\nidle_device_days = 90\npurge_batch = 50\n").unwrap();
+        assert_eq!(
+            (c.retention.idle_device_days, c.retention.purge_batch),
+            (90, 50)
+        );
+        c.validate().unwrap();
+        let env: HashMap<&str, &str> = [("TACIT_RETENTION_IDLE_DEVICE_DAYS", "0")].into();
+        c.apply_env(|v| env.get(v).map(|s| (*s).to_owned()))
+            .unwrap();
+        assert_eq!(c.retention.idle_device_days, 0);
+        for (days, batch, key) in [
+            (3651, 1000, "retention.idle_device_days"),
+            (30, 0, "retention.purge_batch"),
+            (30, 100_001, "retention.purge_batch"),
+        ] {
+            c.retention.idle_device_days = days;
+            c.retention.purge_batch = batch;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        assert!(Config::from_toml("[retention]\nidle_devices = 3\n").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -232,7 +233,8 @@ where
     Ok(())
 }
 
-/// Purge expired envelopes and blobs (complete or abandoned part-way) and forget idle
+/// Purge expired envelopes and blobs (complete or abandoned part-way) and remove idle
+/// devices (`retention.idle_device_days`), every minute, in batches; forget idle
 /// rate-limit buckets (every minute), run the store's upkeep (every second), write the
 /// security events counted meanwhile to the audit log (every few seconds), and sign a
 /// checkpoint of the audit log with `audit_key` (every interval, when entries were
@@ -286,6 +288,9 @@ async fn housekeeping(
                     Ok(0) => {}
                     Ok(n) => info!(blobs = n, "purged expired blobs"),
                     Err(e) => warn!(error = %e, "purging expired blobs failed"),
+                }
+                if let Err(e) = svc.purge_idle_devices(service::now()).await {
+                    warn!(error = %e, "removing idle devices failed");
                 }
                 svc.prune();
             }

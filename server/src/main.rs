@@ -77,6 +77,31 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Write a consistent backup of the SQLite store, its blobs and its TLS certificate to
+    /// FILE (one archive with a manifest of checksums) while the server runs
+    /// (docs/BACKUP.md). A PostgreSQL store is backed up with pg_dump instead.
+    Backup {
+        /// The archive to write.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup into the data directory (`--data-dir`): every file is checked
+    /// against the manifest first, then the unclaimed one-time prekeys are dropped (one
+    /// may have been handed out after the backup; clients upload new ones). Audited.
+    Restore {
+        /// The archive `tacit-server backup` wrote (not with --after-pg-restore).
+        #[arg(required_unless_present = "after_pg_restore")]
+        file: Option<PathBuf>,
+        /// Replace the database, blobs and certificate a non-empty data directory holds.
+        #[arg(long)]
+        force: bool,
+        /// After `pg_restore` into the configured PostgreSQL database: only drop the
+        /// unclaimed one-time prekeys (and audit the restore).
+        #[arg(long, conflicts_with_all = ["file", "force"])]
+        after_pg_restore: bool,
+    },
     /// Ask the running server's `/readyz` over loopback and exit 0 when it answers ready,
     /// 1 otherwise: the container image's and orchestrators' health check. Opens no
     /// database.
@@ -270,8 +295,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(e) => {
             // A configuration error does not go away by itself: a distinct exit status
-            // (the systemd unit's `RestartPreventExitStatus=2`) stops restart loops.
+            // (the systemd unit's `RestartPreventExitStatus=2`) stops restart loops. Not
+            // for the health check: Docker reserves its status 2; it answers unhealthy.
             eprintln!("error: {e:#}");
+            if matches!(cli.command, Some(Command::Healthcheck { .. })) {
+                return Ok(ExitCode::FAILURE);
+            }
             return Ok(ExitCode::from(CONFIG_ERROR));
         }
     };
@@ -279,6 +308,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Healthcheck { url, timeout_secs } = &command {
         return healthcheck(&config, url.as_deref(), *timeout_secs);
+    }
+    // Before any store is opened: a restore must find its target empty, and a backup
+    // reads the database file itself.
+    if let Command::Backup { file, force } = &command {
+        return backup(&config, file, *force);
+    }
+    if let Command::Restore {
+        file,
+        force,
+        after_pg_restore,
+    } = &command
+    {
+        return restore(&config, file.as_deref(), *force, *after_pg_restore);
     }
     if let Command::Config {
         command: ConfigCommand::Check,
@@ -335,9 +377,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store.close().await;
                 code
             }
-            Command::Config { .. } | Command::ScimToken { .. } | Command::Healthcheck { .. } => {
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Config { .. }
+            | Command::ScimToken { .. }
+            | Command::Healthcheck { .. }
+            | Command::Backup { .. }
+            | Command::Restore { .. } => Ok(ExitCode::SUCCESS),
         }
     })
 }
@@ -705,6 +749,90 @@ fn parse_public_key(text: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
         .and_then(|bytes| bytes.try_into().ok())
         .context("--public-key: not 64 hex digits")?;
     ed25519_dalek::VerifyingKey::from_bytes(&bytes).context("--public-key: not an Ed25519 key")
+}
+
+/// `tacit-server backup FILE`.
+fn backup(config: &Config, file: &std::path::Path, force: bool) -> anyhow::Result<ExitCode> {
+    if file.exists() && !force {
+        anyhow::bail!(
+            "{} exists: choose another name, or pass --force to replace it",
+            file.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let started = std::time::Instant::now();
+    let summary = runtime
+        .block_on(tacit_server::backup::backup(config, file, |line| {
+            eprintln!("backup: {line}");
+        }))
+        .context("backing up")?;
+    println!(
+        "wrote {} ({} files, {} KiB, snapshot of {}) in {:.1} s",
+        file.display(),
+        summary.manifest.files.len(),
+        summary.archive_bytes.div_ceil(1024),
+        tacit_server::backup::rfc3339(summary.manifest.created_at_ms),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "backup: not in it: the audit key ({}); keep a copy of it apart (docs/AUDIT.md)",
+        config.audit_key_file().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tacit-server restore FILE` or `restore --after-pg-restore`.
+fn restore(
+    config: &Config,
+    file: Option<&std::path::Path>,
+    force: bool,
+    after_pg_restore: bool,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let manifest = match (file, after_pg_restore) {
+            (_, true) => {
+                if config.backend_name() != "postgresql" {
+                    anyhow::bail!(
+                        "--after-pg-restore is for a PostgreSQL database (config key `database_url`); \
+                         a SQLite store is restored from its archive: restore FILE"
+                    );
+                }
+                None
+            }
+            (Some(file), false) => Some(
+                tacit_server::backup::unpack(config, file, force, |line| {
+                    eprintln!("restore: {line}");
+                })
+                .with_context(|| format!("restoring {}", file.display()))?,
+            ),
+            (None, false) => anyhow::bail!("name the archive to restore: restore FILE"),
+        };
+        let store = open_store(config).await?;
+        let audit = Origin::Host.event(tacit_server::audit::Action::BackupRestore);
+        let dropped = store
+            .drop_one_time_prekeys(&audit, tacit_server::service::now())
+            .await
+            .context("dropping the restored one-time prekeys")?;
+        store.close().await;
+        println!(
+            "restored{}; dropped {dropped} unclaimed one-time prekeys (clients upload new ones)",
+            manifest
+                .map(|m| format!(
+                    " the backup of {} ({} files)",
+                    tacit_server::backup::rfc3339(m.created_at_ms),
+                    m.files.len()
+                ))
+                .unwrap_or_default()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The exit status of a configuration that does not load or validate.

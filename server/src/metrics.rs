@@ -25,6 +25,9 @@ use prometheus_client::registry::Registry;
 use crate::audit::Action;
 use crate::store::StoreStats;
 
+/// What retention deletes, as labelled in `tacit_retention_purged_total{kind}`.
+pub const RETENTION_KINDS: [&str; 4] = ["envelopes", "blobs", "devices", "accounts"];
+
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -181,7 +184,8 @@ impl ProcessStats {
 /// scrape time by [`crate::service::Services::operations`].
 #[derive(Clone, Debug, Default)]
 pub struct Operations {
-    /// Whether `/readyz` would answer ready.
+    /// Whether the database answered (within the scrape's deadline) and writes succeed:
+    /// `/readyz`'s answer, except that it also reports a graceful shutdown.
     pub ready: bool,
     /// The most envelopes a mailbox holds (`limits.max_mailbox_depth`).
     pub mailbox_depth_limit: u64,
@@ -202,6 +206,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     audit_events: Family<ActionLabels, Counter>,
+    retention_purged: Family<KindLabels, Counter>,
     /// Open WebSockets.
     pub sockets: Gauge,
     /// Envelopes accepted (stored).
@@ -268,6 +273,15 @@ impl Default for Metrics {
             "Entries appended to the audit log, by action",
             audit_events.clone(),
         );
+        let retention_purged = Family::<KindLabels, Counter>::default();
+        for kind in RETENTION_KINDS {
+            drop(retention_purged.get_or_create(&KindLabels { kind }));
+        }
+        registry.register(
+            "tacit_retention_purged",
+            "What retention deleted: expired envelopes and blobs, idle devices, accounts whose devices were all idle",
+            retention_purged.clone(),
+        );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -331,6 +345,7 @@ impl Default for Metrics {
             tls_expiry: AtomicI64::new(0),
             connections_max,
             audit_events,
+            retention_purged,
             registry,
             requests,
             latency,
@@ -357,6 +372,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Count what one purge deleted (`kind`: one of [`RETENTION_KINDS`]).
+    pub fn purged(&self, kind: &'static str, n: u64) {
+        self.retention_purged
+            .get_or_create(&KindLabels { kind })
+            .inc_by(n);
+    }
+
     /// Count one entry appended to the audit log.
     pub fn audited(&self, action: Action) {
         self.audit_events
@@ -378,7 +400,7 @@ impl Metrics {
         );
         scrape.register(
             "tacit_ready",
-            "1 while /readyz answers ready (the database answers and writes succeed), else 0",
+            "1 while the database answers (within 2 s) and writes succeed, else 0 (a graceful shutdown, which /readyz reports, does not count)",
             ConstGauge::new(i64::from(ops.ready)),
         );
         scrape.register(
@@ -519,6 +541,7 @@ mod tests {
         m.audited(Action::AuthFailureBurst);
         m.audited(Action::AuthFailureBurst);
         m.audit_append_failures.inc();
+        m.purged("devices", 2);
         m.connections_max.set(500);
         m.tls_expiry.store(1_935_619_200, Ordering::Relaxed);
         let text = m.render(
@@ -582,6 +605,8 @@ mod tests {
             "tacit_devices_low_one_time_prekeys{kind=\"x25519\"} 1",
             "tacit_devices_low_one_time_prekeys{kind=\"ml_kem\"} 2",
             "tacit_ready 1",
+            "tacit_retention_purged_total{kind=\"devices\"} 2",
+            "tacit_retention_purged_total{kind=\"envelopes\"} 0",
             "tacit_mailbox_depth_limit 10000",
             "tacit_connections_max 500",
             "tacit_tls_certificate_expiry_timestamp_seconds 1935619200",

@@ -77,7 +77,7 @@ impl Prometheus {
             .unwrap_or_else(|e| {
                 panic!("starting prometheus failed: {e} (./scripts/deploy-tools installs it)")
             });
-        let prometheus = Self {
+        let mut prometheus = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
@@ -93,6 +93,12 @@ impl Prometheus {
                 .is_ok_and(|r| r.status().is_success());
             if ready {
                 return prometheus;
+            }
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!(
+                    "prometheus exited ({status}); its log:\n{}",
+                    prometheus.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,

@@ -121,16 +121,29 @@ impl ReverseProxy {
             certificate: reqwest::Certificate::from_der(certified.cert.der()).unwrap(),
             dir,
         };
+        // Ready when its plain-HTTP port answers with the example's redirect (a stranger
+        // on a raced port would not), and never after it exited.
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", https_port)).await.is_err() {
+        let probe = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut proxy = proxy;
+        loop {
+            let answer = probe.get(format!("{}/", proxy.plain_base())).send().await;
+            if answer.is_ok_and(|r| r.status() == reqwest::StatusCode::MOVED_PERMANENTLY) {
+                return proxy;
+            }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!("{kind:?} exited ({status}); its log:\n{}", proxy.log());
+            }
             assert!(
                 Instant::now() < deadline,
-                "{kind:?} did not listen; its log:\n{}",
+                "{kind:?} did not answer; its log:\n{}",
                 proxy.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        proxy
     }
 
     /// The proxy's own log.

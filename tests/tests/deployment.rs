@@ -39,19 +39,20 @@ fn healthcheck_answers() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    // Listening on every address (the container's default): asked on loopback.
+    let everywhere = format!("0.0.0.0:{port}");
     let server = ServerProcess::launch(dir.path(), "", &log)
         .tls()
-        .listen(listen.clone())
+        .listen(everywhere.clone())
         .spawn();
-    let (code, out, err) = healthcheck(dir.path(), &["--listen", &listen]);
+    let (code, out, err) = healthcheck(dir.path(), &["--listen", &everywhere]);
     assert_eq!((code, out.trim()), (Some(0), "ready"), "{err}");
-    // Listening on every address: asked on loopback.
     server.kill9();
-    let (code, out, _) = healthcheck(dir.path(), &["--listen", &listen]);
+    let (code, out, _) = healthcheck(dir.path(), &["--listen", &everywhere]);
     assert_eq!(code, Some(1));
     assert!(out.starts_with("not ready: https://127.0.0.1:"), "{out}");
 
+    let listen = format!("127.0.0.1:{port}");
     let plain = ServerProcess::launch(dir.path(), "", &log)
         .listen(listen.clone())
         .spawn();
@@ -69,6 +70,10 @@ fn healthcheck_answers() {
     let (code, _, err) = healthcheck(dir.path(), &["--listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("--url"), "{err}");
+    // A configuration error is "unhealthy" (1), not Docker's reserved 2.
+    let (code, _, err) = healthcheck(dir.path(), &["--database-url", "mysql://x"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("database_url"), "{err}");
 }
 
 /// Metric names in a PromQL expression: identifiers that are not functions, keywords,
@@ -263,8 +268,24 @@ async fn alerts_and_dashboard_read_real_metrics() {
         .wait_for("tacit_ready == 1", Duration::from_secs(30))
         .await;
 
-    // Every metric the rules name is exported (a misspelt name would never fire).
-    let groups = prometheus.rules().await;
+    // Every metric the rules name is exported (a misspelt name would never fire). Rules
+    // not evaluated yet have no health: wait for their first evaluation.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let groups = loop {
+        let groups = prometheus.rules().await;
+        let evaluated = groups.as_array().unwrap().iter().all(|g| {
+            g["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["health"] != "unknown")
+        });
+        if evaluated {
+            break groups;
+        }
+        assert!(std::time::Instant::now() < deadline, "{groups}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let rules: Vec<&Value> = groups
         .as_array()
         .unwrap()
@@ -375,7 +396,11 @@ async fn through_proxy(kind: ProxyKind) {
     use tacit_api::{ClientFrame, ServerFrame};
 
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::spawn(dir.path(), "", &dir.path().join("server.log"));
+    let token = "a-metrics-token-for-the-scraper";
+    let server = ServerProcess::launch(dir.path(), "", &dir.path().join("server.log"))
+        .env("TACIT_METRICS_TOKEN", token)
+        .arg("--open-registration")
+        .spawn();
     let proxy = ReverseProxy::start(kind, server.addr).await;
     let anonymous = proxy.client();
     let alice = register_via(&anonymous, "alice", 3).await;
@@ -445,13 +470,25 @@ async fn through_proxy(kind: ProxyKind) {
         b"after the upload"
     );
 
-    // /metrics is not served through the proxy, even with a token configured elsewhere.
+    // /metrics is not served through the proxy, even with the token the server takes.
     let metrics = anonymous
         .request(reqwest::Method::GET, "/metrics")
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
     assert_eq!(metrics.status(), reqwest::StatusCode::NOT_FOUND);
+    let direct = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        direct.status(),
+        reqwest::StatusCode::OK,
+        "the server itself serves it"
+    );
     // Plain HTTP is redirected to HTTPS.
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

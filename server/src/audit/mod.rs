@@ -88,6 +88,9 @@ pub enum Action {
     ConfigReload,
     /// Data was purged under the retention policy.
     RetentionPurge,
+    /// The store was restored from a backup (`tacit-server restore`): the unclaimed
+    /// one-time prekeys of the snapshot were dropped (`count`).
+    BackupRestore,
     /// The audit log was exported.
     AuditExport,
     /// A checkpoint of the audit log was signed.
@@ -108,7 +111,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in a stable order.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::AccountRegister,
         Self::AccountDelete,
         Self::UserDisable,
@@ -125,6 +128,7 @@ impl Action {
         Self::RateLimitTrip,
         Self::ConfigReload,
         Self::RetentionPurge,
+        Self::BackupRestore,
         Self::AuditExport,
         Self::AuditCheckpoint,
         Self::OidcTokenRefused,
@@ -154,6 +158,7 @@ impl Action {
             Self::RateLimitTrip => "rate-limit-trip",
             Self::ConfigReload => "config-reload",
             Self::RetentionPurge => "retention-purge",
+            Self::BackupRestore => "backup-restore",
             Self::AuditExport => "audit-export",
             Self::AuditCheckpoint => "audit-checkpoint",
             Self::OidcTokenRefused => "oidc-token-refused",
@@ -186,6 +191,7 @@ impl Action {
             | Self::InviteRevoke
             | Self::ConfigReload
             | Self::RetentionPurge
+            | Self::BackupRestore
             | Self::AuditExport
             | Self::AuditCheckpoint => "configuration",
         }

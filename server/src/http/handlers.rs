@@ -690,8 +690,7 @@ pub(super) async fn metrics(
 /// The metrics text; the store's totals are cached for a few seconds, so a scrape costs
 /// no table scan when scrapes come often.
 pub(super) async fn render_metrics(svc: &crate::service::Services) -> impl IntoResponse + use<> {
-    let stats = svc.cached_stats().await;
-    let ops = svc.operations().await;
+    let (stats, ops) = tokio::join!(svc.cached_stats(), svc.operations());
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         svc.metrics.render(stats, &ops),

@@ -20,8 +20,6 @@ use super::{AuthedDevice, Services, now, random_secret};
 use crate::error::ApiError;
 use crate::store::{BlobId, BlobRead, BlobRecord, NewBlob, Opened, StoreError};
 
-/// Expired blobs deleted per store round trip while purging.
-const PURGE_BATCH: u32 = 500;
 /// The largest blob that carries a file of `max_file_bytes` ([`tacit_api::blob_size`]).
 #[must_use]
 pub fn max_blob_bytes(max_file_bytes: u64) -> u64 {
@@ -272,19 +270,36 @@ impl Services {
     /// the records (so a crash in between leaves records that the next purge finishes).
     /// Returns how many went.
     pub async fn purge_expired_blobs(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let batch = self.config.retention.purge_batch;
         let mut purged = 0;
         loop {
-            let ids = self.store.expired_blobs(now, PURGE_BATCH).await?;
-            for id in &ids {
-                self.blobs.remove(*id).await.map_err(StoreError::BlobFile)?;
+            match self.purge_blob_batch(now, batch).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < batch as usize {
+                        self.audit_purge("blobs", purged as u64).await;
+                        return Ok(purged);
+                    }
+                }
+                Err(e) => {
+                    // What went before this batch is gone and must be recorded.
+                    self.audit_purge("blobs", purged as u64).await;
+                    return Err(e);
+                }
             }
-            self.store.delete_blob_records(&ids).await?;
-            purged += ids.len();
-            if ids.len() < PURGE_BATCH as usize {
-                self.audit_purge("blobs", purged as u64).await;
-                return Ok(purged);
-            }
+            tokio::task::yield_now().await;
         }
+    }
+
+    /// One batch of [`Self::purge_expired_blobs`]: how many blobs went.
+    async fn purge_blob_batch(&self, now: Timestamp, batch: u32) -> Result<usize, StoreError> {
+        let ids = self.store.expired_blobs(now, batch).await?;
+        for id in &ids {
+            self.blobs.remove(*id).await.map_err(StoreError::BlobFile)?;
+        }
+        self.store.delete_blob_records(&ids).await?;
+        self.metrics.purged("blobs", ids.len() as u64);
+        Ok(ids.len())
     }
 
     /// Delete every blob of a deleted account.
@@ -410,6 +425,13 @@ mod tests {
         let later = Timestamp(now().0 + 31 * 24 * 3600 * 1000);
         assert_eq!(svc.purge_expired_blobs(later).await.unwrap(), 3);
         assert_eq!(files(), 0);
+        let text = svc
+            .metrics
+            .render(None, &crate::metrics::Operations::default());
+        assert!(
+            text.contains("tacit_retention_purged_total{kind=\"blobs\"} 3"),
+            "{text}"
+        );
         assert!(store.expired_blobs(later, 10).await.unwrap().is_empty());
     }
 }

@@ -25,6 +25,7 @@ mod messages;
 mod oidc;
 mod provisioning;
 mod ratelimit;
+mod retention;
 mod rules;
 mod scim;
 mod security;
@@ -38,6 +39,7 @@ pub(crate) use messages::MAX_MULTICAST_DEVICES;
 pub use oidc::LogoutError;
 pub(crate) use provisioning::MAX_ANSWER_BYTES;
 pub use ratelimit::RateLimiter;
+pub use retention::IdlePurge;
 pub use rules::Rules;
 pub use scim::{
     Changes as ScimChanges, ScimError, parse_patch as parse_scim_patch,
@@ -106,6 +108,10 @@ pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
         v4 @ std::net::IpAddr::V4(_) => v4,
     }
 }
+
+/// How long a scrape waits for each of the store's answers (its totals, its ping) before
+/// it leaves the totals out and reports not ready.
+pub const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long the store's totals for `/metrics` are reused.
 pub const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -196,15 +202,21 @@ impl Services {
         }
     }
 
-    /// The store's totals, read at most every [`STATS_MAX_AGE`] (they cost table scans).
+    /// The store's totals, read at most every [`STATS_MAX_AGE`] (they cost table scans);
+    /// `None` when the store cannot answer within [`SCRAPE_DEADLINE`].
     pub async fn cached_stats(&self) -> Option<crate::store::StoreStats> {
-        let mut cached = self.stats.lock().await;
+        let mut cached = tokio::time::timeout(SCRAPE_DEADLINE, self.stats.lock())
+            .await
+            .ok()?;
         if let Some((at, stats)) = *cached
             && at.elapsed() < STATS_MAX_AGE
         {
             return Some(stats);
         }
-        let stats = self.store.stats().await.ok()?;
+        let stats = tokio::time::timeout(SCRAPE_DEADLINE, self.store.stats())
+            .await
+            .ok()?
+            .ok()?;
         *cached = Some((std::time::Instant::now(), stats));
         Some(stats)
     }
@@ -225,8 +237,14 @@ impl Services {
         })
         .await
         .unwrap_or_default();
+        // A database that does not answer must show as not ready, not as a scrape that
+        // times out (Prometheus gives up after 10 s by default, and the alert would read
+        // "down").
+        let ready = tokio::time::timeout(SCRAPE_DEADLINE, self.ready())
+            .await
+            .unwrap_or(false);
         crate::metrics::Operations {
-            ready: self.ready().await,
+            ready,
             mailbox_depth_limit: self.config.limits.max_mailbox_depth,
             filesystems,
             process,
@@ -331,14 +349,6 @@ impl Services {
     /// second.
     pub async fn maintain_store(&self) -> Result<(), StoreError> {
         self.store.maintain().await
-    }
-
-    /// Delete expired envelopes, idempotency records and provisioning channels. Returns
-    /// how many envelopes went (recorded as a `retention-purge` audit entry when some did).
-    pub async fn purge_expired_messages(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let purged = self.store.purge_expired(now).await?;
-        self.audit_purge("envelopes", purged).await;
-        Ok(purged)
     }
 
     /// Forget rate-limiter entries that have refilled; called periodically.

@@ -3,7 +3,10 @@
 
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
-use super::{DeviceAuth, DeviceRecord, Mailbox, NewDevice, RevocationKind, SecretHash, StoreError};
+use super::{
+    DeviceAuth, DeviceRecord, IdleDevice, Mailbox, NewDevice, RevocationKind, SecretHash,
+    StoreError,
+};
 use crate::audit::Event;
 use crate::store::AccountId;
 
@@ -323,6 +326,37 @@ where
                     name,
                     created_at: tacit_api::Timestamp(created_at),
                     identity_key,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn idle_devices(
+        &self,
+        before: tacit_api::Timestamp,
+        limit: u32,
+    ) -> Result<Vec<IdleDevice>, StoreError> {
+        let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT d.account_id, d.device_id, a.username, \
+             (SELECT COUNT(*) FROM devices o WHERE o.account_id = d.account_id \
+              AND COALESCE(o.last_seen_at, o.created_at) > $1) \
+             FROM devices d JOIN accounts a ON a.id = d.account_id \
+             WHERE COALESCE(d.last_seen_at, d.created_at) <= $1 \
+             ORDER BY d.account_id, d.device_id LIMIT $2",
+        )
+        .bind(before.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|(account, device, username, active)| {
+                Ok(IdleDevice {
+                    mailbox: Mailbox {
+                        account: AccountId(account),
+                        device: sql::to_device(device)?,
+                    },
+                    username,
+                    others_active: active > 0,
                 })
             })
             .collect()

@@ -19,6 +19,22 @@ where
     for<'q> &'q [u8]: Param<'q, B>,
     for<'q> Option<&'q str>: Param<'q, B>,
 {
+    pub(super) async fn drop_one_time_prekeys(
+        &self,
+        audit: &crate::audit::Event,
+        now: tacit_api::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let gone = sqlx::query("DELETE FROM one_time_prekeys")
+            .execute(&mut *tx)
+            .await?;
+        let gone = B::rows_affected(&gone);
+        let audit = audit.clone().detail(crate::audit::Detail::Count, gone);
+        Self::append(&mut tx, &audit, now.0).await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     pub(super) async fn insert_one_time(
         conn: &mut B::Connection,
         account: AccountId,

@@ -463,12 +463,20 @@ where
         Ok(deleted)
     }
 
-    pub(super) async fn purge_expired(&self, now: tacit_api::Timestamp) -> Result<u64, StoreError> {
+    pub(super) async fn purge_expired(
+        &self,
+        now: tacit_api::Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.write.begin().await?;
-        let gone = sqlx::query("DELETE FROM envelopes WHERE expires_at <= $1")
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
+        let gone = sqlx::query(
+            "DELETE FROM envelopes WHERE id IN (SELECT id FROM envelopes \
+             WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+        )
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
         let gone = B::rows_affected(&gone);
         sqlx::query("DELETE FROM sent_messages WHERE expires_at <= $1")
             .bind(now.0)

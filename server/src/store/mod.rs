@@ -270,6 +270,17 @@ pub struct DeviceRecord {
     pub identity_key: Vec<u8>,
 }
 
+/// A device without contact for longer than the retention allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleDevice {
+    /// Its mailbox address.
+    pub mailbox: Mailbox,
+    /// Its account's username.
+    pub username: String,
+    /// Whether the account has a device that is not idle (if not, the account goes).
+    pub others_active: bool,
+}
+
 /// A provisioning channel as the devices on either end see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRecord {
@@ -778,8 +789,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Envelope>, StoreError>;
     /// Delete acknowledged envelopes of a mailbox. Returns how many were deleted.
     async fn ack(&self, mailbox: Mailbox, ids: &[u64]) -> Result<u64, StoreError>;
-    /// Delete expired envelopes and idempotency records. Returns how many envelopes went.
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// Delete up to `limit` expired envelopes (oldest expiry first) in one transaction,
+    /// with the expired idempotency records, provisioning channels, used sign-in tokens,
+    /// old revocations and orphaned multicast bodies. Returns how many envelopes went: as
+    /// many as `limit` means more may be left for another call.
+    async fn purge_expired(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
+    /// Delete every unclaimed one-time prekey (after a restore: a snapshot's one-time
+    /// prekey may have been handed out after the snapshot was taken, and serving it again
+    /// would break the protocol's one-use guarantee; clients upload new ones), recording
+    /// `audit` with the count. Returns how many went.
+    async fn drop_one_time_prekeys(&self, audit: &Event, now: Timestamp)
+    -> Result<u64, StoreError>;
+    /// Up to `limit` devices with no contact since `before` (their last authentication, or
+    /// their creation when never seen), in account and device order.
+    async fn idle_devices(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<IdleDevice>, StoreError>;
     /// Reserve a blob for its owner's account, unless the unexpired blobs of the account
     /// (counted at their declared sizes) plus this one would exceed `quota` bytes:
     /// [`StoreError::QuotaExceeded`]. Concurrent reservations of one account are serialized.

@@ -14,9 +14,9 @@ use tacit_api::{DeviceId, Envelope, PrekeyBundle, PrekeyCount, Timestamp, Upload
 
 use super::backend::{Backend, Param, Value};
 use super::{
-    BatchOutcome, BlobRecord, ChannelAnswer, ChannelRecord, DeviceAuth, DeviceRecord, KIND_KEM,
-    KIND_X25519, Mailbox, NewBlob, NewDevice, NewMessage, Revocation, SecretHash, SendOutcome,
-    SendRules, Store, StoreError, StoreStats,
+    BatchOutcome, BlobRecord, ChannelAnswer, ChannelRecord, DeviceAuth, DeviceRecord, IdleDevice,
+    KIND_KEM, KIND_X25519, Mailbox, NewBlob, NewDevice, NewMessage, Revocation, SecretHash,
+    SendOutcome, SendRules, Store, StoreError, StoreStats,
 };
 
 /// The store over one database: a pool that writes and a pool that reads (for SQLite, a
@@ -553,8 +553,24 @@ where
         Self::ack(self, mailbox, ids).await
     }
 
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        Self::purge_expired(self, now).await
+    async fn purge_expired(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        Self::purge_expired(self, now, limit).await
+    }
+
+    async fn idle_devices(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<IdleDevice>, StoreError> {
+        Self::idle_devices(self, before, limit).await
+    }
+
+    async fn drop_one_time_prekeys(
+        &self,
+        audit: &Event,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        Self::drop_one_time_prekeys(self, audit, now).await
     }
 
     async fn create_blob(&self, blob: &NewBlob, quota: u64) -> Result<(), StoreError> {

@@ -404,7 +404,11 @@ async fn suite(store: Arc<dyn Store>) {
             .len()
             == 2
     );
-    assert_eq!(store.purge_expired(Timestamp(3_000)).await.unwrap(), 10);
+    // In batches: at most `limit` envelopes per call, oldest expiry first.
+    assert_eq!(store.purge_expired(Timestamp(3_000), 4).await.unwrap(), 4);
+    assert_eq!(store.purge_expired(Timestamp(3_000), 4).await.unwrap(), 4);
+    assert_eq!(store.purge_expired(Timestamp(3_000), 4).await.unwrap(), 2);
+    assert_eq!(store.purge_expired(Timestamp(3_000), 4).await.unwrap(), 0);
     // The idempotency record expired with them.
     assert!(matches!(
         store
@@ -532,7 +536,7 @@ async fn multicast(store: &dyn Store, alice: AccountId, bob: AccountId) {
     ));
     // Acknowledged by one: still there for the other; by both: purged.
     store.ack(mb(carol, 1), &[carol_box[0].id]).await.unwrap();
-    store.purge_expired(now).await.unwrap();
+    store.purge_expired(now, u32::MAX).await.unwrap();
     assert_eq!(
         store.stats().await.unwrap().message_bodies,
         before.message_bodies + 1
@@ -542,7 +546,7 @@ async fn multicast(store: &dyn Store, alice: AccountId, bob: AccountId) {
         let ids: Vec<u64> = inbox.iter().map(|e| e.id).collect();
         store.ack(mailbox, &ids).await.unwrap();
     }
-    store.purge_expired(now).await.unwrap();
+    store.purge_expired(now, u32::MAX).await.unwrap();
     assert_eq!(
         store.stats().await.unwrap().message_bodies,
         before.message_bodies
@@ -679,7 +683,7 @@ async fn linking_and_deletion(store: &dyn Store, alice: AccountId) {
         .create_channel(&ChannelId([3; 16]), b"k", now, Timestamp(now.0 + 1))
         .await
         .unwrap();
-    store.purge_expired(later).await.unwrap();
+    store.purge_expired(later, u32::MAX).await.unwrap();
     assert!(
         store
             .channel(&ChannelId([3; 16]), now)
@@ -1279,7 +1283,7 @@ async fn administration(store: Arc<dyn Store>) {
 
     // Revocations older than ten minutes are purged with the expired envelopes.
     store
-        .purge_expired(Timestamp(now.0 + 11 * 60 * 1000))
+        .purge_expired(Timestamp(now.0 + 11 * 60 * 1000), u32::MAX)
         .await
         .unwrap();
     assert!(store.revocations_after(0, 100).await.unwrap().is_empty());
@@ -1530,7 +1534,10 @@ async fn oidc(store: Arc<dyn Store>) {
             .unwrap()
     );
     // Expired entries go with the housekeeping, and the key is usable again after.
-    store.purge_expired(Timestamp(5_000)).await.unwrap();
+    store
+        .purge_expired(Timestamp(5_000), u32::MAX)
+        .await
+        .unwrap();
     assert!(
         store
             .use_oidc_token(&[8; 32], Timestamp(9_000))
@@ -1722,6 +1729,24 @@ async fn prekey_stock(store: Arc<dyn Store>) {
         u64::from(water - 1 + water + 5),
         "full's and plenty's"
     );
+    // After a restore, every unclaimed one-time prekey goes, audited with the count.
+    let restore = Event::new(
+        crate::audit::Action::BackupRestore,
+        crate::audit::Outcome::Success,
+    );
+    let both = 2 * u64::from(water - 1 + water + 5);
+    assert_eq!(
+        store.drop_one_time_prekeys(&restore, now).await.unwrap(),
+        both
+    );
+    let bundle = store.claim_bundle(mb(full, 1)).await.unwrap().unwrap();
+    assert!(bundle.one_time_prekey.is_none() && bundle.kem_prekey_is_last_resort);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.one_time_prekeys + stats.one_time_kem_prekeys, 0);
+    assert_eq!(stats.devices_low_one_time_prekeys, 3);
+    let last = store.audit_entries(0, 100).await.unwrap().pop().unwrap();
+    assert_eq!(last.action, "backup-restore");
+    assert_eq!(last.details["count"], both.to_string());
 }
 
 #[tokio::test]

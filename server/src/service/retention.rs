@@ -1,0 +1,340 @@
+//! Retention: what the housekeeping task deletes, in batches of `retention.purge_batch`
+//! with a yield between them (so the group-commit writer gets the database between two
+//! batches and sends are not held up behind a long purge), counted in
+//! `tacit_retention_purged_total{kind}` and written to the audit log.
+//!
+//! - Envelopes past `limits.message_ttl_secs`: one `retention-purge` entry per purge.
+//! - Blobs past `blobs.ttl_secs` (service/blobs.rs): likewise.
+//! - Devices idle for `retention.idle_device_days`: each removed with its own
+//!   `device-remove` entry (`reason: idle`); an account all of whose devices are idle is
+//!   deleted with an `account-delete` entry (`reason: idle`).
+
+use std::collections::HashSet;
+
+use tacit_api::Timestamp;
+use tracing::info;
+
+use super::Origin;
+use super::Services;
+use super::credentials::Revoked;
+use crate::audit::{Action, Detail};
+use crate::error::ApiError;
+use crate::store::StoreError;
+
+/// A day, in the store's milliseconds.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What one idle-device purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdlePurge {
+    /// Devices removed from accounts that keep another, active device.
+    pub devices: u64,
+    /// Accounts deleted because every device of theirs was idle.
+    pub accounts: u64,
+}
+
+impl Services {
+    /// Delete the envelopes expired at `now` (and the idempotency records, provisioning
+    /// channels and used sign-in tokens expired with them), a batch at a time. Returns how
+    /// many envelopes went (one `retention-purge` audit entry when some did).
+    pub async fn purge_expired_messages(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let batch = self.config.retention.purge_batch;
+        let mut purged = 0;
+        loop {
+            let gone = self.store.purge_expired(now, batch).await;
+            let gone = match gone {
+                Ok(gone) => gone,
+                Err(e) => {
+                    // What went before this batch is gone and must be recorded.
+                    self.audit_purge("envelopes", purged).await;
+                    return Err(e);
+                }
+            };
+            purged += gone;
+            self.metrics.purged("envelopes", gone);
+            if gone < u64::from(batch) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.audit_purge("envelopes", purged).await;
+        Ok(purged)
+    }
+
+    /// Remove the devices with no contact for `retention.idle_device_days` before `now`
+    /// (none when it is 0), and delete the accounts all of whose devices are idle. Each
+    /// removal is audited with `reason: idle`; credentials stop working and sockets close
+    /// at once, as for an administrator's removal.
+    pub async fn purge_idle_devices(&self, now: Timestamp) -> Result<IdlePurge, ApiError> {
+        let mut done = IdlePurge::default();
+        let days = self.config.retention.idle_device_days;
+        if days == 0 {
+            return Ok(done);
+        }
+        // Contact is written to the store about once a minute: write what is pending first.
+        self.flush_last_seen().await?;
+        let before = Timestamp(now.0.saturating_sub(i64::from(days) * DAY_MS));
+        let batch = self.config.retention.purge_batch;
+        loop {
+            let idle = self.store.idle_devices(before, batch).await?;
+            let mut progress = false;
+            let mut deleted = HashSet::new();
+            for device in &idle {
+                let account = device.mailbox.account;
+                if deleted.contains(&account) {
+                    continue;
+                }
+                if device.others_active {
+                    let audit = Origin::Server
+                        .event(Action::DeviceRemove)
+                        .target(&device.username)
+                        .device(device.mailbox.device.0)
+                        .detail(Detail::Reason, "idle");
+                    match self.store.remove_device(device.mailbox, now, &audit).await {
+                        Ok(true) => {
+                            self.count_audited(Action::DeviceRemove);
+                            self.credentials.revoke(device.mailbox, Revoked::Removed);
+                            self.hub.revoke(device.mailbox);
+                            self.metrics.purged("devices", 1);
+                            done.devices += 1;
+                            progress = true;
+                        }
+                        // Removed meanwhile, or the account's active devices went meanwhile
+                        // (the next purge deletes the account).
+                        Ok(false) | Err(StoreError::LastDevice) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    let audit = Origin::Server
+                        .event(Action::AccountDelete)
+                        .target(&device.username)
+                        .detail(Detail::Reason, "idle");
+                    self.delete_account_of(account, &device.username, &audit)
+                        .await?;
+                    self.metrics.purged("accounts", 1);
+                    deleted.insert(account);
+                    done.accounts += 1;
+                    progress = true;
+                }
+            }
+            if idle.len() < batch as usize || !progress {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if done != IdlePurge::default() {
+            info!(
+                devices = done.devices,
+                accounts = done.accounts,
+                days,
+                "removed idle devices"
+            );
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use tacit_api::{Ciphertext, DeviceId};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::{
+        Mailbox, NewDevice, NewMessage, PostgresStore, SecretHash, SqliteStore, Store,
+    };
+
+    fn device(tag: u8) -> NewDevice {
+        NewDevice {
+            name: None,
+            credential_hash: SecretHash::from_bytes([tag; 32]),
+            keys: crate::store::tests::keys(2),
+        }
+    }
+
+    fn ev() -> crate::audit::Event {
+        crate::audit::Event::new(Action::AccountRegister, crate::audit::Outcome::Success)
+    }
+
+    /// Expired envelopes and blobs go in batches, each purge counted and audited once
+    /// (blobs with their files); idle devices go one by
+    /// one, an account with only idle devices as a whole, each audited `reason: idle`; the
+    /// active ones stay, and with `idle_device_days = 0` nothing is removed.
+    async fn retention(store: Arc<dyn Store>) {
+        store.migrate().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let start = Timestamp(1_000);
+        let month = Timestamp(start.0 + 31 * DAY_MS);
+        let alice = store
+            .create_account("alice", None, device(1), start, &ev())
+            .await
+            .unwrap();
+        store
+            .add_device(alice, device(2), 5, start, &ev())
+            .await
+            .unwrap();
+        let bob = store
+            .create_account("bob", None, device(3), start, &ev())
+            .await
+            .unwrap();
+        // Carol registered a week before the purge; alice's first device was seen then.
+        let carol = store
+            .create_account(
+                "carol",
+                None,
+                device(4),
+                Timestamp(month.0 - 7 * DAY_MS),
+                &ev(),
+            )
+            .await
+            .unwrap();
+        let alice1 = Mailbox {
+            account: alice,
+            device: DeviceId(1),
+        };
+        store
+            .touch_devices(&[(alice1, Timestamp(month.0 - 7 * DAY_MS))])
+            .await
+            .unwrap();
+        let carol1 = Mailbox {
+            account: carol,
+            device: DeviceId(1),
+        };
+        for i in 0..7 {
+            let sent = store
+                .store_message(
+                    NewMessage {
+                        sender: Mailbox {
+                            account: bob,
+                            device: DeviceId(1),
+                        },
+                        recipients: vec![carol],
+                        sender_username: "bob".into(),
+                        client_message_id: format!("m{i}"),
+                        server_ts: start,
+                        expires_at: Timestamp(start.0 + 1000),
+                        remember_until: Timestamp(start.0 + 1000),
+                        max_mailbox_depth: 100,
+                        envelopes: vec![(carol1, Ciphertext(vec![7].into()))],
+                        body: None,
+                    },
+                    &crate::service::Rules,
+                )
+                .await;
+            assert!(
+                matches!(sent, Ok(crate::store::SendOutcome::Stored(_))),
+                "{sent:?}"
+            );
+        }
+
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        config.retention.purge_batch = 3;
+        let keep = Services::new(store.clone(), Arc::new(config.clone()));
+        assert_eq!(
+            keep.purge_idle_devices(month).await.unwrap(),
+            IdlePurge::default()
+        );
+        config.retention.idle_device_days = 30;
+        let svc = Services::new(store.clone(), Arc::new(config));
+
+        // Seven envelopes in batches of three: one purge, one audit entry.
+        assert_eq!(svc.purge_expired_messages(month).await.unwrap(), 7);
+        assert_eq!(svc.purge_expired_messages(month).await.unwrap(), 0);
+        assert_eq!(store.stats().await.unwrap().envelopes, 0);
+        // Blobs: kept until their TTL, then deleted with their files.
+        let caller = crate::service::AuthedDevice {
+            mailbox: carol1,
+            username: "carol".into(),
+        };
+        for size in [4, 8] {
+            svc.create_blob(&caller, tacit_api::CreateBlobRequest { size })
+                .await
+                .unwrap();
+        }
+        let real_now = crate::service::now();
+        assert_eq!(svc.purge_expired_blobs(real_now).await.unwrap(), 0);
+        let later = Timestamp(real_now.0 + 31 * DAY_MS);
+        assert_eq!(svc.purge_expired_blobs(later).await.unwrap(), 2);
+        assert!(store.expired_blobs(later, 10).await.unwrap().is_empty());
+
+        assert_eq!(
+            svc.purge_idle_devices(month).await.unwrap(),
+            IdlePurge {
+                devices: 1,
+                accounts: 1
+            }
+        );
+        let alice_devices: Vec<u32> = store
+            .devices(alice)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.device_id.0)
+            .collect();
+        assert_eq!(alice_devices, [1], "the idle second device went");
+        assert_eq!(store.account_id("bob").await.unwrap(), None);
+        assert!(store.devices(bob).await.unwrap().is_empty());
+        assert_eq!(store.devices(carol).await.unwrap().len(), 1);
+        // Nothing more is idle.
+        assert_eq!(
+            svc.purge_idle_devices(month).await.unwrap(),
+            IdlePurge::default()
+        );
+
+        let entries = store.audit_entries(0, 100).await.unwrap();
+        let of = |action: &str| -> Vec<&crate::audit::Entry> {
+            entries.iter().filter(|e| e.action == action).collect()
+        };
+        let purges: Vec<(&str, &str)> = of("retention-purge")
+            .iter()
+            .map(|e| (e.details["scope"].as_str(), e.details["count"].as_str()))
+            .collect();
+        assert_eq!(purges, [("envelopes", "7"), ("blobs", "2")]);
+        let removed = of("device-remove");
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert_eq!(removed[0].target_user.as_deref(), Some("alice"));
+        assert_eq!(removed[0].target_device, Some(2));
+        assert_eq!(removed[0].details["reason"], "idle");
+        let deleted = of("account-delete");
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        assert_eq!(deleted[0].target_user.as_deref(), Some("bob"));
+        assert_eq!(deleted[0].details["reason"], "idle");
+
+        let text = svc
+            .metrics
+            .render(None, &crate::metrics::Operations::default());
+        for line in [
+            "tacit_retention_purged_total{kind=\"envelopes\"} 7",
+            "tacit_retention_purged_total{kind=\"devices\"} 1",
+            "tacit_retention_purged_total{kind=\"accounts\"} 1",
+            "tacit_retention_purged_total{kind=\"blobs\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+        retention(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_retention() {
+        let db = tacit_tests::TestDatabase::create()
+            .await
+            .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+        retention(Arc::new(PostgresStore::connect(&db.url).await.unwrap())).await;
+    }
+}
