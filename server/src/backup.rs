@@ -9,10 +9,11 @@
 //!
 //! A restore unpacks into a staging directory inside the target, checks every file against
 //! the manifest (a file that is missing, extra, of another size or another digest, or a path
-//! outside the layout refuses the whole archive before anything is put in place), then
-//! moves the files in. The caller then drops the unclaimed one-time prekeys
-//! ([`crate::store::Store::drop_one_time_prekeys`]): one may have been handed out after the
-//! snapshot.
+//! outside the layout refuses the whole archive before anything is put in place), prepares
+//! the staged database ([`crate::store::Store::after_restore`]: the unclaimed one-time
+//! prekeys go, since one may have been handed out after the snapshot, and every device
+//! counts as seen now), then renames what was there aside, moves the new files in, and puts
+//! the old ones back if a step fails.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -102,6 +103,9 @@ pub enum BackupError {
         /// What is wrong.
         reason: String,
     },
+    /// The staged database could not be migrated or made safe to serve.
+    #[error("preparing the restored database: {0}")]
+    Store(crate::store::StoreError),
     /// The restore target holds data already.
     #[error(
         "{0} is not empty: restore into an empty directory, or pass --force to replace its database, blobs and certificate"
@@ -210,7 +214,7 @@ pub async fn backup(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "backup".to_owned());
     let staging = parent.join(format!(".{name}.{}.staging", std::process::id()));
-    fs::create_dir_all(&staging).map_err(io_at(&staging))?;
+    private_new_dir(&staging)?;
     let _staging = Cleanup(staging.clone());
     let snapshot = staging.join(DATABASE);
     let created_at_ms = crate::service::now().0;
@@ -240,13 +244,8 @@ pub async fn backup(
     let ids: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id FROM blobs ORDER BY id")
         .fetch_all(&mut snap)
         .await?;
-    let partial = out.with_file_name(format!("{name}.partial"));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&partial)
-        .map_err(io_at(&partial))?;
+    let partial = parent.join(format!(".{name}.{}.partial", std::process::id()));
+    let file = private_new_file(&partial)?;
     let _partial = Cleanup(partial.clone());
     let mut archive = tar::Builder::new(io::BufWriter::new(file));
     let mtime = u64::try_from(created_at_ms / 1000).unwrap_or(0);
@@ -262,8 +261,13 @@ pub async fn backup(
         let mut copied = false;
         for name in [blob.clone(), format!("{blob}.part")] {
             let path = blob_dir.join(&name);
-            let Ok(f) = fs::File::open(&path) else {
-                continue; // completed (renamed) meanwhile, or not there
+            let f = match fs::File::open(&path) {
+                Ok(f) => f,
+                // Completed (renamed) meanwhile, or not there: try the other name.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Anything else (a permission, a descriptor limit) fails the backup: it
+                // must never leave a blob out silently.
+                Err(e) => return Err(io_at(&path)(e)),
             };
             let size = f.metadata().map_err(io_at(&path))?.len();
             let entry = append(&mut archive, &format!("blobs/{name}"), size, f, mtime)
@@ -302,9 +306,14 @@ pub async fn backup(
     );
     let (cert, key) = crate::tls::self_signed_paths(&config.data_dir);
     for (path, name) in [(cert, "tls/cert.pem"), (key, "tls/key.pem")] {
-        if let Ok(f) = fs::File::open(&path) {
-            let size = f.metadata().map_err(io_at(&path))?.len();
-            files.push(append(&mut archive, name, size, f, mtime).map_err(io_at(&path))?);
+        match fs::File::open(&path) {
+            Ok(f) => {
+                let size = f.metadata().map_err(io_at(&path))?.len();
+                files.push(append(&mut archive, name, size, f, mtime).map_err(io_at(&path))?);
+            }
+            // Configured certificate files (tls.cert_file) instead: nothing generated here.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&path)(e)),
         }
     }
     let manifest = Manifest {
@@ -364,12 +373,13 @@ fn allowed(path: &str) -> bool {
 /// SQLite file, blob directory and `tls/`). Refuses a target that holds a database, blobs
 /// or a certificate unless `force`; with `force` those are replaced. Returns the manifest.
 /// Nothing is put in place unless every file matches the manifest.
-pub fn unpack(
+pub async fn unpack(
     config: &Config,
     archive: &Path,
     force: bool,
+    audit: &crate::audit::Event,
     mut progress: impl FnMut(&str),
-) -> Result<Manifest, BackupError> {
+) -> Result<Restored, BackupError> {
     let db = sqlite_path(config)?;
     let blob_dir = config.blob_dir();
     let (cert, key) = crate::tls::self_signed_paths(&config.data_dir);
@@ -386,13 +396,22 @@ pub fn unpack(
     };
     fs::create_dir_all(&config.data_dir).map_err(io_at(&config.data_dir))?;
     set_mode(&config.data_dir, 0o700)?;
+    // What a restore that crashed left behind (a copy of a database among it) goes first.
+    if let Ok(entries) = fs::read_dir(&config.data_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".restore.") && name.ends_with(".staging") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let staging = config
         .data_dir
         .join(format!(".restore.{}.staging", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(staging.join("blobs")).map_err(io_at(&staging))?;
-    fs::create_dir_all(staging.join("tls")).map_err(io_at(&staging))?;
+    private_new_dir(&staging)?;
     let _staging = Cleanup(staging.clone());
+    private_new_dir(&staging.join("blobs"))?;
+    private_new_dir(&staging.join("tls"))?;
 
     let file = fs::File::open(archive).map_err(io_at(archive))?;
     let mut tar = tar::Archive::new(io::BufReader::new(file));
@@ -412,6 +431,9 @@ pub fn unpack(
             return Err(damaged(format!("{path}: not a regular file")));
         }
         if path == MANIFEST {
+            if manifest.is_some() {
+                return Err(damaged(format!("two {MANIFEST}")));
+            }
             let mut text = Vec::new();
             (&mut entry)
                 .take(16 << 20)
@@ -481,51 +503,173 @@ pub fn unpack(
         rfc3339(manifest.created_at_ms)
     ));
 
-    // Everything matches: replace what is there.
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", db.display()));
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BackupError::Io { path, source: e }),
+    // Everything matches. The staged database is made safe to serve before it is put in
+    // place: migrated, its unclaimed one-time prekeys dropped, its devices counted as seen
+    // now, the restore audited. A restore that stops before this point leaves the target
+    // as it was.
+    let staged_db = staging.join(DATABASE);
+    let store = crate::store::SqliteStore::connect(&format!("sqlite://{}", staged_db.display()))
+        .await
+        .map_err(BackupError::Store)?;
+    let prepared = async {
+        crate::store::Store::migrate(&store).await?;
+        crate::store::Store::after_restore(&store, audit, crate::service::now()).await
+    }
+    .await;
+    crate::store::Store::close(&store).await;
+    let dropped = prepared.map_err(BackupError::Store)?;
+
+    // Put in place: what was there is renamed aside first and comes back if any step fails.
+    let mut moves = Moves::default();
+    let placed = place(&mut moves, &staging, &db, &blob_dir, &found, [&cert, &key]);
+    match placed {
+        Ok(blobs) => {
+            moves.commit();
+            progress(&format!(
+                "restored the database, {blobs} blob files and {} into {}; dropped {dropped} \
+                 unclaimed one-time prekeys",
+                if found.contains_key("tls/cert.pem") {
+                    "the TLS certificate"
+                } else {
+                    "no TLS certificate"
+                },
+                config.data_dir.display()
+            ));
+            Ok(Restored { manifest, dropped })
         }
+        Err(e) => {
+            moves.roll_back();
+            Err(e)
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The backup's manifest.
+    pub manifest: Manifest,
+    /// The unclaimed one-time prekeys dropped.
+    pub dropped: u64,
+}
+
+/// The renames of a restore, to undo on failure: old files set aside, new ones placed.
+#[derive(Default)]
+struct Moves {
+    /// (original, aside).
+    aside: Vec<(PathBuf, PathBuf)>,
+    /// New files put in place.
+    placed: Vec<PathBuf>,
+    /// Directories made to hold what was set aside.
+    aside_dirs: Vec<PathBuf>,
+}
+
+impl Moves {
+    /// Set `path` aside (if it exists) as `aside`.
+    fn set_aside(&mut self, path: &Path, aside: PathBuf) -> Result<(), BackupError> {
+        match fs::rename(path, &aside) {
+            Ok(()) => {
+                self.aside.push((path.to_owned(), aside));
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_at(path)(e)),
+        }
+    }
+
+    /// Put the staged `from` in place at `to`.
+    fn place(&mut self, from: &Path, to: &Path) -> Result<(), BackupError> {
+        move_file(from, to)?;
+        self.placed.push(to.to_owned());
+        Ok(())
+    }
+
+    /// Success: what was set aside goes.
+    fn commit(self) {
+        for (_, aside) in &self.aside {
+            let _ = fs::remove_file(aside).or_else(|_| fs::remove_dir_all(aside));
+        }
+        for dir in &self.aside_dirs {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+
+    /// Failure: the new files go, the old ones come back.
+    fn roll_back(self) {
+        for path in self.placed.iter().rev() {
+            let _ = fs::remove_file(path);
+        }
+        for (path, aside) in self.aside.iter().rev() {
+            let _ = fs::rename(aside, path);
+        }
+        for dir in &self.aside_dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Set aside the database, the blob directory's entries and the certificate, and put the
+/// staged ones in their places. Returns how many blob files were placed.
+fn place(
+    moves: &mut Moves,
+    staging: &Path,
+    db: &Path,
+    blob_dir: &Path,
+    found: &BTreeMap<String, (u64, String)>,
+    tls: [&Path; 2],
+) -> Result<usize, BackupError> {
+    let pid = std::process::id();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let path = PathBuf::from(format!("{}{suffix}", db.display()));
+        moves.set_aside(
+            &path,
+            PathBuf::from(format!("{}.replaced.{pid}{suffix}", db.display())),
+        )?;
     }
     if let Some(dir) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
     }
-    move_file(&staging.join(DATABASE), &db)?;
-    match fs::remove_dir_all(&blob_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_at(&blob_dir)(e)),
+    for suffix in ["", "-wal", "-shm"] {
+        let staged = PathBuf::from(format!("{}{suffix}", staging.join(DATABASE).display()));
+        if staged.exists() {
+            moves.place(&staged, &PathBuf::from(format!("{}{suffix}", db.display())))?;
+        }
     }
-    fs::create_dir_all(&blob_dir).map_err(io_at(&blob_dir))?;
-    set_mode(&blob_dir, 0o700)?;
+    // The blob directory may be a mount point: its entries are set aside inside it.
+    fs::create_dir_all(blob_dir).map_err(io_at(blob_dir))?;
+    set_mode(blob_dir, 0o700)?;
+    let aside_dir = blob_dir.join(format!(".replaced.{pid}"));
+    let old: Vec<PathBuf> = fs::read_dir(blob_dir)
+        .map_err(io_at(blob_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    if !old.is_empty() {
+        private_new_dir(&aside_dir)?;
+        moves.aside_dirs.push(aside_dir.clone());
+        for path in old {
+            if let Some(name) = path.file_name() {
+                moves.set_aside(&path, aside_dir.join(name))?;
+            }
+        }
+    }
     let mut blobs = 0;
     for path in found.keys().filter(|p| p.starts_with("blobs/")) {
         let name = &path["blobs/".len()..];
-        move_file(&staging.join(path), &blob_dir.join(name))?;
+        moves.place(&staging.join(path), &blob_dir.join(name))?;
         blobs += 1;
     }
-    for (path, target) in [("tls/cert.pem", &cert), ("tls/key.pem", &key)] {
-        let _ = fs::remove_file(target);
+    for (path, target) in [("tls/cert.pem", tls[0]), ("tls/key.pem", tls[1])] {
+        let aside = target.with_extension(format!("pem.replaced.{pid}"));
+        moves.set_aside(target, aside)?;
         if found.contains_key(path) {
             if let Some(dir) = target.parent() {
                 fs::create_dir_all(dir).map_err(io_at(dir))?;
+                set_mode(dir, 0o700)?;
             }
-            move_file(&staging.join(path), target)?;
+            moves.place(&staging.join(path), target)?;
         }
     }
-    progress(&format!(
-        "restored the database, {blobs} blob files and {} into {}",
-        if found.contains_key("tls/cert.pem") {
-            "the TLS certificate"
-        } else {
-            "no TLS certificate"
-        },
-        config.data_dir.display()
-    ));
-    Ok(manifest)
+    Ok(blobs)
 }
 
 /// `ms` since the Unix epoch as RFC 3339 (the number itself if out of range).
@@ -538,6 +682,24 @@ pub fn rfc3339(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// A new directory readable by its owner only; an existing one (someone else's, say, in a
+/// shared directory) is an error.
+fn private_new_dir(path: &Path) -> Result<(), BackupError> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(io_at(path))
+}
+
+/// A new file readable by its owner only; an existing one is an error.
+fn private_new_file(path: &Path) -> Result<fs::File, BackupError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(io_at(path))
 }
 
 /// Rename, or copy and remove across filesystems.
@@ -591,6 +753,13 @@ mod tests {
         ] {
             assert!(!allowed(bad), "{bad}");
         }
+    }
+
+    fn restore_event() -> crate::audit::Event {
+        crate::audit::Event::new(
+            crate::audit::Action::BackupRestore,
+            crate::audit::Outcome::Success,
+        )
     }
 
     fn config(dir: &Path) -> Config {
@@ -683,8 +852,11 @@ mod tests {
 
         let dst = tempfile::tempdir().unwrap();
         let target = config(&dst.path().join("data"));
-        let manifest = unpack(&target, &out, false, |_| {}).unwrap();
-        assert_eq!(manifest, summary.manifest);
+        let restored = unpack(&target, &out, false, &restore_event(), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(restored.manifest, summary.manifest);
+        assert_eq!(restored.dropped, 0);
         assert_eq!(
             fs::read(target.blob_dir().join(keep.to_string())).unwrap(),
             b"ciphertext of a file"
@@ -706,10 +878,12 @@ mod tests {
 
         // Not into a directory holding data, unless forced.
         assert!(matches!(
-            unpack(&target, &out, false, |_| {}),
+            unpack(&target, &out, false, &restore_event(), |_| {}).await,
             Err(BackupError::NotEmpty(_))
         ));
-        unpack(&target, &out, true, |_| {}).unwrap();
+        unpack(&target, &out, true, &restore_event(), |_| {})
+            .await
+            .unwrap();
 
         // A flipped byte, a cut archive, a foreign file: refused, nothing replaced.
         let empty = tempfile::tempdir().unwrap();
@@ -722,16 +896,19 @@ mod tests {
         tampered[at] ^= 1;
         let bad = empty.path().join("bad.tar");
         fs::write(&bad, &tampered).unwrap();
-        let err = unpack(&fresh, &bad, false, |_| {}).unwrap_err().to_string();
+        let err = unpack(&fresh, &bad, false, &restore_event(), |_| {})
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SHA-256"), "{err}");
         fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
         assert!(matches!(
-            unpack(&fresh, &bad, false, |_| {}),
+            unpack(&fresh, &bad, false, &restore_event(), |_| {}).await,
             Err(BackupError::Damaged { .. })
         ));
         fs::write(&bad, b"not a tar archive at all, just some bytes").unwrap();
         assert!(matches!(
-            unpack(&fresh, &bad, false, |_| {}),
+            unpack(&fresh, &bad, false, &restore_event(), |_| {}).await,
             Err(BackupError::Damaged { .. })
         ));
         assert!(

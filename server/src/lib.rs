@@ -35,6 +35,8 @@ use store::Store;
 
 /// How often expired envelopes are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long after a start the idle-device retention waits (an outage is no one's absence).
+const IDLE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// How often the security events counted in memory are written to the audit log (each
 /// source or rate limit at most once per [`service::WINDOW`]).
@@ -244,6 +246,7 @@ async fn housekeeping(
     audit_key: Option<(audit::AuditKey, Duration)>,
     mut down: watch::Receiver<bool>,
 ) {
+    let started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     let mut upkeep = tokio::time::interval(Duration::from_secs(1));
     let mut security = tokio::time::interval(SECURITY_FLUSH_INTERVAL);
@@ -289,7 +292,11 @@ async fn housekeeping(
                     Ok(n) => info!(blobs = n, "purged expired blobs"),
                     Err(e) => warn!(error = %e, "purging expired blobs failed"),
                 }
-                if let Err(e) = svc.purge_idle_devices(service::now()).await {
+                // Not in the first day after a start: after an outage, devices get a day
+                // to come back before their absence counts.
+                if started.elapsed() >= IDLE_GRACE
+                    && let Err(e) = svc.purge_idle_devices(service::now()).await
+                {
                     warn!(error = %e, "removing idle devices failed");
                 }
                 svc.prune();

@@ -795,8 +795,9 @@ fn restore(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let audit = Origin::Host.event(tacit_server::audit::Action::BackupRestore);
     runtime.block_on(async {
-        let manifest = match (file, after_pg_restore) {
+        match (file, after_pg_restore) {
             (_, true) => {
                 if config.backend_name() != "postgresql" {
                     anyhow::bail!(
@@ -804,33 +805,34 @@ fn restore(
                          a SQLite store is restored from its archive: restore FILE"
                     );
                 }
-                None
+                let store = open_store(config).await?;
+                let dropped = store
+                    .after_restore(&audit, tacit_server::service::now())
+                    .await
+                    .context("dropping the restored one-time prekeys");
+                store.close().await;
+                println!(
+                    "prepared the restored database; dropped {} unclaimed one-time prekeys \
+                     (clients upload new ones)",
+                    dropped?
+                );
             }
-            (Some(file), false) => Some(
-                tacit_server::backup::unpack(config, file, force, |line| {
+            (Some(file), false) => {
+                let restored = tacit_server::backup::unpack(config, file, force, &audit, |line| {
                     eprintln!("restore: {line}");
                 })
-                .with_context(|| format!("restoring {}", file.display()))?,
-            ),
+                .await
+                .with_context(|| format!("restoring {}", file.display()))?;
+                println!(
+                    "restored the backup of {} ({} files); dropped {} unclaimed one-time \
+                     prekeys (clients upload new ones)",
+                    tacit_server::backup::rfc3339(restored.manifest.created_at_ms),
+                    restored.manifest.files.len(),
+                    restored.dropped
+                );
+            }
             (None, false) => anyhow::bail!("name the archive to restore: restore FILE"),
-        };
-        let store = open_store(config).await?;
-        let audit = Origin::Host.event(tacit_server::audit::Action::BackupRestore);
-        let dropped = store
-            .drop_one_time_prekeys(&audit, tacit_server::service::now())
-            .await
-            .context("dropping the restored one-time prekeys")?;
-        store.close().await;
-        println!(
-            "restored{}; dropped {dropped} unclaimed one-time prekeys (clients upload new ones)",
-            manifest
-                .map(|m| format!(
-                    " the backup of {} ({} files)",
-                    tacit_server::backup::rfc3339(m.created_at_ms),
-                    m.files.len()
-                ))
-                .unwrap_or_default()
-        );
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

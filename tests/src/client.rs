@@ -173,7 +173,11 @@ impl Client {
         (tx, request)
     }
 
-    pub async fn connect(&self, url: &str) -> Socket {
+    /// The WebSocket upgrade request to `url` with this device's credential.
+    fn upgrade_request(
+        &self,
+        url: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert(
             "authorization",
@@ -181,6 +185,11 @@ impl Client {
                 .parse()
                 .unwrap(),
         );
+        request
+    }
+
+    pub async fn connect(&self, url: &str) -> Socket {
+        let request = self.upgrade_request(url);
         let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         Socket { ws }
     }
@@ -191,13 +200,7 @@ impl Client {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.credential.as_ref().unwrap())
-                .parse()
-                .unwrap(),
-        );
+        let request = self.upgrade_request(url);
         let (ws, _) = tokio_tungstenite::client_async(request, stream)
             .await
             .unwrap();

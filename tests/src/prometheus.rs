@@ -115,20 +115,26 @@ impl Prometheus {
         std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
-    /// The result vector of an instant query (panics on a query error, naming it).
-    pub async fn query(&self, expr: &str) -> Vec<Value> {
+    /// The `data` of a successful answer of the HTTP API at `path` (panics otherwise,
+    /// naming what was asked).
+    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Value {
         let body: Value = self
             .http
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr)])
+            .get(format!("{}{path}", self.url))
+            .query(query)
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        assert_eq!(body["status"], "success", "{expr}: {body}");
-        body["data"]["result"]
+        assert_eq!(body["status"], "success", "{path} {query:?}: {body}");
+        body["data"].clone()
+    }
+
+    /// The result vector of an instant query (panics on a query error, naming it).
+    pub async fn query(&self, expr: &str) -> Vec<Value> {
+        self.api("/api/v1/query", &[("query", expr)]).await["result"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -153,17 +159,7 @@ impl Prometheus {
 
     /// The alerts pending or firing: `(alertname, state)`.
     pub async fn alerts(&self) -> Vec<(String, String)> {
-        let body: Value = self
-            .http
-            .get(format!("{}/api/v1/alerts", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["status"], "success", "{body}");
-        body["data"]["alerts"]
+        self.api("/api/v1/alerts", &[]).await["alerts"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -179,17 +175,7 @@ impl Prometheus {
 
     /// The rule groups Prometheus loaded (`/api/v1/rules`).
     pub async fn rules(&self) -> Value {
-        let body: Value = self
-            .http
-            .get(format!("{}/api/v1/rules", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["status"], "success", "{body}");
-        body["data"]["groups"].clone()
+        self.api("/api/v1/rules", &[]).await["groups"].clone()
     }
 }
 

@@ -257,17 +257,19 @@ fn nginx(
     );
     let main_file = dir.join("nginx.conf");
     std::fs::write(&main_file, main).unwrap();
-    let mut command = Command::new(nginx_binary());
+    let mut command = Command::new(sbin("nginx"));
     command.arg("-p").arg(dir).arg("-c").arg(main_file);
     command
 }
 
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+/// A Debian package's binary: in `/usr/sbin` (often not on a user's `PATH`) or
+/// `/usr/bin`, else found on `PATH`.
+fn sbin(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin"]
         .into_iter()
-        .map(PathBuf::from)
+        .map(|dir| Path::new(dir).join(name))
         .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("nginx"))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// HAProxy on the example, in the foreground, without its chroot, user and sockets.
@@ -308,13 +310,7 @@ fn haproxy(
     );
     let file = dir.join("haproxy.cfg");
     std::fs::write(&file, conf).unwrap();
-    let mut command = Command::new(
-        ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("haproxy")),
-    );
+    let mut command = Command::new(sbin("haproxy"));
     command.arg("-db").arg("-f").arg(file);
     command
 }

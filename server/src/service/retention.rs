@@ -192,6 +192,16 @@ mod tests {
             )
             .await
             .unwrap();
+        // Dave's account was disabled by an administrator: kept, idle or not.
+        let dave = store
+            .create_account("dave", None, device(5), start, &ev())
+            .await
+            .unwrap();
+        store
+            .set_disabled(dave, true, start, &ev())
+            .await
+            .unwrap()
+            .unwrap();
         let alice1 = Mailbox {
             account: alice,
             device: DeviceId(1),
@@ -282,6 +292,11 @@ mod tests {
         assert_eq!(store.account_id("bob").await.unwrap(), None);
         assert!(store.devices(bob).await.unwrap().is_empty());
         assert_eq!(store.devices(carol).await.unwrap().len(), 1);
+        assert_eq!(
+            store.devices(dave).await.unwrap().len(),
+            1,
+            "disabled, kept"
+        );
         // Nothing more is idle.
         assert_eq!(
             svc.purge_idle_devices(month).await.unwrap(),

@@ -341,7 +341,7 @@ where
              (SELECT COUNT(*) FROM devices o WHERE o.account_id = d.account_id \
               AND COALESCE(o.last_seen_at, o.created_at) > $1) \
              FROM devices d JOIN accounts a ON a.id = d.account_id \
-             WHERE COALESCE(d.last_seen_at, d.created_at) <= $1 \
+             WHERE COALESCE(d.last_seen_at, d.created_at) <= $1 AND a.disabled_at IS NULL \
              ORDER BY d.account_id, d.device_id LIMIT $2",
         )
         .bind(before.0)

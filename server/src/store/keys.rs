@@ -19,7 +19,7 @@ where
     for<'q> &'q [u8]: Param<'q, B>,
     for<'q> Option<&'q str>: Param<'q, B>,
 {
-    pub(super) async fn drop_one_time_prekeys(
+    pub(super) async fn after_restore(
         &self,
         audit: &crate::audit::Event,
         now: tacit_api::Timestamp,
@@ -29,6 +29,10 @@ where
             .execute(&mut *tx)
             .await?;
         let gone = B::rows_affected(&gone);
+        sqlx::query("UPDATE devices SET last_seen_at = $1")
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
         let audit = audit.clone().detail(crate::audit::Detail::Count, gone);
         Self::append(&mut tx, &audit, now.0).await?;
         tx.commit().await?;

@@ -794,14 +794,16 @@ pub trait Store: Send + Sync + 'static {
     /// old revocations and orphaned multicast bodies. Returns how many envelopes went: as
     /// many as `limit` means more may be left for another call.
     async fn purge_expired(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
-    /// Delete every unclaimed one-time prekey (after a restore: a snapshot's one-time
-    /// prekey may have been handed out after the snapshot was taken, and serving it again
-    /// would break the protocol's one-use guarantee; clients upload new ones), recording
-    /// `audit` with the count. Returns how many went.
-    async fn drop_one_time_prekeys(&self, audit: &Event, now: Timestamp)
-    -> Result<u64, StoreError>;
+    /// After a restore, in one transaction: delete every unclaimed one-time prekey (a
+    /// snapshot's one-time prekey may have been handed out after the snapshot was taken,
+    /// and serving it again would break the protocol's one-use guarantee; clients upload
+    /// new ones), count every device as seen `now` (a restored snapshot's contact times are
+    /// old: the idle-device retention must not take them for idle), and record `audit`
+    /// with the count of prekeys. Returns how many prekeys went.
+    async fn after_restore(&self, audit: &Event, now: Timestamp) -> Result<u64, StoreError>;
     /// Up to `limit` devices with no contact since `before` (their last authentication, or
-    /// their creation when never seen), in account and device order.
+    /// their creation when never seen), in account and device order; not those of disabled
+    /// accounts (an administrator's disable is a decision to keep, not idleness).
     async fn idle_devices(
         &self,
         before: Timestamp,

@@ -565,12 +565,8 @@ where
         Self::idle_devices(self, before, limit).await
     }
 
-    async fn drop_one_time_prekeys(
-        &self,
-        audit: &Event,
-        now: Timestamp,
-    ) -> Result<u64, StoreError> {
-        Self::drop_one_time_prekeys(self, audit, now).await
+    async fn after_restore(&self, audit: &Event, now: Timestamp) -> Result<u64, StoreError> {
+        Self::after_restore(self, audit, now).await
     }
 
     async fn create_blob(&self, blob: &NewBlob, quota: u64) -> Result<(), StoreError> {

@@ -1729,14 +1729,26 @@ async fn prekey_stock(store: Arc<dyn Store>) {
         u64::from(water - 1 + water + 5),
         "full's and plenty's"
     );
-    // After a restore, every unclaimed one-time prekey goes, audited with the count.
+    // After a restore, every unclaimed one-time prekey goes, audited with the count, and
+    // every device counts as seen then (no device of an old snapshot is idle).
+    assert_eq!(
+        store
+            .idle_devices(Timestamp(now.0 + 1), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     let restore = Event::new(
         crate::audit::Action::BackupRestore,
         crate::audit::Outcome::Success,
     );
     let both = 2 * u64::from(water - 1 + water + 5);
     assert_eq!(
-        store.drop_one_time_prekeys(&restore, now).await.unwrap(),
+        store
+            .after_restore(&restore, Timestamp(now.0 + 5_000))
+            .await
+            .unwrap(),
         both
     );
     let bundle = store.claim_bundle(mb(full, 1)).await.unwrap().unwrap();
@@ -1744,6 +1756,13 @@ async fn prekey_stock(store: Arc<dyn Store>) {
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.one_time_prekeys + stats.one_time_kem_prekeys, 0);
     assert_eq!(stats.devices_low_one_time_prekeys, 3);
+    assert!(
+        store
+            .idle_devices(Timestamp(now.0 + 1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let last = store.audit_entries(0, 100).await.unwrap().pop().unwrap();
     assert_eq!(last.action, "backup-restore");
     assert_eq!(last.details["count"], both.to_string());
