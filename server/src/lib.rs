@@ -35,6 +35,9 @@ use store::Store;
 
 /// How often expired envelopes are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the devices on open sockets are recorded as seen (a socket authenticates
+/// once, when it opens).
+const CONNECTED_SEEN_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long after a start the idle-device retention waits (an outage is no one's absence).
 const IDLE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -247,6 +250,7 @@ async fn housekeeping(
     mut down: watch::Receiver<bool>,
 ) {
     let started = tokio::time::Instant::now();
+    let mut connected = tokio::time::interval(CONNECTED_SEEN_INTERVAL);
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     let mut upkeep = tokio::time::interval(Duration::from_secs(1));
     let mut security = tokio::time::interval(SECURITY_FLUSH_INTERVAL);
@@ -268,6 +272,9 @@ async fn housekeeping(
                         Err(e) => warn!(error = %e, "signing an audit checkpoint failed"),
                     }
                 }
+            }
+            _ = connected.tick() => {
+                svc.mark_connected_seen();
             }
             _ = security.tick() => {
                 svc.flush_security_events().await;

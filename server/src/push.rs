@@ -124,6 +124,11 @@ impl Hub {
         }
     }
 
+    /// The devices connected now.
+    pub fn connected(&self) -> Vec<Mailbox> {
+        self.lock().keys().copied().collect()
+    }
+
     /// How many devices are connected.
     pub fn len(&self) -> usize {
         self.lock().len()

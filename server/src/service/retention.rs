@@ -61,6 +61,15 @@ impl Services {
         Ok(purged)
     }
 
+    /// Count the devices with a socket open to this node as seen now (written with the
+    /// next flush of contact times). Called hourly by every node, so that a device that
+    /// stays connected to one node is not idle to the others.
+    pub fn mark_connected_seen(&self) {
+        for mailbox in self.hub.connected() {
+            self.last_seen.saw(mailbox);
+        }
+    }
+
     /// Remove the devices with no contact for `retention.idle_device_days` before `now`
     /// (none when it is 0), and delete the accounts all of whose devices are idle. Each
     /// removal is audited with `reason: idle`; credentials stop working and sockets close
@@ -71,7 +80,10 @@ impl Services {
         if days == 0 {
             return Ok(done);
         }
-        // Contact is written to the store about once a minute: write what is pending first.
+        // A device on an open socket is in contact (it authenticated when the socket
+        // opened, maybe days ago); contact is written to the store about once a minute:
+        // write what is pending first.
+        self.mark_connected_seen();
         self.flush_last_seen().await?;
         let before = Timestamp(now.0.saturating_sub(i64::from(days) * DAY_MS));
         let batch = self.config.retention.purge_batch;
@@ -202,6 +214,11 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        // Erin's only device has had a socket open since long before: in contact, kept.
+        let erin = store
+            .create_account("erin", None, device(6), start, &ev())
+            .await
+            .unwrap();
         let alice1 = Mailbox {
             account: alice,
             device: DeviceId(1),
@@ -253,6 +270,10 @@ mod tests {
         );
         config.retention.idle_device_days = 30;
         let svc = Services::new(store.clone(), Arc::new(config));
+        let _socket = svc.hub.register(Mailbox {
+            account: erin,
+            device: DeviceId(1),
+        });
 
         // Seven envelopes in batches of three: one purge, one audit entry.
         assert_eq!(svc.purge_expired_messages(month).await.unwrap(), 7);
@@ -296,6 +317,11 @@ mod tests {
             store.devices(dave).await.unwrap().len(),
             1,
             "disabled, kept"
+        );
+        assert_eq!(
+            store.devices(erin).await.unwrap().len(),
+            1,
+            "connected, kept"
         );
         // Nothing more is idle.
         assert_eq!(
