@@ -85,23 +85,17 @@ impl ReverseProxy {
         std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
         let (https_port, http_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let site = Site {
+            dir: dir.path(),
+            backend,
+            https: https_port,
+            http: http_port,
+            cert: &cert_file,
+            key: &key_file,
+        };
         let mut command = match kind {
-            ProxyKind::Nginx => nginx(
-                dir.path(),
-                backend,
-                https_port,
-                http_port,
-                &cert_file,
-                &key_file,
-            ),
-            ProxyKind::Haproxy => haproxy(
-                dir.path(),
-                backend,
-                https_port,
-                http_port,
-                &cert_file,
-                &key_file,
-            ),
+            ProxyKind::Nginx => nginx(&site),
+            ProxyKind::Haproxy => haproxy(&site),
         };
         let child = command
             .stdin(Stdio::null())
@@ -210,16 +204,28 @@ impl ReverseProxy {
     }
 }
 
-/// nginx with the example included in a minimal main configuration of its own (the
-/// example is an `http{}`-level include, as in Debian's `conf.d/`).
-fn nginx(
-    dir: &Path,
+/// Where a proxy runs: its directory, the server behind it, its ports, its certificate.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    dir: &'a Path,
     backend: SocketAddr,
     https: u16,
     http: u16,
-    cert: &Path,
-    key: &Path,
-) -> Command {
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+/// nginx with the example included in a minimal main configuration of its own (the
+/// example is an `http{}`-level include, as in Debian's `conf.d/`).
+fn nginx(site: &Site<'_>) -> Command {
+    let Site {
+        dir,
+        backend,
+        https,
+        http,
+        cert,
+        key,
+    } = *site;
     let example = std::fs::read_to_string(deploy_dir().join("nginx/tacit.conf")).unwrap();
     let mut conf = replace(
         &example,
@@ -273,14 +279,15 @@ fn sbin(name: &str) -> PathBuf {
 }
 
 /// HAProxy on the example, in the foreground, without its chroot, user and sockets.
-fn haproxy(
-    dir: &Path,
-    backend: SocketAddr,
-    https: u16,
-    http: u16,
-    cert: &Path,
-    key: &Path,
-) -> Command {
+fn haproxy(site: &Site<'_>) -> Command {
+    let Site {
+        dir,
+        backend,
+        https,
+        http,
+        cert,
+        key,
+    } = *site;
     let example = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg")).unwrap();
     let mut conf = example;
     for line in [
