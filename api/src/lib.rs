@@ -16,6 +16,7 @@
 //! | `DELETE /v1/devices/{device_id}` | - | `204` |
 //! | `POST /v1/devices/link` | [`LinkDeviceRequest`] (no credential) | `201` [`AddDeviceResponse`] |
 //! | `POST /v1/devices/sso` | [`SsoDeviceRequest`] (no credential; an ID token) | `201` [`SsoDeviceResponse`] |
+//! | `GET /v1/policy` | - | [`Policy`] (what the organisation asks clients to enforce) |
 //! | `GET /v1/oidc/config` | - (no credential) | [`OidcConfig`] (`404` without an identity provider) |
 //! | `POST /v1/oidc/backchannel-logout` | form `logout_token` (OpenID Connect Back-Channel Logout 1.0) | `200` |
 //! | `GET`, `POST /scim/v2/Users`; `GET`, `PUT`, `PATCH`, `DELETE /scim/v2/Users/{id}` | SCIM 2.0 (RFC 7644; the IdP's bearer token) | `application/scim+json` |
@@ -55,7 +56,7 @@
 //! [`ErrorCode`].
 //!
 //! The types live in one private module per concern (`primitives`, `credential`, `keys`,
-//! `accounts`, `admin`, `provisioning`, `messages`, `blobs`, `ws`, `errors`), all re-exported here.
+//! `accounts`, `admin`, `policy`, `provisioning`, `messages`, `blobs`, `ws`, `errors`), all re-exported here.
 
 mod accounts;
 mod admin;
@@ -64,6 +65,7 @@ mod credential;
 mod errors;
 mod keys;
 mod messages;
+mod policy;
 mod primitives;
 mod provisioning;
 mod whole;
@@ -92,6 +94,7 @@ pub use messages::{
     EnvelopeIdSchema, MulticastRecipient, MulticastRequest, SendMessageRequest,
     SendMessageResponse,
 };
+pub use policy::{DISAPPEARING_POLICY_FLOOR_SECS, Policy};
 pub use primitives::{
     BASE64_PATTERN, Bytes, Ciphertext, DeviceId, Timestamp, USERNAME_RULE, is_username,
     username_from_claim,

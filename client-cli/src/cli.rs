@@ -98,6 +98,20 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set the disappearing-message timer of a conversation, for everyone in it:
+    /// `30s`, `10m`, `1h`, `7d`, `1w`, or `off`. Messages (and received files, with their
+    /// saved copies) are deleted on every device when their time is up.
+    #[command(
+        override_usage = "tacit disappearing <USERNAME> [DURATION|off]\n       tacit disappearing --group <GROUP> [DURATION|off]"
+    )]
+    Disappearing {
+        /// A group's conversation instead of a user's.
+        #[arg(long)]
+        group: Option<String>,
+        /// The user (unless --group), then the new timer (none: show the current one).
+        #[arg(num_args = 0..=2, value_name = "USERNAME> <DURATION")]
+        args: Vec<String>,
+    },
     /// Stay connected and print messages as they arrive (until Ctrl-C).
     Listen {
         /// One JSON object per line.

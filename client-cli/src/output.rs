@@ -19,7 +19,8 @@ pub(crate) fn json_line<T: Serialize + ?Sized>(value: &T) -> Result<()> {
 
 /// One received event as a JSON line: the SDK's [`Incoming`] (stable keys: `sender`,
 /// `sender_device`, `time`, `kind`, and `peer`, `text`, `message_id` for text, `receipt`,
-/// `message_ids` for receipts, `name`, `size`, `blob_id` for files, `error` for failures),
+/// `message_ids` for receipts, `name`, `size`, `blob_id` for files, `seconds` for timer
+/// changes, `error` for failures),
 /// with `error: null` for a text and, for a file, `path` (or `null` and an `error`).
 #[derive(Serialize)]
 struct EventLine<'a> {
@@ -127,6 +128,20 @@ pub(crate) fn print_event(event: &Incoming, json: bool) -> Result<()> {
         IncomingKind::File {
             peer, name, size, ..
         } => println!("{from}: [file {name}, {size} bytes, in the conversation with {peer}]"),
+        IncomingKind::Timer { peer, seconds } => {
+            let what = match seconds {
+                0 => "turned disappearing messages off".to_owned(),
+                s => format!(
+                    "set disappearing messages to {}",
+                    tacit_sdk::describe_duration(*s)
+                ),
+            };
+            println!("[{from} {what} in the conversation with {peer}]");
+        }
+        IncomingKind::Expired { peer } => println!(
+            "{from}: [a disappearing message in the conversation with {peer} ran out before it \
+             arrived; not kept]"
+        ),
         IncomingKind::Failed { error } => println!("{from}: [message failed: {error}]"),
     }
     Ok(())

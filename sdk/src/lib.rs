@@ -22,12 +22,13 @@ pub mod transport;
 
 pub use client::{
     Admin, Client, ClientError, GroupChange, GroupInfo, Incoming, IncomingKind, LINK_CODE_CHARS,
-    LinkPreview, PendingLink, ReceiptKind, SocketEvent, identity_fingerprint,
+    LinkPreview, MAX_TIMER_SECS, PendingLink, ReceiptKind, SocketEvent, Timer, describe_duration,
+    identity_fingerprint, parse_duration,
 };
 pub use files::{FileError, OutgoingFile, Progress, SentFile, Stage};
 pub use store::{
     Contact, Conversation, GroupStore, KeySource, MemoryStore, MessageStatus, NewFile, PreKeyStore,
-    PrekeyKind, SenderKeyStore, SessionStore, SessionWrite, Store, StoreError, StoreKey,
+    PrekeyKind, Purged, SenderKeyStore, SessionStore, SessionWrite, Store, StoreError, StoreKey,
     StoredFile, StoredMessage, StoredSession,
 };
 pub use transport::{BlobDownload, ConnectProblem, Socket, Transport, TransportError, Trust};

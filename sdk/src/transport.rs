@@ -471,6 +471,12 @@ impl Transport {
             .await
     }
 
+    /// `GET /v1/policy`: what the organisation asks clients to enforce (the server's word).
+    pub async fn policy(&self) -> Result<api::Policy, TransportError> {
+        self.expect::<(), _>(Method::GET, &["v1", "policy"], None)
+            .await
+    }
+
     /// `PUT /v1/keys`.
     pub async fn upload_keys(
         &self,

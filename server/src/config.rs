@@ -341,13 +341,33 @@ pub struct RetentionConfig {
     /// Rows one purge transaction deletes at most; the housekeeping task yields between
     /// batches, so sends and acknowledgements are not held up behind a long purge.
     pub purge_batch: u32,
+    /// Days an audit entry is kept; older ones are pruned from the start of the chain (an
+    /// `audit-prune` entry records the new start, and verification starts there). 0 (the
+    /// default): kept forever. Otherwise at least [`AUDIT_FLOOR_DAYS`]: no configuration
+    /// can empty the log.
+    pub audit_days: u32,
+    /// The organisation's maximum for disappearing messages, in seconds, published to
+    /// clients (`GET /v1/policy`), which keep no message longer (a conversation's own
+    /// shorter timer still applies). 0 (the default): no maximum. Otherwise at least
+    /// [`DISAPPEARING_FLOOR_SECS`]: clients refuse a shorter one (a server's word cannot
+    /// wipe their history).
+    pub disappearing_max_secs: u64,
 }
+
+/// The fewest days `retention.audit_days` may keep (a year).
+pub const AUDIT_FLOOR_DAYS: u32 = 365;
+
+/// The shortest maximum for disappearing messages a server may publish (an hour); clients
+/// ignore a shorter one (`tacit_api::DISAPPEARING_POLICY_FLOOR_SECS`).
+pub const DISAPPEARING_FLOOR_SECS: u64 = tacit_api::DISAPPEARING_POLICY_FLOOR_SECS;
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             idle_device_days: 0,
             purge_batch: 1000,
+            audit_days: 0,
+            disappearing_max_secs: 0,
         }
     }
 }
@@ -899,6 +919,18 @@ impl Config {
         )?;
         set(
             e,
+            "TACIT_RETENTION_AUDIT_DAYS",
+            "retention.audit_days",
+            &mut self.retention.audit_days,
+        )?;
+        set(
+            e,
+            "TACIT_RETENTION_DISAPPEARING_MAX_SECS",
+            "retention.disappearing_max_secs",
+            &mut self.retention.disappearing_max_secs,
+        )?;
+        set(
+            e,
             "TACIT_RATE_LIMITS_AUTH_FAILURES_PER_MINUTE_PER_SOURCE",
             "rate_limits.auth_failures_per_minute_per_source",
             &mut self.rate_limits.auth_failures_per_minute_per_source,
@@ -1154,6 +1186,22 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        let audit_days = self.retention.audit_days;
+        if audit_days != 0 && !(AUDIT_FLOOR_DAYS..=36_500).contains(&audit_days) {
+            return Err(invalid(
+                "retention.audit_days",
+                "must be 0 (keep the audit log forever) or between 365 and 36500: the audit \
+                 log is never kept for less than a year",
+            ));
+        }
+        let max = self.retention.disappearing_max_secs;
+        if max != 0 && !(DISAPPEARING_FLOOR_SECS..=10 * 365 * 24 * 3600).contains(&max) {
+            return Err(invalid(
+                "retention.disappearing_max_secs",
+                "must be 0 (no maximum) or between 3600 (an hour; clients ignore a shorter \
+                 one) and ten years",
+            ));
+        }
         if self.audit.checkpoint_interval_secs > 7 * 24 * 3600 {
             return Err(invalid(
                 "audit.checkpoint_interval_secs",
@@ -1361,6 +1409,39 @@ mod tests {
             c.retention.purge_batch = batch;
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
+        }
+        c.retention.idle_device_days = 30;
+        c.retention.purge_batch = 10;
+        // The audit floor: a year, or forever; never less, whatever the configuration says.
+        for (days, ok) in [
+            (0, true),
+            (1, false),
+            (364, false),
+            (365, true),
+            (36_501, false),
+        ] {
+            c.retention.audit_days = days;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "audit_days = {days}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("retention.audit_days"), "{e}");
+            }
+        }
+        let env: HashMap<&str, &str> = [
+            ("TACIT_RETENTION_AUDIT_DAYS", "400"),
+            ("TACIT_RETENTION_DISAPPEARING_MAX_SECS", "86400"),
+        ]
+        .into();
+        c.apply_env(|v| env.get(v).map(|s| (*s).to_owned()))
+            .unwrap();
+        assert_eq!(
+            (c.retention.audit_days, c.retention.disappearing_max_secs),
+            (400, 86_400)
+        );
+        c.validate().unwrap();
+        for (max, ok) in [(0, true), (60, false), (3599, false), (3600, true)] {
+            c.retention.disappearing_max_secs = max;
+            assert_eq!(c.validate().is_ok(), ok, "disappearing_max_secs = {max}");
         }
         assert!(Config::from_toml("[retention]\nidle_devices = 3\n").is_err());
     }

@@ -238,8 +238,9 @@ where
     Ok(())
 }
 
-/// Purge expired envelopes and blobs (complete or abandoned part-way) and remove idle
-/// devices (`retention.idle_device_days`), every minute, in batches; forget idle
+/// Purge expired envelopes and blobs (complete or abandoned part-way), prune old audit
+/// entries (`retention.audit_days`) and remove idle devices
+/// (`retention.idle_device_days`), every minute, in batches; forget idle
 /// rate-limit buckets (every minute), run the store's upkeep (every second), write the
 /// security events counted meanwhile to the audit log (every few seconds), and sign a
 /// checkpoint of the audit log with `audit_key` (every interval, when entries were
@@ -298,6 +299,10 @@ async fn housekeeping(
                     Ok(0) => {}
                     Ok(n) => info!(blobs = n, "purged expired blobs"),
                     Err(e) => warn!(error = %e, "purging expired blobs failed"),
+                }
+                match svc.purge_audit(service::now()).await {
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "pruning old audit entries failed"),
                 }
                 // Not in the first day after a start: after an outage, devices get a day
                 // to come back before their absence counts.

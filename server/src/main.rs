@@ -453,10 +453,26 @@ async fn audit(
             match svc.audit_verify(&kept, key.as_ref()).await {
                 Ok(verified) => {
                     let plural = if verified.checkpoints == 1 { "" } else { "s" };
+                    let kept = verified.head.seq - verified.anchor.seq;
+                    let pruned = if verified.anchor.seq == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            " (entries 1 to {} pruned by retention; the chain starts at their \
+                             last hash {})",
+                            verified.anchor.seq, verified.anchor.hash
+                        )
+                    };
                     println!(
-                        "audit log verified: {} entries, head {}, {} checkpoint{plural} matched",
-                        verified.head.seq, verified.head.hash, verified.checkpoints
+                        "audit log verified: {kept} entries{pruned}, head {}, {} checkpoint{plural} matched",
+                        verified.head.hash, verified.checkpoints
                     );
+                    if verified.before_anchor > 0 {
+                        println!(
+                            "{} checkpoint(s) cover only pruned entries and were not compared",
+                            verified.before_anchor
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) if e.is_broken() => {

@@ -26,7 +26,7 @@ use crate::audit::Action;
 use crate::store::StoreStats;
 
 /// What retention deletes, as labelled in `tacit_retention_purged_total{kind}`.
-pub const RETENTION_KINDS: [&str; 4] = ["envelopes", "blobs", "devices", "accounts"];
+pub const RETENTION_KINDS: [&str; 5] = ["envelopes", "blobs", "devices", "accounts", "audit"];
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -279,7 +279,7 @@ impl Default for Metrics {
         }
         registry.register(
             "tacit_retention_purged",
-            "What retention deleted: expired envelopes and blobs, idle devices, accounts whose devices were all idle",
+            "What retention deleted: expired envelopes and blobs, idle devices, accounts whose devices were all idle, audit entries past retention.audit_days",
             retention_purged.clone(),
         );
         let mut gauge = |name: &str, help: &str| {

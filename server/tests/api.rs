@@ -986,7 +986,7 @@ async fn operations(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 39);
+    assert_eq!(paths.len(), 40);
     for (path, ops) in paths {
         let concrete = path
             .replace("{username}", "alice")

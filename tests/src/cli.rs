@@ -91,3 +91,40 @@ pub fn ok(home: &Path, args: &[&str]) -> String {
 pub fn fails(home: &Path, args: &[&str]) -> String {
     CLI.fails(home, args)
 }
+
+/// Links a new device in `new_home` (with `new`'s passphrase) to the account of
+/// `existing` (with [`CLI`]'s) on `server`: the new device shows its code, the existing one
+/// approves it. Returns what the new device printed.
+pub fn link(existing: &Path, new: Cli, new_home: &Path, server: &str, name: &str) -> String {
+    use std::io::{BufRead as _, Read as _};
+    let mut link = new
+        .command(new_home)
+        .args([
+            "device",
+            "link",
+            server,
+            "--name",
+            name,
+            "--timeout",
+            "60",
+            "--yes",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(link.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let code = first
+        .trim()
+        .strip_prefix("link code: ")
+        .unwrap_or_else(|| panic!("no link code in {first:?}"))
+        .to_owned();
+    ok(existing, &["device", "add", &code]);
+    let status = link.wait().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "device link failed: {rest}");
+    rest
+}

@@ -14,7 +14,8 @@
 //! - see every provisioning channel opened through it ([`HostileRelay::channels`]), which is
 //!   what a server stores and all it needs to answer a link channel itself.
 //!
-//! - deliver every envelope pushed over the WebSocket twice ([`Lies::duplicate_pushes`]).
+//! - deliver every envelope pushed over the WebSocket twice ([`Lies::duplicate_pushes`]),
+//! - publish a policy of its own ([`Lies::policy`]).
 //!
 //! Everything that went through is kept ([`HostileRelay::exchanges`]), so a test can check
 //! what a client sent to whom. The WebSocket (`GET /v1/ws`) is relayed frame by frame.
@@ -64,6 +65,8 @@ pub struct Lies {
     /// Every fetched or pushed envelope claims this server time (milliseconds since the
     /// Unix epoch) instead of the real one.
     pub envelope_time: Option<i64>,
+    /// `GET /v1/policy` is answered with this policy, without asking the server.
+    pub policy: Option<api::Policy>,
 }
 
 /// One request through the relay and what its client got back.
@@ -253,6 +256,15 @@ async fn relay(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             Some(mismatch)
         })
     };
+    let policy = shared.lies.lock().unwrap().policy.clone();
+    if let Some(policy) = policy
+        && parts.method == Method::GET
+        && path == "/v1/policy"
+    {
+        let answer = Bytes::from(serde_json::to_vec(&policy).unwrap());
+        shared.record(&parts.method, &path, &body, StatusCode::OK, &answer, true);
+        return json_response(StatusCode::OK, answer);
+    }
     if let Some(mismatch) = forged {
         let answer = Bytes::from(
             serde_json::to_vec(&api::ErrorBody {

@@ -551,7 +551,9 @@ async fn signed_prekeys_rotate_and_the_previous_one_is_kept() {
                 IncomingKind::Receipt { .. }
                 | IncomingKind::GroupText { .. }
                 | IncomingKind::GroupUpdate { .. }
-                | IncomingKind::File { .. } => None,
+                | IncomingKind::File { .. }
+                | IncomingKind::Timer { .. }
+                | IncomingKind::Expired { .. } => None,
             })
             .collect()
     };

@@ -776,3 +776,103 @@ async fn a_backdated_envelope_shows_the_senders_time() {
     }
     assert_eq!(history.len() + group_history.len(), 3);
 }
+
+/// Bob's history with Alice: (text, when it disappears).
+async fn history(client: &Client) -> Vec<(String, Option<i64>)> {
+    client
+        .store()
+        .history(&Conversation::direct("alice"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (String::from_utf8(m.body).unwrap(), m.expires_at))
+        .collect()
+}
+
+/// The lies about disappearing messages. A server can publish a policy: one below the
+/// floor (an hour) would make every client wipe its history within seconds, and is
+/// ignored; one above it applies only to what is stored afterwards. A server cannot make
+/// a message outlive its timer: it can claim any delivery time and hold a message back,
+/// but the client counts from the sender's time inside the message, never later than its
+/// arrival, and keeps nothing whose time is up when it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_cannot_shorten_history_below_the_floor_nor_stretch_a_timer() {
+    let w = world().await;
+    let mut alice = w.register("alice").await;
+    let mut bob = w.register("bob").await;
+    alice.send("bob", "before").await.unwrap();
+    bob.receive().await.unwrap();
+
+    w.relay.lie(|lies| {
+        lies.policy = Some(api::Policy {
+            disappearing_max_secs: Some(1),
+        });
+    });
+    assert_eq!(
+        bob.refresh_policy().await.unwrap(),
+        None,
+        "below the floor: ignored"
+    );
+    alice.send("bob", "kept").await.unwrap();
+    bob.receive().await.unwrap();
+    assert_eq!(
+        history(&bob).await,
+        [("before".to_owned(), None), ("kept".to_owned(), None)]
+    );
+
+    w.relay.lie(|lies| {
+        lies.policy = Some(api::Policy {
+            disappearing_max_secs: Some(3600),
+        });
+    });
+    assert_eq!(bob.refresh_policy().await.unwrap(), Some(3600));
+    alice.send("bob", "capped").await.unwrap();
+    bob.receive().await.unwrap();
+    let kept = history(&bob).await;
+    assert_eq!(
+        kept[..2],
+        [("before".to_owned(), None), ("kept".to_owned(), None)]
+    );
+    assert!(kept[2].1.is_some(), "{kept:?}");
+    w.relay.lie(|lies| lies.policy = None);
+    bob.refresh_policy().await.unwrap();
+
+    // A timer of 3 s, and a server that says every envelope comes from ten days ahead.
+    alice
+        .set_disappearing(&Conversation::direct("bob"), 3)
+        .await
+        .unwrap();
+    bob.receive().await.unwrap();
+    let ten_days = 10 * 24 * 3600 * 1000;
+    w.relay.lie(|lies| {
+        lies.envelope_time = Some(now_ms() + ten_days);
+    });
+    alice.send("bob", "short-lived").await.unwrap();
+    bob.receive().await.unwrap();
+    let last = history(&bob).await.pop().unwrap();
+    assert_eq!(last.0, "short-lived");
+    let left = last.1.unwrap() - now_ms();
+    assert!(
+        (0..=3_000).contains(&left),
+        "{left} ms left: the server's time was used"
+    );
+
+    // And a message the server held back until its time was up is not kept at all.
+    alice.send("bob", "held back").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let events = bob.receive().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, IncomingKind::Expired { peer } if peer == "alice")),
+        "{events:?}"
+    );
+    assert!(texts(&events).is_empty(), "{events:?}");
+    assert!(
+        history(&bob)
+            .await
+            .iter()
+            .all(|(text, _)| text != "held back"),
+        "a message out of time on arrival is not stored"
+    );
+}

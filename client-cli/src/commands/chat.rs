@@ -26,9 +26,14 @@ async fn converse(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     client.mark_read(peer).await?;
     let mut socket = connect(client).await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut purge = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         // Only reading is raced; handling runs to completion, so nothing is half-stored.
         tokio::select! {
+            // Disappearing messages go while we chat, not only at the next start.
+            _ = purge.tick() => {
+                client.purge_expired().await?;
+            }
             line = lines.next_line() => {
                 let Some(line) = line.context("reading standard input")? else {
                     socket.close().await;

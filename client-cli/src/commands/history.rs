@@ -11,6 +11,9 @@ use crate::output::json_line;
 #[derive(Serialize)]
 struct HistoryLine<'a> {
     device: tacit_sdk::DeviceId,
+    /// Disappearing messages only: when it is deleted (milliseconds since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
     from: &'a str,
     /// Group histories only: the group's name.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -20,6 +23,34 @@ struct HistoryLine<'a> {
     status: Option<MessageStatus>,
     text: &'a str,
     time: i64,
+}
+
+/// ` (disappears in 59m 58s)` for a message that disappears, or nothing.
+fn countdown(expires: Option<i64>) -> String {
+    let Some(at) = expires else {
+        return String::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let left = u64::try_from(at.saturating_sub(now) / 1000)
+        .unwrap_or(0)
+        .max(1);
+    format!("  (disappears in {})", tacit_sdk::describe_duration(left))
+}
+
+/// The timer line above a history (text only): what new messages do.
+async fn timer_line(client: &Client, conversation: &Conversation) -> Result<()> {
+    if let Some(timer) = client.disappearing(conversation).await?
+        && timer.seconds > 0
+    {
+        println!(
+            "-- disappearing messages: {} (set by {}) --",
+            tacit_sdk::describe_duration(timer.seconds),
+            timer.set_by
+        );
+    }
+    Ok(())
 }
 
 pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<()> {
@@ -32,12 +63,16 @@ pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<(
     };
     if let Some(group) = group {
         let key = Client::group_history_key(&group);
+        if !json {
+            timer_line(&client, &key).await?;
+        }
         for message in client.store().history(&key).await? {
             let text = String::from_utf8_lossy(&message.body);
             let from = message.sender.as_deref().unwrap_or("?");
             if json {
                 json_line(&HistoryLine {
                     device: message.sender_device,
+                    expires: message.expires_at,
                     from,
                     group: Some(&group.name),
                     status: None,
@@ -45,21 +80,26 @@ pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<(
                     time: message.sent_at,
                 })?;
             } else {
-                println!("[{}] {from}: {text}", group.name);
+                println!(
+                    "[{}] {from}: {text}{}",
+                    group.name,
+                    countdown(message.expires_at)
+                );
             }
         }
         return Ok(());
     }
-    for message in client
-        .store()
-        .history(&Conversation::direct(username))
-        .await?
-    {
+    let conversation = Conversation::direct(username);
+    if !json {
+        timer_line(&client, &conversation).await?;
+    }
+    for message in client.store().history(&conversation).await? {
         let text = String::from_utf8_lossy(&message.body);
         let from = if message.outgoing { "me" } else { username };
         if json {
             json_line(&HistoryLine {
                 device: message.sender_device,
+                expires: message.expires_at,
                 from,
                 group: None,
                 status: Some(message.status),
@@ -72,9 +112,9 @@ pub(super) async fn history(home: &Home, username: &str, json: bool) -> Result<(
                 MessageStatus::Delivered => "  (delivered)",
                 MessageStatus::Read => "  (read)",
             };
-            println!("{from}: {text}{mark}");
+            println!("{from}: {text}{mark}{}", countdown(message.expires_at));
         } else {
-            println!("{from}: {text}");
+            println!("{from}: {text}{}", countdown(message.expires_at));
         }
     }
     Ok(())

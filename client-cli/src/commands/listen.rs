@@ -16,9 +16,15 @@ pub(super) async fn listen(home: &Home, json: bool) -> Result<()> {
 /// Prints what arrives until Ctrl-C, reconnecting when the connection drops.
 async fn print_arrivals(client: &mut Client, files: &Path, json: bool) -> Result<()> {
     let mut socket = connect(client).await?;
+    // Disappearing messages go while we listen, not only at the next start.
+    let mut purge = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let frame = tokio::select! {
             frame = socket.next_frame() => frame,
+            _ = purge.tick() => {
+                client.purge_expired().await?;
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => {
                 socket.close().await;
                 return Ok(());

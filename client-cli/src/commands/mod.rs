@@ -14,6 +14,7 @@ mod account;
 mod admin;
 mod chat;
 mod device;
+mod disappearing;
 mod files;
 mod group;
 mod history;
@@ -52,6 +53,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Verify { username } => trust::verify(&home, &username).await,
         Command::Trust { username } => trust::trust(&home, &username).await,
         Command::History { username, json } => history::history(&home, &username, json).await,
+        Command::Disappearing { group, args } => {
+            disappearing::disappearing(&home, group.as_deref(), &args).await
+        }
         Command::Listen { json } => listen::listen(&home, json).await,
         Command::Chat { username } => chat::chat(&home, &username).await,
         Command::Device(command) => device::device(&home, command).await,

@@ -61,6 +61,23 @@ pub enum ClientError {
          instead, or allow the replacement"
     )]
     SsoWouldReplaceDevices,
+    /// A disappearing-message timer longer than the organisation's maximum (or off, while
+    /// there is one) was refused; nothing was sent.
+    #[error(
+        "the organisation keeps messages at most {} (the server's policy); a timer of {} is \
+         not allowed",
+        crate::client::describe_duration(*.max),
+        if *.seconds == 0 { "off (keep forever)".to_owned() } else { crate::client::describe_duration(*.seconds) }
+    )]
+    TimerAbovePolicy {
+        /// The timer asked for (0: off).
+        seconds: u64,
+        /// The organisation's maximum.
+        max: u64,
+    },
+    /// A disappearing-message timer longer than ten years was refused.
+    #[error("a disappearing-message timer is at most ten years ({0} seconds asked)")]
+    TimerTooLong(u64),
     /// The home directory holds no account yet.
     #[error("no account here yet: register first")]
     NotRegistered,
@@ -205,6 +222,9 @@ pub enum Inconsistent {
     /// Our own group file message, handled as received, was refused (the sentence says why).
     #[error("{0}")]
     OwnGroupFile(String),
+    /// The timer just stored could not be read back.
+    #[error("the disappearing-message timer went away while it was set")]
+    TimerLost,
 }
 
 /// Why linking a device failed (on either side).

@@ -84,21 +84,28 @@ impl Client {
         let file = self.upload_file(path, progress).await?;
         let uid = random_id()?;
         let time = crate::client::now_ms();
-        let to_them = file_payload(&file, None, &uid).at(time).to_bytes()?;
-        let to_us = file_payload(&file, Some(username), &uid).at(time);
+        let conversation = Conversation::direct(username);
+        let timer = self.outgoing_timer(&conversation).await?;
+        let to_them = file_payload(&file, None, &uid)
+            .at(time)
+            .expiring(timer)
+            .to_bytes()?;
+        let to_us = file_payload(&file, Some(username), &uid)
+            .at(time)
+            .expiring(timer);
         let to_us = Zeroizing::new(to_us.to_bytes()?);
         let to_them = Zeroizing::new(to_them);
         self.send_payload(username, &to_them, &to_us).await?;
         let device = self.device_id();
         let me = self.username().to_owned();
-        let conversation = Conversation::direct(username);
+        let expires_at = self.expiry_of(time, timer).await?;
         self.record_file(
             &file.descriptor,
             &me,
             &conversation,
             true,
             device,
-            time,
+            (time, expires_at),
             &uid,
         )
         .await?;
@@ -121,7 +128,7 @@ impl Client {
         peer: &Conversation,
         outgoing: bool,
         device: DeviceId,
-        time: i64,
+        (time, expires_at): (i64, Option<i64>),
         uid: &str,
     ) -> Result<(), ClientError> {
         let sealed = Zeroizing::new(serde_json::to_vec(descriptor).map_err(Inconsistent::from)?);
@@ -136,6 +143,7 @@ impl Client {
                 sender_device: device,
                 sent_at: time,
                 descriptor: &sealed,
+                expires_at,
             })
             .await?;
         if !new {
@@ -149,13 +157,23 @@ impl Client {
             descriptor.size
         );
         self.store
-            .add_message(peer, outgoing, device, time, line.as_bytes(), uid)
+            .add_message(
+                peer,
+                outgoing,
+                device,
+                time,
+                line.as_bytes(),
+                uid,
+                expires_at,
+            )
             .await?;
         Ok(())
     }
 
-    /// Handles a file message from `sender`'s `device` in the conversation `peer`: checks
-    /// the descriptor and stores it, keyed by the message. A blob id that another sender
+    /// Handles a file message from `sender`'s `device` in the conversation `peer`, sent at
+    /// `time` under the disappearing-message `timer` it carries: checks the descriptor and
+    /// stores it, keyed by the message, until the timer runs out (one already out is not
+    /// stored: [`IncomingKind::Expired`]). A blob id that another sender
     /// already announced is reported as a failed message (nothing is stored).
     #[allow(clippy::too_many_arguments)] // each names a part of the message's key
     pub(crate) async fn receive_file(
@@ -164,7 +182,7 @@ impl Client {
         peer: &Conversation,
         outgoing: bool,
         device: DeviceId,
-        time: i64,
+        (time, timer): (i64, Option<u64>),
         uid: Option<String>,
         descriptor: Option<FileDescriptor>,
     ) -> Result<IncomingKind, ClientError> {
@@ -183,6 +201,11 @@ impl Client {
                 });
             }
         };
+        let Some(expires_at) = self.keep_until(time, timer).await? else {
+            return Ok(IncomingKind::Expired {
+                peer: peer.to_string(),
+            });
+        };
         let recorded = self
             .record_file(
                 &descriptor,
@@ -190,7 +213,7 @@ impl Client {
                 peer,
                 outgoing,
                 device,
-                time,
+                (time, expires_at),
                 &message_id,
             )
             .await;
@@ -315,7 +338,13 @@ impl Client {
         for n in 0.. {
             let target = dir.join(candidate(&name, n));
             match temp.persist_noclobber(&target) {
-                Ok(_) => return Ok(target),
+                Ok(_) => {
+                    // A file that disappears takes its saved copy with it.
+                    if stored.expires_at.is_some() {
+                        self.store.set_saved(blob_id, &target).await?;
+                    }
+                    return Ok(target);
+                }
                 Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => {
                     temp = e.file;
                 }
@@ -359,7 +388,7 @@ mod tests {
                 &Conversation::direct("mallory"),
                 false,
                 DeviceId(1),
-                1,
+                (1, None),
                 Some("m1".into()),
                 Some(descriptor(blob, 1, "evil.pdf")),
             )
@@ -372,7 +401,7 @@ mod tests {
                 &Conversation::direct("alice"),
                 false,
                 DeviceId(1),
-                2,
+                (2, None),
                 Some("a1".into()),
                 Some(descriptor(blob, 2, "report.pdf")),
             )

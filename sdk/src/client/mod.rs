@@ -13,7 +13,7 @@
 //! fail with [`ClientError::IdentityChanged`] until [`Client::trust`] accepts the new key.
 //!
 //! One file per concern: `admin` (the administration API, display data only), `error`, `register` (accounts, prekey upkeep), `sessions` (which session
-//! to use, bundles, identity checks), `send`, `receive`, `trust` (safety numbers), `link`
+//! to use, bundles, identity checks), `send`, `receive`, `disappearing` (timers per conversation), `trust` (safety numbers), `link`
 //! (device linking), `payload` (the plaintext inside a pairwise message), `groups`.
 
 use std::collections::BTreeSet;
@@ -37,6 +37,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 mod admin;
+mod disappearing;
 mod error;
 mod files;
 mod groups;
@@ -49,6 +50,7 @@ mod sessions;
 mod trust;
 
 pub use admin::Admin;
+pub use disappearing::{MAX_TIMER_SECS, Timer, describe as describe_duration, parse_duration};
 pub use error::{BadKey, ClientError, GroupError, Inconsistent, LinkError, ServerClaim};
 pub use link::{LINK_CODE_CHARS, LinkPreview, PendingLink, identity_fingerprint};
 pub(crate) use payload::{Content, Payload};
@@ -221,6 +223,19 @@ pub enum IncomingKind {
         change: GroupChange,
         /// A sentence for the user.
         description: String,
+    },
+    /// The conversation's disappearing-message timer was changed (by the sender).
+    Timer {
+        /// The conversation's other party, or for a group `group <name>`, as shown.
+        peer: String,
+        /// Seconds a message now lives; 0: off.
+        seconds: u64,
+    },
+    /// A disappearing message whose time ran out before it arrived here (this device was
+    /// offline): acknowledged and not kept.
+    Expired {
+        /// The conversation's other party, or for a group `group <name>`, as shown.
+        peer: String,
     },
     /// A message that could not be decrypted; it is acknowledged and dropped.
     Failed {

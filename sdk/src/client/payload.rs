@@ -21,6 +21,10 @@ pub(crate) struct Payload {
     /// Unix epoch). Shown instead of the server's time, which is only the server's claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ts: Option<i64>,
+    /// With texts and files in a conversation with a disappearing-message timer: the
+    /// sender's timer, in seconds (see `disappearing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expire: Option<u64>,
     /// What the message is (the `kind` field and its own fields).
     #[serde(flatten)]
     pub(crate) content: Content,
@@ -62,6 +66,11 @@ pub(crate) enum Content {
         /// The distribution message.
         body: String,
     },
+    /// The conversation's disappearing-message timer changed (`ts` says when).
+    Timer {
+        /// Seconds a message lives; 0: off.
+        seconds: u64,
+    },
     /// A kind this version does not know (a newer client's).
     #[serde(other)]
     Unknown,
@@ -82,6 +91,7 @@ impl Payload {
             v: 1,
             to: to.map(str::to_owned),
             ts: None,
+            expire: None,
             content,
         }
     }
@@ -139,6 +149,19 @@ impl Payload {
             },
             to,
         )
+    }
+
+    /// A change of the conversation's disappearing-message timer (0: off).
+    pub(crate) fn timer(seconds: u64, to: Option<&str>) -> Self {
+        Self::new(Content::Timer { seconds }, to)
+    }
+
+    /// The payload, carrying the sender's disappearing-message timer (`None`: none).
+    pub(crate) fn expiring(self, timer: Option<u64>) -> Self {
+        Self {
+            expire: timer,
+            ..self
+        }
     }
 
     /// The payload, saying that the sender sent it at `time` (milliseconds since the Unix
@@ -209,6 +232,23 @@ mod tests {
             serde_json::to_value(Payload::sender_key("{}", None)).unwrap(),
             serde_json::json!({"v": 1, "kind": "sender_key", "body": "{}"})
         );
+    }
+
+    #[test]
+    fn timers_travel_inside_the_payload() {
+        let timer = Payload::timer(3600, Some("bob")).at(5);
+        assert_eq!(
+            serde_json::to_value(&timer).unwrap(),
+            serde_json::json!({"v": 1, "kind": "timer", "seconds": 3600, "to": "bob", "ts": 5})
+        );
+        let text = Payload::text("hi", None, "u1").at(7).expiring(Some(60));
+        let value = serde_json::to_value(&text).unwrap();
+        assert_eq!(value["expire"], 60);
+        assert_eq!(parse(&value.to_string()), text);
+        // Without a timer the field is absent (what older clients wrote and read).
+        let plain = serde_json::to_value(Payload::text("hi", None, "u1").expiring(None)).unwrap();
+        assert!(plain.get("expire").is_none(), "{plain}");
+        assert!(serde_json::from_str::<Payload>(r#"{"v":1,"kind":"timer"}"#).is_err());
     }
 
     #[test]

@@ -8,6 +8,8 @@ impl Client {
     /// (best effort: a receipt that cannot be sent is dropped, the messages are kept) and
     /// does the prekey upkeep.
     pub async fn receive(&mut self) -> Result<Vec<Incoming>, ClientError> {
+        // The organisation's maximum applies to what is stored below.
+        self.refresh_policy_if_stale().await?;
         let mut events = Vec::new();
         loop {
             let batch = self.transport.fetch().await?;
@@ -37,11 +39,13 @@ impl Client {
         }
         self.send_delivered(&events).await;
         self.maintain().await?;
+        self.purge_expired().await?;
         Ok(events)
     }
 
     /// Opens the WebSocket; envelopes then arrive as frames for [`Self::on_frame`].
     pub async fn connect(&mut self) -> Result<Socket, ClientError> {
+        self.refresh_policy_if_stale().await?;
         Ok(self.transport.connect_socket().await?)
     }
 
@@ -192,8 +196,12 @@ impl Client {
             time,
             kind,
         };
+        let timer = payload.expire;
         match payload.content {
             Content::Text { body, id } => {
+                let Some(expires_at) = self.keep_until(time, timer).await? else {
+                    return Ok(Some(incoming(IncomingKind::Expired { peer })));
+                };
                 self.store
                     .add_message(
                         &Conversation::direct(&peer),
@@ -202,6 +210,7 @@ impl Client {
                         time,
                         body.as_bytes(),
                         id.as_deref(),
+                        expires_at,
                     )
                     .await?;
                 Ok(Some(incoming(IncomingKind::Text {
@@ -217,12 +226,17 @@ impl Client {
                         &Conversation::direct(&peer),
                         outgoing,
                         device,
-                        time,
+                        (time, timer),
                         id,
                         Some(file),
                     )
                     .await?;
                 Ok(Some(incoming(kind)))
+            }
+            Content::Timer { seconds } => {
+                self.apply_timer(&Conversation::direct(&peer), seconds, time, &sender)
+                    .await?;
+                Ok(Some(incoming(IncomingKind::Timer { peer, seconds })))
             }
             Content::Receipt { receipt } => {
                 if !outgoing {

@@ -333,11 +333,13 @@ impl Client {
         Ok(true)
     }
 
-    /// Prekey upkeep: replenishes one-time prekeys when the server runs low and rotates the
-    /// signed and last-resort prekeys when they are due.
+    /// Upkeep: replenishes one-time prekeys when the server runs low, rotates the signed
+    /// and last-resort prekeys when they are due, and fetches the organisation's policy
+    /// when the cached one is stale.
     pub async fn maintain(&mut self) -> Result<(), ClientError> {
         self.replenish_prekeys().await?;
         self.rotate_prekeys_if_older(SIGNED_PREKEY_ROTATION).await?;
+        self.refresh_policy_if_stale().await?;
         Ok(())
     }
 

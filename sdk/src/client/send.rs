@@ -8,20 +8,28 @@ impl Client {
     pub async fn send(&mut self, username: &str, text: &str) -> Result<i64, ClientError> {
         let uid = random_id()?;
         let time = now_ms();
-        let to_them = Payload::text(text, None, &uid).at(time).to_bytes()?;
+        let conversation = Conversation::direct(username);
+        let timer = self.outgoing_timer(&conversation).await?;
+        let to_them = Payload::text(text, None, &uid)
+            .at(time)
+            .expiring(timer)
+            .to_bytes()?;
         let to_us = Payload::text(text, Some(username), &uid)
             .at(time)
+            .expiring(timer)
             .to_bytes()?;
         self.send_payload(username, &to_them, &to_us).await?;
+        let expires_at = self.expiry_of(time, timer).await?;
         let id = self
             .store
             .add_message(
-                &Conversation::direct(username),
+                &conversation,
                 true,
                 self.account.device,
                 time,
                 text.as_bytes(),
                 Some(&uid),
+                expires_at,
             )
             .await?;
         Ok(id)

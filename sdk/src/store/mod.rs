@@ -18,7 +18,10 @@
 //! `BEGIN IMMEDIATE` transaction ([`Store::advance_session`], [`Store::advance_secret`]).
 //! In clear (needed for lookups): contact usernames and their public identity keys, session
 //! addresses, message and file peers, directions and times, the blob ids of files and the
-//! sender and message id that announced each.
+//! sender and message id that announced each, and when a disappearing message or file is
+//! deleted (`expires_at`, also bound into the seal of its body or descriptor, so that
+//! clearing it makes the row fail to open). Due rows are deleted at every open and by
+//! [`Store::purge_expired`], with `secure_delete` on.
 //!
 //! One file per concern: `sqlite` (the [`Store`] itself: sealing, the manifest's checks, every
 //! table), `manifest` (the record of what the store last wrote), `traits` (the small traits the
@@ -259,6 +262,19 @@ pub struct StoredMessage {
     pub status: MessageStatus,
     /// In a group conversation: who wrote it.
     pub sender: Option<String>,
+    /// When it disappears (milliseconds since the Unix epoch), if it does.
+    pub expires_at: Option<i64>,
+}
+
+/// What [`Store::purge_expired`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Messages (history lines).
+    pub messages: u64,
+    /// File records (and with them the keys that open the files).
+    pub files: u64,
+    /// Saved copies of those files deleted from disk.
+    pub copies: u64,
 }
 
 /// How far a message got: for our own messages, what the recipient's receipts said; for
@@ -311,6 +327,8 @@ pub struct NewFile<'a> {
     pub sent_at: i64,
     /// The descriptor the message carried (serialized; it is sealed before it is stored).
     pub descriptor: &'a [u8],
+    /// When the record disappears (milliseconds since the Unix epoch), if it does.
+    pub expires_at: Option<i64>,
 }
 
 /// A file received or sent, as stored.
@@ -332,6 +350,8 @@ pub struct StoredFile {
     pub sent_at: i64,
     /// The descriptor the file message carried (it holds the attachment key).
     pub descriptor: Zeroizing<Vec<u8>>,
+    /// When the record disappears (milliseconds since the Unix epoch), if it does.
+    pub expires_at: Option<i64>,
 }
 
 /// A stored session record.

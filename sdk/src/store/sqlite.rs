@@ -19,8 +19,8 @@ use super::manifest::Manifest;
 use super::traits::Secret;
 use super::{
     Contact, Conversation, GroupStore, KeySource, MessageStatus, NewFile, PreKeyStore, PrekeyKind,
-    SenderKeyStore, SessionStore, SessionWrite, StoreError, StoreKey, StoredFile, StoredMessage,
-    StoredSession,
+    Purged, SenderKeyStore, SessionStore, SessionWrite, StoreError, StoreKey, StoredFile,
+    StoredMessage, StoredSession,
 };
 
 const SEAL_VERSION: u8 = 1;
@@ -106,7 +106,9 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted rows (disappearing messages) are overwritten, not left in free pages.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
@@ -169,6 +171,8 @@ impl Store {
                 tx.commit().await?;
             }
         }
+        // What ran out while no client had the store open goes before anything reads it.
+        store.purge_expired(crate::client::now_ms()).await?;
         Ok(store)
     }
 
@@ -891,10 +895,19 @@ impl Store {
         sent_at: i64,
         body: &[u8],
         uid: Option<&str>,
+        expires_at: Option<i64>,
     ) -> Result<i64, StoreError> {
         let conversation = Conversation::Group(group);
         let id = self
-            .add_message(&conversation, outgoing, sender_device, sent_at, body, uid)
+            .add_message(
+                &conversation,
+                outgoing,
+                sender_device,
+                sent_at,
+                body,
+                uid,
+                expires_at,
+            )
             .await?;
         sqlx::query("UPDATE messages SET sender = ? WHERE id = ?")
             .bind(sender)
@@ -925,7 +938,9 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-    /// Appends a message to the history.
+    /// Appends a message to the history, to be deleted at `expires_at` (milliseconds since
+    /// the Unix epoch; `None` keeps it).
+    #[allow(clippy::too_many_arguments)] // one column each
     pub async fn add_message(
         &self,
         conversation: &Conversation,
@@ -934,6 +949,7 @@ impl Store {
         sent_at: i64,
         body: &[u8],
         uid: Option<&str>,
+        expires_at: Option<i64>,
     ) -> Result<i64, StoreError> {
         let sender_device = sender_device.0;
         let mut tx = self.begin_write().await?;
@@ -941,10 +957,10 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        let sealed = self.seal(&format!("messages:{id}"), body)?;
+        let sealed = self.seal(&message_context(id, expires_at), body)?;
         sqlx::query(
-            "INSERT INTO messages (id, peer, outgoing, sender_device, sent_at, body_sealed, uid) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, peer, outgoing, sender_device, sent_at, body_sealed, uid, \
+             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(conversation.key())
@@ -953,22 +969,126 @@ impl Store {
         .bind(sent_at)
         .bind(sealed)
         .bind(uid)
+        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(id)
     }
 
-    /// A conversation's history, oldest first.
+    /// Deletes every message and file record whose time is up at `now` (milliseconds since
+    /// the Unix epoch), and the saved copies of those files (where [`Self::set_saved`]
+    /// recorded one, if it is still the file that was saved there: same size), then
+    /// checkpoints the write-ahead log so that the deleted rows leave it too. Run when the
+    /// store opens and by the client as it goes.
+    pub async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let files = sqlx::query(
+            "SELECT id, blob_id, saved_sealed, descriptor_sealed, sender, peer, message_id, \
+             expires_at FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut saved = Vec::new();
+        for row in &files {
+            let id: i64 = row.try_get(0)?;
+            let sealed: Option<Vec<u8>> = row.try_get(2)?;
+            let Some(sealed) = sealed else { continue };
+            // A row that no longer opens is deleted all the same; only its copy stays.
+            let Ok(path) = self.open_sealed(&format!("files-saved:{id}"), &sealed) else {
+                continue;
+            };
+            let blob_id: String = row.try_get(1)?;
+            let sender: Option<String> = row.try_get(4)?;
+            let peer: String = row.try_get(5)?;
+            let message_id: Option<String> = row.try_get(6)?;
+            let expires_at: Option<i64> = row.try_get(7)?;
+            let descriptor_sealed: Vec<u8> = row.try_get(3)?;
+            let context = with_expiry(
+                file_context(&blob_id, sender.as_deref(), &peer, message_id.as_deref()),
+                expires_at,
+            );
+            let size = self
+                .open_sealed(&context, &descriptor_sealed)
+                .ok()
+                .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+                .and_then(|d| d.get("size").and_then(serde_json::Value::as_u64));
+            if let (Ok(path), Some(size)) = (String::from_utf8(path.to_vec()), size) {
+                saved.push((std::path::PathBuf::from(path), size));
+            }
+        }
+        let files_gone =
+            sqlx::query("DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let messages =
+            sqlx::query("DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        let mut copies = 0;
+        for (path, size) in saved {
+            let same =
+                std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size);
+            if same && std::fs::remove_file(&path).is_ok() {
+                copies += 1;
+            }
+        }
+        if messages + files_gone > 0 {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Purged {
+            messages,
+            files: files_gone,
+            copies,
+        })
+    }
+
+    /// Records where the file of `blob_id` was saved (sealed), so that its copy is deleted
+    /// with its record when its time is up. Only files that disappear need it.
+    pub async fn set_saved(&self, blob_id: &str, path: &Path) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM files WHERE blob_id = ? AND expires_at IS NOT NULL")
+                .bind(blob_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for id in ids {
+            let sealed = self.seal(
+                &format!("files-saved:{id}"),
+                path.to_string_lossy().as_bytes(),
+            )?;
+            sqlx::query("UPDATE files SET saved_sealed = ? WHERE id = ?")
+                .bind(sealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A conversation's history, oldest first, without the messages whose time is up
+    /// (whether or not [`Self::purge_expired`] has deleted them yet).
     pub async fn history(
         &self,
         conversation: &Conversation,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        let now = crate::client::now_ms();
         let rows = sqlx::query(
-            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed, uid, status, sender \
-             FROM messages WHERE peer = ? ORDER BY id",
+            "SELECT id, peer, outgoing, sender_device, sent_at, body_sealed, uid, status, sender, \
+             expires_at FROM messages WHERE peer = ? AND (expires_at IS NULL OR expires_at > ?) \
+             ORDER BY id",
         )
         .bind(conversation.key())
+        .bind(now)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -978,6 +1098,7 @@ impl Store {
                 let outgoing: i64 = row.try_get(2)?;
                 let device: i64 = row.try_get(3)?;
                 let peer: String = row.try_get(1)?;
+                let expires_at: Option<i64> = row.try_get(9)?;
                 Ok(StoredMessage {
                     id,
                     peer: Conversation::from_key(&peer),
@@ -985,11 +1106,12 @@ impl Store {
                     sender_device: DeviceId(u32::try_from(device).unwrap_or_default()),
                     sent_at: row.try_get(4)?,
                     body: self
-                        .open_sealed(&format!("messages:{id}"), &sealed)?
+                        .open_sealed(&message_context(id, expires_at), &sealed)?
                         .to_vec(),
                     uid: row.try_get(6)?,
                     status: MessageStatus::from_i64(row.try_get(7)?),
                     sender: row.try_get(8)?,
+                    expires_at,
                 })
             })
             .collect()
@@ -1050,7 +1172,8 @@ impl Store {
     pub async fn put_file(&self, file: &NewFile<'_>) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
-            "SELECT sender, peer, message_id, descriptor_sealed FROM files WHERE blob_id = ?",
+            "SELECT sender, peer, message_id, descriptor_sealed, expires_at FROM files \
+             WHERE blob_id = ?",
         )
         .bind(file.blob_id)
         .fetch_all(&mut *tx)
@@ -1065,14 +1188,18 @@ impl Store {
             let peer: String = row.try_get(1)?;
             let message_id: Option<String> = row.try_get(2)?;
             let sealed: Vec<u8> = row.try_get(3)?;
+            let expires_at: Option<i64> = row.try_get(4)?;
             if sender.as_deref() != Some(file.sender) {
                 return Err(conflict(sender));
             }
-            let context = file_context(
-                file.blob_id,
-                sender.as_deref(),
-                &peer,
-                message_id.as_deref(),
+            let context = with_expiry(
+                file_context(
+                    file.blob_id,
+                    sender.as_deref(),
+                    &peer,
+                    message_id.as_deref(),
+                ),
+                expires_at,
             );
             let descriptor = self.open_sealed(&context, &sealed)?;
             if descriptor.as_slice() != file.descriptor {
@@ -1083,16 +1210,19 @@ impl Store {
             }
         }
         let peer = file.peer.key();
-        let context = file_context(
-            file.blob_id,
-            Some(file.sender),
-            &peer,
-            Some(file.message_id),
+        let context = with_expiry(
+            file_context(
+                file.blob_id,
+                Some(file.sender),
+                &peer,
+                Some(file.message_id),
+            ),
+            file.expires_at,
         );
         let sealed = self.seal(&context, file.descriptor)?;
         sqlx::query(
             "INSERT INTO files (blob_id, sender, peer, message_id, outgoing, sender_device, \
-             sent_at, descriptor_sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             sent_at, descriptor_sealed, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(file.blob_id)
         .bind(file.sender)
@@ -1102,20 +1232,24 @@ impl Store {
         .bind(i64::from(file.sender_device.0))
         .bind(file.sent_at)
         .bind(sealed)
+        .bind(file.expires_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    /// The file record of a blob, if any (every record of one blob id has the same sender
-    /// and descriptor: [`Self::put_file`] refuses anything else).
+    /// The file record of a blob, if any and if its time is not up (every record of one
+    /// blob id has the same sender and descriptor: [`Self::put_file`] refuses anything
+    /// else).
     pub async fn file(&self, blob_id: &str) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query(
             "SELECT peer, outgoing, sender_device, sent_at, descriptor_sealed, sender, \
-             message_id FROM files WHERE blob_id = ? ORDER BY id LIMIT 1",
+             message_id, expires_at FROM files WHERE blob_id = ? \
+             AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1",
         )
         .bind(blob_id)
+        .bind(crate::client::now_ms())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -1125,7 +1259,11 @@ impl Store {
         let sealed: Vec<u8> = row.try_get(4)?;
         let sender: Option<String> = row.try_get(5)?;
         let message_id: Option<String> = row.try_get(6)?;
-        let context = file_context(blob_id, sender.as_deref(), &peer, message_id.as_deref());
+        let expires_at: Option<i64> = row.try_get(7)?;
+        let context = with_expiry(
+            file_context(blob_id, sender.as_deref(), &peer, message_id.as_deref()),
+            expires_at,
+        );
         Ok(Some(StoredFile {
             blob_id: blob_id.to_owned(),
             descriptor: self.open_sealed(&context, &sealed)?,
@@ -1135,6 +1273,7 @@ impl Store {
             outgoing: outgoing != 0,
             sender_device: DeviceId(u32::try_from(device).unwrap_or_default()),
             sent_at: row.try_get(3)?,
+            expires_at,
         }))
     }
 
@@ -1591,6 +1730,21 @@ impl Store {
 
 /// The sealing context of a file record: the blob id and the message that announced it
 /// (records from before message keys existed used the blob id alone).
+/// The seal context of a message body: its row, and its time of deletion when it has one
+/// (so that the `expires_at` column cannot be cleared or moved without the body failing to
+/// open).
+fn message_context(id: i64, expires_at: Option<i64>) -> String {
+    with_expiry(format!("messages:{id}"), expires_at)
+}
+
+/// A seal context with a row's time of deletion added, when it has one.
+fn with_expiry(context: String, expires_at: Option<i64>) -> String {
+    match expires_at {
+        Some(at) => format!("{context}|expires:{at}"),
+        None => context,
+    }
+}
+
 fn file_context(
     blob_id: &str,
     sender: Option<&str>,
@@ -1710,6 +1864,7 @@ mod tests {
                 1000,
                 marker,
                 None,
+                None,
             )
             .await
             .unwrap();
@@ -1723,6 +1878,7 @@ mod tests {
                 sender_device: DeviceId(1),
                 sent_at: 1000,
                 descriptor: marker,
+                expires_at: None,
             })
             .await
             .unwrap();
@@ -1828,6 +1984,7 @@ mod tests {
                 10,
                 b"hi",
                 Some("u1"),
+                None,
             )
             .await
             .unwrap();
@@ -1839,6 +1996,7 @@ mod tests {
                 11,
                 b"other",
                 Some("u2"),
+                None,
             )
             .await
             .unwrap();
@@ -1850,6 +2008,7 @@ mod tests {
                 12,
                 b"hello",
                 Some("u3"),
+                None,
             )
             .await
             .unwrap();
@@ -1908,6 +2067,7 @@ mod tests {
             sender_device: DeviceId(1),
             sent_at: 1000,
             descriptor,
+            expires_at: None,
         };
         let first = file("mallory", &mallory, "m1", b"mallory's key".as_slice());
         assert!(store.put_file(&first).await.unwrap());

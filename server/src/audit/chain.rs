@@ -176,12 +176,40 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier that also compares the chain against `expected` heads.
-    pub fn new(mut expected: Vec<Head>) -> Self {
+    pub fn new(expected: Vec<Head>) -> Self {
+        let mut expected = expected;
         expected.sort_by_key(|head| std::cmp::Reverse(head.seq));
         Self {
             head: Head::EMPTY,
             expected,
         }
+    }
+
+    /// A verifier for a chain whose entries up to `anchor` were pruned: the first stored
+    /// entry must follow `anchor` (number and hash). An expected head at the anchor is
+    /// compared with it; the ones before it cannot be checked any more (their entries are
+    /// gone) and are returned apart, as their count.
+    pub fn from_anchor(anchor: Head, expected: Vec<Head>) -> Result<(Self, usize), Broken> {
+        let mut verifier = Self::new(expected);
+        verifier.head = anchor;
+        let mut before = 0;
+        while let Some(checkpoint) = verifier.expected.last().copied() {
+            if checkpoint.seq > anchor.seq {
+                break;
+            }
+            verifier.expected.pop();
+            if checkpoint.seq == anchor.seq {
+                if checkpoint.hash != anchor.hash {
+                    return Err(Broken {
+                        seq: anchor.seq,
+                        problem: Problem::CheckpointMismatch,
+                    });
+                }
+            } else {
+                before += 1;
+            }
+        }
+        Ok((verifier, before))
     }
 
     /// Checks the next stored entry.
@@ -281,6 +309,53 @@ mod tests {
                 entry
             })
             .collect()
+    }
+
+    /// A pruned chain verifies from its anchor: the first kept entry must link to it, a
+    /// checkpoint at the anchor is compared, older ones are only counted, and a gap right
+    /// after the anchor (one more entry deleted) is caught.
+    #[test]
+    fn a_pruned_chain_verifies_from_its_anchor() {
+        let entries = chain(6);
+        let anchor = Head::of(&entries[2]);
+        let check = |anchor, expected| {
+            let (mut verifier, before) = Verifier::from_anchor(anchor, expected)?;
+            for entry in &entries[3..] {
+                verifier.push(entry)?;
+            }
+            verifier.finish().map(|head| (head, before))
+        };
+        let old = Head::of(&entries[0]);
+        let (head, before) = check(anchor, vec![old, anchor, Head::of(&entries[4])]).unwrap();
+        assert_eq!((head, before), (Head::of(&entries[5]), 1));
+        // An anchor that is not the last pruned entry's hash: the first kept one does not
+        // link to it.
+        let forged = Head {
+            seq: 3,
+            hash: EntryHash([9; 32]),
+        };
+        assert_eq!(
+            check(forged, vec![]).unwrap_err().problem,
+            Problem::Unlinked { previous: 3 }
+        );
+        // A checkpoint at the anchor that disagrees with it.
+        let other = Head {
+            seq: 3,
+            hash: EntryHash([1; 32]),
+        };
+        assert_eq!(
+            check(anchor, vec![other]).unwrap_err().problem,
+            Problem::CheckpointMismatch
+        );
+        // The entry after the anchor deleted as well.
+        let (mut verifier, _) = Verifier::from_anchor(anchor, vec![]).unwrap();
+        assert_eq!(
+            verifier.push(&entries[4]).unwrap_err(),
+            Broken {
+                seq: 4,
+                problem: Problem::Missing { found: 5 }
+            }
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum Action {
     AuditExport,
     /// A checkpoint of the audit log was signed.
     AuditCheckpoint,
+    /// Retention pruned the audit log's oldest entries (`count`, `from_seq`, `to_seq`, and
+    /// the last pruned entry's hash as `anchor`: where verification now starts).
+    AuditPrune,
     /// An OpenID Connect ID token or logout token was refused (`reason` says why).
     OidcTokenRefused,
     /// The identity provider logged a user out over the back channel.
@@ -111,7 +114,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in a stable order.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 26] = [
         Self::AccountRegister,
         Self::AccountDelete,
         Self::UserDisable,
@@ -131,6 +134,7 @@ impl Action {
         Self::BackupRestore,
         Self::AuditExport,
         Self::AuditCheckpoint,
+        Self::AuditPrune,
         Self::OidcTokenRefused,
         Self::OidcLogout,
         Self::ScimUserCreate,
@@ -161,6 +165,7 @@ impl Action {
             Self::BackupRestore => "backup-restore",
             Self::AuditExport => "audit-export",
             Self::AuditCheckpoint => "audit-checkpoint",
+            Self::AuditPrune => "audit-prune",
             Self::OidcTokenRefused => "oidc-token-refused",
             Self::OidcLogout => "oidc-logout",
             Self::ScimUserCreate => "scim-user-create",
@@ -193,7 +198,8 @@ impl Action {
             | Self::RetentionPurge
             | Self::BackupRestore
             | Self::AuditExport
-            | Self::AuditCheckpoint => "configuration",
+            | Self::AuditCheckpoint
+            | Self::AuditPrune => "configuration",
         }
     }
 
@@ -250,11 +256,13 @@ pub enum Detail {
     Limit,
     /// Who did it from the server host (`host` for `tacit-server admin`).
     Via,
+    /// The hash (hex) of the last entry an `audit-prune` removed: the chain's new anchor.
+    Anchor,
 }
 
 impl Detail {
     /// Every key, in a stable order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Role,
         Self::Reason,
         Self::Count,
@@ -263,6 +271,7 @@ impl Detail {
         Self::ToSeq,
         Self::Limit,
         Self::Via,
+        Self::Anchor,
     ];
 
     /// The stable name (a key under `tacit.details` in the export).
@@ -276,6 +285,7 @@ impl Detail {
             Self::ToSeq => "to_seq",
             Self::Limit => "limit",
             Self::Via => "via",
+            Self::Anchor => "anchor",
         }
     }
 

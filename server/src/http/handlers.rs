@@ -305,6 +305,23 @@ pub(super) async fn upload_keys(
 
 #[utoipa::path(
     get,
+    path = "/v1/policy",
+    operation_id = "policy",
+    summary = "What the organisation asks every client to enforce (retention.disappearing_max_secs).",
+    responses(
+        (status = 200, description = "OK", body = tacit_api::Policy),
+        (status = "default", description = "an error; `code` names it", body = ErrorBody),
+    ),
+)]
+pub(super) async fn policy(
+    State(state): State<AppState>,
+    Authed(_caller): Authed,
+) -> ApiResult<Json<tacit_api::Policy>> {
+    Ok(Json(state.svc.policy()))
+}
+
+#[utoipa::path(
+    get,
     path = "/v1/keys/count",
     operation_id = "prekeyCount",
     summary = "One-time prekeys left for the caller.",

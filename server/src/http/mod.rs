@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/keys", put(handlers::upload_keys))
         .route("/v1/keys/count", get(handlers::prekey_count))
+        .route("/v1/policy", get(handlers::policy))
         .route("/v1/messages", post(handlers::send).get(handlers::fetch))
         .route("/v1/messages/ack", post(handlers::ack))
         .route("/v1/multicast", post(handlers::multicast))

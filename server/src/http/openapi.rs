@@ -93,6 +93,7 @@ impl Modify for DeviceCredentialScheme {
         handlers::claim_bundles,
         handlers::upload_keys,
         handlers::prekey_count,
+        handlers::policy,
         handlers::send,
         handlers::fetch,
         handlers::ack,
@@ -150,6 +151,7 @@ impl Modify for DeviceCredentialScheme {
         PrekeyBundles,
         UploadKeysRequest,
         PrekeyCount,
+        tacit_api::Policy,
         SendMessageRequest,
         SendMessageResponse,
         MulticastRequest,
@@ -367,7 +369,7 @@ mod tests {
         // 21 for devices, 10 under /v1/admin/, each of which documents the 403 of a
         // caller without the role, and 5 of SCIM.
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 39);
+        assert_eq!(paths.len(), 40);
         assert_eq!(
             paths.keys().filter(|p| p.starts_with("/scim/v2/")).count(),
             5

@@ -75,6 +75,26 @@ pub enum AuditError {
         /// The entry the head records.
         head: u64,
     },
+    /// Entries were pruned up to the anchor, but no `audit-prune` entry in the chain
+    /// records a prune: the anchor row was written by hand (a prefix deleted with it).
+    #[error(
+        "audit log starts after entry {anchor}, but no audit-prune entry records a prune (entries deleted and the anchor moved by hand)"
+    )]
+    AnchorUnrecorded {
+        /// The last pruned entry, as the anchor row says.
+        anchor: u64,
+    },
+    /// The last `audit-prune` entry records another end of the pruned entries than the
+    /// anchor row holds.
+    #[error(
+        "audit log starts after entry {anchor}, but the last prune (entry {entry}) records another anchor (the anchor row was rewritten)"
+    )]
+    AnchorMismatch {
+        /// The last pruned entry, as the anchor row says.
+        anchor: u64,
+        /// The last `audit-prune` entry.
+        entry: u64,
+    },
     /// The entry the database's head names has another hash than the head records.
     #[error(
         "audit entry {0}: it differs from the head the database records (rewritten at or before it)"
@@ -99,6 +119,8 @@ impl AuditError {
             self,
             Self::Broken(_)
                 | Self::BehindHead { .. }
+                | Self::AnchorUnrecorded { .. }
+                | Self::AnchorMismatch { .. }
                 | Self::HeadMismatch(_)
                 | Self::Store(StoreError::AuditUnreadable { .. })
         )
@@ -108,10 +130,15 @@ impl AuditError {
 /// What a verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
-    /// The head of the unbroken chain (its `seq` is the number of entries).
+    /// The head of the unbroken chain (its `seq` is the number of entries ever appended).
     pub head: Head,
+    /// Where the stored chain starts: the last entry retention pruned
+    /// ([`Head::EMPTY`] when none was).
+    pub anchor: Head,
     /// How many checkpoints it was compared against.
     pub checkpoints: usize,
+    /// How many checkpoints cover only pruned entries (and so could not be compared).
+    pub before_anchor: usize,
 }
 
 /// What an export wrote.
@@ -124,10 +151,12 @@ pub struct Exported {
 }
 
 impl Services {
-    /// Checks the stored chain from its first entry: every hash, every link, no gap; that
-    /// it reaches the head the database records; and that it matches every checkpoint in
-    /// `kept` and the last stored one (each checked under `key` first). Returns the first
-    /// problem found.
+    /// Checks the stored chain from its first entry (or, once retention pruned the oldest
+    /// ones, from the anchor: the first kept entry must follow it, and the `audit-prune`
+    /// entry that set it must record it): every hash, every link, no gap; that it reaches
+    /// the head the database records; and that it matches every checkpoint in `kept` and
+    /// the last stored one (each checked under `key` first; one older than the anchor can
+    /// no longer be compared and is only counted). Returns the first problem found.
     pub async fn audit_verify(
         &self,
         kept: &[Checkpoint],
@@ -148,8 +177,40 @@ impl Services {
                 expected.push(checkpoint.verify(&key)?);
             }
         }
-        let mut verifier = Verifier::new(expected);
-        let mut after = 0;
+        // A prune that commits while we read moves the anchor past what we were about to
+        // read: start again from the new anchor (a few times at most).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let anchor = self.store.audit_anchor().await?;
+            match self
+                .verify_from(anchor, recorded, expected.clone(), checkpoints.len())
+                .await
+            {
+                Err(AuditError::Broken(broken))
+                    if attempts < 4
+                        && broken.seq == anchor.seq + 1
+                        && self.store.audit_anchor().await? != anchor =>
+                {
+                    continue;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// [`Self::audit_verify`] from one anchor.
+    async fn verify_from(
+        &self,
+        anchor: Head,
+        recorded: Head,
+        expected: Vec<Head>,
+        checkpoints: usize,
+    ) -> Result<Verified, AuditError> {
+        let (mut verifier, before_anchor) = Verifier::from_anchor(anchor, expected)?;
+        let mut last_prune: Option<(u64, Option<String>, Option<String>)> = None;
+        let mut after = anchor.seq;
+        let prune = Action::AuditPrune.as_str();
         loop {
             let page = self.store.audit_entries(after, PAGE).await?;
             let Some(last) = page.last() else { break };
@@ -158,6 +219,10 @@ impl Services {
                 verifier.push(entry)?;
                 if entry.seq == recorded.seq && entry.hash != recorded.hash {
                     return Err(AuditError::HeadMismatch(entry.seq));
+                }
+                if entry.action == prune {
+                    let detail = |key: Detail| entry.details.get(key.as_str()).cloned();
+                    last_prune = Some((entry.seq, detail(Detail::ToSeq), detail(Detail::Anchor)));
                 }
             }
         }
@@ -169,9 +234,24 @@ impl Services {
                 head: recorded.seq,
             });
         }
+        if anchor != Head::EMPTY {
+            // The anchor row alone could be moved along with a deleted prefix: the chain
+            // itself must say where the last prune ended.
+            let Some((seq, to_seq, hash)) = last_prune else {
+                return Err(AuditError::AnchorUnrecorded { anchor: anchor.seq });
+            };
+            if to_seq != Some(anchor.seq.to_string()) || hash != Some(anchor.hash.to_string()) {
+                return Err(AuditError::AnchorMismatch {
+                    anchor: anchor.seq,
+                    entry: seq,
+                });
+            }
+        }
         Ok(Verified {
             head,
-            checkpoints: checkpoints.len(),
+            anchor,
+            checkpoints: checkpoints - before_anchor,
+            before_anchor,
         })
     }
 

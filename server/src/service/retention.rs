@@ -8,6 +8,11 @@
 //! - Devices idle for `retention.idle_device_days`: each removed with its own
 //!   `device-remove` entry (`reason: idle`); an account all of whose devices are idle is
 //!   deleted with an `account-delete` entry (`reason: idle`).
+//! - Audit entries older than `retention.audit_days` (never less than a year): pruned from
+//!   the start of the chain, each batch with an `audit-prune` entry that records the new
+//!   anchor, from which `audit verify` starts.
+//!
+//! It also answers `GET /v1/policy`: the disappearing-message maximum clients enforce.
 
 use std::collections::HashSet;
 
@@ -59,6 +64,55 @@ impl Services {
         }
         self.audit_purge("envelopes", purged).await;
         Ok(purged)
+    }
+
+    /// Prune the audit entries appended more than `retention.audit_days` before `now`
+    /// (none when it is 0), a batch at a time from the start of the chain; each batch is
+    /// one transaction with its `audit-prune` entry (`count`, `from_seq`, `to_seq`,
+    /// `anchor`). Returns how many entries went.
+    pub async fn purge_audit(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let days = self.config.retention.audit_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        // Configuration is validated at load; the floor holds here whatever it says.
+        let days = days.max(crate::config::AUDIT_FLOOR_DAYS);
+        let before = now.0.saturating_sub(i64::from(days) * DAY_MS);
+        let event = Origin::Server
+            .event(Action::AuditPrune)
+            .detail(Detail::Reason, "retention");
+        let mut purged = 0;
+        loop {
+            let batch = self.config.retention.purge_batch;
+            match self.store.prune_audit(before, batch, &event, now).await {
+                Ok(Some(pruned)) => {
+                    self.count_audited(Action::AuditPrune);
+                    self.metrics.purged("audit", pruned.count);
+                    purged += pruned.count;
+                    if pruned.count < u64::from(batch) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.metrics.audit_append_failures.inc();
+                    return Err(e);
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if purged > 0 {
+            info!(entries = purged, days, "pruned old audit entries");
+        }
+        Ok(purged)
+    }
+
+    /// The policy clients are asked to enforce (`GET /v1/policy`).
+    pub fn policy(&self) -> tacit_api::Policy {
+        let max = self.config.retention.disappearing_max_secs;
+        tacit_api::Policy {
+            disappearing_max_secs: (max > 0).then_some(max),
+        }
     }
 
     /// Count the devices with a socket open to this node as seen now (written with the
@@ -362,6 +416,203 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+    }
+
+    /// Runs SQL on the store's database directly (as someone who can write it).
+    async fn exec(url: &str, statements: &[&str]) {
+        use sqlx::Connection as _;
+        if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        }
+    }
+
+    /// Audit entries older than `retention.audit_days` are pruned from the start of the
+    /// chain in batches, each batch with an `audit-prune` entry naming the new anchor;
+    /// the pruned chain verifies from the anchor; the floor of a year holds even when the
+    /// configuration says less; and a prefix deleted by hand, with or without the anchor
+    /// moved, is reported.
+    async fn audit_retention(store: Arc<dyn Store>, url: &str) {
+        use crate::audit::{Outcome, chain::Problem};
+        use crate::service::AuditError;
+
+        store.migrate().await.unwrap();
+        let t0 = 1_000_000;
+        let recent = t0 + 300 * DAY_MS;
+        for i in 0..10 {
+            let time = if i < 8 { t0 + i } else { recent + i };
+            let event = crate::audit::Event::new(Action::QuotaSet, Outcome::Success)
+                .target(format!("user{i}"));
+            store.append_audit(&event, Timestamp(time)).await.unwrap();
+        }
+        let mut config = Config::default();
+        config.retention.audit_days = 365;
+        config.retention.purge_batch = 3;
+        let svc = Services::new(store.clone(), Arc::new(config));
+        let now = Timestamp(t0 + 370 * DAY_MS);
+        // Entries 1 to 8 are older than a year; 9 and 10 are not. Batches of three: 1-3,
+        // 4-6, 7-8, each with its own audit-prune entry (11, 12, 13).
+        assert_eq!(svc.purge_audit(now).await.unwrap(), 8);
+        assert_eq!(svc.purge_audit(now).await.unwrap(), 0);
+        let anchor = store.audit_anchor().await.unwrap();
+        assert_eq!(anchor.seq, 8);
+        let kept = store.audit_entries(0, 100).await.unwrap();
+        let seqs: Vec<u64> = kept.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [9, 10, 11, 12, 13]);
+        assert_eq!(kept[0].prev_hash, anchor.hash);
+        let prunes: Vec<[&str; 4]> = kept[2..]
+            .iter()
+            .map(|e| {
+                assert_eq!(e.action, "audit-prune");
+                assert_eq!(e.details["reason"], "retention");
+                [
+                    e.details["count"].as_str(),
+                    e.details["from_seq"].as_str(),
+                    e.details["to_seq"].as_str(),
+                    e.details["anchor"].as_str(),
+                ]
+            })
+            .collect();
+        let anchor_hex = anchor.hash.to_string();
+        assert_eq!(prunes[0][..3], ["3", "1", "3"]);
+        assert_eq!(prunes[1][..3], ["3", "4", "6"]);
+        assert_eq!(prunes[2], ["2", "7", "8", anchor_hex.as_str()]);
+        let verified = svc.audit_verify(&[], None).await.unwrap();
+        assert_eq!(
+            (verified.head.seq, verified.anchor, verified.before_anchor),
+            (13, anchor, 0)
+        );
+        let text = svc
+            .metrics
+            .render(None, &crate::metrics::Operations::default());
+        for line in [
+            "tacit_retention_purged_total{kind=\"audit\"} 8",
+            "tacit_audit_events_total{action=\"audit-prune\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+
+        // The floor: a configuration of one day (refused at load) still keeps a year.
+        let mut short = Config::default();
+        short.retention.audit_days = 1;
+        let hasty = Services::new(store.clone(), Arc::new(short));
+        let later = Timestamp(recent + 10 * DAY_MS);
+        assert_eq!(hasty.purge_audit(later).await.unwrap(), 0);
+        assert_eq!(store.audit_anchor().await.unwrap(), anchor);
+
+        // Tampering, each undone before the next.
+        exec(
+            url,
+            &[
+                "CREATE TABLE saved_log AS SELECT * FROM audit_log",
+                "CREATE TABLE saved_anchor AS SELECT * FROM audit_anchor",
+                "CREATE TABLE saved_head AS SELECT * FROM audit_head",
+            ],
+        )
+        .await;
+        let undo = [
+            "DELETE FROM audit_log",
+            "INSERT INTO audit_log SELECT * FROM saved_log",
+            "DELETE FROM audit_anchor",
+            "INSERT INTO audit_anchor SELECT * FROM saved_anchor",
+            "DELETE FROM audit_head",
+            "INSERT INTO audit_head SELECT * FROM saved_head",
+        ];
+        let broken = |result: Result<_, AuditError>| {
+            let e = result.unwrap_err();
+            assert!(e.is_broken(), "{e}");
+            e
+        };
+        // Entry 9 deleted: a gap right after the anchor.
+        exec(url, &["DELETE FROM audit_log WHERE seq = 9"]).await;
+        match broken(svc.audit_verify(&[], None).await) {
+            AuditError::Broken(b) => {
+                assert_eq!((b.seq, b.problem), (9, Problem::Missing { found: 10 }));
+            }
+            other => panic!("{other}"),
+        }
+        exec(url, &undo).await;
+        // Entry 9 deleted and the anchor moved onto it, as if a prune had taken it.
+        exec(
+            url,
+            &[
+                "UPDATE audit_anchor SET seq = 9, hash = (SELECT hash FROM audit_log WHERE seq = 9)",
+                "DELETE FROM audit_log WHERE seq = 9",
+            ],
+        )
+        .await;
+        assert!(matches!(
+            broken(svc.audit_verify(&[], None).await),
+            AuditError::AnchorMismatch {
+                anchor: 9,
+                entry: 13
+            }
+        ));
+        exec(url, &undo).await;
+        // The anchor reset: the pruned prefix reads as deleted.
+        exec(url, &["UPDATE audit_anchor SET seq = 0"]).await;
+        match broken(svc.audit_verify(&[], None).await) {
+            AuditError::Broken(b) => {
+                assert_eq!((b.seq, b.problem), (1, Problem::Missing { found: 9 }));
+            }
+            other => panic!("{other}"),
+        }
+        exec(url, &undo).await;
+        // The anchor's hash rewritten: the first kept entry no longer links to it.
+        exec(
+            url,
+            &["UPDATE audit_anchor SET hash = (SELECT hash FROM audit_log WHERE seq = 10)"],
+        )
+        .await;
+        match broken(svc.audit_verify(&[], None).await) {
+            AuditError::Broken(b) => {
+                assert_eq!((b.seq, b.problem), (9, Problem::Unlinked { previous: 8 }));
+            }
+            other => panic!("{other}"),
+        }
+        exec(url, &undo).await;
+        // Every audit-prune entry gone with the rest of the chain rewritten is beyond what
+        // the chain alone shows; without them, the anchor is unrecorded.
+        exec(url, &["DELETE FROM audit_log WHERE seq > 10"]).await;
+        exec(
+            url,
+            &["UPDATE audit_head SET seq = 10, hash = (SELECT hash FROM audit_log WHERE seq = 10)"],
+        )
+        .await;
+        assert!(matches!(
+            broken(svc.audit_verify(&[], None).await),
+            AuditError::AnchorUnrecorded { anchor: 8 }
+        ));
+        exec(url, &undo).await;
+        svc.audit_verify(&[], None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_audit_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+        audit_retention(Arc::new(SqliteStore::connect(&url).await.unwrap()), &url).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_audit_retention() {
+        let db = tacit_tests::TestDatabase::create()
+            .await
+            .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+        audit_retention(
+            Arc::new(PostgresStore::connect(&db.url).await.unwrap()),
+            &db.url,
+        )
+        .await;
     }
 
     #[tokio::test]

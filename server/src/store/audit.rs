@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
-use super::{AuditProblem, StoreError};
-use crate::audit::{Checkpoint, Entry, EntryHash, Event, Head};
+use super::{AuditProblem, AuditPruned, StoreError};
+use crate::audit::{Checkpoint, Detail, Entry, EntryHash, Event, Head};
 
 /// One `audit_log` row as read: seq, time, action, outcome, actor, target user, target
 /// device, source, details (JSON), previous hash, hash.
@@ -145,6 +145,93 @@ where
             seq: sql::to_u64(seq, "audit_head.seq")?,
             hash: to_entry_hash(hash, "audit_head.hash")?,
         })
+    }
+
+    /// Where the stored chain starts: the number and hash of the last entry retention
+    /// pruned ([`Head::EMPTY`] while nothing was).
+    pub(super) async fn audit_anchor(&self) -> Result<Head, StoreError> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(Head {
+            seq: sql::to_u64(seq, "audit_anchor.seq")?,
+            hash: to_entry_hash(hash, "audit_anchor.hash")?,
+        })
+    }
+
+    /// Deletes the oldest entries appended before `before_ms`, at most `limit` of them and
+    /// never the last one, moves the anchor to the last one deleted and appends
+    /// `event` with `count`, `from_seq`, `to_seq` and `anchor` added: one transaction, so
+    /// the anchor and the `audit-prune` entry that records it commit together. Only a
+    /// prefix of the chain goes (the first entry appended at or after `before_ms` stops
+    /// it, whatever follows). `None` when nothing was old enough.
+    pub(super) async fn prune_audit(
+        &self,
+        before_ms: i64,
+        limit: u32,
+        event: &Event,
+        now: tacit_api::Timestamp,
+    ) -> Result<Option<AuditPruned>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        // The anchor row's lock serializes two pruners (two nodes of a cluster).
+        let (anchor, _): (i64, Vec<u8>) =
+            sqlx::query_as("UPDATE audit_anchor SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *tx)
+                .await?;
+        let (head,): (i64,) = sqlx::query_as("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, time_ms, hash FROM audit_log WHERE seq > $1 AND seq < $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(anchor)
+        .bind(head)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut cut = None;
+        for (expected, (seq, time_ms, hash)) in (anchor + 1..).zip(rows) {
+            // A gap (a deleted row) or a recent entry ends the prefix: what is pruned is
+            // always the unbroken start of the chain, so verification still sees a gap.
+            if seq != expected || time_ms >= before_ms {
+                break;
+            }
+            cut = Some((seq, hash));
+        }
+        let Some((to_seq, hash)) = cut else {
+            return Ok(None);
+        };
+        let hash = to_entry_hash(hash, "audit_log.hash")?;
+        let done = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(to_seq)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = B::rows_affected(&done);
+        sqlx::query("UPDATE audit_anchor SET seq = $1, hash = $2, time_ms = $3 WHERE id = 1")
+            .bind(to_seq)
+            .bind(hash.0.as_slice())
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        let pruned = AuditPruned {
+            count: deleted,
+            from_seq: sql::to_u64(anchor + 1, "audit_anchor.seq")?,
+            anchor: Head {
+                seq: sql::to_u64(to_seq, "audit_log.seq")?,
+                hash,
+            },
+        };
+        let event = event
+            .clone()
+            .detail(Detail::Count, pruned.count)
+            .detail(Detail::FromSeq, pruned.from_seq)
+            .detail(Detail::ToSeq, pruned.anchor.seq)
+            .detail(Detail::Anchor, pruned.anchor.hash.to_string());
+        Self::append(&mut tx, &event, now.0).await?;
+        tx.commit().await?;
+        Ok(Some(pruned))
     }
 
     /// Stores a signed checkpoint and appends `event` (its `audit-checkpoint` entry), in

@@ -281,6 +281,17 @@ pub struct IdleDevice {
     pub others_active: bool,
 }
 
+/// What one audit prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPruned {
+    /// How many entries.
+    pub count: u64,
+    /// The first one pruned.
+    pub from_seq: u64,
+    /// The last one pruned (its number and hash): the chain now starts after it.
+    pub anchor: Head,
+}
+
 /// A provisioning channel as the devices on either end see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRecord {
@@ -832,6 +843,20 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// The audit log's head as the database records it (updated by every append).
     async fn audit_head(&self) -> Result<Head, StoreError>;
+    /// Where the stored chain starts: the last entry retention pruned
+    /// ([`Head::EMPTY`] while none was).
+    async fn audit_anchor(&self) -> Result<Head, StoreError>;
+    /// Prune the oldest audit entries appended before `before_ms` (a prefix of the chain,
+    /// at most `limit` entries, never the last), move the anchor to the last one pruned
+    /// and append `audit` with `count`, `from_seq`, `to_seq` and `anchor` added, in one
+    /// transaction. `None` when no entry was old enough.
+    async fn prune_audit(
+        &self,
+        before_ms: i64,
+        limit: u32,
+        audit: &Event,
+        now: Timestamp,
+    ) -> Result<Option<AuditPruned>, StoreError>;
     /// Store a signed checkpoint and append its `audit-checkpoint` entry, in one
     /// transaction.
     async fn put_checkpoint(

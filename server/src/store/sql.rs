@@ -14,9 +14,9 @@ use tacit_api::{DeviceId, Envelope, PrekeyBundle, PrekeyCount, Timestamp, Upload
 
 use super::backend::{Backend, Param, Value};
 use super::{
-    BatchOutcome, BlobRecord, ChannelAnswer, ChannelRecord, DeviceAuth, DeviceRecord, IdleDevice,
-    KIND_KEM, KIND_X25519, Mailbox, NewBlob, NewDevice, NewMessage, Revocation, SecretHash,
-    SendOutcome, SendRules, Store, StoreError, StoreStats,
+    AuditPruned, BatchOutcome, BlobRecord, ChannelAnswer, ChannelRecord, DeviceAuth, DeviceRecord,
+    IdleDevice, KIND_KEM, KIND_X25519, Mailbox, NewBlob, NewDevice, NewMessage, Revocation,
+    SecretHash, SendOutcome, SendRules, Store, StoreError, StoreStats,
 };
 
 /// The store over one database: a pool that writes and a pool that reads (for SQLite, a
@@ -603,6 +603,20 @@ where
 
     async fn audit_head(&self) -> Result<Head, StoreError> {
         Self::audit_head(self).await
+    }
+
+    async fn audit_anchor(&self) -> Result<Head, StoreError> {
+        Self::audit_anchor(self).await
+    }
+
+    async fn prune_audit(
+        &self,
+        before_ms: i64,
+        limit: u32,
+        audit: &Event,
+        now: Timestamp,
+    ) -> Result<Option<AuditPruned>, StoreError> {
+        Self::prune_audit(self, before_ms, limit, audit, now).await
     }
 
     async fn put_checkpoint(

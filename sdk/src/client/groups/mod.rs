@@ -143,6 +143,10 @@ struct GroupPayload {
     /// of the server's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<i64>,
+    /// With texts and files: the group's disappearing-message timer as the sender had it
+    /// (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expire: Option<u64>,
     /// What the message is (the `kind` field and its own fields).
     #[serde(flatten)]
     content: GroupContent,
@@ -159,6 +163,8 @@ enum GroupContent {
     },
     /// A file: its descriptor (blob id, key, digest, size, name).
     File { file: crate::files::FileDescriptor },
+    /// The group's disappearing-message timer changed (`ts` says when; 0: off).
+    Timer { seconds: u64 },
     /// A kind this version does not know (a newer client's).
     #[serde(other)]
     Unknown,
@@ -523,7 +529,7 @@ impl Client {
     /// member's devices and our own other devices. Returns the local history id.
     pub async fn send_group(&mut self, group: &str, text: &str) -> Result<i64, ClientError> {
         let uid = random_id()?;
-        let (info, time) = self
+        let (info, time, expire) = self
             .send_group_payload(
                 group,
                 &uid,
@@ -532,6 +538,7 @@ impl Client {
                 },
             )
             .await?;
+        let expires_at = self.expiry_of(time, expire).await?;
         let id = self
             .store
             .add_group_message(
@@ -542,9 +549,24 @@ impl Client {
                 time,
                 text.as_bytes(),
                 Some(&uid),
+                expires_at,
             )
             .await?;
         Ok(id)
+    }
+
+    /// Sends a change of the group's disappearing-message timer to every member's devices
+    /// and our own other devices; returns the time the message says it was made.
+    pub(super) async fn send_group_timer(
+        &mut self,
+        group: GroupId,
+        seconds: u64,
+    ) -> Result<i64, ClientError> {
+        let uid = random_id()?;
+        let (_, time, _) = self
+            .send_group_payload(&group.to_string(), &uid, GroupContent::Timer { seconds })
+            .await?;
+        Ok(time)
     }
 
     /// Sends a file to a group: encrypted and uploaded once (see [`Client::upload_file`]),
@@ -558,7 +580,7 @@ impl Client {
         let info = self.find_group(group).await?;
         let file = self.upload_file(path, progress).await?;
         let uid = random_id()?;
-        let (info, time) = self
+        let (info, time, expire) = self
             .send_group_payload(
                 &info.id.to_string(),
                 &uid,
@@ -573,7 +595,7 @@ impl Client {
                 &Self::group_history_key(&info),
                 true,
                 self.account.device,
-                time,
+                (time, expire),
                 Some(uid.clone()),
                 Some(file.descriptor.clone()),
             )
@@ -589,8 +611,8 @@ impl Client {
         })
     }
 
-    /// Encrypts one group payload with our sender key and multicasts it; returns the group
-    /// and the time the payload says it was sent.
+    /// Encrypts one group payload with our sender key and multicasts it; returns the group,
+    /// the time the payload says it was sent and the disappearing-message timer it carries.
     ///
     /// The server's device-mismatch answers are claims, checked against our own roster
     /// before anything is acted on (see [`Self::check_group_mismatch`]): a device of anyone
@@ -601,7 +623,7 @@ impl Client {
         group: &str,
         uid: &str,
         content: GroupContent,
-    ) -> Result<(GroupInfo, i64), ClientError> {
+    ) -> Result<(GroupInfo, i64, Option<u64>), ClientError> {
         let info = self.find_group(group).await?;
         let mut state = self
             .load_group(info.id)
@@ -618,12 +640,17 @@ impl Client {
         if others.is_empty() {
             return Err(GroupError::NoOtherMember.into());
         }
+        let expire = match content {
+            GroupContent::Timer { .. } => None,
+            _ => self.outgoing_timer(&Conversation::Group(info.id)).await?,
+        };
         let payload = GroupPayload {
             v: 1,
             id: uid.to_owned(),
             from: me.clone(),
             from_device: self.account.device,
             ts: Some(super::now_ms()),
+            expire,
             content,
         };
         let plaintext = Zeroizing::new(serde_json::to_vec(&payload).map_err(inconsistent)?);
@@ -694,7 +721,7 @@ impl Client {
             match self.transport.multicast(&request).await {
                 Ok(_) => {
                     self.save_group(&state).await?;
-                    return Ok((info, payload.ts.unwrap_or_default()));
+                    return Ok((info, payload.ts.unwrap_or_default(), payload.expire));
                 }
                 Err(TransportError::DeviceMismatch(mismatch)) => {
                     let (rotate, needs_key) = self.check_group_mismatch(&mut state, &mismatch)?;
@@ -1065,7 +1092,20 @@ impl Client {
         // The sender's own time, from inside the message; the server's only for a message
         // without one.
         let time = payload.ts.unwrap_or(time);
+        let expire = payload.expire;
         let body = match payload.content {
+            GroupContent::Timer { seconds } => {
+                let conversation = Conversation::Group(id);
+                self.apply_timer(&conversation, seconds, time, sender)
+                    .await?;
+                return Ok(Ok((
+                    IncomingKind::Timer {
+                        peer: format!("group {}", state.info.name),
+                        seconds,
+                    },
+                    time,
+                )));
+            }
             GroupContent::File { file } => {
                 let history = Conversation::Group(message.group_id());
                 let outgoing = sender == self.account.username;
@@ -1075,7 +1115,7 @@ impl Client {
                         &history,
                         outgoing,
                         device,
-                        time,
+                        (time, expire),
                         Some(payload.id),
                         Some(file),
                     )
@@ -1107,6 +1147,14 @@ impl Client {
             }
             GroupContent::Text { body } => body,
         };
+        let Some(expires_at) = self.keep_until(time, expire).await? else {
+            return Ok(Ok((
+                IncomingKind::Expired {
+                    peer: format!("group {}", state.info.name),
+                },
+                time,
+            )));
+        };
         self.store
             .add_group_message(
                 message.group_id(),
@@ -1116,6 +1164,7 @@ impl Client {
                 time,
                 body.as_bytes(),
                 Some(&payload.id),
+                expires_at,
             )
             .await?;
         Ok(Ok((
@@ -1538,6 +1587,7 @@ mod payload_wire {
             from: "alice".into(),
             from_device: tacit_api::DeviceId(2),
             ts: Some(9),
+            expire: None,
             content: GroupContent::Text { body: "hi".into() },
         };
         assert_eq!(
