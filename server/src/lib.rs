@@ -93,6 +93,14 @@ where
             Some((key, Duration::from_secs(secs)))
         }
     };
+    // Pruning the audit log signs where the chain then starts.
+    let prune_key = match config.retention.audit_days {
+        0 => None,
+        _ => Some(
+            audit::AuditKey::load_or_create(&config.audit_key_file())
+                .map_err(ServeError::AuditKey)?,
+        ),
+    };
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let mut config = config;
@@ -162,7 +170,12 @@ where
             let _ = down_tx.send(true);
         }
     });
-    let housekeeper = tokio::spawn(housekeeping(svc.clone(), audit_key, down_rx.clone()));
+    let housekeeper = tokio::spawn(housekeeping(
+        svc.clone(),
+        audit_key,
+        prune_key,
+        down_rx.clone(),
+    ));
     tokio::spawn(watch_revocations(svc.clone(), down_rx.clone()));
     if let Some(addr) = config.metrics.listen {
         let metrics = std::net::TcpListener::bind(addr)?;
@@ -239,8 +252,8 @@ where
 }
 
 /// Purge expired envelopes and blobs (complete or abandoned part-way), prune old audit
-/// entries (`retention.audit_days`) and remove idle devices
-/// (`retention.idle_device_days`), every minute, in batches; forget idle
+/// entries (`retention.audit_days`, each new anchor signed with `prune_key`) and remove idle
+/// devices (`retention.idle_device_days`), every minute, in batches; forget idle
 /// rate-limit buckets (every minute), run the store's upkeep (every second), write the
 /// security events counted meanwhile to the audit log (every few seconds), and sign a
 /// checkpoint of the audit log with `audit_key` (every interval, when entries were
@@ -248,6 +261,7 @@ where
 async fn housekeeping(
     svc: Arc<Services>,
     audit_key: Option<(audit::AuditKey, Duration)>,
+    prune_key: Option<audit::AuditKey>,
     mut down: watch::Receiver<bool>,
 ) {
     let started = tokio::time::Instant::now();
@@ -300,9 +314,10 @@ async fn housekeeping(
                     Ok(n) => info!(blobs = n, "purged expired blobs"),
                     Err(e) => warn!(error = %e, "purging expired blobs failed"),
                 }
-                match svc.purge_audit(service::now()).await {
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "pruning old audit entries failed"),
+                if let Some(key) = &prune_key
+                    && let Err(e) = svc.purge_audit(service::now(), key).await
+                {
+                    warn!(error = %e, "pruning old audit entries failed");
                 }
                 // Not in the first day after a start: after an outage, devices get a day
                 // to come back before their absence counts.

@@ -38,3 +38,11 @@ pub use oidc::{CLIENT_ID, OidcProvider};
 pub use process::{Launch, ServerProcess, binary};
 pub use relay::{Exchange, HostileRelay, Lies};
 pub use server::{Backend, TestServer, spawn_server};
+
+/// Milliseconds since the Unix epoch, by this machine's clock (what clients compare
+/// sender times and disappearing-message deadlines with).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

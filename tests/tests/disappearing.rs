@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tacit_tests::ServerProcess;
 use tacit_tests::cli::{self, Cli, fails, ok};
+use tacit_tests::{ServerProcess, now_ms};
 
 /// The laptop's home has its own passphrase.
 const LAPTOP: Cli = Cli::new("the laptop's passphrase");
@@ -72,16 +72,6 @@ async fn stored_rows(home: &Path) -> i64 {
 async fn sleep_past(due: i64) {
     let left = u64::try_from(due - now_ms()).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(left + 300)).await;
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 /// Alice and Bob (with a phone and a laptop): Alice's timer reaches Bob's phone; the

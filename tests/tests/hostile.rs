@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::Digest as _;
 use tacit_api as api;
 use tacit_sdk::{Client, Conversation, IncomingKind, KeySource, StoreKey, Transport, Trust};
-use tacit_tests::{HostileRelay, TestServer, spawn_server};
+use tacit_tests::{HostileRelay, TestServer, now_ms, spawn_server};
 
 struct World {
     relay: HostileRelay,
@@ -685,16 +685,6 @@ async fn a_change_by_an_admin_removed_concurrently_is_superseded_everywhere_or_n
         assert_eq!(members, &names(&["alice", "carol", "dave"]));
         assert!(!said(&carol_events) && !said(&dave_events) && !said(&erin_events));
     }
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 /// The lie: every envelope, fetched or pushed over the WebSocket, claims to have been sent

@@ -32,7 +32,7 @@ async fn converse(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
         tokio::select! {
             // Disappearing messages go while we chat, not only at the next start.
             _ = purge.tick() => {
-                client.purge_expired().await?;
+                super::upkeep(client).await;
             }
             line = lines.next_line() => {
                 let Some(line) = line.context("reading standard input")? else {

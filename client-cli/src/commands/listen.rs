@@ -22,7 +22,7 @@ async fn print_arrivals(client: &mut Client, files: &Path, json: bool) -> Result
         let frame = tokio::select! {
             frame = socket.next_frame() => frame,
             _ = purge.tick() => {
-                client.purge_expired().await?;
+                super::upkeep(client).await;
                 continue;
             }
             _ = tokio::signal::ctrl_c() => {

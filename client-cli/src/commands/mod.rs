@@ -87,6 +87,18 @@ async fn show(client: &Client, event: &Incoming, files: &Path, json: bool) -> Re
     }
 }
 
+/// What a long-running command does every second: deletes the disappearing messages that
+/// are due and fetches the organisation's policy when the cached one is stale. A failure is
+/// said on stderr and the command goes on (the next second tries again).
+async fn upkeep(client: &mut Client) {
+    if let Err(e) = client.purge_expired().await {
+        eprintln!("tacit: deleting disappearing messages failed: {e}");
+    }
+    if let Err(e) = client.refresh_policy_if_stale().await {
+        eprintln!("tacit: reading the organisation's policy failed: {e}");
+    }
+}
+
 /// Connects the WebSocket, retrying with a growing pause; says so on stderr.
 async fn connect(client: &mut Client) -> Result<tacit_sdk::Socket> {
     let mut pause = Duration::from_millis(500);

@@ -25,6 +25,8 @@ use crate::store::Purged;
 const POLICY_SECRET: &str = "policy";
 /// How long a fetched policy is used before it is fetched again (milliseconds).
 const POLICY_REFRESH_MS: i64 = 10 * 60 * 1000;
+/// How far ahead of this device's clock a timer change may be dated (a day).
+const MAX_AHEAD_MS: i64 = 24 * 3600 * 1000;
 /// The longest timer (ten years, in seconds).
 pub const MAX_TIMER_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -134,9 +136,10 @@ impl Client {
 
     /// Applies a timer change `seconds` made by `by` at `at` (their clock) unless the one
     /// kept was made later (same time: the greater name wins), so that every device ends
-    /// with the same timer whatever the delivery order. A time ahead of ours counts as now:
-    /// a participant who claims a change from the future cannot pin the timer against
-    /// every later change. Returns whether it changed.
+    /// with the same timer whatever the delivery order. A change dated more than
+    /// [`MAX_AHEAD_MS`] ahead of our clock is not applied (`Ok(false)`; [`Self::on_timer`]
+    /// reports it): otherwise one participant could pin the timer against every later
+    /// change. Returns whether it changed.
     pub(crate) async fn apply_timer(
         &self,
         conversation: &Conversation,
@@ -144,7 +147,9 @@ impl Client {
         at: i64,
         by: &str,
     ) -> Result<bool, ClientError> {
-        let at = at.min(now_ms());
+        if at > now_ms().saturating_add(MAX_AHEAD_MS) {
+            return Ok(false);
+        }
         let new = Timer {
             seconds: seconds.min(MAX_TIMER_SECS),
             set_at: at,
@@ -173,30 +178,69 @@ impl Client {
         Ok(changed)
     }
 
-    /// When a message in a conversation disappears on this device: `timer` is what the
-    /// message carries; the organisation's maximum (as last fetched) caps it.
+    /// Handles a timer change that arrived from `by`: applies it ([`Self::apply_timer`])
+    /// and says what the app should see (`shown` names the conversation).
+    pub(crate) async fn on_timer(
+        &self,
+        conversation: &Conversation,
+        shown: String,
+        seconds: u64,
+        at: i64,
+        by: &str,
+    ) -> Result<IncomingKind, ClientError> {
+        if at > now_ms().saturating_add(MAX_AHEAD_MS) {
+            return Ok(IncomingKind::Failed {
+                error: format!(
+                    "{by} changed the disappearing-message timer of the conversation with \
+                     {shown}, dated more than a day ahead of this device's clock; the change \
+                     was refused (check the clocks)"
+                ),
+            });
+        }
+        self.apply_timer(conversation, seconds, at, by).await?;
+        Ok(IncomingKind::Timer {
+            peer: shown,
+            seconds,
+        })
+    }
+
+    /// When a message in `conversation` sent at `sent_at` disappears on this device: the
+    /// stricter of the timer the message carries and the conversation's own timer here
+    /// (so a change the server withheld from the sender still applies on this side),
+    /// capped by the organisation's maximum (as last fetched).
     pub(crate) async fn expiry_of(
         &self,
+        conversation: &Conversation,
         sent_at: i64,
         timer: Option<u64>,
     ) -> Result<Option<i64>, ClientError> {
         let max = self.cached_policy().await?.and_then(|p| p.max_secs);
-        let timer = match (timer.filter(|t| *t > 0), max) {
-            (Some(t), Some(max)) => Some(t.min(max)),
-            (t, None) => t,
-            (None, max) => max,
-        };
+        let local = self.outgoing_timer(conversation).await?;
+        let timer = [timer.filter(|t| *t > 0), local, max]
+            .into_iter()
+            .flatten()
+            .min();
         Ok(expiry(sent_at, now_ms(), timer))
     }
 
-    /// [`Self::expiry_of`] for a message that arrived: `None` when its time is already up
-    /// (it is not stored), otherwise when it disappears (`Some(None)`: never).
+    /// [`Self::expiry_of`] for a message that arrived from `sender`: `None` when its time
+    /// is already up (it is not stored), otherwise when it disappears (`Some(None)`:
+    /// never). A timer the message carries in a conversation without one here (a device
+    /// linked, or a member added, after it was set) becomes this device's timer too.
     pub(crate) async fn keep_until(
         &self,
+        conversation: &Conversation,
+        sender: &str,
         sent_at: i64,
         timer: Option<u64>,
     ) -> Result<Option<Option<i64>>, ClientError> {
-        Ok(match self.expiry_of(sent_at, timer).await? {
+        if let Some(seconds) = timer.filter(|t| *t > 0)
+            && self.disappearing(conversation).await?.is_none()
+        {
+            self.apply_timer(conversation, seconds, sent_at, sender)
+                .await?;
+        }
+        Ok(match self.expiry_of(conversation, sent_at, timer).await? {
             Some(at) if at <= now_ms() => None,
             other => Some(other),
         })
@@ -244,7 +288,7 @@ impl Client {
     /// Fetches the policy again if the cached one is older than ten minutes (or missing).
     /// A server that cannot be asked leaves the cached one in force (only a local failure
     /// is an error).
-    pub(crate) async fn refresh_policy_if_stale(&mut self) -> Result<(), ClientError> {
+    pub async fn refresh_policy_if_stale(&mut self) -> Result<(), ClientError> {
         let fresh = self
             .cached_policy()
             .await?
@@ -276,18 +320,22 @@ impl Client {
         {
             return Err(ClientError::TimerAbovePolicy { seconds, max });
         }
-        let time = match conversation {
+        // Later than the change kept now, even if its setter's clock runs ahead of ours:
+        // a change made here never loses to the one it replaces.
+        let time = match self.disappearing(conversation).await? {
+            Some(current) => now_ms().max(current.set_at.saturating_add(1)),
+            None => now_ms(),
+        };
+        match conversation {
             Conversation::Direct(username) => {
-                let time = now_ms();
                 let to_them = Payload::timer(seconds, None).at(time).to_bytes()?;
                 let to_us = Payload::timer(seconds, Some(username))
                     .at(time)
                     .to_bytes()?;
                 self.send_payload(username, &to_them, &to_us).await?;
-                time
             }
-            Conversation::Group(id) => self.send_group_timer(*id, seconds).await?,
-        };
+            Conversation::Group(id) => self.send_group_timer(*id, seconds, time).await?,
+        }
         let me = self.account.username.clone();
         self.apply_timer(conversation, seconds, time, &me).await?;
         self.disappearing(conversation)
@@ -365,31 +413,78 @@ mod tests {
         assert!(finals.iter().all(|t| *t == finals[0]), "{finals:?}");
         assert_eq!((finals[0].seconds, finals[0].set_by.as_str()), (60, "bob"));
 
-        // A change dated a year ahead does not outrank a later, honest one.
+        // A change dated a year ahead is refused; one a little ahead is kept, and a change
+        // made here after it still wins.
         let dir = tempfile::tempdir().unwrap();
         let client = offline_client(dir.path(), "carol").await;
         let conversation = Conversation::direct("mallory");
         let year = 365 * 24 * 3600 * 1000;
-        client
-            .apply_timer(&conversation, 0, now_ms() + year, "mallory")
+        let refused = client
+            .on_timer(
+                &conversation,
+                "mallory".into(),
+                0,
+                now_ms() + year,
+                "mallory",
+            )
             .await
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(
+            matches!(refused, IncomingKind::Failed { .. }),
+            "{refused:?}"
+        );
+        assert!(client.disappearing(&conversation).await.unwrap().is_none());
+        let ahead = now_ms() + 3_600_000;
+        client
+            .apply_timer(&conversation, 60, ahead, "mallory")
+            .await
+            .unwrap();
+        // What set_disappearing dates its change with: above the kept one.
+        let current = client.disappearing(&conversation).await.unwrap().unwrap();
+        let mine = now_ms().max(current.set_at + 1);
         assert!(
             client
-                .apply_timer(&conversation, 60, now_ms(), "carol")
+                .apply_timer(&conversation, 300, mine, "carol")
                 .await
                 .unwrap()
         );
-        assert_eq!(
-            client
-                .disappearing(&conversation)
-                .await
-                .unwrap()
-                .unwrap()
-                .seconds,
-            60
-        );
+        let kept = client.disappearing(&conversation).await.unwrap().unwrap();
+        assert_eq!(kept.seconds, 300);
+    }
+
+    /// A message counts under the stricter of its own timer and the conversation's here (a
+    /// change the server withheld from its sender still applies), and a device that knows
+    /// no timer adopts the one messages carry (a device linked or a member added later).
+    #[tokio::test]
+    async fn the_stricter_timer_applies_and_an_unknown_one_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = offline_client(dir.path(), "carol").await;
+        let bob = Conversation::direct("bob");
+        let now = now_ms();
+        client
+            .apply_timer(&bob, 60, now - 10, "carol")
+            .await
+            .unwrap();
+        // Bob never learned of it: his message carries no timer.
+        let kept = client.keep_until(&bob, "bob", now, None).await.unwrap();
+        assert_eq!(kept, Some(Some(now + 60_000)));
+        // His stricter one counts.
+        let kept = client.keep_until(&bob, "bob", now, Some(5)).await.unwrap();
+        assert_eq!(kept, Some(Some(now + 5_000)));
+        // Out of time on arrival: not kept.
+        let late = client
+            .keep_until(&bob, "bob", now - 120_000, None)
+            .await
+            .unwrap();
+        assert_eq!(late, None);
+        // A conversation without a timer here adopts the one a message carries.
+        let dave = Conversation::direct("dave");
+        client
+            .keep_until(&dave, "dave", now, Some(30))
+            .await
+            .unwrap();
+        let adopted = client.disappearing(&dave).await.unwrap().unwrap();
+        assert_eq!((adopted.seconds, adopted.set_by.as_str()), (30, "dave"));
     }
 
     /// The store deletes what is due at open (an offline device), binds the time of
@@ -468,6 +563,41 @@ mod tests {
         }
         let store = Store::open(&path, key()).await.unwrap();
         let err = store.history(&bob).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        // A file's expiry moved into its message id (in clear, at the end of the seal's
+        // context) and cleared: the descriptor no longer opens.
+        store
+            .put_file(&crate::store::NewFile {
+                blob_id: "blob1",
+                sender: "bob",
+                peer: &bob,
+                message_id: "m1",
+                outgoing: false,
+                sender_device: DeviceId(1),
+                sent_at: now,
+                descriptor: b"{}",
+                expires_at: Some(now + 3_600_000),
+            })
+            .await
+            .unwrap();
+        assert!(store.file("blob1").await.unwrap().is_some());
+        store.close().await;
+        {
+            use sqlx::Connection as _;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE files SET message_id = message_id || '|expires:' || expires_at, \
+                 expires_at = NULL",
+            )
+            .execute(&mut c)
+            .await
+            .unwrap();
+            c.close().await.unwrap();
+        }
+        let store = Store::open(&path, key()).await.unwrap();
+        let err = store.file("blob1").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         store.close().await;
     }

@@ -98,7 +98,7 @@ impl Client {
         self.send_payload(username, &to_them, &to_us).await?;
         let device = self.device_id();
         let me = self.username().to_owned();
-        let expires_at = self.expiry_of(time, timer).await?;
+        let expires_at = self.expiry_of(&conversation, time, timer).await?;
         self.record_file(
             &file.descriptor,
             &me,
@@ -201,7 +201,7 @@ impl Client {
                 });
             }
         };
-        let Some(expires_at) = self.keep_until(time, timer).await? else {
+        let Some(expires_at) = self.keep_until(peer, sender, time, timer).await? else {
             return Ok(IncomingKind::Expired {
                 peer: peer.to_string(),
             });
@@ -341,7 +341,10 @@ impl Client {
                 Ok(_) => {
                     // A file that disappears takes its saved copy with it.
                     if stored.expires_at.is_some() {
-                        self.store.set_saved(blob_id, &target).await?;
+                        // Absolute: a purge run from another directory must find it.
+                        let absolute = std::fs::canonicalize(&target)
+                            .map_err(io(format!("locating {}", target.display())))?;
+                        self.store.set_saved(blob_id, &absolute).await?;
                     }
                     return Ok(target);
                 }

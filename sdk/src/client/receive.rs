@@ -199,7 +199,10 @@ impl Client {
         let timer = payload.expire;
         match payload.content {
             Content::Text { body, id } => {
-                let Some(expires_at) = self.keep_until(time, timer).await? else {
+                let Some(expires_at) = self
+                    .keep_until(&Conversation::direct(&peer), &sender, time, timer)
+                    .await?
+                else {
                     return Ok(Some(incoming(IncomingKind::Expired { peer })));
                 };
                 self.store
@@ -234,9 +237,16 @@ impl Client {
                 Ok(Some(incoming(kind)))
             }
             Content::Timer { seconds } => {
-                self.apply_timer(&Conversation::direct(&peer), seconds, time, &sender)
+                let kind = self
+                    .on_timer(
+                        &Conversation::direct(&peer),
+                        peer.clone(),
+                        seconds,
+                        time,
+                        &sender,
+                    )
                     .await?;
-                Ok(Some(incoming(IncomingKind::Timer { peer, seconds })))
+                Ok(Some(incoming(kind)))
             }
             Content::Receipt { receipt } => {
                 if !outgoing {

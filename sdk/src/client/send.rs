@@ -19,7 +19,7 @@ impl Client {
             .expiring(timer)
             .to_bytes()?;
         self.send_payload(username, &to_them, &to_us).await?;
-        let expires_at = self.expiry_of(time, timer).await?;
+        let expires_at = self.expiry_of(&conversation, time, timer).await?;
         let id = self
             .store
             .add_message(

@@ -953,10 +953,14 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let sender_device = sender_device.0;
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        // Never an id a purged message had (its seal context, and what `send` returned).
+        let id: i64 = sqlx::query(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0), \
+             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)) + 1",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
         let sealed = self.seal(&message_context(id, expires_at), body)?;
         sqlx::query(
             "INSERT INTO messages (id, peer, outgoing, sender_device, sent_at, body_sealed, uid, \
@@ -992,30 +996,9 @@ impl Store {
         .await?;
         let mut saved = Vec::new();
         for row in &files {
-            let id: i64 = row.try_get(0)?;
-            let sealed: Option<Vec<u8>> = row.try_get(2)?;
-            let Some(sealed) = sealed else { continue };
-            // A row that no longer opens is deleted all the same; only its copy stays.
-            let Ok(path) = self.open_sealed(&format!("files-saved:{id}"), &sealed) else {
-                continue;
-            };
-            let blob_id: String = row.try_get(1)?;
-            let sender: Option<String> = row.try_get(4)?;
-            let peer: String = row.try_get(5)?;
-            let message_id: Option<String> = row.try_get(6)?;
-            let expires_at: Option<i64> = row.try_get(7)?;
-            let descriptor_sealed: Vec<u8> = row.try_get(3)?;
-            let context = with_expiry(
-                file_context(&blob_id, sender.as_deref(), &peer, message_id.as_deref()),
-                expires_at,
-            );
-            let size = self
-                .open_sealed(&context, &descriptor_sealed)
-                .ok()
-                .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-                .and_then(|d| d.get("size").and_then(serde_json::Value::as_u64));
-            if let (Ok(path), Some(size)) = (String::from_utf8(path.to_vec()), size) {
-                saved.push((std::path::PathBuf::from(path), size));
+            // A row that cannot be read is deleted all the same; only its copy stays.
+            if let Some(copy) = self.saved_copy(row) {
+                saved.push(copy);
             }
         }
         let files_gone =
@@ -1049,6 +1032,33 @@ impl Store {
             files: files_gone,
             copies,
         })
+    }
+
+    /// Where a due file row says its copy was saved, and the file's size; `None` when it
+    /// has none or any part of the row does not read.
+    fn saved_copy(&self, row: &sqlx::sqlite::SqliteRow) -> Option<(std::path::PathBuf, u64)> {
+        let id: i64 = row.try_get(0).ok()?;
+        let sealed: Vec<u8> = row.try_get::<Option<Vec<u8>>, _>(2).ok()??;
+        let path = self
+            .open_sealed(&format!("files-saved:{id}"), &sealed)
+            .ok()?;
+        let blob_id: String = row.try_get(1).ok()?;
+        let sender: Option<String> = row.try_get(4).ok()?;
+        let peer: String = row.try_get(5).ok()?;
+        let message_id: Option<String> = row.try_get(6).ok()?;
+        let expires_at: Option<i64> = row.try_get(7).ok()?;
+        let descriptor_sealed: Vec<u8> = row.try_get(3).ok()?;
+        let context = with_expiry(
+            file_context(&blob_id, sender.as_deref(), &peer, message_id.as_deref()),
+            expires_at,
+        );
+        let descriptor = self.open_sealed(&context, &descriptor_sealed).ok()?;
+        let size = serde_json::from_slice::<serde_json::Value>(&descriptor)
+            .ok()?
+            .get("size")?
+            .as_u64()?;
+        let path = String::from_utf8(path.to_vec()).ok()?;
+        Some((std::path::PathBuf::from(path), size))
     }
 
     /// Records where the file of `blob_id` was saved (sealed), so that its copy is deleted
@@ -1737,10 +1747,13 @@ fn message_context(id: i64, expires_at: Option<i64>) -> String {
     with_expiry(format!("messages:{id}"), expires_at)
 }
 
-/// A seal context with a row's time of deletion added, when it has one.
+/// A seal context with a row's time of deletion put in front, when it has one. In front,
+/// because every context without one begins with its table's name (`messages:`, `files:`),
+/// and the end of a file's context is a message id in clear: appended, an expiry could be
+/// moved into that id and the column cleared without the context changing.
 fn with_expiry(context: String, expires_at: Option<i64>) -> String {
     match expires_at {
-        Some(at) => format!("{context}|expires:{at}"),
+        Some(at) => format!("expires:{at}|{context}"),
         None => context,
     }
 }

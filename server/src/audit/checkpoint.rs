@@ -25,6 +25,8 @@ use super::chain::Head;
 
 /// The domain label of a checkpoint's signed message.
 const CHECKPOINT_LABEL: &[u8] = b"tacit-audit-checkpoint-v1\0";
+/// The domain label of a signed anchor (where a pruned chain starts).
+const ANCHOR_LABEL: &[u8] = b"tacit-audit-anchor-v1\0";
 
 /// Why a checkpoint or the audit key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,12 @@ pub enum CheckpointError {
     /// A checkpoint's signature does not verify.
     #[error("checkpoint at entry {0} has a bad signature (forged or altered)")]
     BadSignature(u64),
+    /// The anchor of the pruned chain is not signed by this key: it was moved (or
+    /// written) by someone who does not hold it.
+    #[error(
+        "the audit log starts after entry {0}, but that anchor has no valid signature of the audit key (entries deleted and the anchor moved by someone without the key)"
+    )]
+    BadAnchorSignature(u64),
 }
 
 /// The server's audit signing key. Never printed; zeroized on drop (by `ed25519-dalek`).
@@ -176,6 +184,61 @@ impl AuditKey {
     }
 }
 
+impl AuditKey {
+    /// Signs the anchor of a prune: the last pruned entry (`head`), when it was appended
+    /// (`entry_time_ms`) and when it was pruned (`pruned_at_ms`).
+    pub fn anchor(&self, head: Head, entry_time_ms: i64, pruned_at_ms: i64) -> Anchor {
+        let signature = self
+            .signing
+            .sign(&anchor_message(head, entry_time_ms, pruned_at_ms));
+        Anchor {
+            head,
+            entry_time_ms,
+            pruned_at_ms,
+            signature: signature.to_bytes(),
+        }
+    }
+}
+
+/// Where a pruned chain starts, signed by the audit key when the prune was made: whoever
+/// can write the database but does not hold the key cannot move it (delete a prefix and
+/// claim retention did).
+///
+/// Signed: `"tacit-audit-anchor-v1" 0x00 || seq (u64 BE) || hash (32) || entry_time_ms
+/// (i64 BE) || pruned_at_ms (i64 BE)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    /// The last pruned entry's number and hash.
+    pub head: Head,
+    /// When that entry was appended (ms since the epoch).
+    pub entry_time_ms: i64,
+    /// When the prune ran (ms since the epoch).
+    pub pruned_at_ms: i64,
+    /// The Ed25519 signature.
+    pub signature: [u8; 64],
+}
+
+impl Anchor {
+    /// Checks the signature against `key`.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), CheckpointError> {
+        key.verify_strict(
+            &anchor_message(self.head, self.entry_time_ms, self.pruned_at_ms),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| CheckpointError::BadAnchorSignature(self.head.seq))
+    }
+}
+
+fn anchor_message(head: Head, entry_time_ms: i64, pruned_at_ms: i64) -> Vec<u8> {
+    let mut message = Vec::with_capacity(ANCHOR_LABEL.len() + 56);
+    message.extend_from_slice(ANCHOR_LABEL);
+    message.extend_from_slice(&head.seq.to_be_bytes());
+    message.extend_from_slice(&head.hash.0);
+    message.extend_from_slice(&entry_time_ms.to_be_bytes());
+    message.extend_from_slice(&pruned_at_ms.to_be_bytes());
+    message
+}
+
 fn signed_message(seq: u64, head: &EntryHash, time_ms: i64) -> Vec<u8> {
     let mut message = Vec::with_capacity(CHECKPOINT_LABEL.len() + 48);
     message.extend_from_slice(CHECKPOINT_LABEL);
@@ -281,6 +344,50 @@ mod tests {
             forged.verify(&key.public()),
             Err(CheckpointError::BadSignature(7))
         ));
+    }
+
+    /// An anchor verifies under its key only, and a change to any of its fields breaks it.
+    #[test]
+    fn every_field_of_an_anchor_is_signed() {
+        let key = AuditKey::from_seed(&[4; 32]);
+        let head = Head {
+            seq: 8,
+            hash: EntryHash([7; 32]),
+        };
+        let anchor = key.anchor(head, 1_000, 2_000);
+        anchor.verify(&key.public()).unwrap();
+        let other = AuditKey::from_seed(&[5; 32]);
+        assert!(anchor.verify(&other.public()).is_err());
+        let altered = [
+            Anchor {
+                head: Head { seq: 9, ..head },
+                ..anchor
+            },
+            Anchor {
+                head: Head {
+                    hash: EntryHash([6; 32]),
+                    ..head
+                },
+                ..anchor
+            },
+            Anchor {
+                entry_time_ms: 1_001,
+                ..anchor
+            },
+            Anchor {
+                pruned_at_ms: 2_001,
+                ..anchor
+            },
+        ];
+        for forged in altered {
+            assert!(
+                matches!(
+                    forged.verify(&key.public()),
+                    Err(CheckpointError::BadAnchorSignature(_))
+                ),
+                "{forged:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod checkpoint;
 pub mod export;
 
 pub use chain::{Broken, Head, Problem, Verifier};
-pub use checkpoint::{AuditKey, Checkpoint, CheckpointError};
+pub use checkpoint::{Anchor, AuditKey, Checkpoint, CheckpointError};
 
 /// A SHA-256 hash in the chain: of an entry, or the genesis value (all zeros) before the
 /// first entry.

@@ -13,7 +13,8 @@ use ed25519_dalek::VerifyingKey;
 use super::{Services, now};
 use crate::audit::export::Record;
 use crate::audit::{
-    Action, AuditKey, Broken, Checkpoint, CheckpointError, Detail, Event, Head, Outcome, Verifier,
+    Action, Anchor, AuditKey, Broken, Checkpoint, CheckpointError, Detail, Event, Head, Outcome,
+    Verifier,
 };
 use crate::store::StoreError;
 
@@ -95,6 +96,12 @@ pub enum AuditError {
         /// The last `audit-prune` entry.
         entry: u64,
     },
+    /// The signed anchor says its last pruned entry was appended less than the audit
+    /// floor (a year) before the prune: no retention prune does that.
+    #[error(
+        "audit log starts after entry {0}, which was pruned less than a year after it was appended (the floor retention never goes below)"
+    )]
+    AnchorTooRecent(u64),
     /// The entry the database's head names has another hash than the head records.
     #[error(
         "audit entry {0}: it differs from the head the database records (rewritten at or before it)"
@@ -121,6 +128,8 @@ impl AuditError {
                 | Self::BehindHead { .. }
                 | Self::AnchorUnrecorded { .. }
                 | Self::AnchorMismatch { .. }
+                | Self::AnchorTooRecent(_)
+                | Self::Checkpoint(CheckpointError::BadAnchorSignature(_))
                 | Self::HeadMismatch(_)
                 | Self::Store(StoreError::AuditUnreadable { .. })
         )
@@ -162,34 +171,44 @@ impl Services {
         kept: &[Checkpoint],
         key: Option<&VerifyingKey>,
     ) -> Result<Verified, AuditError> {
-        // The head first: whatever is appended while we read lies after it.
-        let recorded = self.store.audit_head().await?;
         let mut checkpoints: Vec<&Checkpoint> = kept.iter().collect();
         let stored = self.store.last_checkpoint().await?;
         checkpoints.extend(stored.as_ref());
-        let mut expected = Vec::with_capacity(checkpoints.len());
-        if !checkpoints.is_empty() {
-            let key = match key {
-                Some(key) => *key,
-                None => AuditKey::load(&self.config.audit_key_file())?.public(),
-            };
-            for checkpoint in &checkpoints {
-                expected.push(checkpoint.verify(&key)?);
+        let mut loaded = None;
+        let mut key = || -> Result<VerifyingKey, AuditError> {
+            if let Some(key) = key {
+                return Ok(*key);
             }
+            if let Some(key) = loaded {
+                return Ok(key);
+            }
+            let key = AuditKey::load(&self.config.audit_key_file())?.public();
+            loaded = Some(key);
+            Ok(key)
+        };
+        let mut expected = Vec::with_capacity(checkpoints.len());
+        for checkpoint in &checkpoints {
+            expected.push(checkpoint.verify(&key()?)?);
         }
         // A prune that commits while we read moves the anchor past what we were about to
-        // read: start again from the new anchor (a few times at most).
+        // read, or appends its entry: start again from the new anchor (a few times at
+        // most).
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // The head first: whatever is appended while we read lies after it.
+            let recorded = self.store.audit_head().await?;
             let anchor = self.store.audit_anchor().await?;
+            if anchor.head != Head::EMPTY {
+                anchor.verify(&key()?)?;
+            }
             match self
                 .verify_from(anchor, recorded, expected.clone(), checkpoints.len())
                 .await
             {
-                Err(AuditError::Broken(broken))
+                Err(e)
                     if attempts < 4
-                        && broken.seq == anchor.seq + 1
+                        && e.is_broken()
                         && self.store.audit_anchor().await? != anchor =>
                 {
                     continue;
@@ -199,23 +218,33 @@ impl Services {
         }
     }
 
-    /// [`Self::audit_verify`] from one anchor.
+    /// [`Self::audit_verify`] from one (verified) anchor, up to the `recorded` head.
     async fn verify_from(
         &self,
-        anchor: Head,
+        anchor: Anchor,
         recorded: Head,
         expected: Vec<Head>,
         checkpoints: usize,
     ) -> Result<Verified, AuditError> {
-        let (mut verifier, before_anchor) = Verifier::from_anchor(anchor, expected)?;
+        let floor_ms = i64::from(crate::config::AUDIT_FLOOR_DAYS) * 24 * 3600 * 1000;
+        if anchor.head != Head::EMPTY
+            && anchor.entry_time_ms.saturating_add(floor_ms) > anchor.pruned_at_ms
+        {
+            return Err(AuditError::AnchorTooRecent(anchor.head.seq));
+        }
+        let (mut verifier, before_anchor) = Verifier::from_anchor(anchor.head, expected)?;
         let mut last_prune: Option<(u64, Option<String>, Option<String>)> = None;
-        let mut after = anchor.seq;
+        let mut after = anchor.head.seq;
         let prune = Action::AuditPrune.as_str();
-        loop {
+        'pages: loop {
             let page = self.store.audit_entries(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for entry in &page {
+                if entry.seq > recorded.seq {
+                    // Appended after we started: not part of what is verified.
+                    break 'pages;
+                }
                 verifier.push(entry)?;
                 if entry.seq == recorded.seq && entry.hash != recorded.hash {
                     return Err(AuditError::HeadMismatch(entry.seq));
@@ -234,9 +263,9 @@ impl Services {
                 head: recorded.seq,
             });
         }
+        let anchor = anchor.head;
         if anchor != Head::EMPTY {
-            // The anchor row alone could be moved along with a deleted prefix: the chain
-            // itself must say where the last prune ended.
+            // The chain itself must say where the last prune ended, as the anchor does.
             let Some((seq, to_seq, hash)) = last_prune else {
                 return Err(AuditError::AnchorUnrecorded { anchor: anchor.seq });
             };

@@ -70,7 +70,14 @@ impl Services {
     /// (none when it is 0), a batch at a time from the start of the chain; each batch is
     /// one transaction with its `audit-prune` entry (`count`, `from_seq`, `to_seq`,
     /// `anchor`). Returns how many entries went.
-    pub async fn purge_audit(&self, now: Timestamp) -> Result<u64, StoreError> {
+    ///
+    /// Each new anchor is signed with `key` (the audit key): without it, someone who can
+    /// write the database could delete a prefix and claim retention did.
+    pub async fn purge_audit(
+        &self,
+        now: Timestamp,
+        key: &crate::audit::AuditKey,
+    ) -> Result<u64, StoreError> {
         let days = self.config.retention.audit_days;
         if days == 0 {
             return Ok(0);
@@ -84,7 +91,11 @@ impl Services {
         let mut purged = 0;
         loop {
             let batch = self.config.retention.purge_batch;
-            match self.store.prune_audit(before, batch, &event, now).await {
+            match self
+                .store
+                .prune_audit(before, batch, key, &event, now)
+                .await
+            {
                 Ok(Some(pruned)) => {
                     self.count_audited(Action::AuditPrune);
                     self.metrics.purged("audit", pruned.count);
@@ -458,12 +469,21 @@ mod tests {
         config.retention.audit_days = 365;
         config.retention.purge_batch = 3;
         let svc = Services::new(store.clone(), Arc::new(config));
+        let key = crate::audit::AuditKey::from_seed(&[3; 32]);
+        let public = key.public();
+        // A checkpoint kept outside, of entry 5: it will cover only pruned entries.
+        let all = store.audit_entries(0, 100).await.unwrap();
+        let early = key.checkpoint(crate::audit::Head::of(&all[4]), t0);
         let now = Timestamp(t0 + 370 * DAY_MS);
         // Entries 1 to 8 are older than a year; 9 and 10 are not. Batches of three: 1-3,
         // 4-6, 7-8, each with its own audit-prune entry (11, 12, 13).
-        assert_eq!(svc.purge_audit(now).await.unwrap(), 8);
-        assert_eq!(svc.purge_audit(now).await.unwrap(), 0);
-        let anchor = store.audit_anchor().await.unwrap();
+        assert_eq!(svc.purge_audit(now, &key).await.unwrap(), 8);
+        assert_eq!(svc.purge_audit(now, &key).await.unwrap(), 0);
+        let signed = store.audit_anchor().await.unwrap();
+        signed.verify(&public).unwrap();
+        assert_eq!(signed.entry_time_ms, t0 + 7);
+        assert_eq!(signed.pruned_at_ms, now.0);
+        let anchor = signed.head;
         assert_eq!(anchor.seq, 8);
         let kept = store.audit_entries(0, 100).await.unwrap();
         let seqs: Vec<u64> = kept.iter().map(|e| e.seq).collect();
@@ -486,10 +506,15 @@ mod tests {
         assert_eq!(prunes[0][..3], ["3", "1", "3"]);
         assert_eq!(prunes[1][..3], ["3", "4", "6"]);
         assert_eq!(prunes[2], ["2", "7", "8", anchor_hex.as_str()]);
-        let verified = svc.audit_verify(&[], None).await.unwrap();
+        let verified = svc.audit_verify(&[early], Some(&public)).await.unwrap();
         assert_eq!(
-            (verified.head.seq, verified.anchor, verified.before_anchor),
-            (13, anchor, 0)
+            (
+                verified.head.seq,
+                verified.anchor,
+                verified.checkpoints,
+                verified.before_anchor
+            ),
+            (13, anchor, 0, 1)
         );
         let text = svc
             .metrics
@@ -506,8 +531,8 @@ mod tests {
         short.retention.audit_days = 1;
         let hasty = Services::new(store.clone(), Arc::new(short));
         let later = Timestamp(recent + 10 * DAY_MS);
-        assert_eq!(hasty.purge_audit(later).await.unwrap(), 0);
-        assert_eq!(store.audit_anchor().await.unwrap(), anchor);
+        assert_eq!(hasty.purge_audit(later, &key).await.unwrap(), 0);
+        assert_eq!(store.audit_anchor().await.unwrap(), signed);
 
         // Tampering, each undone before the next.
         exec(
@@ -534,14 +559,15 @@ mod tests {
         };
         // Entry 9 deleted: a gap right after the anchor.
         exec(url, &["DELETE FROM audit_log WHERE seq = 9"]).await;
-        match broken(svc.audit_verify(&[], None).await) {
+        match broken(svc.audit_verify(&[], Some(&public)).await) {
             AuditError::Broken(b) => {
                 assert_eq!((b.seq, b.problem), (9, Problem::Missing { found: 10 }));
             }
             other => panic!("{other}"),
         }
         exec(url, &undo).await;
-        // Entry 9 deleted and the anchor moved onto it, as if a prune had taken it.
+        // Entry 9 deleted and the anchor moved onto it, as if a prune had taken it (the
+        // prune entry that would name it can be forged; the anchor's signature cannot).
         exec(
             url,
             &[
@@ -551,34 +577,38 @@ mod tests {
         )
         .await;
         assert!(matches!(
-            broken(svc.audit_verify(&[], None).await),
-            AuditError::AnchorMismatch {
-                anchor: 9,
-                entry: 13
-            }
+            broken(svc.audit_verify(&[], Some(&public)).await),
+            AuditError::Checkpoint(crate::audit::CheckpointError::BadAnchorSignature(9))
         ));
         exec(url, &undo).await;
         // The anchor reset: the pruned prefix reads as deleted.
-        exec(url, &["UPDATE audit_anchor SET seq = 0"]).await;
-        match broken(svc.audit_verify(&[], None).await) {
+        let zeros = if url.starts_with("sqlite:") {
+            "zeroblob(32)"
+        } else {
+            "decode(repeat('00', 32), 'hex')"
+        };
+        exec(
+            url,
+            &[&format!("UPDATE audit_anchor SET seq = 0, hash = {zeros}")],
+        )
+        .await;
+        match broken(svc.audit_verify(&[], Some(&public)).await) {
             AuditError::Broken(b) => {
                 assert_eq!((b.seq, b.problem), (1, Problem::Missing { found: 9 }));
             }
             other => panic!("{other}"),
         }
         exec(url, &undo).await;
-        // The anchor's hash rewritten: the first kept entry no longer links to it.
+        // The anchor's hash rewritten: its signature no longer holds.
         exec(
             url,
             &["UPDATE audit_anchor SET hash = (SELECT hash FROM audit_log WHERE seq = 10)"],
         )
         .await;
-        match broken(svc.audit_verify(&[], None).await) {
-            AuditError::Broken(b) => {
-                assert_eq!((b.seq, b.problem), (9, Problem::Unlinked { previous: 8 }));
-            }
-            other => panic!("{other}"),
-        }
+        assert!(matches!(
+            broken(svc.audit_verify(&[], Some(&public)).await),
+            AuditError::Checkpoint(crate::audit::CheckpointError::BadAnchorSignature(8))
+        ));
         exec(url, &undo).await;
         // Every audit-prune entry gone with the rest of the chain rewritten is beyond what
         // the chain alone shows; without them, the anchor is unrecorded.
@@ -589,11 +619,11 @@ mod tests {
         )
         .await;
         assert!(matches!(
-            broken(svc.audit_verify(&[], None).await),
+            broken(svc.audit_verify(&[], Some(&public)).await),
             AuditError::AnchorUnrecorded { anchor: 8 }
         ));
         exec(url, &undo).await;
-        svc.audit_verify(&[], None).await.unwrap();
+        svc.audit_verify(&[], Some(&public)).await.unwrap();
     }
 
     #[tokio::test]

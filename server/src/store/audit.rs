@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{AuditProblem, AuditPruned, StoreError};
-use crate::audit::{Checkpoint, Detail, Entry, EntryHash, Event, Head};
+use crate::audit::{Anchor, AuditKey, Checkpoint, Detail, Entry, EntryHash, Event, Head};
 
 /// One `audit_log` row as read: seq, time, action, outcome, actor, target user, target
 /// device, source, details (JSON), previous hash, hash.
@@ -31,6 +31,9 @@ type Row = (
     Vec<u8>,
     Vec<u8>,
 );
+
+/// The `audit_anchor` row as read: seq, hash, prune time, entry time, signature.
+type AnchorRow = (i64, Vec<u8>, i64, i64, Option<Vec<u8>>);
 
 /// One `audit_checkpoints` row as read: seq, head, time, public key, signature.
 type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>);
@@ -147,16 +150,25 @@ where
         })
     }
 
-    /// Where the stored chain starts: the number and hash of the last entry retention
-    /// pruned ([`Head::EMPTY`] while nothing was).
-    pub(super) async fn audit_anchor(&self) -> Result<Head, StoreError> {
-        let (seq, hash): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                .fetch_one(&self.read)
-                .await?;
-        Ok(Head {
-            seq: sql::to_u64(seq, "audit_anchor.seq")?,
-            hash: to_entry_hash(hash, "audit_anchor.hash")?,
+    /// Where the stored chain starts: the last entry retention pruned, as signed then
+    /// (`head` [`Head::EMPTY`] and a zero signature while nothing was pruned).
+    pub(super) async fn audit_anchor(&self) -> Result<Anchor, StoreError> {
+        let (seq, hash, time_ms, entry_time_ms, signature): AnchorRow = sqlx::query_as(
+            "SELECT seq, hash, time_ms, entry_time_ms, signature FROM audit_anchor WHERE id = 1",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Anchor {
+            head: Head {
+                seq: sql::to_u64(seq, "audit_anchor.seq")?,
+                hash: to_entry_hash(hash, "audit_anchor.hash")?,
+            },
+            entry_time_ms,
+            pruned_at_ms: time_ms,
+            // Absent or of another length: a signature that verifies under no key.
+            signature: signature
+                .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+                .unwrap_or([0; 64]),
         })
     }
 
@@ -170,12 +182,13 @@ where
         &self,
         before_ms: i64,
         limit: u32,
+        key: &AuditKey,
         event: &Event,
         now: tacit_api::Timestamp,
     ) -> Result<Option<AuditPruned>, StoreError> {
         let mut tx = self.write.begin().await?;
         // The anchor row's lock serializes two pruners (two nodes of a cluster).
-        let (anchor, _): (i64, Vec<u8>) =
+        let (anchor_seq, _): (i64, Vec<u8>) =
             sqlx::query_as("UPDATE audit_anchor SET seq = seq WHERE id = 1 RETURNING seq, hash")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -186,42 +199,49 @@ where
             "SELECT seq, time_ms, hash FROM audit_log WHERE seq > $1 AND seq < $2 \
              ORDER BY seq LIMIT $3",
         )
-        .bind(anchor)
+        .bind(anchor_seq)
         .bind(head)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
         let mut cut = None;
-        for (expected, (seq, time_ms, hash)) in (anchor + 1..).zip(rows) {
+        for (expected, (seq, time_ms, hash)) in (anchor_seq + 1..).zip(rows) {
             // A gap (a deleted row) or a recent entry ends the prefix: what is pruned is
             // always the unbroken start of the chain, so verification still sees a gap.
             if seq != expected || time_ms >= before_ms {
                 break;
             }
-            cut = Some((seq, hash));
+            cut = Some((seq, time_ms, hash));
         }
-        let Some((to_seq, hash)) = cut else {
+        let Some((to_seq, entry_time_ms, hash)) = cut else {
             return Ok(None);
         };
         let hash = to_entry_hash(hash, "audit_log.hash")?;
+        let head = Head {
+            seq: sql::to_u64(to_seq, "audit_log.seq")?,
+            hash,
+        };
+        let anchor = key.anchor(head, entry_time_ms, now.0);
         let done = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
             .bind(to_seq)
             .execute(&mut *tx)
             .await?;
         let deleted = B::rows_affected(&done);
-        sqlx::query("UPDATE audit_anchor SET seq = $1, hash = $2, time_ms = $3 WHERE id = 1")
-            .bind(to_seq)
-            .bind(hash.0.as_slice())
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE audit_anchor SET seq = $1, hash = $2, time_ms = $3, entry_time_ms = $4, \
+             signature = $5 WHERE id = 1",
+        )
+        .bind(to_seq)
+        .bind(hash.0.as_slice())
+        .bind(now.0)
+        .bind(entry_time_ms)
+        .bind(anchor.signature.as_slice())
+        .execute(&mut *tx)
+        .await?;
         let pruned = AuditPruned {
             count: deleted,
-            from_seq: sql::to_u64(anchor + 1, "audit_anchor.seq")?,
-            anchor: Head {
-                seq: sql::to_u64(to_seq, "audit_log.seq")?,
-                hash,
-            },
+            from_seq: sql::to_u64(anchor_seq + 1, "audit_anchor.seq")?,
+            anchor: head,
         };
         let event = event
             .clone()

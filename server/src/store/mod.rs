@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 
-use crate::audit::{Checkpoint, Entry, Event, Head};
+use crate::audit::{Anchor, AuditKey, Checkpoint, Entry, Event, Head};
 use tacit_api::{
     Ciphertext, DeviceId, DeviceKeys, Envelope, OneTimePrekey, PrekeyBundle, PrekeyCount,
     SignedPrekey, Timestamp, UploadKeysRequest,
@@ -843,17 +843,18 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// The audit log's head as the database records it (updated by every append).
     async fn audit_head(&self) -> Result<Head, StoreError>;
-    /// Where the stored chain starts: the last entry retention pruned
-    /// ([`Head::EMPTY`] while none was).
-    async fn audit_anchor(&self) -> Result<Head, StoreError>;
+    /// Where the stored chain starts: the last entry retention pruned, as signed then (its
+    /// head [`Head::EMPTY`] while none was).
+    async fn audit_anchor(&self) -> Result<Anchor, StoreError>;
     /// Prune the oldest audit entries appended before `before_ms` (a prefix of the chain,
     /// at most `limit` entries, never the last), move the anchor to the last one pruned
-    /// and append `audit` with `count`, `from_seq`, `to_seq` and `anchor` added, in one
-    /// transaction. `None` when no entry was old enough.
+    /// (signed with `key`) and append `audit` with `count`, `from_seq`, `to_seq` and
+    /// `anchor` added, in one transaction. `None` when no entry was old enough.
     async fn prune_audit(
         &self,
         before_ms: i64,
         limit: u32,
+        key: &AuditKey,
         audit: &Event,
         now: Timestamp,
     ) -> Result<Option<AuditPruned>, StoreError>;

@@ -6,7 +6,7 @@
 //! functions; the [`Store`] implementation at the bottom of this file only delegates to
 //! them.
 
-use crate::audit::{Checkpoint, Entry, Event, Head};
+use crate::audit::{Anchor, AuditKey, Checkpoint, Entry, Event, Head};
 use crate::store::{AccountId, BlobId, ChannelId};
 use async_trait::async_trait;
 use sqlx::Pool;
@@ -605,7 +605,7 @@ where
         Self::audit_head(self).await
     }
 
-    async fn audit_anchor(&self) -> Result<Head, StoreError> {
+    async fn audit_anchor(&self) -> Result<Anchor, StoreError> {
         Self::audit_anchor(self).await
     }
 
@@ -613,10 +613,11 @@ where
         &self,
         before_ms: i64,
         limit: u32,
+        key: &AuditKey,
         audit: &Event,
         now: Timestamp,
     ) -> Result<Option<AuditPruned>, StoreError> {
-        Self::prune_audit(self, before_ms, limit, audit, now).await
+        Self::prune_audit(self, before_ms, limit, key, audit, now).await
     }
 
     async fn put_checkpoint(

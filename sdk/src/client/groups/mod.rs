@@ -536,9 +536,12 @@ impl Client {
                 GroupContent::Text {
                     body: text.to_owned(),
                 },
+                super::now_ms(),
             )
             .await?;
-        let expires_at = self.expiry_of(time, expire).await?;
+        let expires_at = self
+            .expiry_of(&Conversation::Group(info.id), time, expire)
+            .await?;
         let id = self
             .store
             .add_group_message(
@@ -555,18 +558,23 @@ impl Client {
         Ok(id)
     }
 
-    /// Sends a change of the group's disappearing-message timer to every member's devices
-    /// and our own other devices; returns the time the message says it was made.
+    /// Sends a change of the group's disappearing-message timer, dated `at`, to every
+    /// member's devices and our own other devices.
     pub(super) async fn send_group_timer(
         &mut self,
         group: GroupId,
         seconds: u64,
-    ) -> Result<i64, ClientError> {
+        at: i64,
+    ) -> Result<(), ClientError> {
         let uid = random_id()?;
-        let (_, time, _) = self
-            .send_group_payload(&group.to_string(), &uid, GroupContent::Timer { seconds })
-            .await?;
-        Ok(time)
+        self.send_group_payload(
+            &group.to_string(),
+            &uid,
+            GroupContent::Timer { seconds },
+            at,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Sends a file to a group: encrypted and uploaded once (see [`Client::upload_file`]),
@@ -587,6 +595,7 @@ impl Client {
                 GroupContent::File {
                     file: file.descriptor.clone(),
                 },
+                super::now_ms(),
             )
             .await?;
         let kind = self
@@ -623,6 +632,7 @@ impl Client {
         group: &str,
         uid: &str,
         content: GroupContent,
+        ts: i64,
     ) -> Result<(GroupInfo, i64, Option<u64>), ClientError> {
         let info = self.find_group(group).await?;
         let mut state = self
@@ -649,7 +659,7 @@ impl Client {
             id: uid.to_owned(),
             from: me.clone(),
             from_device: self.account.device,
-            ts: Some(super::now_ms()),
+            ts: Some(ts),
             expire,
             content,
         };
@@ -1096,15 +1106,11 @@ impl Client {
         let body = match payload.content {
             GroupContent::Timer { seconds } => {
                 let conversation = Conversation::Group(id);
-                self.apply_timer(&conversation, seconds, time, sender)
+                let shown = format!("group {}", state.info.name);
+                let kind = self
+                    .on_timer(&conversation, shown, seconds, time, sender)
                     .await?;
-                return Ok(Ok((
-                    IncomingKind::Timer {
-                        peer: format!("group {}", state.info.name),
-                        seconds,
-                    },
-                    time,
-                )));
+                return Ok(Ok((kind, time)));
             }
             GroupContent::File { file } => {
                 let history = Conversation::Group(message.group_id());
@@ -1147,7 +1153,10 @@ impl Client {
             }
             GroupContent::Text { body } => body,
         };
-        let Some(expires_at) = self.keep_until(time, expire).await? else {
+        let Some(expires_at) = self
+            .keep_until(&Conversation::Group(id), sender, time, expire)
+            .await?
+        else {
             return Ok(Ok((
                 IncomingKind::Expired {
                     peer: format!("group {}", state.info.name),
