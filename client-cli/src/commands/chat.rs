@@ -27,6 +27,7 @@ async fn converse(client: &mut Client, peer: &str, files: &Path) -> Result<()> {
     let mut socket = connect(client).await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut purge = tokio::time::interval(std::time::Duration::from_secs(1));
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Only reading is raced; handling runs to completion, so nothing is half-stored.
         tokio::select! {

@@ -18,6 +18,7 @@ async fn print_arrivals(client: &mut Client, files: &Path, json: bool) -> Result
     let mut socket = connect(client).await?;
     // Disappearing messages go while we listen, not only at the next start.
     let mut purge = tokio::time::interval(std::time::Duration::from_secs(1));
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {
             frame = socket.next_frame() => frame,

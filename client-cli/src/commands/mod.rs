@@ -94,8 +94,11 @@ async fn upkeep(client: &mut Client) {
     if let Err(e) = client.purge_expired().await {
         eprintln!("tacit: deleting disappearing messages failed: {e}");
     }
-    if let Err(e) = client.refresh_policy_if_stale().await {
-        eprintln!("tacit: reading the organisation's policy failed: {e}");
+    // Bounded: a server that does not answer must not hold up what arrives.
+    match tokio::time::timeout(Duration::from_secs(5), client.refresh_policy_if_stale()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("tacit: reading the organisation's policy failed: {e}"),
+        Err(_) => eprintln!("tacit: reading the organisation's policy timed out"),
     }
 }
 

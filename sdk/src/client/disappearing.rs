@@ -48,7 +48,13 @@ struct CachedPolicy {
     max_secs: Option<u64>,
     /// When it was fetched.
     fetched_at: i64,
+    /// When a fetch last failed (a minute passes before the next attempt).
+    #[serde(default)]
+    failed_at: i64,
 }
+
+/// How long after a failed fetch of the policy the next is tried (milliseconds).
+const POLICY_RETRY_MS: i64 = 60 * 1000;
 
 /// When a message sent at `sent_at` (the sender's clock) and received at `now` disappears,
 /// under `timer` seconds (`None`: it stays).
@@ -205,9 +211,10 @@ impl Client {
     }
 
     /// When a message in `conversation` sent at `sent_at` disappears on this device: the
-    /// stricter of the timer the message carries and the conversation's own timer here
-    /// (so a change the server withheld from the sender still applies on this side),
-    /// capped by the organisation's maximum (as last fetched).
+    /// stricter of the timer the message carries and the conversation's own timer here if
+    /// it was set before the message was sent (so a change the server withheld from the
+    /// sender still applies on this side), capped by the organisation's maximum (as last
+    /// fetched).
     pub(crate) async fn expiry_of(
         &self,
         conversation: &Conversation,
@@ -215,7 +222,13 @@ impl Client {
         timer: Option<u64>,
     ) -> Result<Option<i64>, ClientError> {
         let max = self.cached_policy().await?.and_then(|p| p.max_secs);
-        let local = self.outgoing_timer(conversation).await?;
+        // The conversation's timer here counts for what was sent since it was set (a
+        // message from before it, delivered late, keeps its own).
+        let local = self
+            .disappearing(conversation)
+            .await?
+            .filter(|t| t.seconds > 0 && sent_at >= t.set_at)
+            .map(|t| t.seconds);
         let timer = [timer.filter(|t| *t > 0), local, max]
             .into_iter()
             .flatten()
@@ -237,7 +250,9 @@ impl Client {
         if let Some(seconds) = timer.filter(|t| *t > 0)
             && self.disappearing(conversation).await?.is_none()
         {
-            self.apply_timer(conversation, seconds, sent_at, sender)
+            // Dated before any real change, so that every explicit change outranks it
+            // (and devices still converge on the explicit ones).
+            self.apply_timer(conversation, seconds, i64::MIN, sender)
                 .await?;
         }
         Ok(match self.expiry_of(conversation, sent_at, timer).await? {
@@ -275,6 +290,7 @@ impl Client {
         let cached = CachedPolicy {
             max_secs,
             fetched_at: now_ms(),
+            failed_at: 0,
         };
         self.store
             .put_secret(
@@ -289,17 +305,37 @@ impl Client {
     /// A server that cannot be asked leaves the cached one in force (only a local failure
     /// is an error).
     pub async fn refresh_policy_if_stale(&mut self) -> Result<(), ClientError> {
-        let fresh = self
-            .cached_policy()
-            .await?
-            .is_some_and(|p| now_ms().saturating_sub(p.fetched_at) < POLICY_REFRESH_MS);
-        if !fresh {
-            match self.refresh_policy().await {
-                Ok(_) | Err(ClientError::Transport(_)) => {}
-                Err(other) => return Err(other),
-            }
+        let cached = self.cached_policy().await?;
+        let now = now_ms();
+        let due = cached.is_none_or(|p| {
+            now.saturating_sub(p.fetched_at) >= POLICY_REFRESH_MS
+                && now.saturating_sub(p.failed_at) >= POLICY_RETRY_MS
+        });
+        if !due {
+            return Ok(());
         }
-        Ok(())
+        match self.refresh_policy().await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Transport(_)) => {
+                // Keep what was known; try again in a minute, not at every call.
+                let failed = CachedPolicy {
+                    failed_at: now,
+                    ..cached.unwrap_or(CachedPolicy {
+                        max_secs: None,
+                        fetched_at: 0,
+                        failed_at: 0,
+                    })
+                };
+                self.store
+                    .put_secret(
+                        POLICY_SECRET,
+                        &serde_json::to_vec(&failed).map_err(Inconsistent::from)?,
+                    )
+                    .await?;
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// Sets the disappearing-message timer of a conversation (`seconds`; 0 turns it off)
@@ -471,9 +507,9 @@ mod tests {
         // His stricter one counts.
         let kept = client.keep_until(&bob, "bob", now, Some(5)).await.unwrap();
         assert_eq!(kept, Some(Some(now + 5_000)));
-        // Out of time on arrival: not kept.
+        // Out of time on arrival (under its own timer): not kept.
         let late = client
-            .keep_until(&bob, "bob", now - 120_000, None)
+            .keep_until(&bob, "bob", now - 120_000, Some(60))
             .await
             .unwrap();
         assert_eq!(late, None);
@@ -485,6 +521,21 @@ mod tests {
             .unwrap();
         let adopted = client.disappearing(&dave).await.unwrap().unwrap();
         assert_eq!((adopted.seconds, adopted.set_by.as_str()), (30, "dave"));
+        // Any explicit change, even one made before that message, outranks an adoption.
+        assert!(
+            client
+                .apply_timer(&dave, 300, now - 5_000, "erin")
+                .await
+                .unwrap()
+        );
+        // The conversation's timer does not reach back to a message sent before it was set.
+        let erin = Conversation::direct("erin");
+        client.apply_timer(&erin, 60, now, "carol").await.unwrap();
+        let older = client
+            .keep_until(&erin, "erin", now - 1_000, None)
+            .await
+            .unwrap();
+        assert_eq!(older, Some(None));
     }
 
     /// The store deletes what is due at open (an offline device), binds the time of

@@ -260,6 +260,9 @@ impl Client {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(io(format!("creating {}", dir.display())))?;
+        // Absolute, so that a disappearing file's copy is found by a purge run from another
+        // working directory.
+        let dir = &std::fs::canonicalize(dir).map_err(io(format!("locating {}", dir.display())))?;
         // Removed when dropped, so every early return cleans up.
         let temp = tempfile::Builder::new()
             .prefix(".tacit-")
@@ -341,10 +344,7 @@ impl Client {
                 Ok(_) => {
                     // A file that disappears takes its saved copy with it.
                     if stored.expires_at.is_some() {
-                        // Absolute: a purge run from another directory must find it.
-                        let absolute = std::fs::canonicalize(&target)
-                            .map_err(io(format!("locating {}", target.display())))?;
-                        self.store.set_saved(blob_id, &absolute).await?;
+                        self.store.set_saved(blob_id, &target).await?;
                     }
                     return Ok(target);
                 }

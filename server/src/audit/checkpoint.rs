@@ -54,7 +54,7 @@ pub enum CheckpointError {
     Malformed(&'static str),
     /// A checkpoint was signed by another key than the server's.
     #[error(
-        "checkpoint at entry {seq} was signed by another key ({found}), not this server's audit key ({expected})"
+        "checkpoint (or the pruned log's anchor) at entry {seq} was signed by another key ({found}), not this server's audit key ({expected})"
     )]
     OtherKey {
         /// The checkpoint's entry.
@@ -196,6 +196,7 @@ impl AuditKey {
             entry_time_ms,
             pruned_at_ms,
             signature: signature.to_bytes(),
+            public_key: self.public().to_bytes(),
         }
     }
 }
@@ -216,11 +217,23 @@ pub struct Anchor {
     pub pruned_at_ms: i64,
     /// The Ed25519 signature.
     pub signature: [u8; 64],
+    /// The key that signed it (as the anchor row says; only `key` in [`Anchor::verify`]
+    /// is trusted).
+    pub public_key: [u8; 32],
 }
 
 impl Anchor {
-    /// Checks the signature against `key`.
+    /// Checks the signature against `key`. An anchor that names another key is
+    /// [`CheckpointError::OtherKey`] (the audit key was replaced: verify with the old one);
+    /// one that does not verify under `key` is [`CheckpointError::BadAnchorSignature`].
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), CheckpointError> {
+        if self.public_key != key.to_bytes() {
+            return Err(CheckpointError::OtherKey {
+                seq: self.head.seq,
+                found: hex::encode(self.public_key),
+                expected: hex::encode(key.as_bytes()),
+            });
+        }
         key.verify_strict(
             &anchor_message(self.head, self.entry_time_ms, self.pruned_at_ms),
             &Signature::from_bytes(&self.signature),
@@ -364,6 +377,10 @@ mod tests {
                 ..anchor
             },
             Anchor {
+                public_key: other.public().to_bytes(),
+                ..anchor
+            },
+            Anchor {
                 head: Head {
                     hash: EntryHash([6; 32]),
                     ..head
@@ -383,7 +400,7 @@ mod tests {
             assert!(
                 matches!(
                     forged.verify(&key.public()),
-                    Err(CheckpointError::BadAnchorSignature(_))
+                    Err(CheckpointError::BadAnchorSignature(_) | CheckpointError::OtherKey { .. })
                 ),
                 "{forged:?}"
             );

@@ -196,9 +196,11 @@ impl Services {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            // The head first: whatever is appended while we read lies after it.
-            let recorded = self.store.audit_head().await?;
+            // The anchor, then the head: whatever is appended while we read lies after the
+            // head, and a prune that commits meanwhile leaves a gap after this anchor (and
+            // moves it), which starts the check again.
             let anchor = self.store.audit_anchor().await?;
+            let recorded = self.store.audit_head().await?;
             if anchor.head != Head::EMPTY {
                 anchor.verify(&key()?)?;
             }

@@ -580,6 +580,18 @@ mod tests {
             broken(svc.audit_verify(&[], Some(&public)).await),
             AuditError::Checkpoint(crate::audit::CheckpointError::BadAnchorSignature(9))
         ));
+        // Retention never builds on it: the next prune is refused, nothing deleted.
+        let later = Timestamp(recent + 400 * DAY_MS);
+        let err = svc.purge_audit(later, &key).await.unwrap_err();
+        assert!(matches!(err, StoreError::AuditPruneRefused(_)), "{err}");
+        exec(url, &undo).await;
+        // Entry 9 made to look a year old by an edit of its time: the prune checks the
+        // hash before it trusts the time, refuses, and deletes nothing.
+        exec(url, &["UPDATE audit_log SET time_ms = 0 WHERE seq = 9"]).await;
+        let err = svc.purge_audit(now, &key).await.unwrap_err();
+        assert!(matches!(err, StoreError::AuditPruneRefused(_)), "{err}");
+        assert_eq!(store.audit_anchor().await.unwrap(), signed);
+        assert_eq!(store.audit_entries(0, 1).await.unwrap()[0].seq, 9);
         exec(url, &undo).await;
         // The anchor reset: the pruned prefix reads as deleted.
         let zeros = if url.starts_with("sqlite:") {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::backend::{Backend, Param, Value};
 use super::sql::{self, SqlStore};
 use super::{AuditProblem, AuditPruned, StoreError};
-use crate::audit::{Anchor, AuditKey, Checkpoint, Detail, Entry, EntryHash, Event, Head};
+use crate::audit::{Anchor, AuditKey, Checkpoint, Detail, Entry, EntryHash, Event, Head, Verifier};
 
 /// One `audit_log` row as read: seq, time, action, outcome, actor, target user, target
 /// device, source, details (JSON), previous hash, hash.
@@ -32,8 +32,28 @@ type Row = (
     Vec<u8>,
 );
 
-/// The `audit_anchor` row as read: seq, hash, prune time, entry time, signature.
-type AnchorRow = (i64, Vec<u8>, i64, i64, Option<Vec<u8>>);
+/// The `audit_anchor` row as read: seq, hash, prune time, entry time, signature, key.
+type AnchorRow = (i64, Vec<u8>, i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The anchor of a row. An absent or malformed signature or key reads as zeros, which
+/// verify under no key.
+fn anchor(row: AnchorRow) -> Result<Anchor, StoreError> {
+    let (seq, hash, time_ms, entry_time_ms, signature, public_key) = row;
+    Ok(Anchor {
+        head: Head {
+            seq: sql::to_u64(seq, "audit_anchor.seq")?,
+            hash: to_entry_hash(hash, "audit_anchor.hash")?,
+        },
+        entry_time_ms,
+        pruned_at_ms: time_ms,
+        signature: signature
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .unwrap_or([0; 64]),
+        public_key: public_key
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .unwrap_or([0; 32]),
+    })
+}
 
 /// One `audit_checkpoints` row as read: seq, head, time, public key, signature.
 type CheckpointRow = (i64, Vec<u8>, i64, Vec<u8>, Vec<u8>);
@@ -153,23 +173,13 @@ where
     /// Where the stored chain starts: the last entry retention pruned, as signed then
     /// (`head` [`Head::EMPTY`] and a zero signature while nothing was pruned).
     pub(super) async fn audit_anchor(&self) -> Result<Anchor, StoreError> {
-        let (seq, hash, time_ms, entry_time_ms, signature): AnchorRow = sqlx::query_as(
-            "SELECT seq, hash, time_ms, entry_time_ms, signature FROM audit_anchor WHERE id = 1",
+        let row: AnchorRow = sqlx::query_as(
+            "SELECT seq, hash, time_ms, entry_time_ms, signature, public_key FROM audit_anchor \
+             WHERE id = 1",
         )
         .fetch_one(&self.read)
         .await?;
-        Ok(Anchor {
-            head: Head {
-                seq: sql::to_u64(seq, "audit_anchor.seq")?,
-                hash: to_entry_hash(hash, "audit_anchor.hash")?,
-            },
-            entry_time_ms,
-            pruned_at_ms: time_ms,
-            // Absent or of another length: a signature that verifies under no key.
-            signature: signature
-                .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
-                .unwrap_or([0; 64]),
-        })
+        anchor(row)
     }
 
     /// Deletes the oldest entries appended before `before_ms`, at most `limit` of them and
@@ -188,15 +198,27 @@ where
     ) -> Result<Option<AuditPruned>, StoreError> {
         let mut tx = self.write.begin().await?;
         // The anchor row's lock serializes two pruners (two nodes of a cluster).
-        let (anchor_seq, _): (i64, Vec<u8>) =
-            sqlx::query_as("UPDATE audit_anchor SET seq = seq WHERE id = 1 RETURNING seq, hash")
-                .fetch_one(&mut *tx)
-                .await?;
+        let row: AnchorRow = sqlx::query_as(
+            "UPDATE audit_anchor SET seq = seq WHERE id = 1 \
+             RETURNING seq, hash, time_ms, entry_time_ms, signature, public_key",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let start = anchor(row)?;
+        let refused = |why: String| StoreError::AuditPruneRefused(why);
+        // Only from a start this key signed: an anchor moved by hand is never built on.
+        if start.head != Head::EMPTY {
+            start
+                .verify(&key.public())
+                .map_err(|e| refused(e.to_string()))?;
+        }
         let (head,): (i64,) = sqlx::query_as("SELECT seq FROM audit_head WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, time_ms, hash FROM audit_log WHERE seq > $1 AND seq < $2 \
+        let anchor_seq = sql::to_i64(start.head.seq, "audit_anchor.seq")?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, time_ms, action, outcome, actor, target_user, target_device, \
+             source_ip, details, prev_hash, hash FROM audit_log WHERE seq > $1 AND seq < $2 \
              ORDER BY seq LIMIT $3",
         )
         .bind(anchor_seq)
@@ -204,23 +226,25 @@ where
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
+        // Every entry pruned is checked first (its hash, its link, no gap), so that what
+        // decides its age, `time_ms`, is what was hashed: an entry made to look old by an
+        // edit, or a gap, stops the prune with an error instead of being signed away.
+        let (mut verifier, _) =
+            Verifier::from_anchor(start.head, Vec::new()).map_err(|e| refused(e.to_string()))?;
         let mut cut = None;
-        for (expected, (seq, time_ms, hash)) in (anchor_seq + 1..).zip(rows) {
-            // A gap (a deleted row) or a recent entry ends the prefix: what is pruned is
-            // always the unbroken start of the chain, so verification still sees a gap.
-            if seq != expected || time_ms >= before_ms {
+        for row in rows {
+            let entry = entry(row)?;
+            if entry.time_ms >= before_ms {
                 break;
             }
-            cut = Some((seq, time_ms, hash));
+            verifier.push(&entry).map_err(|e| refused(e.to_string()))?;
+            cut = Some((entry.seq, entry.time_ms, entry.hash));
         }
         let Some((to_seq, entry_time_ms, hash)) = cut else {
             return Ok(None);
         };
-        let hash = to_entry_hash(hash, "audit_log.hash")?;
-        let head = Head {
-            seq: sql::to_u64(to_seq, "audit_log.seq")?,
-            hash,
-        };
+        let head = Head { seq: to_seq, hash };
+        let to_seq = sql::to_i64(to_seq, "audit_log.seq")?;
         let anchor = key.anchor(head, entry_time_ms, now.0);
         let done = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
             .bind(to_seq)
@@ -229,18 +253,19 @@ where
         let deleted = B::rows_affected(&done);
         sqlx::query(
             "UPDATE audit_anchor SET seq = $1, hash = $2, time_ms = $3, entry_time_ms = $4, \
-             signature = $5 WHERE id = 1",
+             signature = $5, public_key = $6 WHERE id = 1",
         )
         .bind(to_seq)
         .bind(hash.0.as_slice())
         .bind(now.0)
         .bind(entry_time_ms)
         .bind(anchor.signature.as_slice())
+        .bind(anchor.public_key.as_slice())
         .execute(&mut *tx)
         .await?;
         let pruned = AuditPruned {
             count: deleted,
-            from_seq: sql::to_u64(anchor_seq + 1, "audit_anchor.seq")?,
+            from_seq: start.head.seq + 1,
             anchor: head,
         };
         let event = event

@@ -100,6 +100,11 @@ pub enum StoreError {
         /// Which column is unreadable.
         problem: AuditProblem,
     },
+    /// Retention did not prune the audit log: its start does not verify (the anchor is not
+    /// signed by this server's audit key, or an entry to prune does not hash, link or
+    /// follow: edited or deleted in the database). Nothing was deleted.
+    #[error("audit log not pruned: {0}")]
+    AuditPruneRefused(String),
     /// The database failed or is unreachable.
     #[error(transparent)]
     Database(sqlx::Error),
