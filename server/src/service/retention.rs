@@ -636,6 +636,16 @@ mod tests {
         ));
         exec(url, &undo).await;
         svc.audit_verify(&[], Some(&public)).await.unwrap();
+        // A node with another audit key (a cluster whose nodes do not share the key file)
+        // does not prune on from this anchor.
+        let other = crate::audit::AuditKey::from_seed(&[9; 32]);
+        let later = Timestamp(recent + 400 * DAY_MS);
+        let err = svc.purge_audit(later, &other).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::AuditPruneRefused(why) if why.contains("another key")),
+            "{err}"
+        );
+        assert_eq!(store.audit_anchor().await.unwrap(), signed);
     }
 
     #[tokio::test]
