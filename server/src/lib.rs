@@ -304,27 +304,11 @@ async fn housekeeping(
                 }
             }
             _ = tick.tick() => {
-                match svc.purge_expired_messages(service::now()).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(envelopes = n, "purged expired envelopes"),
-                    Err(e) => warn!(error = %e, "purging expired envelopes failed"),
-                }
-                match svc.purge_expired_blobs(service::now()).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(blobs = n, "purged expired blobs"),
-                    Err(e) => warn!(error = %e, "purging expired blobs failed"),
-                }
-                if let Some(key) = &prune_key
-                    && let Err(e) = svc.purge_audit(service::now(), key).await
-                {
-                    warn!(error = %e, "pruning old audit entries failed");
-                }
                 // Not in the first day after a start: after an outage, devices get a day
                 // to come back before their absence counts.
-                if started.elapsed() >= IDLE_GRACE
-                    && let Err(e) = svc.purge_idle_devices(service::now()).await
-                {
-                    warn!(error = %e, "removing idle devices failed");
+                let idle = started.elapsed() >= IDLE_GRACE;
+                if let Err(e) = svc.run_retention(prune_key.as_ref(), idle).await {
+                    warn!(error = %e, "taking the retention job's lock failed");
                 }
                 svc.prune();
             }

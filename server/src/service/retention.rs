@@ -39,6 +39,46 @@ pub struct IdlePurge {
 }
 
 impl Services {
+    /// The minutely retention job, on one node of a cluster at a time (the store's job
+    /// lock; a node that finds it held skips this round, the holder is doing it): purge
+    /// expired envelopes and blobs, prune old audit entries with `prune_key`, and (with
+    /// `idle`) remove idle devices. Each failure is logged and the others still run.
+    /// Returns whether this node ran it.
+    pub async fn run_retention(
+        &self,
+        prune_key: Option<&crate::audit::AuditKey>,
+        idle: bool,
+    ) -> Result<bool, StoreError> {
+        use tracing::warn;
+        let Some(lock) = self
+            .store
+            .try_job_lock(crate::store::Job::Retention)
+            .await?
+        else {
+            return Ok(false);
+        };
+        match self.purge_expired_messages(super::now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(envelopes = n, "purged expired envelopes"),
+            Err(e) => warn!(error = %e, "purging expired envelopes failed"),
+        }
+        match self.purge_expired_blobs(super::now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(blobs = n, "purged expired blobs"),
+            Err(e) => warn!(error = %e, "purging expired blobs failed"),
+        }
+        if let Some(key) = prune_key
+            && let Err(e) = self.purge_audit(super::now(), key).await
+        {
+            warn!(error = %e, "pruning old audit entries failed");
+        }
+        if idle && let Err(e) = self.purge_idle_devices(super::now()).await {
+            warn!(error = %e, "removing idle devices failed");
+        }
+        lock.release().await;
+        Ok(true)
+    }
+
     /// Delete the envelopes expired at `now` (and the idempotency records, provisioning
     /// channels and used sign-in tokens expired with them), a batch at a time. Returns how
     /// many envelopes went (one `retention-purge` audit entry when some did).
@@ -665,6 +705,62 @@ mod tests {
             &db.url,
         )
         .await;
+    }
+
+    /// The retention job runs on one node at a time: a second node on the same database
+    /// finds the lock held and skips its round; the lock comes back when released, and
+    /// when its holder dies (its connection closes); SQLite (one node) always has it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_retention_runs_on_one_node_at_a_time() {
+        use crate::store::Job;
+        let db = tacit_tests::TestDatabase::create()
+            .await
+            .expect("PostgreSQL from TACIT_TEST_DATABASE_URL must be reachable");
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+        a.migrate().await.unwrap();
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+        let node_b = Services::new(b.clone(), Arc::new(Config::default()));
+        let held = a.try_job_lock(Job::Retention).await.unwrap().expect("free");
+        assert!(b.try_job_lock(Job::Retention).await.unwrap().is_none());
+        assert!(!node_b.run_retention(None, true).await.unwrap(), "skipped");
+        held.release().await;
+        assert!(node_b.run_retention(None, true).await.unwrap(), "ran");
+        // Released after the run: node a can take it.
+        a.try_job_lock(Job::Retention)
+            .await
+            .unwrap()
+            .expect("released after the run")
+            .release()
+            .await;
+        // A holder that goes away without releasing (a node killed): its connection
+        // closes, and the lock with it.
+        let held = b.try_job_lock(Job::Retention).await.unwrap().unwrap();
+        drop(held);
+        let mut freed = false;
+        for _ in 0..100 {
+            if let Some(lock) = a.try_job_lock(Job::Retention).await.unwrap() {
+                lock.release().await;
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(freed, "a dropped lock is released by its closed connection");
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_retention_job_lock_is_always_granted() {
+        use crate::store::Job;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tacit.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let first = store.try_job_lock(Job::Retention).await.unwrap().unwrap();
+        let second = store.try_job_lock(Job::Retention).await.unwrap();
+        assert!(second.is_some(), "one node: nothing to exclude");
+        first.release().await;
     }
 
     #[tokio::test]

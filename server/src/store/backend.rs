@@ -41,6 +41,14 @@ pub trait Backend: Database + sqlx::database::HasStatementCache {
 
     /// How many rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Takes the cluster-wide lock of a background job (`key`), or `None` when another
+    /// node holds it (PostgreSQL: a session advisory lock on a connection of its own;
+    /// SQLite: one node by definition, always granted).
+    fn try_job_lock(
+        pool: &Pool<Self>,
+        key: i64,
+    ) -> impl Future<Output = Result<Option<super::JobLock>, StoreError>> + Send;
 }
 
 /// A type that is read from and bound to both databases (`i64`, `String`, `Vec<u8>`).

@@ -286,6 +286,65 @@ pub struct IdleDevice {
     pub others_active: bool,
 }
 
+/// The background jobs that run on every node but must not run on two at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// The minutely retention purge (envelopes, blobs, audit entries, idle devices).
+    Retention,
+}
+
+impl Job {
+    /// The advisory-lock key (fixed: every node must agree on it).
+    fn key(self) -> i64 {
+        match self {
+            // The ASCII bytes of "tacitret".
+            Self::Retention => 0x7461_6369_7472_6574,
+        }
+    }
+}
+
+/// A held job lock ([`Store::try_job_lock`]). Release it with [`JobLock::release`]; one
+/// dropped unreleased closes its connection, which releases the lock (it never goes back
+/// to the pool still held).
+#[derive(Debug)]
+pub struct JobLock {
+    held: Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, i64)>,
+}
+
+impl JobLock {
+    fn single() -> Self {
+        Self { held: None }
+    }
+
+    fn postgres(conn: sqlx::pool::PoolConnection<sqlx::Postgres>, key: i64) -> Self {
+        Self {
+            held: Some((conn, key)),
+        }
+    }
+
+    /// Gives the lock back (and its connection to the pool).
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.held.take() {
+            let unlocked: Result<(bool,), _> = sqlx::query_as("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await;
+            if !matches!(unlocked, Ok((true,))) {
+                // Not known to be unlocked: close the connection rather than pool it.
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.held.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 /// What one audit prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditPruned {
@@ -873,6 +932,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Entry, StoreError>;
     /// The checkpoint stored last.
     async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+    /// Take the cluster-wide lock of a background job, or `None` when another node holds
+    /// it (it is doing the job now). Always granted on SQLite (one node).
+    async fn try_job_lock(&self, job: Job) -> Result<Option<JobLock>, StoreError>;
     /// Rewrite one small row and commit: succeeds only when writes do (room on the disk,
     /// a database that takes writes).
     async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError>;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
-use super::StoreError;
 use super::backend::Backend;
 use super::sql::SqlStore;
+use super::{JobLock, StoreError};
 
 /// The PostgreSQL store.
 pub type PostgresStore = SqlStore<Postgres>;
@@ -19,6 +19,17 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl Backend for Postgres {
     const CLAIM_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
     const POSITIONAL: bool = false;
+
+    /// A session advisory lock, on a connection taken out of the pool for as long as the
+    /// job runs (a dead node's connection closes, and its lock goes with it).
+    async fn try_job_lock(pool: &Pool<Self>, key: i64) -> Result<Option<JobLock>, StoreError> {
+        let mut conn = pool.acquire().await?;
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(taken.then(|| JobLock::postgres(conn, key)))
+    }
 
     async fn migrate(pool: &Pool<Self>) -> Result<(), StoreError> {
         sqlx::migrate!("../migrations/postgres").run(pool).await?;

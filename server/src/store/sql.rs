@@ -633,6 +633,10 @@ where
         Self::last_checkpoint(self).await
     }
 
+    async fn try_job_lock(&self, job: super::Job) -> Result<Option<super::JobLock>, StoreError> {
+        B::try_job_lock(&self.write, job.key()).await
+    }
+
     async fn probe_write(&self, now: Timestamp) -> Result<(), StoreError> {
         Self::probe_write(self, now).await
     }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Pool, Sqlite, TransactionManager as _};
 
-use super::StoreError;
 use super::backend::Backend;
 use super::sql::SqlStore;
+use super::{JobLock, StoreError};
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -23,6 +23,11 @@ pub type SqliteStore = SqlStore<Sqlite>;
 impl Backend for Sqlite {
     const CLAIM_LOCK: &'static str = "";
     const POSITIONAL: bool = true;
+
+    /// One node: the job is always this node's.
+    async fn try_job_lock(_pool: &Pool<Self>, _key: i64) -> Result<Option<JobLock>, StoreError> {
+        Ok(Some(JobLock::single()))
+    }
 
     async fn migrate(pool: &Pool<Self>) -> Result<(), StoreError> {
         sqlx::migrate!("../migrations/sqlite").run(pool).await?;
