@@ -268,6 +268,11 @@ impl Client {
         Ok(serde_json::from_slice(&bytes).ok())
     }
 
+    async fn save_policy(&self, policy: &CachedPolicy) -> Result<(), ClientError> {
+        let bytes = serde_json::to_vec(policy).map_err(Inconsistent::from)?;
+        Ok(self.store.put_secret(POLICY_SECRET, &bytes).await?)
+    }
+
     /// The organisation's maximum for disappearing messages as last fetched from the server
     /// (seconds; `None`: none).
     pub async fn disappearing_max(&self) -> Result<Option<u64>, ClientError> {
@@ -287,17 +292,12 @@ impl Client {
             .disappearing_max_secs
             .filter(|max| *max >= api::DISAPPEARING_POLICY_FLOOR_SECS)
             .map(|max| max.min(MAX_TIMER_SECS));
-        let cached = CachedPolicy {
+        self.save_policy(&CachedPolicy {
             max_secs,
             fetched_at: now_ms(),
             failed_at: 0,
-        };
-        self.store
-            .put_secret(
-                POLICY_SECRET,
-                &serde_json::to_vec(&cached).map_err(Inconsistent::from)?,
-            )
-            .await?;
+        })
+        .await?;
         Ok(max_secs)
     }
 
@@ -326,13 +326,7 @@ impl Client {
                         failed_at: 0,
                     })
                 };
-                self.store
-                    .put_secret(
-                        POLICY_SECRET,
-                        &serde_json::to_vec(&failed).map_err(Inconsistent::from)?,
-                    )
-                    .await?;
-                Ok(())
+                self.save_policy(&failed).await
             }
             Err(other) => Err(other),
         }
